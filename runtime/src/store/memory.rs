@@ -1,0 +1,5 @@
+//! In-memory store (placeholder).
+
+/// The embedded in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore;

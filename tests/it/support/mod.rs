@@ -1,0 +1,1 @@
+//! Test support: real services (a private redis-server, the daemon binary) for the integration tests.
