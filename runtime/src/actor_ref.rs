@@ -1,0 +1,106 @@
+//! [`ActorRef`]: a stable, typed address of a supervised child that survives its restarts.
+
+use std::sync::Arc;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use parking_lot::RwLock;
+
+use crate::error::ActorError;
+use crate::guard::{request_error, Life};
+
+/// The address of a supervised actor. Each restart installs the new incarnation's address,
+/// so holders keep one `ActorRef` for the child's whole life under its supervisor.
+pub struct ActorRef<A: Actor> {
+    name: Arc<str>,
+    current: Arc<RwLock<Option<(Addr<A>, Life)>>>,
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        ActorRef {
+            name: self.name.clone(),
+            current: self.current.clone(),
+        }
+    }
+}
+
+impl<A: Actor> std::fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorRef").field("name", &self.name).finish()
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> ActorRef<A> {
+    pub(crate) fn empty(name: Arc<str>) -> Self {
+        ActorRef {
+            name,
+            current: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    pub(crate) fn install(&self, addr: Addr<A>, life: Life) {
+        *self.current.write() = Some((addr, life));
+    }
+
+    /// The child's name under its supervisor.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current incarnation's address, if one has been started.
+    pub fn addr(&self) -> Option<Addr<A>> {
+        self.current.read().as_ref().map(|(addr, _)| addr.clone())
+    }
+
+    /// The current incarnation's [`Life`], if one has been started.
+    pub fn life(&self) -> Option<Life> {
+        self.current.read().as_ref().map(|(_, life)| life.clone())
+    }
+
+    /// Sends `msg` to the current incarnation and waits for the reply. Waits for mailbox
+    /// space when the mailbox is full (backpressure).
+    ///
+    /// If the actor panics before answering, the error is [`ActorError::Panicked`]; if it
+    /// is between incarnations, [`ActorError::Stopped`] (retryable).
+    pub async fn send<M>(&self, msg: M) -> Result<M::Result, ActorError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let Some((addr, life)) = self.current.read().clone() else {
+            return Err(ActorError::Stopped {
+                actor: self.name.to_string(),
+            });
+        };
+        match addr.send(msg).await {
+            Ok(reply) => Ok(reply),
+            Err(err) => Err(request_error(&life, err).await),
+        }
+    }
+
+    /// Delivers `msg` without waiting for a reply; fails at once when the mailbox is full.
+    pub fn try_send<M>(&self, msg: M) -> Result<(), ActorError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        let Some(addr) = self.addr() else {
+            return Err(ActorError::Stopped {
+                actor: self.name.to_string(),
+            });
+        };
+        addr.try_send(msg).map_err(|err| match err {
+            SendError::Full(_) => ActorError::MailboxFull {
+                actor: self.name.to_string(),
+            },
+            SendError::Closed(_) => ActorError::Stopped {
+                actor: self.name.to_string(),
+            },
+        })
+    }
+}
