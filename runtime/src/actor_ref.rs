@@ -9,11 +9,14 @@ use parking_lot::RwLock;
 use crate::error::ActorError;
 use crate::guard::{request_error, Life};
 
+/// The live incarnation of a child: its address and its life.
+type Incarnation<A> = Option<(Addr<A>, Life)>;
+
 /// The address of a supervised actor. Each restart installs the new incarnation's address,
 /// so holders keep one `ActorRef` for the child's whole life under its supervisor.
 pub struct ActorRef<A: Actor> {
     name: Arc<str>,
-    current: Arc<RwLock<Option<(Addr<A>, Life)>>>,
+    current: Arc<RwLock<Incarnation<A>>>,
 }
 
 impl<A: Actor> Clone for ActorRef<A> {
@@ -27,7 +30,9 @@ impl<A: Actor> Clone for ActorRef<A> {
 
 impl<A: Actor> std::fmt::Debug for ActorRef<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ActorRef").field("name", &self.name).finish()
+        f.debug_struct("ActorRef")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -43,9 +48,13 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         *self.current.write() = Some((addr, life));
     }
 
-    /// The child's name under its supervisor.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The child's full name (its supervisors' names and its own, joined by `/`) once
+    /// started; the name it was declared with before.
+    pub fn name(&self) -> String {
+        match self.current.read().as_ref() {
+            Some((_, life)) => life.name().to_owned(),
+            None => self.name.to_string(),
+        }
     }
 
     /// The current incarnation's address, if one has been started.
@@ -71,9 +80,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         A::Context: ToEnvelope<A, M>,
     {
         let Some((addr, life)) = self.current.read().clone() else {
-            return Err(ActorError::Stopped {
-                actor: self.name.to_string(),
-            });
+            return Err(ActorError::Stopped { actor: self.name() });
         };
         match addr.send(msg).await {
             Ok(reply) => Ok(reply),
@@ -89,18 +96,17 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let Some(addr) = self.addr() else {
-            return Err(ActorError::Stopped {
-                actor: self.name.to_string(),
-            });
+        // Use the installed sender itself: a clone would get a fresh slot past the capacity
+        // and never see the mailbox as full.
+        let current = self.current.read();
+        let Some((addr, life)) = current.as_ref() else {
+            drop(current);
+            return Err(ActorError::Stopped { actor: self.name() });
         };
+        let actor = || life.name().to_owned();
         addr.try_send(msg).map_err(|err| match err {
-            SendError::Full(_) => ActorError::MailboxFull {
-                actor: self.name.to_string(),
-            },
-            SendError::Closed(_) => ActorError::Stopped {
-                actor: self.name.to_string(),
-            },
+            SendError::Full(_) => ActorError::MailboxFull { actor: actor() },
+            SendError::Closed(_) => ActorError::Stopped { actor: actor() },
         })
     }
 }

@@ -129,7 +129,9 @@ impl Life {
         self.inner.waker.wake();
     }
 
-    /// Declares that the actor failed, then stops it; its exit will be [`Exit::Failed`].
+    /// Declares that the actor failed and asks it to stop; its exit will be
+    /// [`Exit::Failed`]. Called from inside the actor, follow it with `ctx.stop()` so that
+    /// no further message is handled.
     pub fn fail(&self, reason: impl Into<String>) {
         *self.inner.failure.lock() = Some(reason.into());
         self.stop();
@@ -377,13 +379,16 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// panic inside it into [`ActorError::Panicked`] for `actor`.
 pub async fn isolate<T>(actor: &str, fut: impl Future<Output = T>) -> Result<T, ActorError> {
     use futures::FutureExt;
-    AssertUnwindSafe(fut).catch_unwind().await.map_err(|payload| {
-        PANICS_CAUGHT.fetch_add(1, Ordering::Relaxed);
-        let message = panic_message(payload.as_ref());
-        tracing::error!(actor, panic = %message, "panic in isolated work");
-        ActorError::Panicked {
-            actor: actor.to_owned(),
-            message,
-        }
-    })
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            PANICS_CAUGHT.fetch_add(1, Ordering::Relaxed);
+            let message = panic_message(payload.as_ref());
+            tracing::error!(actor, panic = %message, "panic in isolated work");
+            ActorError::Panicked {
+                actor: actor.to_owned(),
+                message,
+            }
+        })
 }

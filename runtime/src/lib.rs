@@ -4,16 +4,21 @@
 //! - [`supervisor`]: one-for-one supervisors with restart policies and escalation.
 //! - [`registry`]: per-entity actors, activated on demand and passivated when idle.
 //! - [`store`]: the persistence boundary, with memory and Redis backends.
+//! - [`health`]: readiness and the store health check; [`workers`]: the actor threads.
 
 pub mod actor_ref;
 pub mod error;
 pub mod guard;
+pub mod health;
 pub mod registry;
 pub mod store;
 pub mod supervisor;
+pub mod workers;
 
 pub use actor_ref::ActorRef;
 pub use error::ActorError;
 pub use guard::{isolate, Exit, Life, Spawn};
+pub use health::{Readiness, StoreHealth};
 pub use registry::{Registry, RegistryOptions, RegistryStats};
 pub use supervisor::{ChildOptions, Intensity, Restart, Supervisor, SupervisorSpec};
+pub use workers::Workers;

@@ -218,7 +218,8 @@ where
     fn activate(&self, id: &K) -> Entry<A> {
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.activations.fetch_add(1, Ordering::Relaxed);
-        let mut spawn = Spawn::named(format!("{}:{}", self.inner.name, id)).mailbox(self.inner.mailbox);
+        let mut spawn =
+            Spawn::named(format!("{}:{}", self.inner.name, id)).mailbox(self.inner.mailbox);
         if !self.inner.arbiters.is_empty() {
             let n = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed);
             spawn = spawn.on(self.inner.arbiters[n % self.inner.arbiters.len()].clone());

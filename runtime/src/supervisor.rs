@@ -47,7 +47,8 @@ impl Default for Intensity {
     }
 }
 
-type Starter = Arc<dyn Fn() -> Life + Send + Sync>;
+/// Starts a new incarnation under the given full name.
+type Starter = Arc<dyn Fn(Arc<str>) -> Life + Send + Sync>;
 
 struct ChildSpec {
     name: Arc<str>,
@@ -126,14 +127,13 @@ impl SupervisorSpec {
         A: Actor<Context = Context<A>>,
         F: Fn(&Life) -> A + Send + Sync + 'static,
     {
-        let full: Arc<str> = format!("{}/{}", self.name, name).into();
-        let slot = ActorRef::empty(full.clone());
+        let name: Arc<str> = name.into();
+        let slot = ActorRef::empty(name.clone());
         let installed = slot.clone();
         let make = Arc::new(make);
         let (mailbox, arbiter) = (options.mailbox, options.arbiter.clone());
-        let spawn_name = full.clone();
-        let start: Starter = Arc::new(move || {
-            let mut spawn = Spawn::named(spawn_name.clone()).mailbox(mailbox);
+        let start: Starter = Arc::new(move |full_name| {
+            let mut spawn = Spawn::named(full_name).mailbox(mailbox);
             if let Some(arbiter) = &arbiter {
                 spawn = spawn.on(arbiter.clone());
             }
@@ -143,7 +143,7 @@ impl SupervisorSpec {
             life
         });
         self.children.push(Arc::new(ChildSpec {
-            name: full,
+            name,
             restart: options.restart,
             shutdown: options.shutdown,
             start,
@@ -159,8 +159,6 @@ impl SupervisorSpec {
             ..ChildOptions::default()
         };
         let name = spec.name.to_string();
-        let mut spec = spec;
-        spec.name = format!("{}/{}", self.name, name).into();
         self.child(&name, options, move |life| {
             Supervisor::new(spec.clone(), life.clone())
         })
@@ -198,7 +196,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(spec: SupervisorSpec, life: Life) -> Self {
+    fn new(mut spec: SupervisorSpec, life: Life) -> Self {
+        // Under a parent, the full name is the one the parent gave this incarnation.
+        spec.name = life.name().into();
         let children = spec
             .children
             .iter()
@@ -219,12 +219,13 @@ impl Supervisor {
 
     fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
         let spec = self.spec.children[index].clone();
-        let life = (spec.start)();
+        let full_name: Arc<str> = format!("{}/{}", self.spec.name, spec.name).into();
+        let life = (spec.start)(full_name);
         let slot = &mut self.children[index];
         slot.generation += 1;
         slot.life = Some(life.clone());
         let generation = slot.generation;
-        tracing::info!(supervisor = %self.spec.name, child = %spec.name, generation, "child started");
+        tracing::info!(supervisor = %self.spec.name, child = %life.name(), generation, "child started");
         ctx.spawn(
             async move { life.exited().await }
                 .into_actor(self)
@@ -237,6 +238,7 @@ impl Supervisor {
         if self.children[index].generation != generation || self.stopping {
             return;
         }
+        let child = format!("{}/{}", self.spec.name, spec.name);
         self.children[index].life = None;
         let restart = match spec.restart {
             Restart::Permanent => true,
@@ -244,9 +246,9 @@ impl Supervisor {
             Restart::Temporary => false,
         };
         if exit.is_abnormal() {
-            tracing::warn!(supervisor = %self.spec.name, child = %spec.name, ?exit, restart, "child failed");
+            tracing::warn!(supervisor = %self.spec.name, %child, ?exit, restart, "child failed");
         } else {
-            tracing::info!(supervisor = %self.spec.name, child = %spec.name, restart, "child stopped");
+            tracing::info!(supervisor = %self.spec.name, %child, restart, "child stopped");
         }
         if !restart {
             return;
@@ -263,14 +265,15 @@ impl Supervisor {
         if self.restarts.len() as u32 >= self.spec.intensity.max_restarts {
             let reason = format!(
                 "child {} exceeded {} restarts within {:?}",
-                spec.name, self.spec.intensity.max_restarts, window
+                child, self.spec.intensity.max_restarts, window
             );
             tracing::error!(supervisor = %self.spec.name, %reason, "escalating to parent");
             self.life.fail(reason);
+            ctx.stop();
             return;
         }
         self.restarts.push_back(now);
-        tracing::info!(supervisor = %self.spec.name, child = %spec.name, "restarting child");
+        tracing::info!(supervisor = %self.spec.name, %child, "restarting child");
         self.start_child(index, ctx);
     }
 

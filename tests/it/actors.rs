@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use parking_lot::Mutex;
 use troupe_runtime::{
-    ActorError, ActorRef, ChildOptions, Exit, Intensity, Life, Registry, RegistryOptions,
-    Restart, SupervisorSpec,
+    ActorError, ActorRef, ChildOptions, Exit, Intensity, Life, Registry, RegistryOptions, Restart,
+    SupervisorSpec,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -81,7 +81,10 @@ async fn get_when_up(child: &ActorRef<Counter>) -> u64 {
             Ok(n) => return n,
             Err(err) => {
                 assert!(err.is_retryable(), "unexpected error {err}");
-                assert!(tokio::time::Instant::now() < deadline, "child never came back");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "child never came back"
+                );
                 tokio::task::yield_now().await;
             }
         }
@@ -121,7 +124,10 @@ async fn panic_becomes_typed_error_and_child_restarts_fresh_while_sibling_answer
         assert_eq!(get_when_up(&a).await, expected - 1);
         assert_eq!(a.send(Incr).await, Ok(expected));
     }
-    let err = a.send(Boom).await.expect_err("a panicking handler must not reply");
+    let err = a
+        .send(Boom)
+        .await
+        .expect_err("a panicking handler must not reply");
     match &err {
         ActorError::Panicked { actor, message } => {
             assert_eq!(actor, "root/a");
@@ -175,7 +181,10 @@ async fn crash_loop_stops_at_restart_limit_and_escalates() {
         .expect("supervisor must give up");
     match exit {
         Exit::Failed(reason) => {
-            assert!(reason.contains("loop/crasher exceeded 3 restarts"), "{reason}")
+            assert!(
+                reason.contains("loop/crasher exceeded 3 restarts"),
+                "{reason}"
+            )
         }
         other => panic!("expected a failure exit, got {other:?}"),
     }
@@ -216,7 +225,9 @@ async fn escalation_restarts_the_subtree_then_reaches_the_root() {
         .await
         .expect("root must give up");
     match exit {
-        Exit::Failed(reason) => assert!(reason.contains("root/sub exceeded 1 restarts"), "{reason}"),
+        Exit::Failed(reason) => {
+            assert!(reason.contains("root/sub exceeded 1 restarts"), "{reason}")
+        }
         other => panic!("expected a failure exit, got {other:?}"),
     }
     // The sub-supervisor ran twice (start + one restart by the root); each time its child
@@ -264,13 +275,19 @@ async fn transient_child_is_not_restarted_after_a_normal_stop() {
     assert_eq!(get_when_up(&child).await, 0);
     let first = child.life().expect("started");
     first.stop();
-    assert_eq!(tokio::time::timeout(WAIT, first.exited()).await, Ok(Exit::Stopped));
+    assert_eq!(
+        tokio::time::timeout(WAIT, first.exited()).await,
+        Ok(Exit::Stopped)
+    );
     // Give the supervisor a chance to (wrongly) restart it, observed through its address.
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
     assert_eq!(builds.load(Ordering::SeqCst), 1);
-    assert!(matches!(child.send(Get).await, Err(ActorError::Stopped { .. })));
+    assert!(matches!(
+        child.send(Get).await,
+        Err(ActorError::Stopped { .. })
+    ));
 }
 
 /// An entity that answers slowly when asked to, and panics on `Boom`.
@@ -363,10 +380,51 @@ async fn idle_entities_are_passivated_but_never_with_a_request_in_flight() {
     assert_eq!(reg.passivate_idle(), 1);
     assert!(reg.is_active(&busy));
     assert!(!reg.is_active(&idle));
-    assert_eq!(tokio::time::timeout(WAIT, idle_life.exited()).await, Ok(Exit::Stopped));
+    assert_eq!(
+        tokio::time::timeout(WAIT, idle_life.exited()).await,
+        Ok(Exit::Stopped)
+    );
     // The in-flight request completes normally.
     assert_eq!(slow.await.expect("task"), Ok(0));
     assert_eq!(reg.passivate_idle(), 1);
     assert_eq!(reg.stats().active, 0);
     assert_eq!(reg.stats().passivations, 2);
+}
+
+#[actix::test]
+async fn a_full_mailbox_refuses_try_send_and_send_waits_for_space() {
+    let mut spec = SupervisorSpec::new("root", Intensity::default());
+    let options = ChildOptions {
+        mailbox: 1,
+        ..ChildOptions::default()
+    };
+    let child = spec.child("slow", options, |_| Entity {
+        id: "slow".into(),
+        count: 0,
+    });
+    let (_root, _life) = spec.start();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while child.send(Incr).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    // Without yielding, the actor (on this thread) cannot drain its mailbox: it fills up.
+    let mut accepted = 0u64;
+    let mut refused = None;
+    for _ in 0..1000 {
+        match child.try_send(Incr) {
+            Ok(()) => accepted += 1,
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some(ActorError::MailboxFull { ref actor }) if actor == "root/slow"),
+        "{refused:?}"
+    );
+    assert!(accepted >= 1);
+    // `send` waits for space instead of failing, and every accepted message was handled.
+    assert_eq!(child.send(Incr).await, Ok(accepted + 2));
 }

@@ -1,1 +1,115 @@
-//! daemon tests
+//! The daemon binary: graceful shutdown on signals, the demo, staying up without Redis.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::daemon::Daemon;
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("write config");
+    file
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[test]
+fn serve_exits_zero_within_grace_on_sigterm_and_sigint() {
+    let config = config_file("[daemon]\nshutdown_grace = \"3s\"\n");
+    let path = config.path().to_str().expect("utf-8 path");
+    for signal in ["TERM", "INT"] {
+        let mut daemon = Daemon::spawn(&["serve", "--config", path]);
+        daemon.wait_for_log("troupe serving", Duration::from_secs(20));
+        let sent = Instant::now();
+        daemon.signal(signal);
+        let status = daemon
+            .wait_exit(Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("no exit within the grace period after SIG{signal}"));
+        assert!(status.success(), "exit status {status:?} after SIG{signal}");
+        assert!(sent.elapsed() < Duration::from_secs(3));
+        let log = daemon.log();
+        assert!(log.contains("shutting down"), "{log}");
+        assert!(log.contains("stopped cleanly"), "{log}");
+    }
+}
+
+#[test]
+fn serve_stays_up_and_not_ready_while_redis_is_unreachable() {
+    let port = free_port();
+    let config = config_file(&format!(
+        "[daemon]\nshutdown_grace = \"3s\"\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\nresponse_timeout = \"200ms\"\nconnect_timeout = \"200ms\"\n"
+    ));
+    let path = config.path().to_str().expect("utf-8 path");
+    let mut daemon = Daemon::spawn(&["serve", "--config", path]);
+    daemon.wait_for_log("troupe serving", Duration::from_secs(20));
+    daemon.wait_for_log("store unreachable: not ready", Duration::from_secs(10));
+    // Still running: it neither crashed nor exited.
+    assert!(daemon.wait_exit(Duration::from_millis(300)).is_none());
+    daemon.signal("TERM");
+    let status = daemon
+        .wait_exit(Duration::from_secs(4))
+        .expect("exit after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+}
+
+#[test]
+fn serve_rejects_an_invalid_config_with_exit_1() {
+    let config = config_file("[daemon]\nshutdown_grace = \"soon\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["serve", "--config"])
+        .arg(config.path())
+        .output()
+        .expect("run troupe");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("daemon.shutdown_grace"), "{stderr}");
+}
+
+#[test]
+fn demo_runs_end_to_end_on_embedded_defaults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .arg("demo")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .expect("run troupe demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.matches("re-activated from the store").count(),
+        3,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[thread acme/support-1] persisted 3 messages"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("shut down cleanly"), "{stdout}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let config = config_file("[daemon]\nshutdown_grace = \"2s\"\n");
+    let path = config.path().to_str().expect("utf-8 path");
+    let mut daemon = Daemon::spawn(&["--log-format", "json", "serve", "--config", path]);
+    let line = daemon.wait_for_log("troupe serving", Duration::from_secs(20));
+    let record: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(record["fields"]["message"], "troupe serving");
+    assert_eq!(record["level"], "INFO");
+    assert_eq!(record["fields"]["store"], "memory");
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(3)).expect("exit");
+    assert!(status.success());
+}

@@ -6,3 +6,4 @@ mod actors;
 mod config;
 mod daemon;
 mod store;
+mod threads;

@@ -1,1 +1,3 @@
 //! Test support: real services (a private redis-server, the daemon binary) for the integration tests.
+pub mod daemon;
+pub mod redis;

@@ -1,0 +1,109 @@
+//! Every default value of the configuration, in one place. Durations are written as in the file.
+
+use std::time::Duration;
+
+// [daemon]
+/// Time given to actors to finish their current message on shutdown before they are stopped.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Idle per-entity actors (threads, workflow runs) are passivated after this long.
+pub(crate) const PASSIVATE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Bounded mailbox size of every actor.
+pub(crate) const MAILBOX_CAPACITY: usize = 256;
+/// Restart intensity: at most this many restarts of a child ...
+pub(crate) const MAX_RESTARTS: u32 = 5;
+/// ... within this window, after which the supervisor escalates.
+pub(crate) const RESTART_WINDOW: Duration = Duration::from_secs(10);
+/// Actor threads (arbiters); 0 means one per CPU.
+pub(crate) const WORKERS: usize = 0;
+/// Daemon name when neither `/etc/hostname` nor `HOSTNAME` gives a host name.
+pub(crate) const HOSTNAME_FALLBACK: &str = "troupe";
+
+// [store]
+/// Prefix of every Redis key the daemon writes.
+pub(crate) const STORE_PREFIX: &str = "troupe:";
+/// Time allowed to open a Redis connection.
+pub(crate) const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for one Redis reply.
+pub(crate) const STORE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bound of the exponential reconnect delay.
+pub(crate) const STORE_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+
+// [ingress]
+/// Stream tasks are read from.
+pub(crate) const INGRESS_STREAM: &str = "troupe:tasks";
+/// Stream results are written to.
+pub(crate) const INGRESS_RESULTS: &str = "troupe:results";
+/// Stream poisoned tasks are moved to after `max_deliveries`.
+pub(crate) const INGRESS_DEAD: &str = "troupe:dead";
+/// Consumer group of all daemons sharing the stream.
+pub(crate) const INGRESS_GROUP: &str = "troupe";
+/// Entries read per XREADGROUP.
+pub(crate) const INGRESS_BATCH: usize = 64;
+/// How long one XREADGROUP blocks waiting for entries.
+pub(crate) const INGRESS_BLOCK: Duration = Duration::from_secs(1);
+/// Pending entries idle this long are claimed from dead consumers.
+pub(crate) const INGRESS_CLAIM_IDLE: Duration = Duration::from_secs(5 * 60);
+/// Deliveries of one entry before it goes to the dead stream.
+pub(crate) const INGRESS_MAX_DELIVERIES: u32 = 5;
+/// Tasks being processed at once by this daemon; reading pauses above it.
+pub(crate) const INGRESS_MAX_IN_FLIGHT: usize = 512;
+/// Largest accepted task input, in bytes.
+pub(crate) const INGRESS_MAX_INPUT_BYTES: usize = 65_536;
+/// Approximate MAXLEN of the results and dead streams.
+pub(crate) const INGRESS_MAX_LEN: u64 = 1_000_000;
+
+// [models.X]
+/// OpenAI-compatible endpoint when `base_url` is not given.
+pub(crate) const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Time allowed to connect to the model server.
+pub(crate) const MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A streaming response silent for this long is abandoned.
+pub(crate) const MODEL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retries of one model request (transient errors, 429, 5xx).
+pub(crate) const MODEL_MAX_RETRIES: u32 = 4;
+/// Total time spent retrying one model request.
+pub(crate) const MODEL_MAX_RETRY_TIME: Duration = Duration::from_secs(60);
+/// Cost per 1000 input / output tokens (free unless told).
+pub(crate) const MODEL_COST_PER_1K: f64 = 0.0;
+/// Artificial latency of the scripted model.
+pub(crate) const SCRIPTED_LATENCY: Duration = Duration::ZERO;
+
+// [agents.X]
+/// System instructions.
+pub(crate) const AGENT_INSTRUCTIONS: &str = "";
+/// Model calls (tool round trips) per task before the agent gives up.
+pub(crate) const AGENT_MAX_STEPS: u32 = 8;
+/// Sampling temperature.
+pub(crate) const AGENT_TEMPERATURE: f32 = 0.2;
+/// Recent thread messages sent to the model.
+pub(crate) const AGENT_CONTEXT_MESSAGES: usize = 20;
+
+// [tools.X]
+/// Time allowed for one tool call.
+pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+// [limits.X]
+/// Shards of a limit's counter.
+pub(crate) const LIMIT_SHARDS: u32 = 1;
+/// How long a caller waits for capacity; zero fails immediately.
+pub(crate) const LIMIT_MAX_WAIT: Duration = Duration::ZERO;
+
+// [pools.X]
+/// Jobs of a pool running at once.
+pub(crate) const POOL_MAX_PARALLELISM: usize = 8;
+/// Attempts of one job, the first included.
+pub(crate) const POOL_MAX_ATTEMPTS: u32 = 3;
+/// Delay before the first retry ...
+pub(crate) const POOL_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// ... multiplied by this factor on each further retry ...
+pub(crate) const POOL_BACKOFF_BASE: f64 = 2.0;
+/// ... up to this delay.
+pub(crate) const POOL_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Randomise retry delays (full jitter).
+pub(crate) const POOL_JITTER: bool = true;
+/// Finished jobs' records are kept this long.
+pub(crate) const POOL_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+// [crons.X]
+/// Input handed to the cron's agent or workflow.
+pub(crate) const CRON_INPUT: &str = "";

@@ -1,0 +1,62 @@
+//! `[daemon]`: settings of the daemon process and its actor system.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::defaults;
+
+/// Settings of the daemon process and its actor system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    /// Consumer name of this daemon (unique per process); `<hostname>-<pid>` when not given.
+    pub name: String,
+    /// Time given to actors to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Idle per-entity actors are passivated after this long.
+    pub passivate_after: Duration,
+    /// Bounded mailbox size of every actor (> 0).
+    pub mailbox_capacity: usize,
+    /// Restart intensity: at most this many restarts ...
+    pub max_restarts: u32,
+    /// ... within this window, then the supervisor escalates.
+    pub restart_window: Duration,
+    /// Actor threads (arbiters); 0 means one per CPU.
+    pub workers: usize,
+    /// Where to serve metrics, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Default for DaemonSettings {
+    /// The defaults, with the name computed from this host and process.
+    fn default() -> Self {
+        Self {
+            name: default_name(&[]),
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
+            passivate_after: defaults::PASSIVATE_AFTER,
+            mailbox_capacity: defaults::MAILBOX_CAPACITY,
+            max_restarts: defaults::MAX_RESTARTS,
+            restart_window: defaults::RESTART_WINDOW,
+            workers: defaults::WORKERS,
+            metrics_addr: None,
+        }
+    }
+}
+
+/// `<hostname>-<pid>`: the host name from `HOSTNAME` in `env`, else `/etc/hostname`, else
+/// `troupe`.
+pub(crate) fn default_name(env: &[(String, String)]) -> String {
+    let from_env = env
+        .iter()
+        .find(|(key, _)| key == "HOSTNAME")
+        .map(|(_, value)| value.trim().to_owned());
+    let host = from_env
+        .filter(|host| !host.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|text| text.trim().to_owned())
+                .filter(|host| !host.is_empty())
+        })
+        .unwrap_or_else(|| defaults::HOSTNAME_FALLBACK.to_owned());
+    format!("{host}-{}", std::process::id())
+}

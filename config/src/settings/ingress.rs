@@ -1,0 +1,50 @@
+//! `[ingress]`: how tasks are read from and results written to Redis streams.
+
+use std::time::Duration;
+
+use crate::defaults;
+
+/// Settings of the stream ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressSettings {
+    /// Stream tasks are read from.
+    pub stream: String,
+    /// Stream results are written to.
+    pub results: String,
+    /// Stream poisoned tasks are moved to.
+    pub dead: String,
+    /// Consumer group shared by all daemons.
+    pub group: String,
+    /// Entries read per XREADGROUP (> 0).
+    pub batch: usize,
+    /// How long one read blocks (> 0).
+    pub block: Duration,
+    /// Pending entries idle this long are claimed from other consumers (> 0).
+    pub claim_idle: Duration,
+    /// Deliveries of one entry before it is dead-lettered (> 0).
+    pub max_deliveries: u32,
+    /// Tasks in flight in this daemon before reading pauses (> 0).
+    pub max_in_flight: usize,
+    /// Largest accepted task input in bytes (> 0).
+    pub max_input_bytes: usize,
+    /// Approximate MAXLEN of the results and dead streams (> 0).
+    pub max_len: u64,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        Self {
+            stream: defaults::INGRESS_STREAM.to_owned(),
+            results: defaults::INGRESS_RESULTS.to_owned(),
+            dead: defaults::INGRESS_DEAD.to_owned(),
+            group: defaults::INGRESS_GROUP.to_owned(),
+            batch: defaults::INGRESS_BATCH,
+            block: defaults::INGRESS_BLOCK,
+            claim_idle: defaults::INGRESS_CLAIM_IDLE,
+            max_deliveries: defaults::INGRESS_MAX_DELIVERIES,
+            max_in_flight: defaults::INGRESS_MAX_IN_FLIGHT,
+            max_input_bytes: defaults::INGRESS_MAX_INPUT_BYTES,
+            max_len: defaults::INGRESS_MAX_LEN,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `[models.X]`: a model service (OpenAI-compatible or scripted) and its client settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One model service. Holds the *name* of the variable with the API key, never the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSettings {
+    /// Which provider, with its own settings.
+    pub provider: Provider,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// A response silent this long is abandoned.
+    pub idle_timeout: Duration,
+    /// Retries of one request.
+    pub max_retries: u32,
+    /// Total time spent retrying one request.
+    pub max_retry_time: Duration,
+    /// Cost per 1000 input tokens (>= 0).
+    pub input_cost_per_1k: f64,
+    /// Cost per 1000 output tokens (>= 0).
+    pub output_cost_per_1k: f64,
+}
+
+/// The provider of a model and its provider-specific settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Provider {
+    /// An OpenAI-compatible HTTP API.
+    Openai {
+        /// API root, e.g. `https://api.openai.com/v1`.
+        base_url: String,
+        /// The provider's model name, e.g. `gpt-4o-mini`.
+        model: String,
+        /// Name of the environment variable holding the API key.
+        api_key_env: Option<String>,
+    },
+    /// A deterministic in-process model for demos and tests.
+    Scripted {
+        /// Rules file, relative paths resolved against the config file's directory.
+        script: Option<PathBuf>,
+        /// Artificial latency per reply.
+        latency: Duration,
+    },
+}
+
+impl ModelSettings {
+    /// The API key, read from the named environment variable now; `None` when no variable is
+    /// named, it is unset or empty, or the provider takes no key.
+    pub fn api_key(&self) -> Option<String> {
+        match &self.provider {
+            Provider::Openai {
+                api_key_env: Some(var),
+                ..
+            } => std::env::var(var).ok().filter(|key| !key.is_empty()),
+            _ => None,
+        }
+    }
+
+    /// `"openai"` or `"scripted"`.
+    pub fn provider_name(&self) -> &'static str {
+        match self.provider {
+            Provider::Openai { .. } => "openai",
+            Provider::Scripted { .. } => "scripted",
+        }
+    }
+}

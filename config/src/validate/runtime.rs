@@ -1,0 +1,173 @@
+//! Validation of `[daemon]`, `[store]` and `[ingress]`.
+
+use std::net::SocketAddr;
+
+use super::Ctx;
+use crate::defaults;
+use crate::locate::KeyPath;
+use crate::raw::{RawDaemon, RawIngress, RawStore};
+use crate::settings::{
+    default_name, DaemonSettings, IngressSettings, RedisSettings, StoreSettings,
+};
+
+pub(super) fn daemon(
+    ctx: &mut Ctx<'_>,
+    raw: &RawDaemon,
+    env: &[(String, String)],
+) -> DaemonSettings {
+    let at = KeyPath::top("daemon");
+    let name = match raw.name.as_deref() {
+        Some(name) => ctx.non_empty(&at.key("name"), Some(name), ""),
+        None => default_name(env),
+    };
+    let metrics_addr = match raw.metrics_addr.as_deref() {
+        Some(addr) => match addr.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                ctx.error(
+                    &at.key("metrics_addr"),
+                    format!("invalid socket address \"{addr}\": expected IP:port, e.g. \"127.0.0.1:9464\""),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    DaemonSettings {
+        name,
+        shutdown_grace: ctx.duration(
+            &at.key("shutdown_grace"),
+            raw.shutdown_grace.as_deref(),
+            defaults::SHUTDOWN_GRACE,
+        ),
+        passivate_after: ctx.positive_duration(
+            &at.key("passivate_after"),
+            raw.passivate_after.as_deref(),
+            defaults::PASSIVATE_AFTER,
+        ),
+        mailbox_capacity: ctx.positive(
+            &at.key("mailbox_capacity"),
+            raw.mailbox_capacity,
+            defaults::MAILBOX_CAPACITY,
+        ),
+        max_restarts: raw.max_restarts.unwrap_or(defaults::MAX_RESTARTS),
+        restart_window: ctx.positive_duration(
+            &at.key("restart_window"),
+            raw.restart_window.as_deref(),
+            defaults::RESTART_WINDOW,
+        ),
+        workers: raw.workers.unwrap_or(defaults::WORKERS),
+        metrics_addr,
+    }
+}
+
+pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> StoreSettings {
+    let at = KeyPath::top("store");
+    let backend = ctx.choice(
+        &at.key("backend"),
+        raw.backend.as_deref(),
+        &["memory", "redis"],
+        Some("memory"),
+    );
+    let redis_only = [
+        ("url", raw.url.is_some()),
+        ("prefix", raw.prefix.is_some()),
+        ("connect_timeout", raw.connect_timeout.is_some()),
+        ("response_timeout", raw.response_timeout.is_some()),
+        ("reconnect_max_delay", raw.reconnect_max_delay.is_some()),
+    ];
+    match backend {
+        Some("redis") => {
+            let url = ctx
+                .required(&at.key("url"), raw.url.clone())
+                .unwrap_or_default();
+            if raw.url.is_some() && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                ctx.error(
+                    &at.key("url"),
+                    format!(
+                        "\"{}\" is not a Redis URL: it must start with redis:// or rediss://",
+                        crate::settings::redact_url(&url)
+                    ),
+                );
+            }
+            StoreSettings::Redis(RedisSettings {
+                url,
+                prefix: raw
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| defaults::STORE_PREFIX.to_owned()),
+                connect_timeout: ctx.positive_duration(
+                    &at.key("connect_timeout"),
+                    raw.connect_timeout.as_deref(),
+                    defaults::STORE_CONNECT_TIMEOUT,
+                ),
+                response_timeout: ctx.positive_duration(
+                    &at.key("response_timeout"),
+                    raw.response_timeout.as_deref(),
+                    defaults::STORE_RESPONSE_TIMEOUT,
+                ),
+                reconnect_max_delay: ctx.positive_duration(
+                    &at.key("reconnect_max_delay"),
+                    raw.reconnect_max_delay.as_deref(),
+                    defaults::STORE_RECONNECT_MAX_DELAY,
+                ),
+            })
+        }
+        Some(_memory) => {
+            for (key, present) in redis_only {
+                ctx.only_with(&at.key(key), present, "backend = \"redis\"");
+            }
+            StoreSettings::Memory
+        }
+        None => StoreSettings::Memory,
+    }
+}
+
+pub(super) fn ingress(ctx: &mut Ctx<'_>, raw: &RawIngress) -> IngressSettings {
+    let at = KeyPath::top("ingress");
+    IngressSettings {
+        stream: ctx.non_empty(
+            &at.key("stream"),
+            raw.stream.as_deref(),
+            defaults::INGRESS_STREAM,
+        ),
+        results: ctx.non_empty(
+            &at.key("results"),
+            raw.results.as_deref(),
+            defaults::INGRESS_RESULTS,
+        ),
+        dead: ctx.non_empty(&at.key("dead"), raw.dead.as_deref(), defaults::INGRESS_DEAD),
+        group: ctx.non_empty(
+            &at.key("group"),
+            raw.group.as_deref(),
+            defaults::INGRESS_GROUP,
+        ),
+        batch: ctx.positive(&at.key("batch"), raw.batch, defaults::INGRESS_BATCH),
+        block: ctx.positive_duration(
+            &at.key("block"),
+            raw.block.as_deref(),
+            defaults::INGRESS_BLOCK,
+        ),
+        claim_idle: ctx.positive_duration(
+            &at.key("claim_idle"),
+            raw.claim_idle.as_deref(),
+            defaults::INGRESS_CLAIM_IDLE,
+        ),
+        max_deliveries: ctx.positive(
+            &at.key("max_deliveries"),
+            raw.max_deliveries,
+            defaults::INGRESS_MAX_DELIVERIES,
+        ),
+        max_in_flight: ctx.positive(
+            &at.key("max_in_flight"),
+            raw.max_in_flight,
+            defaults::INGRESS_MAX_IN_FLIGHT,
+        ),
+        max_input_bytes: ctx.positive(
+            &at.key("max_input_bytes"),
+            raw.max_input_bytes,
+            defaults::INGRESS_MAX_INPUT_BYTES,
+        ),
+        max_len: ctx.positive(&at.key("max_len"), raw.max_len, defaults::INGRESS_MAX_LEN),
+    }
+}

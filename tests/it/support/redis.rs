@@ -1,0 +1,174 @@
+//! Private `redis-server`s for the tests: one shared per test binary ([`redis_url`]) and
+//! dedicated ones a test can stop and restart ([`RedisServer::start`]).
+//!
+//! Each server runs under a small `sh` watchdog that reads its stdin, a pipe held by this
+//! process: when the handle is dropped — or the test process exits, however it exits — the
+//! pipe closes, and the watchdog stops the server and removes its directory. No orphan servers
+//! survive `cargo test`. The shared server on :6379 is never touched.
+
+use std::io::{Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a fresh server may take to answer PING.
+const STARTUP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Stops the server it was given as `$1` when stdin closes, then removes its directory `$2`.
+const WATCHDOG: &str = r#"
+redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+  --dir "$2" --pidfile "$2/redis.pid" --logfile "$2/redis.log" </dev/null &
+pid=$!
+read _unused
+kill -CONT "$pid" 2>/dev/null
+kill -KILL "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+rm -rf "$2"
+"#;
+
+/// A private redis-server on a loopback port; stopped when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        Self::start_on(free_port())
+    }
+
+    /// Starts a server on `port` (for example the port of a server stopped before).
+    pub fn start_on(port: u16) -> RedisServer {
+        require_redis_server();
+        let dir = tempfile::Builder::new()
+            .prefix("troupe-redis-")
+            .tempdir()
+            .expect("create a temp dir for redis-server")
+            .keep();
+        let mut server = RedisServer {
+            port,
+            dir,
+            watchdog: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).expect("create the redis-server dir");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("redis-watchdog")
+            .arg(self.port.to_string())
+            .arg(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sh for redis-server");
+        let stdin = child.stdin.take().expect("watchdog stdin is piped");
+        self.watchdog = Some((child, stdin));
+        let deadline = Instant::now() + STARTUP_LIMIT;
+        while !answers_ping(self.port) {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                panic!(
+                    "redis-server on port {} did not answer PING within {STARTUP_LIMIT:?}; log:\n{log}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (SIGKILL, like a crash) and waits until it is gone. Its data is lost.
+    pub fn stop(&mut self) {
+        if let Some((mut child, stdin)) = self.watchdog.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Pauses (`true`, SIGSTOP) or resumes (`false`, SIGCONT) the server process.
+    pub fn pause(&self, paused: bool) {
+        let pid = std::fs::read_to_string(self.dir.join("redis.pid"))
+            .expect("redis-server writes its pidfile");
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.trim())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The URL of this test binary's shared private server, started on first use.
+pub fn redis_url() -> String {
+    static SHARED: OnceLock<RedisServer> = OnceLock::new();
+    // Never dropped: the watchdog stops it when this process exits and closes the pipe.
+    SHARED.get_or_init(RedisServer::start).url()
+}
+
+/// A key prefix no other test in this run uses.
+pub fn unique_prefix(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("it{}-{n}:{name}:", std::process::id())
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn require_redis_server() {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "redis-server is not installed (or not on PATH): the store tests start private \
+         redis-servers. Install it, e.g. `apt-get install redis-server`."
+    );
+}
+
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let limit = Some(Duration::from_millis(500));
+    if conn.set_read_timeout(limit).is_err() || conn.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    conn.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
