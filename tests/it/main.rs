@@ -3,7 +3,13 @@
 mod support;
 
 mod actors;
+mod agents;
 mod config;
+mod crons;
 mod daemon;
+mod limits;
+mod models;
+mod pools;
 mod store;
 mod threads;
+mod tools;

@@ -1,3 +1,7 @@
-//! troupe-tools: the `Tool` trait, the tool registry with per-agent allowlists, and the
-//! built-in tools. They arrive with the agents capability; the crate exists now so the
-//! dependency direction (config <- runtime <- tools <- agents <- binary) is fixed from the start.
+//! troupe-tools: the [`Tool`] trait, the tool registry and the built-in tools.
+
+pub mod error;
+pub mod tool;
+
+pub use error::ToolError;
+pub use tool::{Tool, ToolContext, ToolOutput};

@@ -1,0 +1,111 @@
+//! Errors of model services, each knowing whether a retry may help.
+
+use std::time::Duration;
+
+/// A failed model call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// 429: slow down; retry after the given time if the server said.
+    #[error("model {model}: rate limited (retry after {retry_after:?})")]
+    RateLimited {
+        /// The configured model.
+        model: String,
+        /// The server's Retry-After, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The account is out of quota (`insufficient_quota`): permanent.
+    #[error("model {model}: quota exhausted: {message}")]
+    QuotaExceeded {
+        /// The configured model.
+        model: String,
+        /// The provider's message.
+        message: String,
+    },
+    /// Connecting, waiting for the first byte, or waiting between stream chunks took too long.
+    #[error("model {model}: timed out {phase} after {after:?}")]
+    Timeout {
+        /// The configured model.
+        model: String,
+        /// `"connecting"`, `"waiting for a response"` or `"between stream chunks"`.
+        phase: &'static str,
+        /// The limit that fired.
+        after: Duration,
+    },
+    /// The connection failed or was reset.
+    #[error("model {model}: connection failed: {message}")]
+    Connection {
+        /// The configured model.
+        model: String,
+        /// What failed.
+        message: String,
+    },
+    /// The provider answered with an error status.
+    #[error("model {model}: provider returned {status}: {body}")]
+    Provider {
+        /// The configured model.
+        model: String,
+        /// HTTP status.
+        status: u16,
+        /// The start of the response body (never the request, which may hold secrets).
+        body: String,
+    },
+    /// The response could not be understood (bad JSON, a malformed chunk mid-stream, a
+    /// stream that ended without completing).
+    #[error("model {model}: malformed response: {message}")]
+    MalformedResponse {
+        /// The configured model.
+        model: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A usage budget is spent; the call was not made.
+    #[error("budget exceeded for {scope}: {message}")]
+    BudgetExceeded {
+        /// The budget's scope (e.g. a group).
+        scope: String,
+        /// Details.
+        message: String,
+    },
+    /// The request was rejected as invalid (a 4xx other than 429), or the service is
+    /// misconfigured (e.g. its API key variable is unset).
+    #[error("model {model}: invalid request: {message}")]
+    InvalidRequest {
+        /// The configured model.
+        model: String,
+        /// Details.
+        message: String,
+    },
+    /// A scripted model has no rule or cassette entry for this request.
+    #[error("model {model}: no scripted reply: {message}")]
+    NoScriptedReply {
+        /// The configured model.
+        model: String,
+        /// Details.
+        message: String,
+    },
+}
+
+impl ModelError {
+    /// Whether the same call may succeed later (rate limits, timeouts, connection errors, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ModelError::RateLimited { .. }
+            | ModelError::Timeout { .. }
+            | ModelError::Connection { .. } => true,
+            ModelError::Provider { status, .. } => *status >= 500,
+            ModelError::QuotaExceeded { .. }
+            | ModelError::MalformedResponse { .. }
+            | ModelError::BudgetExceeded { .. }
+            | ModelError::InvalidRequest { .. }
+            | ModelError::NoScriptedReply { .. } => false,
+        }
+    }
+
+    /// How long the server asked to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ModelError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}

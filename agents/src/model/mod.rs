@@ -1,0 +1,126 @@
+//! Model services: the one boundary between agents and language models.
+//!
+//! [`ModelService`] is implemented by `openai` (async-openai against any OpenAI-compatible
+//! server) and `scripted` (deterministic rules or a recorded cassette, no network). Agents hold
+//! an `Arc<dyn ModelService>`, so tests swap one for the other.
+
+mod error;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+pub use self::error::ModelError;
+use crate::message::{ChatMessage, ToolCall};
+
+/// A tool the model may call: its name, description and JSON schema of its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// The tool's name.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// JSON schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
+/// One chat completion request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The conversation so far, system message first.
+    pub messages: Vec<ChatMessage>,
+    /// Tools the model may call (already filtered by the agent's allowlist).
+    pub tools: Vec<ToolSpec>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Upper bound of generated tokens.
+    pub max_tokens: Option<u32>,
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A complete answer.
+    Stop,
+    /// It wants tool calls run.
+    ToolCalls,
+    /// It hit `max_tokens`.
+    Length,
+    /// The provider filtered the content.
+    ContentFilter,
+    /// Not reported, or a value this client does not know (e.g. `""` from some servers).
+    Unknown,
+}
+
+/// Token usage of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+}
+
+/// A model's complete answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The text (empty when the model only calls tools).
+    pub content: String,
+    /// Tool calls, assembled from their chunks when streamed.
+    pub tool_calls: Vec<ToolCall>,
+    /// Why it stopped.
+    pub finish: FinishReason,
+    /// Usage as reported by the provider; `None` when the server does not report it.
+    pub usage: Option<Usage>,
+    /// The model name the provider reported (or the configured one).
+    pub model: String,
+}
+
+/// One embedding request's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embeddings {
+    /// One vector per input, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Usage as reported (`output_tokens` is 0).
+    pub usage: Option<Usage>,
+}
+
+/// Where streamed text deltas go, in order, as they arrive.
+pub type DeltaSink = UnboundedSender<String>;
+
+/// A language model.
+#[async_trait]
+pub trait ModelService: Send + Sync + 'static {
+    /// The configured model's name (`[models.NAME]`), for usage records and spans.
+    fn name(&self) -> &str;
+
+    /// Runs one chat completion. With `deltas`, the answer is streamed and every text delta
+    /// is sent there as it arrives; the complete answer is returned either way.
+    ///
+    /// Retries of transient failures (429, 5xx, connection errors) happen inside, bounded in
+    /// attempts and total time; the error returned is the last one.
+    async fn chat(
+        &self,
+        request: &ChatRequest,
+        deltas: Option<DeltaSink>,
+    ) -> Result<ChatResponse, ModelError>;
+
+    /// Embeds texts.
+    async fn embed(&self, inputs: &[String]) -> Result<Embeddings, ModelError>;
+}
+
+/// Retry policy of a model service: exponential backoff with jitter, bounded twice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// Total time across all attempts and waits.
+    pub max_total: Duration,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+}

@@ -1,0 +1,2 @@
+//! limits benchmarks (in progress)
+fn main() {}

@@ -1,0 +1,2 @@
+//! pools benchmarks (in progress)
+fn main() {}

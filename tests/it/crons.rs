@@ -1,0 +1,1 @@
+//! crons tests (in progress)

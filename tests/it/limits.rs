@@ -1,0 +1,1 @@
+//! limits tests (in progress)

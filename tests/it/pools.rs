@@ -1,0 +1,1 @@
+//! pools tests (in progress)
