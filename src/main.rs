@@ -2,8 +2,10 @@
 //! config, opens the store, starts the actor tree and maps errors to exit codes.
 
 mod demo;
+mod limits_cmd;
 mod logging;
 mod serve;
+mod tail;
 mod tree;
 
 use std::path::PathBuf;
@@ -37,6 +39,37 @@ enum Command {
     },
     /// Run the main job on embedded defaults: memory store, no network, no API key.
     Demo,
+    /// Print a thread's messages and follow its live deltas (reads the store directly).
+    Tail {
+        /// The thread id.
+        thread: String,
+        /// The thread's group.
+        #[arg(long)]
+        group: String,
+        /// The TOML config file (for the store).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print what is there and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+        /// Stop following after this long (e.g. `30s`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_time: Option<std::time::Duration>,
+    },
+    /// Run the OpenAI-compatible mock model server (scripted replies, latency, faults).
+    MockLlm {
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// A mock config file (rules, latency, faults); built-in defaults without.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Exercise, inspect and reset rate limits (`[limits.NAME]`).
+    Limits {
+        #[command(subcommand)]
+        command: limits_cmd::LimitsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,12 +91,48 @@ fn main() -> ExitCode {
             logging::init(cli.log_format, "warn");
             report(demo::run())
         }
+        Command::Tail {
+            thread,
+            group,
+            config,
+            no_follow,
+            max_time,
+        } => {
+            logging::init(cli.log_format, "warn");
+            let config = match troupe_config::load(&config) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("{err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let args = tail::TailArgs {
+                thread,
+                group,
+                follow: !no_follow,
+                max_time,
+            };
+            report(tail::run(config, args))
+        }
+        Command::MockLlm { port, config } => {
+            logging::init(cli.log_format, "info");
+            report(mock_llm(port, config))
+        }
+        Command::Limits { command } => {
+            logging::init(cli.log_format, "warn");
+            report(limits_cmd::run(command))
+        }
     }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match troupe_config::load(path) {
         Ok(config) => {
+            // Tool kinds and options are checked by the tools crate, which knows them.
+            if let Err(err) = troupe_tools::ToolRegistry::from_config(&config.tools) {
+                eprintln!("{}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
             println!("config ok: {}", path.display());
             println!("{}", config.summary());
             ExitCode::SUCCESS
@@ -73,6 +142,20 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn mock_llm(port: u16, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => troupe_mock_llm::MockConfig::from_file(&path)?,
+        None => troupe_mock_llm::MockConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    eprintln!("troupe mock-llm: serving http://{addr}/v1");
+    runtime.block_on(troupe_mock_llm::serve(addr, config))?;
+    Ok(())
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -40,7 +40,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let store = open_store(&config.store).await?;
-        let tree = Tree::start(&config, store.clone());
+        let tree = Tree::start(&config, store.clone())?;
         tracing::info!(
             daemon = %config.daemon.name,
             config = %config.origin,

@@ -2,26 +2,32 @@
 //!
 //! ```text
 //! root (supervisor)
-//! └── infra (supervisor)
-//!     └── store-health        pings the store, drives readiness
+//! ├── infra (supervisor)
+//! │   └── store-health        pings the store, drives readiness
+//! ├── agents (supervisor)
+//! │   └── <agent>             one AgentActor per [agents.NAME]
+//! ├── pools (supervisor)
+//! │   └── <pool>              one PoolActor per [pools.NAME], on the workers
+//! └── crons                   the CronScheduler: [crons.NAME] and run-time crons
 //! threads (registry)          one ThreadActor per conversation thread, on the workers
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::{ThreadActor, ThreadId};
+use troupe_agents::{build_agents, AgentError, Conversations, UsageLedger};
 use troupe_config::Config;
+use troupe_runtime::cron::{CronOptions, Crons, RecordOnly};
+use troupe_runtime::pool::{Pool, PoolOptions, SetParallelism};
 use troupe_runtime::store::Store;
 use troupe_runtime::{
-    ChildOptions, Exit, Intensity, Life, Readiness, Registry, RegistryOptions, StoreHealth,
-    SupervisorSpec, Workers,
+    ChildOptions, Exit, Intensity, Life, Readiness, RegistryOptions, StoreHealth, SupervisorSpec,
+    Workers,
 };
 
 /// How often the store health actor pings the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-/// Messages a live thread keeps in memory.
-const THREAD_WINDOW: usize = 50;
 
 /// A running actor tree.
 pub struct Tree {
@@ -29,14 +35,19 @@ pub struct Tree {
     pub life: Life,
     /// Whether the daemon is ready.
     pub readiness: Readiness,
-    /// Live conversation threads.
-    pub threads: Registry<ThreadId, ThreadActor>,
+    /// Threads and agents.
+    pub conversations: Conversations,
+    /// Work pools by name.
+    pub pools: BTreeMap<String, Pool>,
+    /// The cron scheduler (targets record to the history only until they are wired).
+    pub crons: Crons,
     workers: Workers,
 }
 
 impl Tree {
-    /// Starts the tree on the current actix system.
-    pub fn start(config: &Config, store: Arc<dyn Store>) -> Tree {
+    /// Starts the tree on the current actix system. Fails if a model or tool cannot be set
+    /// up from the config.
+    pub fn start(config: &Config, store: Arc<dyn Store>) -> Result<Tree, AgentError> {
         let daemon = &config.daemon;
         let workers = Workers::start(daemon.workers);
         let readiness = Readiness::default();
@@ -54,38 +65,100 @@ impl Tree {
                 HEALTH_INTERVAL,
             )
         });
+        let usage = UsageLedger::new(store.clone(), Default::default());
+        let (agents, directory) = build_agents(config, store.clone(), usage.clone(), intensity)?;
         let mut root = SupervisorSpec::new("root", intensity);
         root.supervisor(infra);
+        root.supervisor(agents);
+        let (pools_spec, pools) = pools(config, store.clone(), intensity, &workers);
+        root.supervisor(pools_spec);
+        let crons = Crons::child_of(
+            &mut root,
+            config.crons.clone(),
+            store.clone(),
+            Arc::new(RecordOnly),
+            CronOptions {
+                daemon: daemon.name.clone(),
+                ..CronOptions::default()
+            },
+            ChildOptions::default(),
+        );
 
         let options = RegistryOptions {
             passivate_after: daemon.passivate_after,
             mailbox: daemon.mailbox_capacity,
             arbiters: workers.handles(),
         };
-        let threads = Registry::new("threads", options, move |id: &ThreadId, life: &Life| {
-            ThreadActor::new(id.clone(), store.clone(), THREAD_WINDOW, life.clone())
-        });
-        threads.spawn_sweeper();
+        let conversations = Conversations::new(store, directory, usage, options);
+        conversations.spawn_sweeper();
 
         let (_root, life) = root.start();
         readiness.set_started(true);
         tracing::info!(workers = workers.len(), "actor tree started");
-        Tree {
+        Ok(Tree {
             life,
             readiness,
-            threads,
+            conversations,
+            pools,
+            crons,
             workers,
-        }
+        })
     }
 
     /// Stops taking work, stops live threads, then the supervisors (children in reverse start
     /// order), then the worker threads; all within `grace`.
     pub async fn shutdown(self, grace: Duration) -> Exit {
         self.readiness.set_started(false);
+        // No new cron fires and no new pool attempts; running attempts drain as pools stop.
+        if let Some(crons) = self.crons.actor().life() {
+            crons.stop();
+        }
+        for pool in self.pools.values() {
+            let _ = pool.actor().try_send(SetParallelism(0));
+        }
         let half = grace / 2;
-        self.threads.shutdown(half).await;
+        self.conversations.shutdown(half).await;
         let exit = self.life.shutdown(half).await;
         self.workers.stop();
         exit
     }
+}
+
+/// The `pools` supervisor with one pool per `[pools.NAME]`, spread over the workers.
+fn pools(
+    config: &Config,
+    store: Arc<dyn Store>,
+    intensity: Intensity,
+    workers: &Workers,
+) -> (SupervisorSpec, BTreeMap<String, Pool>) {
+    let daemon = &config.daemon;
+    let arbiters = workers.handles();
+    let mut spec = SupervisorSpec::new("pools", intensity);
+    let options = PoolOptions {
+        instance: daemon.name.clone(),
+        ..PoolOptions::default()
+    };
+    let pools = config
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(i, (name, settings))| {
+            let child = ChildOptions {
+                shutdown: daemon.shutdown_grace / 4,
+                mailbox: daemon.mailbox_capacity,
+                arbiter: (!arbiters.is_empty()).then(|| arbiters[i % arbiters.len()].clone()),
+                ..ChildOptions::default()
+            };
+            let pool = Pool::child_of(
+                &mut spec,
+                name,
+                settings,
+                store.clone(),
+                options.clone(),
+                child,
+            );
+            (name.clone(), pool)
+        })
+        .collect();
+    (spec, pools)
 }

@@ -1,9 +1,11 @@
-//! Errors of the agents crate.
+//! Errors of the agents crate: threads, agent runs and the services they call.
 
 use troupe_runtime::store::StoreError;
 use troupe_runtime::ActorError;
 
-/// What can go wrong in a thread or an agent.
+use crate::model::ModelError;
+
+/// What can go wrong in a thread or an agent run.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The store failed; `is_retryable` says whether to try again.
@@ -12,6 +14,12 @@ pub enum AgentError {
     /// The actor that owns the work failed or stopped.
     #[error(transparent)]
     Actor(#[from] ActorError),
+    /// The model call failed (after its own bounded retries).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Tools could not be set up (a tool call's failure is a message to the model instead).
+    #[error(transparent)]
+    Tool(#[from] troupe_tools::ToolError),
     /// A persisted record could not be decoded.
     #[error("corrupt record at {key}: {message}")]
     Corrupt {
@@ -28,4 +36,75 @@ pub enum AgentError {
         /// Why.
         message: String,
     },
+    /// No such thing (thread, agent, approval).
+    #[error("no {what} {id:?}")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// It belongs to another group.
+    #[error("group {group:?} may not access {what} {id:?}")]
+    Forbidden {
+        /// The caller's group.
+        group: String,
+        /// What was asked for.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// An explicit id is already taken.
+    #[error("{what} {id:?} already exists")]
+    Conflict {
+        /// What.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The thread is archived and takes no new messages.
+    #[error("thread {thread:?} is archived")]
+    Archived {
+        /// The thread id.
+        thread: String,
+    },
+    /// The thread waits for an approval; it takes no new message until it is resolved.
+    #[error("thread {thread:?} is waiting for approval {approval:?}")]
+    AwaitingApproval {
+        /// The thread id.
+        thread: String,
+        /// The pending approval.
+        approval: String,
+    },
+}
+
+impl AgentError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AgentError::Store(err) => err.is_retryable(),
+            AgentError::Actor(err) => err.is_retryable(),
+            AgentError::Model(err) => err.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// A short stable name of the error kind, for results and events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AgentError::Store(_) => "store",
+            AgentError::Actor(_) => "actor",
+            AgentError::Model(ModelError::BudgetExceeded { .. }) => "budget_exceeded",
+            AgentError::Model(ModelError::RateLimited { .. }) => "rate_limited",
+            AgentError::Model(_) => "model",
+            AgentError::Tool(_) => "tool",
+            AgentError::Corrupt { .. } => "corrupt",
+            AgentError::Invalid { .. } => "invalid",
+            AgentError::NotFound { .. } => "not_found",
+            AgentError::Forbidden { .. } => "forbidden",
+            AgentError::Conflict { .. } => "conflict",
+            AgentError::Archived { .. } => "archived",
+            AgentError::AwaitingApproval { .. } => "awaiting_approval",
+        }
+    }
 }

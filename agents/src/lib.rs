@@ -1,14 +1,28 @@
-//! troupe-agents: conversation threads (and, as they land, model services, agents and the
-//! router).
+//! troupe-agents: model services, agent actors, persisted conversation threads with
+//! streaming, usage and audit events.
 //!
-//! - [`message`]: chat messages; [`model`]: model services.
-//! - [`thread`]: the thread actor, persisted in the store, an entity of a registry.
+//! - [`message`]: chat messages; [`model`]: model services (openai, scripted).
+//! - [`agent`]: the agent actor and its loop (model → tools → model …).
+//! - [`thread`]: the thread actor, an entity of the thread registry; [`thread_store`]: its
+//!   persisted form, scoped by group.
+//! - [`stream`]: live deltas; [`usage`]: usage, cost and budgets; [`events`]: the audit log.
+//! - [`conversations`]: the API clients use.
 
+pub mod agent;
+pub mod conversations;
 pub mod error;
+pub mod events;
 pub mod message;
 pub mod model;
+pub mod stream;
 pub mod thread;
+pub mod thread_store;
+pub mod usage;
 
+pub use agent::{AgentActor, AgentDirectory, AgentHandle, AgentRun, AgentSpec, Prices, RunAgent};
+pub use conversations::{build_agents, Ask, Conversations};
 pub use error::AgentError;
 pub use message::{ChatMessage, Role, ToolCall};
-pub use thread::{AppendMessages, History, ReadHistory, ThreadActor, ThreadId};
+pub use thread::{MessagePage, ThreadActor, TurnOutcome, TurnStatus};
+pub use thread_store::{NewThread, ThreadId, ThreadInfo, ThreadMessage, ThreadPage, ThreadStore};
+pub use usage::{Budget, Totals, UsageLedger, UsageReport};

@@ -1,110 +1,161 @@
-//! The thread actor: one live conversation thread whose messages are persisted in the store.
+//! The thread actor: one live conversation thread, persisted in the store.
 //!
-//! It takes [`AppendMessages`] and [`ReadHistory`]. Threads are entities of a
-//! [`Registry`](troupe_runtime::Registry), which supervises them: it activates a thread on its
-//! first message (the actor loads its recent messages from the store before handling
+//! It takes [`Turn`] (a user message answered by an agent), [`Approve`] (resume a turn paused
+//! for a tool approval), [`ReadMessages`], [`Archive`] and [`Delete`]. Threads are entities of
+//! a [`Registry`](troupe_runtime::Registry), which supervises them: it activates a thread on
+//! its first message (the actor loads its metadata and recent messages before handling
 //! anything), passivates it when idle, and deactivates it if it panics.
 //!
-//! Store layout (prefix added by the backend): `thread:{group}:{thread}:messages`, a list of
-//! JSON [`ChatMessage`]s. The group is part of the key, so one group can never address
-//! another group's thread.
+//! Turns, approvals, archive and delete are handled one at a time (`AtomicResponse`): concurrent
+//! messages to one thread are serialized, and user, assistant, tool-call and tool-result
+//! messages are persisted in order.
 
-use std::fmt;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use troupe_runtime::store::Store;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use troupe_runtime::Life;
 
+use crate::agent::{AgentDirectory, AgentRun, Decided, RunAgent, RunStatus};
 use crate::error::AgentError;
-use crate::message::ChatMessage;
+use crate::events::{EventKind, EventLog};
+use crate::message::{ChatMessage, Role, ToolCall};
+use crate::model::Usage;
+use crate::stream::DeltaWriter;
+use crate::thread_store::{
+    decode, encode, now_ms, ThreadId, ThreadInfo, ThreadMessage, ThreadStore,
+};
 
-/// Identifies a thread within a tenant group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ThreadId {
-    group: String,
-    thread: String,
-}
-
-impl ThreadId {
-    /// A thread id; both parts must be non-empty and free of `:` (they form store keys).
-    pub fn new(group: &str, thread: &str) -> Result<Self, AgentError> {
-        for (what, value) in [("group", group), ("thread id", thread)] {
-            if value.is_empty() || value.contains(':') {
-                return Err(AgentError::Invalid {
-                    what,
-                    message: format!("{value:?} must be non-empty and must not contain ':'"),
-                });
-            }
-        }
-        Ok(ThreadId {
-            group: group.to_owned(),
-            thread: thread.to_owned(),
-        })
-    }
-
-    /// The tenant group.
-    pub fn group(&self) -> &str {
-        &self.group
-    }
-
-    /// The thread id within the group.
-    pub fn thread(&self) -> &str {
-        &self.thread
-    }
-
-    fn messages_key(&self) -> String {
-        format!("thread:{}:{}:messages", self.group, self.thread)
-    }
-}
-
-impl fmt::Display for ThreadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.group, self.thread)
-    }
-}
-
-/// Appends messages to the thread (persisted before the reply); replies with the thread's
-/// new length.
+/// A user message for an agent to answer.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<u64, AgentError>")]
-pub struct AppendMessages(pub Vec<ChatMessage>);
+#[rtype(result = "Result<TurnOutcome, AgentError>")]
+pub struct Turn {
+    /// The agent that answers.
+    pub agent: String,
+    /// The user writing.
+    pub user: String,
+    /// The message.
+    pub input: String,
+    /// Stream the answer's deltas to the turn's delta stream.
+    pub stream: bool,
+}
 
-/// Reads the last `n` messages, oldest first, and the thread's total length.
+/// Resolves the pending approval of a paused turn and resumes it.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<History, AgentError>")]
-pub struct ReadHistory(pub usize);
+#[rtype(result = "Result<TurnOutcome, AgentError>")]
+pub struct Approve {
+    /// The approval id from [`TurnStatus::AwaitingApproval`].
+    pub approval: String,
+    /// Run the calls (`true`) or refuse them (`false`).
+    pub approve: bool,
+}
 
-/// The reply to [`ReadHistory`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct History {
-    /// The last messages, oldest first.
-    pub messages: Vec<ChatMessage>,
-    /// How many messages the thread has in all.
+/// Reads messages `from..from+limit`, oldest first.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<MessagePage, AgentError>")]
+pub struct ReadMessages {
+    /// First position.
+    pub from: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Archives the thread: readable, but it takes no new turns.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ThreadInfo, AgentError>")]
+pub struct Archive;
+
+/// Deletes the thread and everything in it; the actor stops.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), AgentError>")]
+pub struct Delete;
+
+/// A page of messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessagePage {
+    /// The messages, oldest first.
+    pub messages: Vec<ThreadMessage>,
+    /// The thread's length.
     pub total: u64,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TurnStatus {
+    /// The agent answered.
+    Completed,
+    /// The agent wants tools that need approval; resume with [`Approve`].
+    AwaitingApproval {
+        /// The approval to resolve.
+        approval: String,
+        /// The calls waiting.
+        calls: Vec<ToolCall>,
+    },
+    /// The agent hit its `max_steps` without a final answer.
+    StepLimit,
+}
+
+/// The result of a turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnOutcome {
+    /// The thread id.
+    pub thread: String,
+    /// Position of the last message written.
+    pub seq: u64,
+    /// The final answer (empty unless completed).
+    pub answer: String,
+    /// How it ended.
+    pub status: TurnStatus,
+    /// Tokens over all model calls of the turn.
+    pub usage: Usage,
+    /// Model calls made.
+    pub model_calls: u32,
+    /// The delta stream, when streamed.
+    pub delta_stream: Option<String>,
+}
+
+/// A paused turn, persisted at `thread:{group}:{thread}:approval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PendingApproval {
+    id: String,
+    agent: String,
+    user: String,
+    stream: bool,
+    calls: Vec<ToolCall>,
 }
 
 /// A live thread. See the module documentation.
 pub struct ThreadActor {
     id: ThreadId,
-    store: Arc<dyn Store>,
-    /// The most recent messages, at most `window` of them, oldest first.
-    recent: Vec<ChatMessage>,
+    threads: ThreadStore,
+    agents: Arc<AgentDirectory>,
+    info: Option<ThreadInfo>,
+    pending: Option<PendingApproval>,
+    /// The most recent messages, at most `window`, oldest first.
+    recent: Vec<ThreadMessage>,
     window: usize,
     total: u64,
-    life: troupe_runtime::Life,
+    life: Life,
 }
 
 impl ThreadActor {
-    /// A thread actor that keeps the last `window` messages in memory.
+    /// A thread actor keeping the last `window` messages in memory (at least the largest
+    /// `context_messages` of any agent).
     pub fn new(
         id: ThreadId,
-        store: Arc<dyn Store>,
+        threads: ThreadStore,
+        agents: Arc<AgentDirectory>,
         window: usize,
-        life: troupe_runtime::Life,
+        life: Life,
     ) -> Self {
         ThreadActor {
             id,
-            store,
+            threads,
+            agents,
+            info: None,
+            pending: None,
             recent: Vec::new(),
             window: window.max(1),
             total: 0,
@@ -112,46 +163,89 @@ impl ThreadActor {
         }
     }
 
-    fn remember(&mut self, messages: impl IntoIterator<Item = ChatMessage>) {
+    fn approval_key(&self) -> String {
+        format!("thread:{}:{}:approval", self.id.group(), self.id.thread())
+    }
+
+    fn remember(&mut self, messages: Vec<ThreadMessage>) {
+        if let Some(last) = messages.last() {
+            self.total = last.seq + 1;
+        }
         self.recent.extend(messages);
         if self.recent.len() > self.window {
             let excess = self.recent.len() - self.window;
             self.recent.drain(..excess);
         }
     }
-}
 
-fn decode(key: &str, raw: &[Vec<u8>]) -> Result<Vec<ChatMessage>, AgentError> {
-    raw.iter()
-        .map(|bytes| {
-            serde_json::from_slice(bytes).map_err(|err| AgentError::Corrupt {
-                key: key.to_owned(),
-                message: err.to_string(),
-            })
-        })
-        .collect()
+    /// Fails unless the thread exists, is not archived and has no pending approval.
+    fn ready_for_turn(&self) -> Result<&ThreadInfo, AgentError> {
+        let info = self.info.as_ref().ok_or_else(|| AgentError::NotFound {
+            what: "thread",
+            id: self.id.thread().to_owned(),
+        })?;
+        if info.archived {
+            return Err(AgentError::Archived {
+                thread: info.id.clone(),
+            });
+        }
+        if let Some(pending) = &self.pending {
+            return Err(AgentError::AwaitingApproval {
+                thread: info.id.clone(),
+                approval: pending.id.clone(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// The model context for `agent`: its instructions, then the last messages.
+    fn context(&self, agent: &str) -> Result<Vec<ChatMessage>, AgentError> {
+        let handle = self.agents.get(agent).ok_or_else(|| AgentError::NotFound {
+            what: "agent",
+            id: agent.to_owned(),
+        })?;
+        let settings = &handle.settings;
+        let mut context = Vec::with_capacity(settings.context_messages + 1);
+        if !settings.instructions.is_empty() {
+            context.push(ChatMessage::new(
+                Role::System,
+                settings.instructions.clone(),
+            ));
+        }
+        let start = self.recent.len().saturating_sub(settings.context_messages);
+        context.extend(self.recent[start..].iter().map(|m| m.message.clone()));
+        Ok(context)
+    }
 }
 
 impl Actor for ThreadActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let _span =
-            tracing::debug_span!("thread.load", group = %self.id.group, thread = %self.id.thread)
-                .entered();
-        let (store, key, window) = (self.store.clone(), self.id.messages_key(), self.window);
+        let (threads, id, window) = (self.threads.clone(), self.id.clone(), self.window);
+        let approval_key = self.approval_key();
         // Nothing is handled until the thread's state is loaded.
         ctx.wait(
             async move {
-                let total = store.len(&key).await?;
-                let raw = store.range(&key, -(window as i64), -1).await?;
-                Ok::<_, AgentError>((total, decode(&key, &raw)?))
+                let info = match threads.info(&id).await {
+                    Ok(info) => Some(info),
+                    Err(AgentError::NotFound { .. }) => None,
+                    Err(err) => return Err(err),
+                };
+                let (recent, total) = threads.recent(&id, window).await?;
+                let pending = match threads.store().get(&approval_key).await? {
+                    Some(bytes) => Some(decode::<PendingApproval>(&approval_key, &bytes)?),
+                    None => None,
+                };
+                Ok::<_, AgentError>((info, recent, total, pending))
             }
             .into_actor(self)
             .map(|loaded, act, ctx| match loaded {
-                Ok((total, recent)) => {
-                    act.total = total;
+                Ok((info, recent, total, pending)) => {
+                    act.info = info;
                     act.recent = recent;
+                    act.total = total;
+                    act.pending = pending;
                 }
                 Err(err) => {
                     act.life.fail(format!("loading thread {}: {err}", act.id));
@@ -162,60 +256,349 @@ impl Actor for ThreadActor {
     }
 }
 
-impl Handler<AppendMessages> for ThreadActor {
-    type Result = AtomicResponse<Self, Result<u64, AgentError>>;
+/// What a turn or a resumed turn runs, prepared by the actor before it awaits.
+struct Drive {
+    id: ThreadId,
+    threads: ThreadStore,
+    agents: Arc<AgentDirectory>,
+    agent: String,
+    user: String,
+    context: Vec<ChatMessage>,
+    resume: Vec<Decided>,
+    /// Messages to persist before the agent runs (the user's message).
+    first: Vec<ThreadMessage>,
+    next_seq: u64,
+    stream: bool,
+    approval_key: String,
+}
 
-    fn handle(&mut self, msg: AppendMessages, _: &mut Context<Self>) -> Self::Result {
-        let span = tracing::debug_span!("thread.append", group = %self.id.group, thread = %self.id.thread, count = msg.0.len());
-        let _entered = span.enter();
-        let encoded: Result<Vec<Vec<u8>>, _> = msg.0.iter().map(serde_json::to_vec).collect();
-        let (store, key) = (self.store.clone(), self.id.messages_key());
-        let messages = msg.0;
-        // Atomic: appends to one thread are persisted and applied in arrival order.
+/// What a drive changed, applied to the actor afterwards.
+struct Driven {
+    written: Vec<ThreadMessage>,
+    pending: Option<PendingApproval>,
+}
+
+async fn drive(d: Drive) -> (Driven, Result<TurnOutcome, AgentError>) {
+    let mut driven = Driven {
+        written: Vec::new(),
+        pending: None,
+    };
+    let result = drive_inner(&d, &mut driven).await;
+    if let Err(err) = &result {
+        let event = json!({"thread": d.id.thread(), "agent": d.agent, "user": d.user,
+                           "kind": err.kind(), "error": err.to_string()});
+        if let Err(e) = d
+            .threads
+            .store()
+            .apply(vec![EventLog::write(
+                d.id.group(),
+                EventKind::Error,
+                &event,
+            )])
+            .await
+        {
+            tracing::warn!(error = %e, "could not record an error event");
+        }
+    }
+    (driven, result)
+}
+
+async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, AgentError> {
+    let store = d.threads.store().clone();
+    let handle = d.agents.get(&d.agent).ok_or_else(|| AgentError::NotFound {
+        what: "agent",
+        id: d.agent.clone(),
+    })?;
+    let mut seq = d.next_seq;
+    if !d.first.is_empty() {
+        persist(d, &d.first).await?;
+        driven.written.extend(d.first.iter().cloned());
+        seq += d.first.len() as u64;
+    }
+    let writer = d.stream.then(|| {
+        let key = d.id.delta_stream(d.next_seq);
+        DeltaWriter::start(store.clone(), key)
+    });
+    if let Some(writer) = &writer {
+        store
+            .set(
+                &d.id.live_key(),
+                writer.stream().as_bytes(),
+                Some(crate::stream::RETENTION),
+            )
+            .await?;
+    }
+    let request = RunAgent {
+        thread: d.id.clone(),
+        user: d.user.clone(),
+        messages: d.context.clone(),
+        resume: d.resume.clone(),
+        deltas: writer.as_ref().and_then(DeltaWriter::sink),
+    };
+    let delta_stream = writer.as_ref().map(|w| w.stream().to_owned());
+    let run: Result<AgentRun, AgentError> = match handle.actor.send(request).await {
+        Ok(run) => run,
+        Err(err) => Err(err.into()),
+    };
+    if let Some(writer) = writer {
+        let error = run.as_ref().err().map(ToString::to_string);
+        writer.finish(error.as_deref()).await;
+        store.del(&[d.id.live_key()]).await?;
+    }
+    let run = run?;
+    let at_ms = now_ms();
+    let produced: Vec<ThreadMessage> = run
+        .produced
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| ThreadMessage {
+            seq: seq + i as u64,
+            at_ms,
+            agent: Some(d.agent.clone()),
+            message,
+        })
+        .collect();
+    persist(d, &produced).await?;
+    let last_seq = produced.last().map_or(seq.saturating_sub(1), |m| m.seq);
+    driven.written.extend(produced);
+    let status = match run.status {
+        RunStatus::Completed => TurnStatus::Completed,
+        RunStatus::StepLimit => TurnStatus::StepLimit,
+        RunStatus::AwaitingApproval { calls } => {
+            let pending = PendingApproval {
+                id: format!("a{last_seq}"),
+                agent: d.agent.clone(),
+                user: d.user.clone(),
+                stream: d.stream,
+                calls: calls.clone(),
+            };
+            store.set(&d.approval_key, &encode(&pending)?, None).await?;
+            let status = TurnStatus::AwaitingApproval {
+                approval: pending.id.clone(),
+                calls,
+            };
+            driven.pending = Some(pending);
+            status
+        }
+    };
+    Ok(TurnOutcome {
+        thread: d.id.thread().to_owned(),
+        seq: last_seq,
+        answer: run.answer,
+        status,
+        usage: run.usage,
+        model_calls: run.model_calls,
+        delta_stream,
+    })
+}
+
+/// Appends messages to the thread and records one event per message, in one batch.
+async fn persist(d: &Drive, messages: &[ThreadMessage]) -> Result<(), AgentError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut values = Vec::with_capacity(messages.len());
+    let mut writes = Vec::with_capacity(messages.len() + 1);
+    for m in messages {
+        values.push(encode(m)?);
+        let event = json!({"thread": d.id.thread(), "seq": m.seq, "role": m.message.role,
+                           "agent": m.agent, "user": d.user});
+        writes.push(EventLog::write(d.id.group(), EventKind::Message, &event));
+    }
+    writes.insert(
+        0,
+        troupe_runtime::store::Write::Push {
+            key: d.id.messages_key(),
+            values,
+        },
+    );
+    Ok(d.threads.store().apply(writes).await?)
+}
+
+impl ThreadActor {
+    fn start_drive(
+        &mut self,
+        drive_spec: Drive,
+    ) -> AtomicResponse<Self, Result<TurnOutcome, AgentError>> {
+        AtomicResponse::new(Box::pin(drive(drive_spec).into_actor(self).map(
+            |(driven, result), act, _| {
+                act.remember(driven.written);
+                if result.is_ok() {
+                    act.pending = driven.pending;
+                }
+                result
+            },
+        )))
+    }
+
+    fn failed<T: 'static>(
+        &mut self,
+        err: AgentError,
+    ) -> AtomicResponse<Self, Result<T, AgentError>> {
+        AtomicResponse::new(Box::pin(fut::ready(Err(err))))
+    }
+}
+
+impl Handler<Turn> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<TurnOutcome, AgentError>>;
+
+    fn handle(&mut self, msg: Turn, _: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::info_span!("thread.turn", group = %self.id.group(), thread = %self.id.thread(), agent = %msg.agent).entered();
+        if let Err(err) = self.ready_for_turn() {
+            return self.failed(err);
+        }
+        let user_message = ThreadMessage {
+            seq: self.total,
+            at_ms: now_ms(),
+            agent: None,
+            message: ChatMessage::new(Role::User, msg.input),
+        };
+        let mut context = match self.context(&msg.agent) {
+            Ok(context) => context,
+            Err(err) => return self.failed(err),
+        };
+        context.push(user_message.message.clone());
+        let spec = Drive {
+            id: self.id.clone(),
+            threads: self.threads.clone(),
+            agents: self.agents.clone(),
+            agent: msg.agent,
+            user: msg.user,
+            context,
+            resume: Vec::new(),
+            first: vec![user_message],
+            next_seq: self.total,
+            stream: msg.stream,
+            approval_key: self.approval_key(),
+        };
+        self.start_drive(spec)
+    }
+}
+
+impl Handler<Approve> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<TurnOutcome, AgentError>>;
+
+    fn handle(&mut self, msg: Approve, _: &mut Context<Self>) -> Self::Result {
+        let Some(pending) = self.pending.clone().filter(|p| p.id == msg.approval) else {
+            return self.failed(AgentError::NotFound {
+                what: "approval",
+                id: msg.approval,
+            });
+        };
+        let context = match self.context(&pending.agent) {
+            Ok(context) => context,
+            Err(err) => return self.failed(err),
+        };
+        let approval_key = self.approval_key();
+        let resume = pending
+            .calls
+            .iter()
+            .map(|call| Decided {
+                call: call.clone(),
+                approved: msg.approve,
+            })
+            .collect();
+        // The approval is cleared only once the resumed run has persisted its results.
+        self.pending = None;
+        let store = self.threads.store().clone();
+        let spec = Drive {
+            id: self.id.clone(),
+            threads: self.threads.clone(),
+            agents: self.agents.clone(),
+            agent: pending.agent.clone(),
+            user: pending.user.clone(),
+            context,
+            resume,
+            first: Vec::new(),
+            next_seq: self.total,
+            stream: pending.stream,
+            approval_key: approval_key.clone(),
+        };
         AtomicResponse::new(Box::pin(
             async move {
-                let encoded = encoded.map_err(|err| AgentError::Invalid {
-                    what: "message",
-                    message: err.to_string(),
-                })?;
-                let values: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-                Ok::<_, AgentError>(store.push(&key, &values).await?)
+                let (driven, result) = drive(spec).await;
+                if result.is_ok() && driven.pending.is_none() {
+                    if let Err(err) = store.del(&[approval_key]).await {
+                        return (driven, Err(err.into()));
+                    }
+                }
+                (driven, result)
             }
             .into_actor(self)
-            .map(move |pushed, act, _| {
-                let total = pushed?;
-                act.total = total;
-                act.remember(messages);
-                Ok(total)
+            .map(move |(driven, result), act, _| {
+                act.remember(driven.written);
+                act.pending = match &result {
+                    Ok(_) => driven.pending,
+                    Err(_) => Some(pending),
+                };
+                result
             }),
         ))
     }
 }
 
-impl Handler<ReadHistory> for ThreadActor {
-    type Result = ResponseActFuture<Self, Result<History, AgentError>>;
+impl Handler<ReadMessages> for ThreadActor {
+    type Result = ResponseFuture<Result<MessagePage, AgentError>>;
 
-    fn handle(&mut self, msg: ReadHistory, _: &mut Context<Self>) -> Self::Result {
-        let wanted = msg.0;
-        let have = self.recent.len() as u64;
-        if wanted <= self.recent.len() || have == self.total {
-            let start = self.recent.len().saturating_sub(wanted);
-            let reply = History {
-                messages: self.recent[start..].to_vec(),
-                total: self.total,
-            };
-            return Box::pin(fut::ready(Ok(reply)));
-        }
-        let (store, key, total) = (self.store.clone(), self.id.messages_key(), self.total);
-        Box::pin(
+    fn handle(&mut self, msg: ReadMessages, _: &mut Context<Self>) -> Self::Result {
+        let (threads, id) = (self.threads.clone(), self.id.clone());
+        Box::pin(async move {
+            let (messages, total) = threads.messages(&id, msg.from, msg.limit).await?;
+            Ok(MessagePage { messages, total })
+        })
+    }
+}
+
+impl Handler<Archive> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<ThreadInfo, AgentError>>;
+
+    fn handle(&mut self, _: Archive, _: &mut Context<Self>) -> Self::Result {
+        let Some(mut info) = self.info.clone() else {
+            return self.failed(AgentError::NotFound {
+                what: "thread",
+                id: self.id.thread().to_owned(),
+            });
+        };
+        info.archived = true;
+        let (threads, id) = (self.threads.clone(), self.id.clone());
+        AtomicResponse::new(Box::pin(
             async move {
-                let raw = store.range(&key, -(wanted as i64), -1).await?;
-                Ok(History {
-                    messages: decode(&key, &raw)?,
-                    total,
-                })
+                threads.save_info(&id, &info).await?;
+                Ok(info)
             }
-            .into_actor(self),
-        )
+            .into_actor(self)
+            .map(|result: Result<ThreadInfo, AgentError>, act, _| {
+                if let Ok(info) = &result {
+                    act.info = Some(info.clone());
+                }
+                result
+            }),
+        ))
+    }
+}
+
+impl Handler<Delete> for ThreadActor {
+    type Result = AtomicResponse<Self, Result<(), AgentError>>;
+
+    fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
+        let (threads, id) = (self.threads.clone(), self.id.clone());
+        let approval_key = self.approval_key();
+        AtomicResponse::new(Box::pin(
+            async move {
+                threads.delete(&id).await?;
+                threads.store().del(&[approval_key]).await?;
+                Ok(())
+            }
+            .into_actor(self)
+            .map(|result: Result<(), AgentError>, act, ctx| {
+                if result.is_ok() {
+                    act.info = None;
+                    act.recent.clear();
+                    act.total = 0;
+                    ctx.stop();
+                }
+                result
+            }),
+        ))
     }
 }

@@ -63,8 +63,12 @@ pub(crate) const MODEL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const MODEL_MAX_RETRIES: u32 = 4;
 /// Total time spent retrying one model request.
 pub(crate) const MODEL_MAX_RETRY_TIME: Duration = Duration::from_secs(60);
-/// Cost per 1000 input / output tokens (free unless told).
-pub(crate) const MODEL_COST_PER_1K: f64 = 0.0;
+/// First backoff before retrying a model request (doubled per retry, with jitter) ...
+pub(crate) const MODEL_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// ... up to this; a server's Retry-After takes precedence.
+pub(crate) const MODEL_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Cost per million input / output tokens (free unless told).
+pub(crate) const MODEL_COST_PER_MILLION: f64 = 0.0;
 /// Artificial latency of the scripted model.
 pub(crate) const SCRIPTED_LATENCY: Duration = Duration::ZERO;
 
@@ -81,12 +85,17 @@ pub(crate) const AGENT_CONTEXT_MESSAGES: usize = 20;
 // [tools.X]
 /// Time allowed for one tool call.
 pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tools run without asking a client first.
+pub(crate) const TOOL_REQUIRES_APPROVAL: bool = false;
 
 // [limits.X]
 /// Shards of a limit's counter.
 pub(crate) const LIMIT_SHARDS: u32 = 1;
 /// How long a caller waits for capacity; zero fails immediately.
 pub(crate) const LIMIT_MAX_WAIT: Duration = Duration::ZERO;
+/// Units a limit may promise ahead (reservations, waiting callers), in capacities: by default
+/// one more bucket (token bucket) or window (fixed window) may be reserved.
+pub(crate) const LIMIT_MAX_RESERVED_CAPACITIES: u64 = 1;
 
 // [pools.X]
 /// Jobs of a pool running at once.

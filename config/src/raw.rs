@@ -87,9 +87,13 @@ pub(crate) struct RawModel {
     pub idle_timeout: Option<String>,
     pub max_retries: Option<u32>,
     pub max_retry_time: Option<String>,
-    pub input_cost_per_1k: Option<f64>,
-    pub output_cost_per_1k: Option<f64>,
+    pub initial_backoff: Option<String>,
+    pub max_backoff: Option<String>,
+    pub input_cost_per_million: Option<f64>,
+    pub output_cost_per_million: Option<f64>,
+    pub record: Option<String>,
     pub script: Option<String>,
+    pub cassette: Option<String>,
     pub latency: Option<String>,
 }
 
@@ -114,6 +118,7 @@ pub(crate) struct RawAgent {
 pub(crate) struct RawTool {
     pub kind: Option<String>,
     pub timeout: Option<String>,
+    pub requires_approval: Option<bool>,
     pub options: Option<toml::Table>,
 }
 
@@ -132,6 +137,7 @@ pub(crate) struct RawLimit {
     pub shards: Option<u32>,
     pub on_store_error: Option<String>,
     pub max_wait: Option<String>,
+    pub max_reserved: Option<u64>,
 }
 
 /// `[pools.X]`

@@ -1,10 +1,12 @@
 //! [`ActorRef`]: a stable, typed address of a supervised child that survives its restarts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use parking_lot::RwLock;
+use tokio::sync::Notify;
 
 use crate::error::ActorError;
 use crate::guard::{request_error, Life};
@@ -12,11 +14,15 @@ use crate::guard::{request_error, Life};
 /// The live incarnation of a child: its address and its life.
 type Incarnation<A> = Option<(Addr<A>, Life)>;
 
+/// How long a sender waits for a child that is starting or restarting.
+const START_WAIT: Duration = Duration::from_secs(5);
+
 /// The address of a supervised actor. Each restart installs the new incarnation's address,
 /// so holders keep one `ActorRef` for the child's whole life under its supervisor.
 pub struct ActorRef<A: Actor> {
     name: Arc<str>,
     current: Arc<RwLock<Incarnation<A>>>,
+    installed: Arc<Notify>,
 }
 
 impl<A: Actor> Clone for ActorRef<A> {
@@ -24,6 +30,7 @@ impl<A: Actor> Clone for ActorRef<A> {
         ActorRef {
             name: self.name.clone(),
             current: self.current.clone(),
+            installed: self.installed.clone(),
         }
     }
 }
@@ -41,11 +48,32 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         ActorRef {
             name,
             current: Arc::new(RwLock::new(None)),
+            installed: Arc::new(Notify::new()),
         }
     }
 
     pub(crate) fn install(&self, addr: Addr<A>, life: Life) {
         *self.current.write() = Some((addr, life));
+        self.installed.notify_waiters();
+    }
+
+    /// The live incarnation, waiting up to [`START_WAIT`] while the child is (re)starting.
+    async fn live(&self) -> Option<(Addr<A>, Life)> {
+        let deadline = tokio::time::Instant::now() + START_WAIT;
+        loop {
+            let notified = self.installed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let current = self.current.read().clone();
+            if let Some((addr, life)) = &current {
+                if addr.connected() && life.is_alive() {
+                    return current;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return current;
+            }
+        }
     }
 
     /// The child's full name (its supervisors' names and its own, joined by `/`) once
@@ -68,10 +96,11 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
     }
 
     /// Sends `msg` to the current incarnation and waits for the reply. Waits for mailbox
-    /// space when the mailbox is full (backpressure).
+    /// space when the mailbox is full (backpressure), and for the child while it is starting
+    /// or restarting (up to 5 s).
     ///
-    /// If the actor panics before answering, the error is [`ActorError::Panicked`]; if it
-    /// is between incarnations, [`ActorError::Stopped`] (retryable).
+    /// If the actor panics before answering, the error is [`ActorError::Panicked`]; if no
+    /// incarnation came up in time, [`ActorError::Stopped`] (retryable).
     pub async fn send<M>(&self, msg: M) -> Result<M::Result, ActorError>
     where
         M: Message + Send + 'static,
@@ -79,7 +108,7 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        let Some((addr, life)) = self.current.read().clone() else {
+        let Some((addr, life)) = self.live().await else {
             return Err(ActorError::Stopped { actor: self.name() });
         };
         match addr.send(msg).await {

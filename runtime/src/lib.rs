@@ -5,12 +5,19 @@
 //! - [`registry`]: per-entity actors, activated on demand and passivated when idle.
 //! - [`store`]: the persistence boundary, with memory and Redis backends.
 //! - [`health`]: readiness and the store health check; [`workers`]: the actor threads.
+//! - [`limit`]: rate limits (token buckets, fixed windows; local or shared through the store).
+//! - [`pool`]: persisted work pools; [`retrier`]: backoff policy and persistent retried runs.
+//! - [`cron`]: schedules firing exactly once per tick across daemons.
 
 pub mod actor_ref;
+pub mod cron;
 pub mod error;
 pub mod guard;
 pub mod health;
+pub mod limit;
+pub mod pool;
 pub mod registry;
+pub mod retrier;
 pub mod store;
 pub mod supervisor;
 pub mod workers;

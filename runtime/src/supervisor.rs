@@ -315,7 +315,9 @@ impl Actor for Supervisor {
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
-        if self.children_stopped {
+        // Without a runtime (the system is being torn down) nothing can be awaited: the
+        // children are stopped by `Drop`.
+        if self.children_stopped || tokio::runtime::Handle::try_current().is_err() {
             return Running::Stop;
         }
         if !self.stopping {

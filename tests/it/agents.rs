@@ -1,1 +1,673 @@
-//! agents tests (in progress)
+//! Agents end to end: TOML-defined agents answering over real HTTP through the mock model
+//! server, tool calls and the allowlist, approvals, streaming to the store, usage and budgets,
+//! group isolation, and a conversation that survives a restart on Redis.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use troupe_agents::usage::day_of;
+use troupe_agents::{
+    build_agents, AgentError, Ask, Budget, Conversations, Role, TurnOutcome, TurnStatus,
+    UsageLedger,
+};
+use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
+use troupe_runtime::{Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
+
+use crate::support::llm::{self, mock_config, MockHandle};
+use crate::support::redis::{redis_url, unique_prefix};
+
+const RULES: &str = r#"
+[[rules]]
+contains = "steal"
+tool_calls = [{ name = "fetch", arguments = { url = "http://127.0.0.1:9/" } }]
+
+[[rules]]
+contains = "broken args"
+tool_calls = [{ name = "current_time", arguments = "{not json" }]
+"#;
+
+fn config_text(mock: &MockHandle) -> String {
+    format!(
+        r#"
+[models.mock]
+provider = "openai"
+base_url = "{url}"
+model = "mock-model"
+idle_timeout = "500ms"
+max_retries = 2
+max_retry_time = "3s"
+initial_backoff = "10ms"
+max_backoff = "50ms"
+input_cost_per_million = 1.0
+output_cost_per_million = 2.0
+
+[tools.current_time]
+kind = "current_time"
+
+[tools.fetch]
+kind = "http_get"
+
+[tools.guarded_time]
+kind = "current_time"
+requires_approval = true
+
+[agents.helper]
+model = "mock"
+instructions = "You help."
+tools = ["current_time"]
+
+[agents.gated]
+model = "mock"
+tools = ["guarded_time"]
+"#,
+        url = mock.base_url()
+    )
+}
+
+/// A running set of agents and threads over `store`.
+struct Rig {
+    talk: Conversations,
+    life: Life,
+}
+
+impl Rig {
+    async fn start(config: &str, store: Arc<dyn Store>, budgets: BTreeMap<String, Budget>) -> Rig {
+        let config = troupe_config::load_str(config, "troupe.toml", &[]).expect("config");
+        let usage = UsageLedger::new(store.clone(), budgets);
+        let (agents, directory) =
+            build_agents(&config, store.clone(), usage.clone(), Intensity::default())
+                .expect("agents");
+        let mut root = SupervisorSpec::new("root", Intensity::default());
+        root.supervisor(agents);
+        let (_root, life) = root.start();
+        let talk = Conversations::new(store, directory, usage, RegistryOptions::default());
+        Rig { talk, life }
+    }
+
+    async fn stop(self) {
+        self.talk.shutdown(Duration::from_secs(2)).await;
+        assert_eq!(
+            self.life.shutdown(Duration::from_secs(2)).await,
+            Exit::Stopped
+        );
+    }
+}
+
+fn ask(agent: &str, group: &str, thread: Option<&str>, input: &str) -> Ask {
+    Ask {
+        group: group.into(),
+        user: "alice".into(),
+        agent: agent.into(),
+        thread: thread.map(Into::into),
+        input: input.into(),
+        stream: false,
+    }
+}
+
+async fn memory_rig(mock: &MockHandle) -> (Rig, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    (
+        Rig::start(&config_text(mock), store.clone(), BTreeMap::new()).await,
+        store,
+    )
+}
+
+async fn contents(talk: &Conversations, group: &str, out: &TurnOutcome) -> Vec<(Role, String)> {
+    let page = talk
+        .messages(group, &out.thread, 0, 100)
+        .await
+        .expect("messages");
+    page.messages
+        .into_iter()
+        .map(|m| {
+            let text = if m.message.tool_calls.is_empty() {
+                m.message.content
+            } else {
+                m.message
+                    .tool_calls
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            (m.message.role, text)
+        })
+        .collect()
+}
+
+fn today() -> i64 {
+    day_of(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+#[actix::test]
+async fn an_agent_answers_calls_a_tool_and_streams_over_http() {
+    let mock = llm::start(mock_config("")).await;
+    let (rig, store) = memory_rig(&mock).await;
+    let mut question = ask("helper", "acme", None, "What is the current_time please?");
+    question.stream = true;
+    let out = rig.talk.ask(question).await.expect("turn");
+    assert_eq!(out.status, TurnStatus::Completed);
+    assert_eq!(out.model_calls, 2);
+    assert!(
+        out.answer
+            .starts_with("Here is what the tools returned: 20"),
+        "{}",
+        out.answer
+    );
+
+    let messages = contents(&rig.talk, "acme", &out).await;
+    let roles: Vec<Role> = messages.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        roles,
+        [Role::User, Role::Assistant, Role::Tool, Role::Assistant]
+    );
+    assert_eq!(messages[1].1, "current_time");
+    assert!(
+        messages[2].1.starts_with("20") && messages[2].1.ends_with('Z'),
+        "{:?}",
+        messages[2]
+    );
+    assert_eq!(messages[3].1, out.answer);
+
+    // The deltas in the store add up to the answer, then a final entry marks completion.
+    let key = out.delta_stream.clone().expect("streamed");
+    let entries = store.xrange(&key, "-", "+", None).await.expect("xrange");
+    let text: String = entries
+        .iter()
+        .filter_map(|e| e.field("delta"))
+        .map(String::from_utf8_lossy)
+        .collect();
+    assert_eq!(text, out.answer);
+    let last = entries.last().expect("entries");
+    assert_eq!(last.field("done"), Some(&b"ok"[..]));
+    assert!(
+        store.ttl(&key).await.expect("ttl").is_some(),
+        "delta streams expire"
+    );
+    assert_eq!(mock.stats().chat_completions, 2);
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn usage_totals_equal_the_tokens_the_mock_server_reported() {
+    let mock = llm::start(mock_config("")).await;
+    let (rig, _store) = memory_rig(&mock).await;
+    let first = rig
+        .talk
+        .ask(ask("helper", "acme", None, "What is the current_time?"))
+        .await
+        .expect("turn");
+    rig.talk
+        .ask(ask(
+            "helper",
+            "acme",
+            Some(&first.thread),
+            "and one more question",
+        ))
+        .await
+        .expect("turn");
+    rig.talk
+        .ask(ask("helper", "globex", None, "hello"))
+        .await
+        .expect("turn");
+
+    let stats = mock.stats();
+    let acme = rig
+        .talk
+        .usage("acme", today(), today())
+        .await
+        .expect("usage");
+    let globex = rig
+        .talk
+        .usage("globex", today(), today())
+        .await
+        .expect("usage");
+    assert_eq!(
+        acme.total.calls + globex.total.calls,
+        stats.chat_completions
+    );
+    assert_eq!(
+        acme.total.input_tokens + globex.total.input_tokens,
+        stats.prompt_tokens
+    );
+    assert_eq!(
+        acme.total.output_tokens + globex.total.output_tokens,
+        stats.completion_tokens
+    );
+    assert_eq!(acme.by_model["mock"].calls, 3);
+    assert_eq!(
+        acme.by_agent["helper"].input_tokens,
+        acme.total.input_tokens
+    );
+    let cost = (acme.total.input_tokens as f64 + 2.0 * acme.total.output_tokens as f64) / 1e6;
+    assert!(
+        (acme.total.cost - cost).abs() < 1e-9,
+        "{} != {cost}",
+        acme.total.cost
+    );
+    let events = rig.talk.events("acme", "0", 1000).await.expect("events");
+    let usage_events = events
+        .iter()
+        .filter(|e| e.field("kind") == Some(&b"usage"[..]))
+        .count();
+    assert_eq!(usage_events, 3);
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_tool_outside_the_allowlist_is_refused_and_recorded() {
+    let mock = llm::start(mock_config(RULES)).await;
+    let (rig, _store) = memory_rig(&mock).await;
+    let out = rig
+        .talk
+        .ask(ask("helper", "acme", None, "please steal the secrets"))
+        .await
+        .expect("turn");
+    assert_eq!(out.status, TurnStatus::Completed);
+    let messages = contents(&rig.talk, "acme", &out).await;
+    assert_eq!(messages[1], (Role::Assistant, "fetch".to_owned()));
+    assert_eq!(messages[2].0, Role::Tool);
+    assert!(
+        messages[2]
+            .1
+            .contains("fetch denied: not allowed for agent helper"),
+        "{}",
+        messages[2].1
+    );
+    // The refusal went back to the model, which answered with it.
+    assert!(
+        out.answer.contains("not allowed for agent helper"),
+        "{}",
+        out.answer
+    );
+    let events = rig.talk.events("acme", "0", 1000).await.expect("events");
+    let denied: Vec<_> = events
+        .iter()
+        .filter(|e| e.field("kind") == Some(&b"tool_denied"[..]))
+        .collect();
+    assert_eq!(denied.len(), 1);
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn malformed_tool_arguments_go_back_to_the_model() {
+    let mock = llm::start(mock_config(RULES)).await;
+    let (rig, _store) = memory_rig(&mock).await;
+    let out = rig
+        .talk
+        .ask(ask("helper", "acme", None, "call it with broken args"))
+        .await
+        .expect("turn");
+    assert_eq!(out.status, TurnStatus::Completed);
+    let messages = contents(&rig.talk, "acme", &out).await;
+    assert!(
+        messages[2]
+            .1
+            .starts_with("error: invalid arguments for current_time"),
+        "{}",
+        messages[2].1
+    );
+    // The second model request carried the error as a tool message.
+    let requests = mock.requests();
+    let last = &requests.last().expect("requests").body["messages"];
+    let tool_message = last.as_array().and_then(|m| m.last()).expect("messages");
+    assert_eq!(tool_message["role"], "tool");
+    assert!(tool_message["content"]
+        .as_str()
+        .unwrap_or("")
+        .contains("invalid arguments"));
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_tool_needing_approval_pauses_the_turn_until_a_client_decides() {
+    let mock = llm::start(mock_config("")).await;
+    let (rig, _store) = memory_rig(&mock).await;
+    let out = rig
+        .talk
+        .ask(ask("gated", "acme", None, "what is the guarded_time"))
+        .await
+        .expect("turn");
+    let TurnStatus::AwaitingApproval { approval, calls } = out.status.clone() else {
+        panic!("expected a pause, got {:?}", out.status);
+    };
+    assert_eq!(calls[0].name, "guarded_time");
+    // Nothing else runs in the thread meanwhile.
+    let busy = rig
+        .talk
+        .ask(ask("gated", "acme", Some(&out.thread), "hello?"))
+        .await;
+    assert!(
+        matches!(busy, Err(AgentError::AwaitingApproval { .. })),
+        "{busy:?}"
+    );
+    let wrong = rig.talk.approve("acme", &out.thread, "nope", true).await;
+    assert!(
+        matches!(
+            wrong,
+            Err(AgentError::NotFound {
+                what: "approval",
+                ..
+            })
+        ),
+        "{wrong:?}"
+    );
+
+    let denied = rig
+        .talk
+        .approve("acme", &out.thread, &approval, false)
+        .await
+        .expect("resume");
+    assert_eq!(denied.status, TurnStatus::Completed);
+    assert!(
+        denied.answer.contains("did not approve"),
+        "{}",
+        denied.answer
+    );
+
+    let again = rig
+        .talk
+        .ask(ask(
+            "gated",
+            "acme",
+            Some(&out.thread),
+            "the guarded_time now",
+        ))
+        .await
+        .expect("turn");
+    let TurnStatus::AwaitingApproval { approval, .. } = again.status else {
+        panic!("expected a pause");
+    };
+    let approved = rig
+        .talk
+        .approve("acme", &out.thread, &approval, true)
+        .await
+        .expect("resume");
+    assert_eq!(approved.status, TurnStatus::Completed);
+    assert!(
+        approved
+            .answer
+            .contains("Here is what the tools returned: 20"),
+        "{}",
+        approved.answer
+    );
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn groups_can_never_touch_each_others_threads() {
+    let mock = llm::start(mock_config("")).await;
+    let (rig, _store) = memory_rig(&mock).await;
+    let out = rig
+        .talk
+        .ask(ask("helper", "acme", None, "private matter"))
+        .await
+        .expect("turn");
+    let t = out.thread.as_str();
+    let forbidden = |r: &Result<_, AgentError>| matches!(r, Err(AgentError::Forbidden { .. }));
+    assert!(forbidden(
+        &rig.talk.messages("globex", t, 0, 10).await.map(|_| ())
+    ));
+    assert!(forbidden(
+        &rig.talk
+            .ask(ask("helper", "globex", Some(t), "let me in"))
+            .await
+            .map(|_| ())
+    ));
+    assert!(forbidden(&rig.talk.thread("globex", t).await.map(|_| ())));
+    assert!(forbidden(&rig.talk.archive("globex", t).await.map(|_| ())));
+    assert!(forbidden(&rig.talk.delete("globex", t).await));
+    assert!(forbidden(
+        &rig.talk.approve("globex", t, "a1", true).await.map(|_| ())
+    ));
+    assert!(rig
+        .talk
+        .list_threads("globex", None, 0, 10)
+        .await
+        .expect("list")
+        .threads
+        .is_empty());
+    assert!(rig
+        .talk
+        .events("globex", "0", 100)
+        .await
+        .expect("events")
+        .is_empty());
+    // Still intact for its owner.
+    assert_eq!(
+        rig.talk
+            .messages("acme", t, 0, 10)
+            .await
+            .expect("messages")
+            .total,
+        2
+    );
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn threads_list_newest_first_archive_and_delete() {
+    let mock = llm::start(mock_config("")).await;
+    let (rig, _store) = memory_rig(&mock).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            rig.talk
+                .ask(ask("helper", "acme", None, &format!("topic {i}")))
+                .await
+                .expect("turn")
+                .thread,
+        );
+    }
+    let page = rig
+        .talk
+        .list_threads("acme", None, 0, 2)
+        .await
+        .expect("list");
+    assert_eq!(
+        page.threads
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        [ids[4].as_str(), ids[3].as_str()]
+    );
+    let rest = rig
+        .talk
+        .list_threads("acme", Some("alice"), page.next.expect("more"), 10)
+        .await
+        .expect("list");
+    assert_eq!(rest.threads.len(), 3);
+    assert_eq!(rest.threads[2].title, "topic 0");
+
+    let archived = rig.talk.archive("acme", &ids[0]).await.expect("archive");
+    assert!(archived.archived);
+    let refused = rig
+        .talk
+        .ask(ask("helper", "acme", Some(&ids[0]), "more"))
+        .await;
+    assert!(
+        matches!(refused, Err(AgentError::Archived { .. })),
+        "{refused:?}"
+    );
+    rig.talk.delete("acme", &ids[1]).await.expect("delete");
+    let gone = rig.talk.messages("acme", &ids[1], 0, 10).await;
+    assert!(matches!(gone, Err(AgentError::NotFound { .. })), "{gone:?}");
+    assert_eq!(
+        rig.talk
+            .list_threads("acme", None, 0, 10)
+            .await
+            .expect("list")
+            .threads
+            .len(),
+        4
+    );
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_spent_budget_stops_calls_before_they_reach_the_model() {
+    let mock = llm::start(mock_config("")).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let budgets = BTreeMap::from([(
+        "acme".to_owned(),
+        Budget {
+            tokens_per_day: Some(5),
+            cost_per_day: None,
+        },
+    )]);
+    let rig = Rig::start(&config_text(&mock), store, budgets).await;
+    rig.talk
+        .ask(ask("helper", "acme", None, "one two three four five six"))
+        .await
+        .expect("first call is within budget");
+    let calls = mock.stats().chat_completions;
+    let refused = rig.talk.ask(ask("helper", "acme", None, "again")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(AgentError::Model(
+                troupe_agents::model::ModelError::BudgetExceeded { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        mock.stats().chat_completions,
+        calls,
+        "no call reached the model"
+    );
+    // Other groups are unaffected.
+    rig.talk
+        .ask(ask("helper", "globex", None, "hi"))
+        .await
+        .expect("globex has no budget");
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_conversation_survives_a_restart_on_redis() {
+    let mock = llm::start(mock_config("")).await;
+    let prefix = unique_prefix("agents-restart");
+    let redis = || async {
+        let mut options = RedisOptions::new(redis_url());
+        options.prefix = prefix.clone();
+        Arc::new(RedisStore::connect(options).await.expect("redis")) as Arc<dyn Store>
+    };
+    let first = Rig::start(&config_text(&mock), redis().await, BTreeMap::new()).await;
+    let out = first
+        .talk
+        .ask(ask("helper", "acme", None, "remember the word zebra"))
+        .await
+        .expect("turn");
+    first.stop().await;
+
+    // A new daemon (new connection, new actors) continues the same thread.
+    let second = Rig::start(&config_text(&mock), redis().await, BTreeMap::new()).await;
+    let next = second
+        .talk
+        .ask(ask(
+            "helper",
+            "acme",
+            Some(&out.thread),
+            "what was the word?",
+        ))
+        .await
+        .expect("turn");
+    assert_eq!(next.thread, out.thread);
+    let page = second
+        .talk
+        .messages("acme", &out.thread, 0, 10)
+        .await
+        .expect("messages");
+    assert_eq!(page.total, 4);
+    // The model saw the reloaded history: system, the first exchange, the new question.
+    let requests = mock.requests();
+    let sent = requests.last().expect("request").body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let texts: Vec<&str> = sent.iter().filter_map(|m| m["content"].as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "You help.",
+            "remember the word zebra",
+            "You said: remember the word zebra",
+            "what was the word?"
+        ]
+    );
+    second.stop().await;
+}
+
+#[actix::test]
+async fn tail_prints_a_thread_from_the_store_and_refuses_other_groups() {
+    let mock = llm::start(mock_config("")).await;
+    let prefix = unique_prefix("tail");
+    let mut options = RedisOptions::new(redis_url());
+    options.prefix = prefix.clone();
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.expect("redis"));
+    let rig = Rig::start(&config_text(&mock), store, BTreeMap::new()).await;
+    let out = rig
+        .talk
+        .ask(ask("helper", "acme", None, "What is the current_time?"))
+        .await
+        .expect("turn");
+    rig.stop().await;
+
+    let mut config = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp");
+    std::io::Write::write_all(
+        &mut config,
+        format!(
+            "[store]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n",
+            redis_url()
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let tail = |group: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args([
+                "tail",
+                &out.thread,
+                "--group",
+                group,
+                "--no-follow",
+                "--config",
+            ])
+            .arg(config.path())
+            .output()
+            .expect("run troupe tail")
+    };
+    let shown = tail("acme");
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        stdout.contains("[0] user: What is the current_time?"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[1] assistant (helper) calls current_time({})"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("[3] assistant (helper): {}", out.answer)),
+        "{stdout}"
+    );
+
+    let refused = tail("globex");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("may not access thread"), "{stderr}");
+}

@@ -1,1 +1,371 @@
-//! crons tests (in progress)
+//! Crons: interval and cron-expression schedules fire, crons are registered, listed and
+//! deleted at run time and persist, a tick is skipped (and recorded) while the previous run
+//! is going, and two daemons on one Redis fire each tick exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use troupe_config::{CronSettings, CronTarget, Schedule};
+use troupe_runtime::cron::{
+    cron_handler_fn, history, CronError, CronHandler, CronOptions, CronOrigin, Crons, HistoryEntry,
+    TickOutcome,
+};
+use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
+use troupe_runtime::{ChildOptions, Intensity, Life, SupervisorSpec};
+
+use crate::support::daemon::Daemon;
+use crate::support::redis::{redis_url, unique_prefix};
+
+/// Upper bound for anything that should happen "soon".
+const WAIT: Duration = Duration::from_secs(20);
+
+fn every(ms: u64, agent: &str) -> CronSettings {
+    CronSettings {
+        schedule: Schedule::Every(Duration::from_millis(ms)),
+        timezone: None,
+        target: CronTarget::Agent(agent.to_owned()),
+        input: format!("input of {agent}"),
+    }
+}
+
+/// A handler that reports each fire (cron name, input) on a channel.
+fn recorder() -> (Arc<dyn CronHandler>, UnboundedReceiver<(String, String)>) {
+    let (tx, rx) = unbounded_channel();
+    let handler = cron_handler_fn(move |cron, _target, input| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send((cron, input));
+            Ok(())
+        }
+    });
+    (handler, rx)
+}
+
+async fn start(
+    config: BTreeMap<String, CronSettings>,
+    store: Arc<dyn Store>,
+    handler: Arc<dyn CronHandler>,
+) -> (Crons, Life) {
+    let mut supervisor = SupervisorSpec::new("root", Intensity::default());
+    let options = CronOptions {
+        daemon: "it".to_owned(),
+        refresh: Duration::from_millis(200),
+        ..CronOptions::default()
+    };
+    let crons = Crons::child_of(
+        &mut supervisor,
+        config,
+        store,
+        handler,
+        options,
+        ChildOptions::default(),
+    );
+    let (_, life) = supervisor.start();
+    eventually("the scheduler starts", || async {
+        crons.actor().addr().is_some()
+    })
+    .await;
+    (crons, life)
+}
+
+/// Polls `check` every 20 ms until it holds, failing after [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for `n` fires of `cron` on `rx` (other crons' fires are dropped).
+async fn fires(rx: &mut UnboundedReceiver<(String, String)>, cron: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = 0;
+    while seen < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((name, _))) if name == cron => seen += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("{cron} fired {seen} times, not {n}, within {WAIT:?}"),
+        }
+    }
+}
+
+async fn entries(store: &dyn Store, cron: &str) -> Vec<HistoryEntry> {
+    history(store, cron, 10_000).await.expect("history")
+}
+
+/// Ticks are consecutive multiples of `period_ms`, each once.
+fn assert_each_tick_once(entries: &[HistoryEntry], period_ms: u64) {
+    let ticks: Vec<u64> = entries.iter().map(HistoryEntry::tick_ms).collect();
+    for pair in ticks.windows(2) {
+        assert_eq!(pair[1] - pair[0], period_ms, "ticks {ticks:?}");
+    }
+}
+
+#[actix::test]
+async fn interval_and_cron_expression_schedules_fire() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (handler, mut rx) = recorder();
+    let mut config = BTreeMap::new();
+    config.insert("fast".to_owned(), every(100, "a"));
+    config.insert(
+        "secondly".to_owned(),
+        CronSettings {
+            schedule: Schedule::Cron("* * * * * *".to_owned()),
+            timezone: Some("Europe/Paris".to_owned()),
+            target: CronTarget::Workflow("w".to_owned()),
+            input: String::new(),
+        },
+    );
+    let (crons, life) = start(config, store.clone(), handler).await;
+    fires(&mut rx, "secondly", 2).await;
+    eventually("fast has fired 5 times", || async {
+        entries(store.as_ref(), "fast").await.len() >= 5
+    })
+    .await;
+    let fast = entries(store.as_ref(), "fast").await;
+    assert!(fast.iter().all(|e| e.outcome == TickOutcome::Fired));
+    assert_each_tick_once(&fast, 100);
+    let secondly = entries(store.as_ref(), "secondly").await;
+    assert!(secondly.len() >= 2);
+    assert_each_tick_once(&secondly, 1000);
+    assert!(secondly.iter().all(|e| e.tick_ms() % 1000 == 0));
+    let listed = crons.list().await.expect("list");
+    let names: Vec<(&str, CronOrigin)> =
+        listed.iter().map(|c| (c.name.as_str(), c.origin)).collect();
+    assert_eq!(
+        names,
+        [
+            ("fast", CronOrigin::Config),
+            ("secondly", CronOrigin::Config)
+        ]
+    );
+    life.shutdown(WAIT).await;
+}
+
+#[actix::test]
+async fn crons_are_registered_listed_and_deleted_at_run_time_and_persist() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (handler, mut rx) = recorder();
+    let (crons, life) = start(BTreeMap::new(), store.clone(), handler).await;
+    assert!(crons.list().await.expect("list").is_empty());
+
+    let invalid = CronSettings {
+        schedule: Schedule::Cron("0 61 * * *".to_owned()),
+        ..every(100, "a")
+    };
+    assert!(matches!(
+        crons.register("bad", invalid).await,
+        Err(CronError::InvalidSchedule { .. })
+    ));
+    crons
+        .register("r", every(100, "a"))
+        .await
+        .expect("register");
+    let listed = crons.list().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].name.as_str(),
+            listed[0].origin,
+            &listed[0].settings
+        ),
+        ("r", CronOrigin::Runtime, &every(100, "a"))
+    );
+    fires(&mut rx, "r", 2).await;
+
+    assert!(crons.delete("r").await.expect("delete"));
+    assert!(!crons.delete("r").await.expect("delete again"));
+    assert!(crons.list().await.expect("list").is_empty());
+    let after_delete = entries(store.as_ref(), "r").await.len();
+    // A probe cron firing twice shows the scheduler kept running; `r` did not fire again.
+    crons
+        .register("probe", every(100, "p"))
+        .await
+        .expect("register");
+    fires(&mut rx, "probe", 2).await;
+    assert!(entries(store.as_ref(), "r").await.len() <= after_delete + 1);
+    crons
+        .register("kept", every(100, "k"))
+        .await
+        .expect("register");
+    life.shutdown(WAIT).await;
+
+    // A new scheduler over the same store (a restarted daemon) runs the run-time crons.
+    let (handler, mut rx) = recorder();
+    let (crons, life) = start(BTreeMap::new(), store.clone(), handler).await;
+    fires(&mut rx, "kept", 2).await;
+    let names: Vec<String> = crons
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["kept", "probe"]);
+    life.shutdown(WAIT).await;
+}
+
+#[actix::test]
+async fn a_tick_is_skipped_and_recorded_while_the_previous_run_is_going() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let handler = cron_handler_fn(move |_, _, _| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Err("the target failed".to_owned())
+        }
+    });
+    let mut config = BTreeMap::new();
+    config.insert("slow".to_owned(), every(100, "a"));
+    let (_crons, life) = start(config, store.clone(), handler).await;
+    eventually("two ticks skipped", || async {
+        let history = entries(store.as_ref(), "slow").await;
+        history
+            .iter()
+            .filter(|e| e.outcome == TickOutcome::Skipped)
+            .count()
+            >= 2
+    })
+    .await;
+    open.send_replace(true);
+    eventually("a fire after the skips", || async {
+        let history = entries(store.as_ref(), "slow").await;
+        let first_skip = history
+            .iter()
+            .position(|e| e.outcome == TickOutcome::Skipped);
+        first_skip.is_some_and(|at| {
+            history[at..]
+                .iter()
+                .any(|e| e.outcome == TickOutcome::Fired)
+        })
+    })
+    .await;
+    life.shutdown(WAIT).await;
+    let history = entries(store.as_ref(), "slow").await;
+    assert_eq!(history[0].outcome, TickOutcome::Fired);
+    assert_eq!(history[1].outcome, TickOutcome::Skipped);
+    assert!(history[1]
+        .detail
+        .contains("the previous run was still going"));
+    // The first run's failure is recorded under its own tick, once the gate opened.
+    let failed: Vec<&HistoryEntry> = history
+        .iter()
+        .filter(|e| e.outcome == TickOutcome::Failed)
+        .collect();
+    assert!(failed
+        .first()
+        .is_some_and(|f| f.tick == history[0].tick && f.detail == "the target failed"));
+    // Fired or skipped: one decision per tick, ticks consecutive.
+    let decisions: Vec<HistoryEntry> = history
+        .into_iter()
+        .filter(|e| e.outcome != TickOutcome::Failed)
+        .collect();
+    assert_each_tick_once(&decisions, 100);
+}
+
+#[test]
+fn two_daemons_on_one_redis_fire_each_tick_exactly_once() {
+    let prefix = unique_prefix("crons-two-daemons");
+    let config = |name: &str| {
+        format!(
+            r#"
+[daemon]
+name = "{name}"
+shutdown_grace = "3s"
+
+[store]
+backend = "redis"
+url = "{url}"
+prefix = "{prefix}"
+
+[models.m]
+provider = "scripted"
+
+[agents.a]
+model = "m"
+
+[crons.x]
+every = "1s"
+agent = "a"
+"#,
+            url = redis_url(),
+        )
+    };
+    let files: Vec<tempfile::NamedTempFile> = ["d1", "d2"]
+        .iter()
+        .map(|name| {
+            let mut file = tempfile::Builder::new()
+                .suffix(".toml")
+                .tempfile()
+                .expect("temp file");
+            file.write_all(config(name).as_bytes())
+                .expect("write config");
+            file
+        })
+        .collect();
+    let path = |i: usize| files[i].path().to_str().expect("utf-8 path");
+    let mut daemons = [
+        Daemon::spawn(&["serve", "--config", path(0)]),
+        Daemon::spawn(&["serve", "--config", path(1)]),
+    ];
+    for daemon in &mut daemons {
+        daemon.wait_for_log("troupe serving", Duration::from_secs(30));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let history = runtime.block_on(async {
+        let options = RedisOptions {
+            prefix: prefix.clone(),
+            ..RedisOptions::new(redis_url())
+        };
+        let store = RedisStore::connect(options).await.expect("connect");
+        // Both daemons are up: count the ticks fired from now on, over about 6 s.
+        let deadline = Instant::now() + WAIT;
+        let start = entries(&store, "x").await.len();
+        loop {
+            let history = entries(&store, "x").await;
+            if history.len() >= start + 6 {
+                return history;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} fires: {history:?}",
+                history.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for daemon in &mut daemons {
+        daemon.signal("TERM");
+    }
+    for daemon in &mut daemons {
+        let status = daemon.wait_exit(Duration::from_secs(5)).expect("exit");
+        assert!(status.success(), "{status:?}\n{}", daemon.log());
+    }
+    assert!(
+        history.iter().all(|e| e.outcome == TickOutcome::Fired),
+        "{history:?}"
+    );
+    let mut per_tick: HashMap<u64, usize> = HashMap::new();
+    for entry in &history {
+        *per_tick.entry(entry.tick_ms()).or_default() += 1;
+    }
+    assert!(
+        per_tick.values().all(|n| *n == 1),
+        "a tick fired twice: {per_tick:?}"
+    );
+    assert_each_tick_once(&history, 1000);
+    let by = |name: &str| history.iter().filter(|e| e.daemon == name).count();
+    eprintln!("fires by daemon: d1 {}, d2 {}", by("d1"), by("d2"));
+}

@@ -1,1 +1,769 @@
-//! models tests (in progress)
+//! Model services over real HTTP: troupe's `openai` model (async-openai) against the mock
+//! server — answers, streaming, tool calls, quirks, retries, timeouts, broken streams, error
+//! bodies, embeddings, key hygiene — and the `scripted` model: rules, built-in behaviour and
+//! cassettes replayed offline.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use troupe_agents::model::{
+    self, ChatRequest, ChatResponse, FinishReason, ModelError, ModelService, ToolSpec, Usage,
+};
+use troupe_agents::{ChatMessage, Role, ToolCall};
+
+use crate::support::llm::{
+    self, mock_config, model_settings, openai_settings, openai_settings_with, Fault, MockConfig,
+    MockHandle, Quirk, PROMPTLY,
+};
+
+fn request(messages: Vec<ChatMessage>, tools: &[&str]) -> ChatRequest {
+    ChatRequest {
+        messages,
+        tools: tools
+            .iter()
+            .map(|name| ToolSpec {
+                name: (*name).to_owned(),
+                description: format!("the {name} tool"),
+                parameters: serde_json::json!({"type": "object", "properties": {}}),
+            })
+            .collect(),
+        temperature: Some(0.2),
+        max_tokens: None,
+    }
+}
+
+fn user(text: &str) -> ChatRequest {
+    request(vec![ChatMessage::new(Role::User, text)], &[])
+}
+
+fn build(settings: &troupe_config::ModelSettings) -> Arc<dyn ModelService> {
+    model::build("m", settings).unwrap_or_else(|err| panic!("{err}"))
+}
+
+async fn openai(mock: &MockHandle) -> Arc<dyn ModelService> {
+    build(&openai_settings(mock))
+}
+
+/// Runs a streamed call; returns its result and the deltas sent, in order.
+async fn streamed(
+    model: &dyn ModelService,
+    request: &ChatRequest,
+) -> (Result<ChatResponse, ModelError>, Vec<String>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = model.chat(request, Some(tx)).await;
+    let mut deltas = Vec::new();
+    while let Some(delta) = rx.recv().await {
+        deltas.push(delta);
+    }
+    (result, deltas)
+}
+
+fn ok(result: Result<ChatResponse, ModelError>) -> ChatResponse {
+    result.unwrap_or_else(|err| panic!("model call failed: {err}"))
+}
+
+fn calls(response: &ChatResponse) -> Vec<(&str, &str, &str)> {
+    response
+        .tool_calls
+        .iter()
+        .map(|call| {
+            (
+                call.id.as_str(),
+                call.name.as_str(),
+                call.arguments.as_str(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_answer_with_usage() {
+    let mock = llm::start(MockConfig::default()).await;
+    let model = openai(&mock).await;
+    let request = request(
+        vec![
+            ChatMessage::new(Role::System, "Be brief."),
+            ChatMessage::new(Role::User, "hello there"),
+        ],
+        &[],
+    );
+    let response = ok(model.chat(&request, None).await);
+    assert_eq!(response.content, "You said: hello there");
+    assert_eq!(response.finish, FinishReason::Stop);
+    assert_eq!(response.model, "mock-model");
+    let usage = Usage {
+        input_tokens: 4,
+        output_tokens: 4,
+    };
+    assert_eq!(response.usage, Some(usage));
+    let stats = mock.stats();
+    assert_eq!((stats.requests, stats.chat_completions), (1, 1));
+    assert_eq!((stats.prompt_tokens, stats.completion_tokens), (4, 4));
+    let sent = &mock.requests()[0].body;
+    assert_eq!(sent["model"], "mock-model");
+    assert_eq!(sent["stream"], false);
+    assert_eq!(sent["messages"][0]["role"], "system");
+}
+
+#[tokio::test]
+async fn streamed_deltas_arrive_in_order_and_make_the_answer() {
+    let mock = llm::start(mock_config("token_latency = \"5ms\"")).await;
+    let model = openai(&mock).await;
+    let (result, deltas) = streamed(&*model, &user("one two three four")).await;
+    let response = ok(result);
+    assert_eq!(response.content, "You said: one two three four");
+    assert_eq!(deltas, ["You", " said:", " one", " two", " three", " four"]);
+    assert_eq!(response.finish, FinishReason::Stop);
+    assert_eq!(
+        response.usage,
+        Some(Usage {
+            input_tokens: 4,
+            output_tokens: 6
+        })
+    );
+    assert_eq!(
+        mock.requests()[0].body["stream_options"]["include_usage"],
+        true
+    );
+    assert_eq!(mock.stats().completion_tokens, 6);
+}
+
+const WEATHER_RULES: &str = r#"
+[[rules]]
+contains = "weather"
+tool_calls = [
+  { name = "get_weather", arguments = { city = "Paris", unit = "celsius" } },
+  { name = "clock" },
+]
+follow_up = "Weather report: {tool_results}"
+"#;
+
+fn weather_request() -> ChatRequest {
+    request(
+        vec![ChatMessage::new(
+            Role::User,
+            "What is the weather in Paris?",
+        )],
+        &["get_weather", "clock"],
+    )
+}
+
+fn expected_weather_calls() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        (
+            "call_1",
+            "get_weather",
+            r#"{"city":"Paris","unit":"celsius"}"#,
+        ),
+        ("call_2", "clock", "{}"),
+    ]
+}
+
+#[tokio::test]
+async fn tool_calls_plain_and_streamed() {
+    let mock = llm::start(mock_config(WEATHER_RULES)).await;
+    let model = openai(&mock).await;
+    let plain = ok(model.chat(&weather_request(), None).await);
+    assert_eq!(calls(&plain), expected_weather_calls());
+    assert_eq!(plain.finish, FinishReason::ToolCalls);
+    assert_eq!(plain.content, "");
+    assert_eq!(
+        mock.requests()[0].body["tools"][0]["function"]["name"],
+        "get_weather"
+    );
+
+    let (result, deltas) = streamed(&*model, &weather_request()).await;
+    let streamed = ok(result);
+    assert_eq!(calls(&streamed), expected_weather_calls());
+    assert_eq!(streamed.finish, FinishReason::ToolCalls);
+    assert!(deltas.is_empty(), "{deltas:?}");
+
+    // The results go back; the follow-up includes them.
+    let mut messages = weather_request().messages;
+    messages.push(ChatMessage::tool_calls("", plain.tool_calls.clone()));
+    messages.push(ChatMessage::tool_result("call_1", "sunny, 21 C"));
+    messages.push(ChatMessage::tool_result("call_2", "12:00"));
+    let follow_up = ok(model
+        .chat(&request(messages, &["get_weather", "clock"]), None)
+        .await);
+    assert_eq!(follow_up.content, "Weather report: sunny, 21 C; 12:00");
+    let sent = &mock.requests()[2].body["messages"];
+    assert_eq!(sent[1]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(sent[2]["tool_call_id"], "call_1");
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_with_late_ids_assemble_by_index() {
+    let mut config = mock_config(WEATHER_RULES);
+    config.quirks = vec![Quirk::LateToolIds];
+    config.token_latency = Duration::from_millis(2);
+    let mock = llm::start(config).await;
+    let model = openai(&mock).await;
+    let (result, _) = streamed(&*model, &weather_request()).await;
+    assert_eq!(calls(&ok(result)), expected_weather_calls());
+}
+
+#[tokio::test]
+async fn empty_finish_reason_is_unknown_and_the_answer_intact() {
+    let mock = llm::start(MockConfig {
+        quirks: vec![Quirk::EmptyFinishReason],
+        ..MockConfig::default()
+    })
+    .await;
+    let model = openai(&mock).await;
+    let plain = ok(model.chat(&user("hi"), None).await);
+    assert_eq!(
+        (plain.content.as_str(), plain.finish),
+        ("You said: hi", FinishReason::Unknown)
+    );
+    let (result, _) = streamed(&*model, &user("hi")).await;
+    let streamed = ok(result);
+    assert_eq!(
+        (streamed.content.as_str(), streamed.finish),
+        ("You said: hi", FinishReason::Unknown)
+    );
+}
+
+#[tokio::test]
+async fn missing_usage_is_none() {
+    let mock = llm::start(MockConfig {
+        quirks: vec![Quirk::NoUsage],
+        ..MockConfig::default()
+    })
+    .await;
+    let model = openai(&mock).await;
+    assert_eq!(ok(model.chat(&user("hi"), None).await).usage, None);
+    let (result, _) = streamed(&*model, &user("hi")).await;
+    assert_eq!(ok(result).usage, None);
+    let embeddings = model
+        .embed(&["x".to_owned()])
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(embeddings.usage, None);
+}
+
+#[tokio::test]
+async fn rate_limit_retry_after_is_honoured_then_success() {
+    let mock = llm::start(mock_config("retry_after = \"1s\"")).await;
+    mock.push_faults([Fault::RateLimited]);
+    let model = openai(&mock).await;
+    let started = Instant::now();
+    let response = ok(model.chat(&user("hi"), None).await);
+    assert_eq!(response.content, "You said: hi");
+    // The backoff alone would be 10 ms: the second attempt waited for Retry-After: 1.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = mock.stats();
+    assert_eq!((stats.requests, stats.faults), (2, 1));
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_success() {
+    let mock = llm::start(MockConfig::default()).await;
+    mock.push_faults([Fault::ServerError, Fault::Unavailable]);
+    let model = openai(&mock).await;
+    let (result, deltas) = streamed(&*model, &user("again")).await;
+    assert_eq!(ok(result).content, "You said: again");
+    assert_eq!(deltas.concat(), "You said: again");
+    let stats = mock.stats();
+    assert_eq!((stats.requests, stats.faults), (3, 2));
+}
+
+#[tokio::test]
+async fn rate_limited_forever_fails_after_max_retries() {
+    let mut config = mock_config("retry_after = \"50ms\"");
+    config.fault = Some(Fault::RateLimited);
+    let mock = llm::start(config).await;
+    let model = openai(&mock).await;
+    let started = Instant::now();
+    let err = model.chat(&user("hi"), None).await.err();
+    assert!(
+        matches!(&err, Some(ModelError::RateLimited { retry_after: Some(wait), .. }) if *wait == Duration::from_millis(50)),
+        "{err:?}"
+    );
+    assert_eq!(mock.stats().requests, 4, "1 attempt + max_retries 3");
+    assert!(started.elapsed() < PROMPTLY);
+
+    // Bounded in time as well: 100 retries allowed, but no retry starts after 300 ms.
+    let mut settings = openai_settings(&mock);
+    settings.max_retries = 100;
+    settings.max_retry_time = Duration::from_millis(300);
+    let model = build(&settings);
+    let started = Instant::now();
+    let err = model.chat(&user("hi"), None).await.err();
+    assert!(
+        matches!(err, Some(ModelError::RateLimited { .. })),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(300) + PROMPTLY);
+    let attempts = mock.stats().requests - 4;
+    assert!(
+        (2..=7).contains(&attempts),
+        "{attempts} attempts within 300 ms of 50 ms waits"
+    );
+}
+
+#[tokio::test]
+async fn insufficient_quota_is_not_retried() {
+    let mock = llm::start(MockConfig::default()).await;
+    mock.push_faults([Fault::InsufficientQuota]);
+    let model = openai(&mock).await;
+    let err = model.chat(&user("hi"), None).await.err();
+    assert!(
+        matches!(&err, Some(ModelError::QuotaExceeded { message, .. }) if message.contains("quota")),
+        "{err:?}"
+    );
+    assert_eq!(mock.stats().requests, 1);
+    assert!(!err.is_some_and(|err| err.is_retryable()));
+}
+
+#[tokio::test]
+async fn a_hung_server_times_out_within_the_idle_timeout() {
+    let mock = llm::start(MockConfig::default()).await;
+    mock.push_faults([Fault::Hang, Fault::Hang]);
+    let mut settings = openai_settings(&mock);
+    settings.max_retries = 0;
+    settings.idle_timeout = Duration::from_millis(200);
+    let model = build(&settings);
+    for stream in [false, true] {
+        let started = Instant::now();
+        let result = if stream {
+            streamed(&*model, &user("hi")).await.0
+        } else {
+            model.chat(&user("hi"), None).await
+        };
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(
+                result,
+                Err(ModelError::Timeout { phase: "waiting for a response", after, .. })
+                    if after == Duration::from_millis(200)
+            ),
+            "stream {stream}: {result:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(200) && elapsed < PROMPTLY,
+            "{elapsed:?}"
+        );
+    }
+    assert_eq!(mock.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_times_out_after_the_first_delta_and_is_not_retried() {
+    let mock = llm::start(MockConfig::default()).await;
+    mock.push_faults([Fault::Stall]);
+    let model = openai(&mock).await;
+    let started = Instant::now();
+    let (result, deltas) = streamed(&*model, &user("hello world")).await;
+    assert!(
+        matches!(
+            result,
+            Err(ModelError::Timeout {
+                phase: "between stream chunks",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < PROMPTLY);
+    assert_eq!(deltas, ["You"]);
+    // A delta was sent: retrying would repeat it, so the error is returned.
+    assert_eq!(mock.stats().requests, 1);
+}
+
+#[tokio::test]
+async fn a_healthy_slow_stream_outlives_the_idle_timeout() {
+    // 12 chunks 60 ms apart: 700 ms in all, more than twice the 300 ms idle timeout.
+    let mock = llm::start(mock_config("token_latency = \"60ms\"")).await;
+    let model = openai(&mock).await;
+    let (result, deltas) = streamed(&*model, &user("a b c d e f g h i j")).await;
+    assert_eq!(ok(result).content, "You said: a b c d e f g h i j");
+    assert_eq!(deltas.len(), 12);
+    assert_eq!(mock.stats().requests, 1);
+}
+
+#[tokio::test]
+async fn truncated_streams_and_bodies_are_errors_not_answers() {
+    let mock = llm::start(MockConfig::default()).await;
+    let model = openai(&mock).await;
+    mock.push_faults([Fault::Truncate]);
+    let (result, deltas) = streamed(&*model, &user("one two three four five six")).await;
+    assert!(
+        matches!(result, Err(ModelError::Connection { .. })),
+        "{result:?}"
+    );
+    assert!(
+        !deltas.is_empty() && deltas.concat().len() < "You said: one two three four five six".len()
+    );
+    assert_eq!(mock.stats().requests, 1, "deltas were sent: not retried");
+
+    mock.push_faults([Fault::Truncate]);
+    let result = model.chat(&user("one two"), None).await;
+    assert!(
+        matches!(result, Err(ModelError::MalformedResponse { .. })),
+        "{result:?}"
+    );
+    assert_eq!(mock.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn a_malformed_chunk_is_an_error_not_a_truncated_answer() {
+    let mock = llm::start(MockConfig::default()).await;
+    let model = openai(&mock).await;
+    mock.push_faults([Fault::Malformed]);
+    let (result, _) = streamed(&*model, &user("one two three four")).await;
+    assert!(
+        matches!(result, Err(ModelError::MalformedResponse { .. })),
+        "{result:?}"
+    );
+    mock.push_faults([Fault::Malformed]);
+    let result = model.chat(&user("one two"), None).await;
+    assert!(
+        matches!(result, Err(ModelError::MalformedResponse { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        mock.stats().requests,
+        2,
+        "malformed answers are not retried"
+    );
+}
+
+#[tokio::test]
+async fn an_html_error_body_is_a_provider_error_with_an_excerpt() {
+    let mock = llm::start(MockConfig {
+        fault: Some(Fault::HtmlError),
+        ..MockConfig::default()
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.max_retries = 1;
+    let model = build(&settings);
+    let result = model.chat(&user("hi"), None).await;
+    match result {
+        Err(ModelError::Provider { status, body, .. }) => {
+            assert_eq!(status, 500);
+            assert!(body.contains("500 Internal Server Error"), "{body}");
+            assert!(body.chars().count() <= 301);
+        }
+        other => panic!("expected a provider error: {other:?}"),
+    }
+    assert_eq!(mock.stats().requests, 2, "5xx is retried");
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried_then_reported() {
+    let port = {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|err| panic!("{err}"));
+        listener.local_addr().map(|addr| addr.port()).unwrap_or(9)
+    };
+    let settings = model_settings(
+        &format!(
+            "provider = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"x\"\nmax_retries = 2\ninitial_backoff = \"10ms\"\nmax_backoff = \"20ms\""
+        ),
+        Path::new("troupe.toml"),
+    );
+    let started = Instant::now();
+    let result = build(&settings).chat(&user("hi"), None).await;
+    assert!(
+        matches!(result, Err(ModelError::Connection { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < PROMPTLY);
+}
+
+#[tokio::test]
+async fn embeddings_are_deterministic_and_match_the_scripted_model() {
+    let mock = llm::start(MockConfig::default()).await;
+    let model = openai(&mock).await;
+    let inputs: Vec<String> = ["the cat sat", "the cat sat", "dogs bark"]
+        .map(str::to_owned)
+        .to_vec();
+    let embeddings = model
+        .embed(&inputs)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(embeddings.vectors.len(), 3);
+    assert_eq!(embeddings.vectors[0], embeddings.vectors[1]);
+    assert_ne!(embeddings.vectors[0], embeddings.vectors[2]);
+    assert_eq!(embeddings.vectors[0].len(), 384);
+    let norm: f32 = embeddings.vectors[2]
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt();
+    assert!((norm - 1.0).abs() < 1e-4);
+    assert_eq!(
+        embeddings.usage,
+        Some(Usage {
+            input_tokens: 8,
+            output_tokens: 0
+        })
+    );
+    let scripted = build(&model_settings(
+        "provider = \"scripted\"",
+        Path::new("t.toml"),
+    ));
+    let local = scripted
+        .embed(&inputs)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(local, embeddings);
+    assert_eq!(mock.stats().embeddings, 1);
+    assert_eq!(mock.stats().embedding_tokens, 8);
+}
+
+#[tokio::test]
+async fn a_recorded_cassette_replays_offline() {
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let mock = llm::start(mock_config(WEATHER_RULES)).await;
+    let cassette = dir.path().join("run.jsonl");
+    let recorder = build(&openai_settings_with(
+        &mock,
+        &format!("record = \"{}\"", cassette.display()),
+    ));
+
+    // The pipeline as it ran: tool calls, the follow-up (streamed), a plain answer, embeddings.
+    let first = weather_request();
+    let second_messages = first.messages.clone();
+    let run = |model: Arc<dyn ModelService>,
+               first: ChatRequest,
+               second_messages: Vec<ChatMessage>| async move {
+        let calls = ok(model.chat(&first, None).await);
+        let mut messages = second_messages;
+        messages.push(ChatMessage::tool_calls("", calls.tool_calls.clone()));
+        for call in &calls.tool_calls {
+            messages.push(ChatMessage::tool_result(
+                call.id.clone(),
+                format!("result of {}", call.name),
+            ));
+        }
+        let (follow_up, deltas) =
+            streamed(&*model, &request(messages, &["get_weather", "clock"])).await;
+        let plain = ok(model.chat(&user("thanks"), None).await);
+        let vectors = model
+            .embed(&["weather report".to_owned()])
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        (calls, ok(follow_up), deltas, plain, vectors)
+    };
+    let recorded = run(recorder, first.clone(), second_messages.clone()).await;
+    assert_eq!(
+        recorded.1.content,
+        "Weather report: result of get_weather; result of clock"
+    );
+    let served = mock.stats();
+    assert_eq!(served.chat_completions, 3);
+
+    let lines = std::fs::read_to_string(&cassette).unwrap_or_default();
+    assert_eq!(lines.lines().count(), 4);
+    drop(mock);
+
+    let replay_settings = model_settings(
+        "provider = \"scripted\"\ncassette = \"run.jsonl\"",
+        &dir.path().join("troupe.toml"),
+    );
+    let replayed = run(build(&replay_settings), first, second_messages).await;
+    assert_eq!(replayed.0, recorded.0);
+    assert_eq!(replayed.1, recorded.1);
+    assert_eq!(replayed.2, recorded.2);
+    assert_eq!(replayed.3, recorded.3);
+    assert_eq!(replayed.4, recorded.4);
+
+    // A fresh replay: unknown requests take the next recorded exchange, then none is left.
+    let replay = build(&replay_settings);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(ok(replay.chat(&user("something else"), None).await));
+    }
+    assert_eq!(answers[0], recorded.0);
+    let err = replay.chat(&user("one more"), None).await.err();
+    assert!(
+        matches!(err, Some(ModelError::NoScriptedReply { .. })),
+        "{err:?}"
+    );
+    let err = replay.embed(&["never recorded".to_owned()]).await.err();
+    assert!(
+        matches!(err, Some(ModelError::NoScriptedReply { .. })),
+        "{err:?}"
+    );
+}
+
+/// The example rules file (`examples/scripted/rules.toml`) through the scripted model.
+#[tokio::test]
+async fn scripted_rules_answer_call_tools_and_follow_up() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/troupe.toml");
+    let settings = model_settings(
+        "provider = \"scripted\"\nscript = \"scripted/rules.toml\"",
+        &examples,
+    );
+    let model = build(&settings);
+    let hello = ok(model.chat(&user("Hello!"), None).await);
+    assert_eq!(
+        hello.content,
+        "Hello! Ask me to add two numbers, or about the weather."
+    );
+    assert_eq!(hello.finish, FinishReason::Stop);
+
+    let ask = request(
+        vec![ChatMessage::new(Role::User, "please add them")],
+        &["calculator"],
+    );
+    let (result, deltas) = streamed(&*model, &ask).await;
+    let call = ok(result);
+    assert!(deltas.is_empty());
+    assert_eq!(call.finish, FinishReason::ToolCalls);
+    assert_eq!(
+        call.tool_calls,
+        [ToolCall {
+            id: "call_1".into(),
+            name: "calculator".into(),
+            arguments: r#"{"expression":"2 + 2"}"#.into(),
+        }]
+    );
+    let mut messages = ask.messages.clone();
+    messages.push(ChatMessage::tool_calls("", call.tool_calls.clone()));
+    messages.push(ChatMessage::tool_result("call_1", "4"));
+    let (result, deltas) = streamed(&*model, &request(messages, &["calculator"])).await;
+    let answer = ok(result);
+    assert_eq!(answer.content, "2 + 2 = 4.");
+    assert_eq!(deltas.concat(), answer.content);
+
+    let other = ok(model.chat(&user("tell me a story"), None).await);
+    assert_eq!(
+        other.content,
+        "I am a scripted model. You said: tell me a story"
+    );
+    assert_eq!(
+        other.usage,
+        Some(Usage {
+            input_tokens: 4,
+            output_tokens: 11
+        })
+    );
+}
+
+#[tokio::test]
+async fn the_built_in_scripted_model_echoes_and_calls_named_tools() {
+    let model = build(&model_settings(
+        "provider = \"scripted\"\nlatency = \"20ms\"",
+        Path::new("t.toml"),
+    ));
+    let started = Instant::now();
+    let (result, deltas) = streamed(&*model, &user("hi there")).await;
+    let echo = ok(result);
+    assert!(started.elapsed() >= Duration::from_millis(20));
+    assert_eq!(echo.content, "You said: hi there");
+    assert_eq!(deltas, ["You", " said:", " hi", " there"]);
+    assert_eq!(
+        echo.usage,
+        Some(Usage {
+            input_tokens: 2,
+            output_tokens: 4
+        })
+    );
+
+    let ask = request(
+        vec![ChatMessage::new(Role::User, "use the calculator")],
+        &["calculator"],
+    );
+    let call = ok(model.chat(&ask, None).await);
+    assert_eq!(calls(&call), [("call_1", "calculator", "{}")]);
+    let mut messages = ask.messages.clone();
+    messages.push(ChatMessage::tool_calls("", call.tool_calls.clone()));
+    messages.push(ChatMessage::tool_result("call_1", "42"));
+    let answer = ok(model.chat(&request(messages, &["calculator"]), None).await);
+    assert_eq!(answer.content, "Here is what the tools returned: 42");
+    assert_eq!(answer.finish, FinishReason::Stop);
+}
+
+/// A `Write` into a shared buffer, for capturing logs.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_api_key_is_sent_as_bearer_but_never_logged() {
+    let var = format!("TROUPE_IT_MODELS_KEY_{}", std::process::id());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_nanos())
+        .unwrap_or_default();
+    let key = format!("sk-troupe-it-{}-{nanos}", std::process::id());
+    std::env::set_var(&var, &key);
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mock = llm::start(MockConfig::default()).await;
+    mock.push_faults([Fault::ServerError]);
+    let model = build(&openai_settings_with(
+        &mock,
+        &format!("api_key_env = \"{var}\""),
+    ));
+    ok(model.chat(&user("hi"), None).await);
+    let (result, _) = streamed(&*model, &user("hi")).await;
+    ok(result);
+    model
+        .embed(&["x".to_owned()])
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 4);
+    let bearer = format!("Bearer {key}");
+    assert!(requests
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some(bearer.as_str())));
+
+    let logs = String::from_utf8_lossy(
+        &captured
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    assert!(
+        logs.contains("model_attempt") && logs.contains("retrying"),
+        "{logs}"
+    );
+    assert!(!logs.contains(&key), "the key leaked into the logs");
+    let settings = openai_settings_with(&mock, &format!("api_key_env = \"{var}\""));
+    let concrete = model::OpenAiModel::new("m", &settings).unwrap_or_else(|err| panic!("{err}"));
+    assert!(!format!("{concrete:?}").contains(&key));
+
+    // An unset variable fails before any request, naming the variable (not a value).
+    std::env::remove_var(&var);
+    let err = model.chat(&user("hi"), None).await.err();
+    assert!(
+        matches!(&err, Some(ModelError::InvalidRequest { message, .. }) if message.contains(&var)),
+        "{err:?}"
+    );
+    assert_eq!(mock.requests().len(), 4);
+}

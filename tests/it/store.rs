@@ -93,6 +93,11 @@ macro_rules! all_cases {
             apply_writes_everything,
             apply_reports_a_failing_write_like_exec,
             apply_is_atomic_for_readers,
+            rate_limit_token_bucket,
+            rate_limit_fixed_window,
+            rate_limit_window_rolls_over,
+            rate_limit_keys_expire_when_full,
+            rate_limit_refuses_other_kinds_and_bad_arguments,
         );
     };
 }
@@ -972,8 +977,20 @@ async fn apply_writes_everything(s: Arc<dyn Store>) -> Result<()> {
             key: "empty".into(),
             fields: vec![],
         },
+        Write::HIncrBy {
+            key: "h".into(),
+            field: "a".into(),
+            delta: 41,
+        },
+        Write::HIncrBy {
+            key: "counters".into(),
+            field: "n".into(),
+            delta: -3,
+        },
     ])
     .await?;
+    assert_eq!(s.hget("h", "a").await?.as_deref(), Some(&b"42"[..]));
+    assert_eq!(s.hget("counters", "n").await?.as_deref(), Some(&b"-3"[..]));
     assert_eq!(s.get("k").await?.as_deref(), Some(&b"v"[..]));
     ensure!(s.ttl("k").await?.is_some());
     assert_eq!(s.hgetall("h").await?.len(), 2);
@@ -1070,6 +1087,253 @@ async fn apply_is_atomic_for_readers(s: Arc<dyn Store>) -> Result<()> {
     }
     writer.await??;
     assert_eq!(s.get("a").await?.as_deref(), Some(&b"199"[..]));
+    Ok(())
+}
+
+// ---- rate limits ---------------------------------------------------------------------------------
+
+use troupe_runtime::store::{RateAlgorithm, RateLimit, RateOp, RateOutcome};
+
+/// `d` is at most `expected` and less than a second below it (the calls take some time).
+fn about(d: Duration, expected: Duration) -> bool {
+    d <= expected && d + Duration::from_secs(1) > expected
+}
+
+fn take(count: u64) -> RateOp {
+    RateOp::Take {
+        count,
+        max_ahead: 0,
+    }
+}
+
+async fn rate_limit_token_bucket(s: Arc<dyn Store>) -> Result<()> {
+    let secs = Duration::from_secs;
+    let bucket = |op| RateLimit {
+        algorithm: RateAlgorithm::Gcra {
+            interval: secs(10),
+            capacity: 3,
+        },
+        op,
+    };
+    let run = |key: &'static str, op| {
+        let s = s.clone();
+        async move { s.rate_limit(key, bucket(op)).await }
+    };
+    // A burst of the capacity, then nothing until an interval has passed.
+    for left in [2, 1, 0] {
+        let o = run("b", take(1)).await?;
+        ensure!(
+            o.allowed && o.wait.is_zero() && o.remaining == left,
+            "{o:?}"
+        );
+    }
+    let o = run("b", take(1)).await?;
+    ensure!(
+        !o.allowed && about(o.wait, secs(10)) && o.remaining == 0,
+        "{o:?}"
+    );
+    ensure!(about(o.reset_after, secs(30)), "{o:?}");
+    let ttl = s.ttl("b").await?.context("the bucket's key expires")?;
+    ensure!(about(ttl, secs(30)), "ttl {ttl:?}");
+    let peek = run("b", RateOp::Peek { count: 1 }).await?;
+    ensure!(!peek.allowed && about(peek.wait, secs(10)), "{peek:?}");
+    // Refunds come back, never beyond the capacity; a full bucket leaves no key.
+    let o = run("b", RateOp::Refund { count: 2 }).await?;
+    ensure!(o.allowed && o.remaining == 2, "{o:?}");
+    let o = run("b", take(2)).await?;
+    ensure!(o.allowed && o.remaining == 0, "{o:?}");
+    let o = run("b", RateOp::Refund { count: 10 }).await?;
+    ensure!(o.remaining == 3 && o.reset_after.is_zero(), "{o:?}");
+    ensure!(!s.exists("b").await?, "a full bucket is not stored");
+    // Reservations: at most max_ahead units promised beyond the bucket, served in order.
+    run("b", take(3)).await?;
+    let reserve = |count| RateOp::Take {
+        count,
+        max_ahead: 2,
+    };
+    let first = run("b", reserve(1)).await?;
+    let second = run("b", reserve(1)).await?;
+    let refused = run("b", reserve(1)).await?;
+    ensure!(first.allowed && about(first.wait, secs(10)), "{first:?}");
+    ensure!(second.allowed && about(second.wait, secs(20)), "{second:?}");
+    ensure!(
+        !refused.allowed && about(refused.wait, secs(30)),
+        "{refused:?}"
+    );
+    // A penalty holds a fresh key: nothing before it ends.
+    let o = run("p", RateOp::Penalize { delay: secs(60) }).await?;
+    ensure!(o.allowed && o.remaining == 0, "{o:?}");
+    let o = run("p", take(1)).await?;
+    ensure!(!o.allowed && about(o.wait, secs(60)), "{o:?}");
+    let o = run(
+        "q",
+        RateOp::Penalize {
+            delay: Duration::ZERO,
+        },
+    )
+    .await?;
+    ensure!(
+        o.remaining == 3 && !s.exists("q").await?,
+        "zero does nothing: {o:?}"
+    );
+    Ok(())
+}
+
+async fn rate_limit_fixed_window(s: Arc<dyn Store>) -> Result<()> {
+    let secs = Duration::from_secs;
+    // Windows of 10 s, one starting now (Redis reads the same clock as this process).
+    let origin = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let window = |op| RateLimit {
+        algorithm: RateAlgorithm::FixedWindow {
+            period: secs(10),
+            origin,
+            limit: 3,
+        },
+        op,
+    };
+    let run = |op| {
+        let s = s.clone();
+        async move { s.rate_limit("w", window(op)).await }
+    };
+    let o = run(take(2)).await?;
+    ensure!(
+        o.allowed && o.remaining == 1 && about(o.reset_after, secs(10)),
+        "{o:?}"
+    );
+    let o = run(take(2)).await?;
+    ensure!(
+        !o.allowed && about(o.wait, secs(10)) && o.remaining == 1,
+        "{o:?}"
+    );
+    let o = run(take(1)).await?;
+    ensure!(o.allowed && o.remaining == 0, "{o:?}");
+    let ttl = s.ttl("w").await?.context("the window's key expires")?;
+    ensure!(about(ttl, secs(10)), "ttl {ttl:?}");
+    // Reservations go to the next windows, each within one window.
+    let reserve = |count| RateOp::Take {
+        count,
+        max_ahead: 4,
+    };
+    let next = run(reserve(3)).await?;
+    ensure!(next.allowed && about(next.wait, secs(10)), "{next:?}");
+    let after = run(reserve(1)).await?;
+    ensure!(after.allowed && about(after.wait, secs(20)), "{after:?}");
+    // Three more would not fit beside the one in the window after next: they would run in
+    // the window after that, beyond max_ahead.
+    let refused = run(reserve(3)).await?;
+    ensure!(
+        !refused.allowed && about(refused.wait, secs(30)),
+        "{refused:?}"
+    );
+    ensure!(about(after.reset_after, secs(30)), "{after:?}");
+    // The next free unit is beside that one, in the window after next.
+    let peek = run(RateOp::Peek { count: 1 }).await?;
+    ensure!(!peek.allowed && about(peek.wait, secs(20)), "{peek:?}");
+    // A refund credits the current window; nothing left to remember drops the key.
+    let o = run(RateOp::Refund { count: 100 }).await?;
+    ensure!(o.remaining == 3 && o.reset_after.is_zero(), "{o:?}");
+    ensure!(!s.exists("w").await?);
+    // A penalty holds everything until it ends, across windows.
+    run(RateOp::Penalize { delay: secs(25) }).await?;
+    let o = run(take(1)).await?;
+    ensure!(
+        !o.allowed && about(o.wait, secs(25)) && o.remaining == 0,
+        "{o:?}"
+    );
+    Ok(())
+}
+
+async fn rate_limit_window_rolls_over(s: Arc<dyn Store>) -> Result<()> {
+    let window = RateAlgorithm::FixedWindow {
+        period: Duration::from_millis(200),
+        origin: Duration::ZERO,
+        limit: 2,
+    };
+    let run = |op| {
+        let s = s.clone();
+        async move {
+            s.rate_limit(
+                "w",
+                RateLimit {
+                    algorithm: window,
+                    op,
+                },
+            )
+            .await
+        }
+    };
+    let mut refused = None;
+    for _ in 0..10 {
+        let o = run(take(1)).await?;
+        if !o.allowed {
+            refused = Some(o);
+            break;
+        }
+    }
+    let o: RateOutcome = refused.context("a window of 2 refuses within 10 calls")?;
+    ensure!(
+        o.wait <= Duration::from_millis(200) && o.remaining == 0,
+        "{o:?}"
+    );
+    wait_until(SOON, "the next window", || async {
+        Ok(run(take(1)).await?.allowed)
+    })
+    .await
+}
+
+async fn rate_limit_keys_expire_when_full(s: Arc<dyn Store>) -> Result<()> {
+    let bucket = RateLimit {
+        algorithm: RateAlgorithm::Gcra {
+            interval: Duration::from_millis(50),
+            capacity: 2,
+        },
+        op: take(2),
+    };
+    ensure!(s.rate_limit("b", bucket).await?.allowed);
+    ensure!(s.exists("b").await?);
+    wait_until(SOON, "the refilled bucket's key to expire", || async {
+        Ok(!s.exists("b").await?)
+    })
+    .await?;
+    let o = s.rate_limit("b", bucket).await?;
+    ensure!(o.allowed && o.remaining == 0, "full again: {o:?}");
+    Ok(())
+}
+
+async fn rate_limit_refuses_other_kinds_and_bad_arguments(s: Arc<dyn Store>) -> Result<()> {
+    let bucket = |capacity| RateLimit {
+        algorithm: RateAlgorithm::Gcra {
+            interval: Duration::from_secs(1),
+            capacity,
+        },
+        op: take(1),
+    };
+    let window = RateLimit {
+        algorithm: RateAlgorithm::FixedWindow {
+            period: Duration::from_secs(1),
+            origin: Duration::ZERO,
+            limit: 1,
+        },
+        op: take(1),
+    };
+    s.hset("h", &[("f", b"v")]).await?;
+    s.set("text", b"abc", None).await?;
+    s.hset("odd", &[("w", b"x")]).await?;
+    let r = s.rate_limit("h", bucket(1)).await;
+    ensure!(matches!(r, Err(StoreError::WrongType { .. })), "{r:?}");
+    let r = s.rate_limit("text", bucket(1)).await;
+    ensure!(matches!(r, Err(StoreError::NotInteger { .. })), "{r:?}");
+    let r = s.rate_limit("text", window).await;
+    ensure!(matches!(r, Err(StoreError::WrongType { .. })), "{r:?}");
+    let r = s.rate_limit("odd", window).await;
+    ensure!(matches!(r, Err(StoreError::NotInteger { .. })), "{r:?}");
+    let r = s.rate_limit("new", bucket(0)).await;
+    ensure!(
+        matches!(r, Err(StoreError::InvalidArgument { .. })),
+        "{r:?}"
+    );
+    ensure!(!s.exists("new").await?);
+    assert_eq!(s.get("text").await?.as_deref(), Some(&b"abc"[..]));
     Ok(())
 }
 

@@ -1,144 +1,154 @@
-//! Thread actors on both store backends: persisted messages, passivation and re-activation
-//! from the store, durability across registries (daemons), and group isolation.
+//! Thread actors on both store backends, with the offline scripted model: messages persisted
+//! in order, passivation and re-activation from the store, concurrent turns serialized, a
+//! corrupt record failing activation with a typed error.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::{
-    AppendMessages, ChatMessage, History, ReadHistory, Role, ThreadActor, ThreadId,
-};
+use troupe_agents::{build_agents, AgentError, Ask, Conversations, Role, ThreadId, UsageLedger};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::{Life, Registry, RegistryOptions};
+use troupe_runtime::{Intensity, Life, RegistryOptions, SupervisorSpec};
 
 use crate::support::redis::{redis_url, unique_prefix};
 
-fn threads(store: Arc<dyn Store>, window: usize) -> Registry<ThreadId, ThreadActor> {
+const CONFIG: &str = r#"
+[models.scripted]
+provider = "scripted"
+
+[agents.echo]
+model = "scripted"
+context_messages = 4
+"#;
+
+fn start(store: Arc<dyn Store>) -> (Conversations, Life) {
+    let config = troupe_config::load_str(CONFIG, "troupe.toml", &[]).expect("config");
+    let usage = UsageLedger::new(store.clone(), BTreeMap::new());
+    let (agents, directory) =
+        build_agents(&config, store.clone(), usage.clone(), Intensity::default()).expect("agents");
+    let mut root = SupervisorSpec::new("root", Intensity::default());
+    root.supervisor(agents);
+    let (_root, life) = root.start();
     let options = RegistryOptions {
         passivate_after: Duration::ZERO,
         ..RegistryOptions::default()
     };
-    Registry::new("threads", options, move |id: &ThreadId, life: &Life| {
-        ThreadActor::new(id.clone(), store.clone(), window, life.clone())
-    })
+    (Conversations::new(store, directory, usage, options), life)
 }
 
-async fn redis_store(prefix: &str) -> Arc<dyn Store> {
-    let mut options = RedisOptions::new(redis_url());
-    options.prefix = prefix.to_owned();
-    Arc::new(RedisStore::connect(options).await.expect("redis store"))
+fn ask(thread: Option<&str>, input: &str) -> Ask {
+    Ask {
+        group: "acme".into(),
+        user: "alice".into(),
+        agent: "echo".into(),
+        thread: thread.map(Into::into),
+        input: input.into(),
+        stream: false,
+    }
 }
 
-fn user(text: &str) -> ChatMessage {
-    ChatMessage::new(Role::User, text)
-}
-
-fn contents(history: &History) -> Vec<&str> {
-    history
+async fn check_persistence_and_reactivation(store: Arc<dyn Store>) {
+    let (talk, _life) = start(store.clone());
+    let first = talk.ask(ask(None, "one")).await.expect("turn");
+    let thread = first.thread.clone();
+    // Concurrent turns on one thread are serialized by its actor: nothing interleaves.
+    let turns = (0..5).map(|i| {
+        let talk = talk.clone();
+        let thread = thread.clone();
+        async move { talk.ask(ask(Some(&thread), &format!("message {i}"))).await }
+    });
+    for outcome in futures::future::join_all(turns).await {
+        outcome.expect("turn");
+    }
+    let page = talk
+        .messages("acme", &thread, 0, 100)
+        .await
+        .expect("messages");
+    assert_eq!(page.total, 12);
+    for pair in page.messages.chunks(2) {
+        assert_eq!(pair[0].message.role, Role::User);
+        assert_eq!(pair[1].message.role, Role::Assistant);
+        assert_eq!(
+            pair[1].message.content,
+            format!("You said: {}", pair[0].message.content)
+        );
+    }
+    assert!(page
         .messages
         .iter()
-        .map(|m| m.content.as_str())
-        .collect()
-}
+        .enumerate()
+        .all(|(i, m)| m.seq == i as u64));
 
-async fn check_reactivation_and_isolation(store: Arc<dyn Store>) {
-    let reg = threads(store.clone(), 2);
-    let a = ThreadId::new("acme", "t1").expect("id");
-    let b = ThreadId::new("globex", "t1").expect("id");
-    assert_eq!(
-        reg.send(&a, AppendMessages(vec![user("one"), user("two")]))
-            .await
-            .expect("send")
-            .expect("append"),
-        2
-    );
-    assert_eq!(
-        reg.send(&a, AppendMessages(vec![user("three")]))
-            .await
-            .expect("send")
-            .expect("append"),
-        3
-    );
-    assert_eq!(
-        reg.send(&b, AppendMessages(vec![user("other group")]))
-            .await
-            .expect("send")
-            .expect("append"),
-        1
-    );
+    // Passivate; the next turn re-activates the thread from the store and continues it.
+    assert_eq!(talk.passivate_idle(), 1);
+    assert_eq!(talk.thread_stats().active, 0);
+    let next = talk
+        .ask(ask(Some(&thread), "after a rest"))
+        .await
+        .expect("turn");
+    assert_eq!(next.seq, 13);
+    assert_eq!(talk.thread_stats().activations, 2);
 
-    // Passivate everything; the next read re-activates from the store.
-    assert_eq!(reg.passivate_idle(), 2);
-    assert_eq!(reg.stats().active, 0);
-    let history = reg
-        .send(&a, ReadHistory(10))
+    // Another daemon over the same store sees the same thread.
+    let (second, _life2) = start(store);
+    let page = second
+        .messages("acme", &thread, 12, 10)
         .await
-        .expect("send")
-        .expect("read");
-    assert_eq!(history.total, 3);
-    assert_eq!(contents(&history), ["one", "two", "three"]);
-    // The in-memory window is 2; older messages come from the store.
-    let recent = reg
-        .send(&a, ReadHistory(2))
-        .await
-        .expect("send")
-        .expect("read");
-    assert_eq!(contents(&recent), ["two", "three"]);
-    assert_eq!(reg.stats().activations, 3);
-
-    // Same thread id, other group: its own messages only.
-    let other = reg
-        .send(&b, ReadHistory(10))
-        .await
-        .expect("send")
-        .expect("read");
-    assert_eq!(contents(&other), ["other group"]);
-
-    // Another registry over the same store (another daemon) sees the same thread.
-    let second = threads(store, 2);
-    let seen = second
-        .send(&a, ReadHistory(10))
-        .await
-        .expect("send")
-        .expect("read");
-    assert_eq!(seen.total, 3);
+        .expect("messages");
+    assert_eq!(page.total, 14);
+    assert_eq!(page.messages[0].message.content, "after a rest");
 }
 
 #[actix::test]
-async fn memory_threads_reactivate_from_the_store_and_stay_in_their_group() {
-    check_reactivation_and_isolation(Arc::new(MemoryStore::new())).await;
+async fn memory_threads_persist_in_order_and_reactivate_from_the_store() {
+    check_persistence_and_reactivation(Arc::new(MemoryStore::new())).await;
 }
 
 #[actix::test]
-async fn redis_threads_reactivate_from_the_store_and_stay_in_their_group() {
-    let store = redis_store(&unique_prefix("threads")).await;
-    check_reactivation_and_isolation(store).await;
+async fn redis_threads_persist_in_order_and_reactivate_from_the_store() {
+    let mut options = RedisOptions::new(redis_url());
+    options.prefix = unique_prefix("threads");
+    let store = Arc::new(RedisStore::connect(options).await.expect("redis"));
+    check_persistence_and_reactivation(store).await;
 }
 
 #[actix::test]
 async fn a_corrupt_thread_fails_its_activation_with_a_typed_error() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (talk, _life) = start(store.clone());
+    let out = talk.ask(ask(None, "hello")).await.expect("turn");
+    assert_eq!(talk.passivate_idle(), 1);
+    let key = format!("thread:acme:{}:messages", out.thread);
     store
-        .push("thread:acme:broken:messages", &[b"not json".as_slice()])
+        .push(&key, &[b"not json".as_slice()])
         .await
         .expect("push");
-    let reg = threads(store, 10);
-    let id = ThreadId::new("acme", "broken").expect("id");
-    let err = reg
-        .send(&id, ReadHistory(1))
+    let err = talk
+        .ask(ask(Some(&out.thread), "again"))
         .await
         .expect_err("activation must fail");
     let text = err.to_string();
-    assert!(text.contains("loading thread acme/broken"), "{text}");
     assert!(
-        text.contains("corrupt record at thread:acme:broken:messages"),
+        text.contains(&format!("loading thread acme/{}", out.thread)),
         "{text}"
     );
+    assert!(text.contains(&format!("corrupt record at {key}")), "{text}");
+    assert!(matches!(err, AgentError::Actor(_)), "{err:?}");
 }
 
 #[test]
 fn thread_ids_reject_separators_and_empty_parts() {
-    for (group, thread) in [("", "t"), ("g", ""), ("a:b", "t"), ("g", "x:y")] {
+    for (group, thread) in [
+        ("", "t"),
+        ("g", ""),
+        ("a:b", "t"),
+        ("g", "x:y"),
+        ("g", "a b"),
+    ] {
         let err = ThreadId::new(group, thread).expect_err("invalid id");
         assert!(err.to_string().contains("must not contain ':'"), "{err}");
     }
+    let generated = ThreadId::generate("acme").expect("id");
+    assert_eq!(generated.group(), "acme");
+    assert_ne!(generated, ThreadId::generate("acme").expect("id"));
 }

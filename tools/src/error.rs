@@ -56,3 +56,97 @@ pub enum ToolError {
         message: String,
     },
 }
+
+impl ToolError {
+    /// The tool the error is about.
+    pub fn tool(&self) -> &str {
+        match self {
+            ToolError::InvalidArguments { tool, .. }
+            | ToolError::Denied { tool, .. }
+            | ToolError::Timeout { tool, .. }
+            | ToolError::Failed { tool, .. }
+            | ToolError::Panicked { tool, .. }
+            | ToolError::Config { tool, .. } => tool,
+        }
+    }
+
+    /// Whether calling again with the same arguments may succeed: a retryable failure or a
+    /// timeout. Bad arguments need the model to change them; denials, panics and
+    /// configuration errors do not go away by themselves.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ToolError::Failed { retryable, .. } => *retryable,
+            ToolError::Timeout { .. } => true,
+            ToolError::InvalidArguments { .. }
+            | ToolError::Denied { .. }
+            | ToolError::Panicked { .. }
+            | ToolError::Config { .. } => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_tool_and_says_whether_to_retry() {
+        let tool = || "t".to_owned();
+        for (err, retryable) in [
+            (
+                ToolError::InvalidArguments {
+                    tool: tool(),
+                    message: String::new(),
+                },
+                false,
+            ),
+            (
+                ToolError::Denied {
+                    tool: tool(),
+                    reason: String::new(),
+                },
+                false,
+            ),
+            (
+                ToolError::Timeout {
+                    tool: tool(),
+                    after: Duration::from_secs(1),
+                },
+                true,
+            ),
+            (
+                ToolError::Failed {
+                    tool: tool(),
+                    message: String::new(),
+                    retryable: true,
+                },
+                true,
+            ),
+            (
+                ToolError::Failed {
+                    tool: tool(),
+                    message: String::new(),
+                    retryable: false,
+                },
+                false,
+            ),
+            (
+                ToolError::Panicked {
+                    tool: tool(),
+                    message: String::new(),
+                },
+                false,
+            ),
+            (
+                ToolError::Config {
+                    tool: tool(),
+                    message: String::new(),
+                },
+                false,
+            ),
+        ] {
+            assert_eq!(err.tool(), "t");
+            assert_eq!(err.is_retryable(), retryable, "{err:?}");
+        }
+    }
+}

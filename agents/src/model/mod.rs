@@ -1,11 +1,24 @@
 //! Model services: the one boundary between agents and language models.
 //!
-//! [`ModelService`] is implemented by `openai` (async-openai against any OpenAI-compatible
-//! server) and `scripted` (deterministic rules or a recorded cassette, no network). Agents hold
-//! an `Arc<dyn ModelService>`, so tests swap one for the other.
+//! [`ModelService`] is implemented by [`OpenAiModel`] (async-openai against any
+//! OpenAI-compatible server) and [`ScriptedModel`] (deterministic rules or a recorded cassette,
+//! no network). Agents hold an `Arc<dyn ModelService>` made by [`build`], so tests swap one for
+//! the other.
+//!
+//! - `openai.rs`: the HTTP model (timeouts, retries, streaming, tool calls, embeddings).
+//! - `wire.rs`: the tolerant OpenAI wire types; `transport.rs`: HTTP, auth and error mapping.
+//! - `retry.rs`: backoff with jitter, bounded in attempts and time.
+//! - `scripted.rs`: the scripted model; `cassette.rs`: recording and replaying exchanges.
 
+mod cassette;
 mod error;
+mod openai;
+mod retry;
+mod scripted;
+mod transport;
+mod wire;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +26,20 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use self::error::ModelError;
+pub use self::openai::OpenAiModel;
+pub use self::scripted::ScriptedModel;
 use crate::message::{ChatMessage, ToolCall};
+use troupe_config::{ModelSettings, Provider};
+
+/// The model service configured as `[models.NAME]`: an [`OpenAiModel`] or a
+/// [`ScriptedModel`]. Fails when a rules file or cassette cannot be read, or the HTTP client
+/// cannot be built; a missing API key is reported at the first call.
+pub fn build(name: &str, settings: &ModelSettings) -> Result<Arc<dyn ModelService>, ModelError> {
+    Ok(match settings.provider {
+        Provider::Openai { .. } => Arc::new(OpenAiModel::new(name, settings)?),
+        Provider::Scripted { .. } => Arc::new(ScriptedModel::new(name, settings)?),
+    })
+}
 
 /// A tool the model may call: its name, description and JSON schema of its arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,12 +138,14 @@ pub trait ModelService: Send + Sync + 'static {
     async fn embed(&self, inputs: &[String]) -> Result<Embeddings, ModelError>;
 }
 
-/// Retry policy of a model service: exponential backoff with jitter, bounded twice.
+/// Retry policy of a model service: exponential backoff with jitter, bounded twice. Built from
+/// settings by [`RetryPolicy::from_settings`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts after the first.
     pub max_retries: u32,
-    /// Total time across all attempts and waits.
+    /// No retry starts whose wait would end later than this after the first attempt began (an
+    /// attempt in progress is not cut: streams are bounded by the idle timeout instead).
     pub max_total: Duration,
     /// First backoff.
     pub initial_backoff: Duration,

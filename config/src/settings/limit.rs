@@ -23,6 +23,9 @@ pub struct LimitSettings {
     pub on_store_error: OnStoreError,
     /// How long a caller waits for capacity; zero fails at once.
     pub max_wait: Duration,
+    /// Units that may be reserved ahead of what the limit holds (reservations and waiting
+    /// callers); further reservations are refused. Zero: no reservations.
+    pub max_reserved: u64,
 }
 
 /// Rate-limiting algorithm.

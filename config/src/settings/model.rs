@@ -10,16 +10,21 @@ pub struct ModelSettings {
     pub provider: Provider,
     /// Time allowed to connect.
     pub connect_timeout: Duration,
-    /// A response silent this long is abandoned.
+    /// Longest silence allowed while waiting for a response or between two stream chunks (not
+    /// a total timeout: a long healthy stream is never cut).
     pub idle_timeout: Duration,
-    /// Retries of one request.
+    /// Retries of one request (attempts after the first).
     pub max_retries: u32,
-    /// Total time spent retrying one request.
+    /// No retry starts once this much time has passed since the first attempt.
     pub max_retry_time: Duration,
-    /// Cost per 1000 input tokens (>= 0).
-    pub input_cost_per_1k: f64,
-    /// Cost per 1000 output tokens (>= 0).
-    pub output_cost_per_1k: f64,
+    /// First backoff between attempts; doubled per retry, with jitter.
+    pub initial_backoff: Duration,
+    /// Backoff cap (a server's Retry-After takes precedence).
+    pub max_backoff: Duration,
+    /// Cost per million input tokens (>= 0).
+    pub input_cost_per_million: f64,
+    /// Cost per million output tokens (>= 0).
+    pub output_cost_per_million: f64,
 }
 
 /// The provider of a model and its provider-specific settings.
@@ -33,11 +38,16 @@ pub enum Provider {
         model: String,
         /// Name of the environment variable holding the API key.
         api_key_env: Option<String>,
+        /// Cassette file every exchange is appended to (JSON lines), resolved against the
+        /// config file's directory; replay it with a scripted model's `cassette`.
+        record: Option<PathBuf>,
     },
     /// A deterministic in-process model for demos and tests.
     Scripted {
         /// Rules file, relative paths resolved against the config file's directory.
         script: Option<PathBuf>,
+        /// Cassette recorded by an `openai` model's `record`, replayed instead of the rules.
+        cassette: Option<PathBuf>,
         /// Artificial latency per reply.
         latency: Duration,
     },

@@ -5,10 +5,12 @@ use std::time::Duration;
 /// One tool. The kind is checked by the tools crate, which also reads `options`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolSettings {
-    /// Built-in kind name, e.g. `calculator`.
+    /// Built-in kind name, e.g. `http_get`.
     pub kind: String,
     /// Time allowed for one call (> 0).
     pub timeout: Duration,
+    /// Whether a client must approve each call before it runs (the agent loop pauses).
+    pub requires_approval: bool,
     /// Kind-specific options, kept as written.
     pub options: toml::Table,
 }

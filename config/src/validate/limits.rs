@@ -33,6 +33,16 @@ pub(super) fn limit(
                 .start
                 .as_deref()
                 .map(|start| ctx.non_empty(&at.key("start"), Some(start), ""));
+            if let Some(start) = start.as_deref().filter(|s| !s.trim().is_empty()) {
+                if humantime::parse_rfc3339_weak(start.trim()).is_err() {
+                    ctx.error(
+                        &at.key("start"),
+                        format!(
+                            "invalid time \"{start}\": write a UTC time, e.g. \"2025-01-01T00:00:00Z\""
+                        ),
+                    );
+                }
+            }
             LimitKind::FixedWindow { start }
         }
         Some(_token_bucket) => {
@@ -89,6 +99,20 @@ pub(super) fn limit(
         Some("fail_open") => OnStoreError::FailOpen,
         _ => OnStoreError::FailClosed,
     };
+    let capacity = match &kind {
+        LimitKind::TokenBucket { capacity } => *capacity,
+        LimitKind::FixedWindow { .. } => rate,
+    };
+    let shards = ctx.positive(&at.key("shards"), raw.shards, defaults::LIMIT_SHARDS);
+    let least = rate.min(capacity);
+    if least > 0 && u64::from(shards) > least {
+        ctx.error(
+            &at.key("shards"),
+            format!(
+                "must not exceed rate and capacity ({least}): each shard holds at least one unit"
+            ),
+        );
+    }
     LimitSettings {
         kind,
         rate,
@@ -96,13 +120,16 @@ pub(super) fn limit(
         key,
         unit,
         backend,
-        shards: ctx.positive(&at.key("shards"), raw.shards, defaults::LIMIT_SHARDS),
+        shards,
         on_store_error,
         max_wait: ctx.duration(
             &at.key("max_wait"),
             raw.max_wait.as_deref(),
             defaults::LIMIT_MAX_WAIT,
         ),
+        max_reserved: raw
+            .max_reserved
+            .unwrap_or_else(|| capacity.saturating_mul(defaults::LIMIT_MAX_RESERVED_CAPACITIES)),
     }
 }
 
@@ -147,5 +174,50 @@ pub(super) fn pool(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawPool) -> PoolSettin
             raw.retention.as_deref(),
             defaults::POOL_RETENTION,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load_str;
+
+    fn diagnostics(toml: &str) -> Vec<String> {
+        match load_str(toml, "bad.toml", &[]) {
+            Ok(_) => Vec::new(),
+            Err(err) => err.diagnostics().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn max_reserved_defaults_to_one_capacity() {
+        let config = load_str(
+            "[limits.tb]\nkind = \"token_bucket\"\nrate = 10\nperiod = \"1s\"\ncapacity = 30\n\
+             [limits.fw]\nkind = \"fixed_window\"\nrate = 7\nperiod = \"1s\"\n\
+             [limits.set]\nkind = \"token_bucket\"\nrate = 10\nperiod = \"1s\"\nmax_reserved = 0\n",
+            "ok.toml",
+            &[],
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        let reserved = |name: &str| config.limits[name].max_reserved;
+        assert_eq!(
+            (reserved("tb"), reserved("fw"), reserved("set")),
+            (30, 7, 0)
+        );
+    }
+
+    #[test]
+    fn shards_need_a_unit_each_and_start_must_be_a_time() {
+        assert_eq!(
+            diagnostics(
+                "[limits.a]\nkind = \"token_bucket\"\nrate = 10\nperiod = \"1s\"\ncapacity = 2\nshards = 3\n\
+                 [limits.b]\nkind = \"fixed_window\"\nrate = 5\nperiod = \"1m\"\nstart = \"monday\"\n\
+                 [limits.c]\nkind = \"fixed_window\"\nrate = 5\nperiod = \"1m\"\n\
+                 start = \"2025-01-01T00:00:00Z\"\nshards = 5\n",
+            ),
+            [
+                "bad.toml:6:10: limits.a.shards: must not exceed rate and capacity (2): each shard holds at least one unit",
+                r#"bad.toml:11:9: limits.b.start: invalid time "monday": write a UTC time, e.g. "2025-01-01T00:00:00Z""#,
+            ]
+        );
     }
 }

@@ -21,16 +21,13 @@ pub(super) fn model(
         None,
     ) {
         Some("openai") => {
-            ctx.only_with(
-                &at.key("script"),
-                raw.script.is_some(),
-                "provider = \"scripted\"",
-            );
-            ctx.only_with(
-                &at.key("latency"),
-                raw.latency.is_some(),
-                "provider = \"scripted\"",
-            );
+            for (key, present) in [
+                ("script", raw.script.is_some()),
+                ("cassette", raw.cassette.is_some()),
+                ("latency", raw.latency.is_some()),
+            ] {
+                ctx.only_with(&at.key(key), present, "provider = \"scripted\"");
+            }
             let base_url = match raw.base_url.as_deref() {
                 Some(url) => {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -60,6 +57,7 @@ pub(super) fn model(
                 base_url,
                 model,
                 api_key_env: raw.api_key_env.clone(),
+                record: path(ctx, &at.key("record"), raw.record.as_deref(), base_dir),
             }
         }
         Some(_scripted) => {
@@ -67,11 +65,19 @@ pub(super) fn model(
                 ("base_url", raw.base_url.is_some()),
                 ("model", raw.model.is_some()),
                 ("api_key_env", raw.api_key_env.is_some()),
+                ("record", raw.record.is_some()),
             ] {
                 ctx.only_with(&at.key(key), present, "provider = \"openai\"");
             }
+            if raw.script.is_some() && raw.cassette.is_some() {
+                ctx.error(
+                    &at.key("cassette"),
+                    "a scripted model replays either a cassette or a script, not both",
+                );
+            }
             Provider::Scripted {
-                script: raw.script.as_deref().map(|script| base_dir.join(script)),
+                script: path(ctx, &at.key("script"), raw.script.as_deref(), base_dir),
+                cassette: path(ctx, &at.key("cassette"), raw.cassette.as_deref(), base_dir),
                 latency: ctx.duration(
                     &at.key("latency"),
                     raw.latency.as_deref(),
@@ -81,9 +87,26 @@ pub(super) fn model(
         }
         None => Provider::Scripted {
             script: None,
+            cassette: None,
             latency: defaults::SCRIPTED_LATENCY,
         },
     };
+    let initial_backoff = ctx.positive_duration(
+        &at.key("initial_backoff"),
+        raw.initial_backoff.as_deref(),
+        defaults::MODEL_INITIAL_BACKOFF,
+    );
+    let max_backoff = ctx.positive_duration(
+        &at.key("max_backoff"),
+        raw.max_backoff.as_deref(),
+        defaults::MODEL_MAX_BACKOFF,
+    );
+    if initial_backoff > max_backoff {
+        ctx.error(
+            &at.key("initial_backoff"),
+            format!("must not exceed max_backoff ({max_backoff:?})"),
+        );
+    }
     ModelSettings {
         provider,
         connect_timeout: ctx.positive_duration(
@@ -102,17 +125,34 @@ pub(super) fn model(
             raw.max_retry_time.as_deref(),
             defaults::MODEL_MAX_RETRY_TIME,
         ),
-        input_cost_per_1k: ctx.non_negative(
-            &at.key("input_cost_per_1k"),
-            raw.input_cost_per_1k,
-            defaults::MODEL_COST_PER_1K,
+        initial_backoff,
+        max_backoff,
+        input_cost_per_million: ctx.non_negative(
+            &at.key("input_cost_per_million"),
+            raw.input_cost_per_million,
+            defaults::MODEL_COST_PER_MILLION,
         ),
-        output_cost_per_1k: ctx.non_negative(
-            &at.key("output_cost_per_1k"),
-            raw.output_cost_per_1k,
-            defaults::MODEL_COST_PER_1K,
+        output_cost_per_million: ctx.non_negative(
+            &at.key("output_cost_per_million"),
+            raw.output_cost_per_million,
+            defaults::MODEL_COST_PER_MILLION,
         ),
     }
+}
+
+/// A file path, relative ones resolved against the config file's directory.
+fn path(
+    ctx: &mut Ctx<'_>,
+    at: &KeyPath,
+    value: Option<&str>,
+    base_dir: &Path,
+) -> Option<std::path::PathBuf> {
+    let value = value?;
+    if value.trim().is_empty() {
+        ctx.error(at, "must be a file path");
+        return None;
+    }
+    Some(base_dir.join(value))
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`
@@ -186,6 +226,62 @@ pub(super) fn tool(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawTool) -> ToolSettin
             raw.timeout.as_deref(),
             defaults::TOOL_TIMEOUT,
         ),
+        requires_approval: raw
+            .requires_approval
+            .unwrap_or(defaults::TOOL_REQUIRES_APPROVAL),
         options: raw.options.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::{load_str, Provider};
+
+    /// The diagnostics of `toml` (origin `conf/m.toml`), one per line.
+    fn diagnostics(toml: &str) -> Vec<String> {
+        match load_str(toml, "conf/m.toml", &[]) {
+            Ok(_) => Vec::new(),
+            Err(err) => err.diagnostics().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn record_cassette_and_backoff_keys() {
+        assert_eq!(
+            diagnostics(
+                "[models.o]\nprovider = \"openai\"\nmodel = \"m\"\ncassette = \"c.jsonl\"\ninitial_backoff = \"2s\"\nmax_backoff = \"1s\"\n[models.s]\nprovider = \"scripted\"\nrecord = \"r.jsonl\"\nscript = \"rules.toml\"\ncassette = \"c.jsonl\"\n"
+            ),
+            [
+                "conf/m.toml:4:12: models.o.cassette: only used with provider = \"scripted\"",
+                "conf/m.toml:5:19: models.o.initial_backoff: must not exceed max_backoff (1s)",
+                "conf/m.toml:9:10: models.s.record: only used with provider = \"openai\"",
+                "conf/m.toml:11:12: models.s.cassette: a scripted model replays either a cassette or a script, not both",
+            ]
+        );
+        let config = load_str(
+            "[models.o]\nprovider = \"openai\"\nmodel = \"m\"\nrecord = \"run.jsonl\"\ninput_cost_per_million = 0.15\nmax_backoff = \"2s\"\n[models.s]\nprovider = \"scripted\"\ncassette = \"run.jsonl\"\n",
+            "conf/m.toml",
+            &[],
+        );
+        let config = match config {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        let openai = &config.models["o"];
+        assert!(matches!(
+            &openai.provider,
+            Provider::Openai { record: Some(path), .. } if path.as_path() == Path::new("conf/run.jsonl")
+        ));
+        assert_eq!(openai.input_cost_per_million, 0.15);
+        assert_eq!(openai.output_cost_per_million, 0.0);
+        assert_eq!(openai.initial_backoff, Duration::from_millis(500));
+        assert_eq!(openai.max_backoff, Duration::from_secs(2));
+        assert!(matches!(
+            &config.models["s"].provider,
+            Provider::Scripted { cassette: Some(path), script: None, .. } if path.as_path() == Path::new("conf/run.jsonl")
+        ));
     }
 }

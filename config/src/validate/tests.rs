@@ -287,13 +287,13 @@ provider = "openai"
 model = "m"
 base_url = "127.0.0.1:8080"
 latency = "5ms"
-input_cost_per_1k = -1
+input_cost_per_million = -1
 "#,
         &[
             r#"bad.toml:3:15: models.s.api_key_env: only used with provider = "openai""#,
             r#"bad.toml:8:12: models.o.base_url: "127.0.0.1:8080" is not an HTTP URL: it must start with http:// or https://"#,
             r#"bad.toml:9:11: models.o.latency: only used with provider = "scripted""#,
-            "bad.toml:10:21: models.o.input_cost_per_1k: must be a number >= 0",
+            "bad.toml:10:26: models.o.input_cost_per_million: must be a number >= 0",
         ],
     );
     let config = load_str(
@@ -313,6 +313,7 @@ input_cost_per_1k = -1
             base_url: "https://api.openai.com/v1".to_owned(),
             model: "gpt".to_owned(),
             api_key_env: Some("TROUPE_TEST_NO_SUCH_VAR".to_owned()),
+            record: None,
         }
     );
     assert_eq!(openai.api_key(), None);
@@ -321,6 +322,7 @@ input_cost_per_1k = -1
         config.models["s"].provider,
         Provider::Scripted {
             script: Some("conf/rules.toml".into()),
+            cassette: None,
             latency: Duration::from_millis(20),
         }
     );

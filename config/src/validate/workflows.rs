@@ -177,7 +177,7 @@ pub(super) fn cron(
 ) -> CronSettings {
     let schedule = match (&raw.schedule, &raw.every) {
         (Some(spec), None) => {
-            if let Err(why) = check_cron_expression(spec) {
+            if let Err(why) = Schedule::parse_cron(spec) {
                 ctx.error(
                     &at.key("schedule"),
                     format!("invalid cron expression \"{spec}\": {why}"),
@@ -224,10 +224,14 @@ pub(super) fn cron(
             CronTarget::Agent(String::new())
         }
     };
-    let timezone = raw
-        .timezone
-        .as_deref()
-        .map(|tz| ctx.non_empty(&at.key("timezone"), Some(tz), ""));
+    let timezone = raw.timezone.as_deref().map(|tz| {
+        let path = at.key("timezone");
+        ctx.only_with(&path, raw.every.is_some(), "schedule (a cron expression)");
+        if let Err(why) = CronSettings::parse_timezone(tz) {
+            ctx.error(&path, why);
+        }
+        tz.to_owned()
+    });
     CronSettings {
         schedule,
         timezone,
@@ -239,36 +243,47 @@ pub(super) fn cron(
     }
 }
 
-/// A light check of a cron expression: 5 or 6 fields of digits, names and `* , - / ? # L W`.
-fn check_cron_expression(spec: &str) -> Result<(), String> {
-    let fields = spec.split_whitespace().count();
-    if !(5..=6).contains(&fields) {
-        return Err(format!("{fields} fields, expected 5 or 6"));
-    }
-    match spec
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || c.is_whitespace() || "*,-/?#".contains(*c)))
-    {
-        Some(bad) => Err(format!("character '{bad}' is not allowed")),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::check_cron_expression;
+    use crate::load_str;
+
+    /// The diagnostics of `[crons.c]` with `body`, one per line.
+    fn cron_diagnostics(body: &str) -> Vec<String> {
+        let text = format!(
+            "[models.m]\nprovider = \"scripted\"\n[agents.a]\nmodel = \"m\"\n[crons.c]\nagent = \"a\"\n{body}"
+        );
+        match load_str(&text, "bad.toml", &[]) {
+            Ok(_) => Vec::new(),
+            Err(err) => err.diagnostics().iter().map(ToString::to_string).collect(),
+        }
+    }
 
     #[test]
-    fn cron_expressions() {
-        assert_eq!(check_cron_expression("0 0 3 * * *"), Ok(()));
-        assert_eq!(check_cron_expression("*/5 * * * MON-FRI"), Ok(()));
+    fn cron_schedules_and_time_zones_use_the_real_parser() {
+        let ok: &[&str] = &[];
         assert_eq!(
-            check_cron_expression("0 3 * *"),
-            Err("4 fields, expected 5 or 6".to_owned())
+            cron_diagnostics("schedule = \"*/10 * * * * *\"\ntimezone = \"Europe/Paris\""),
+            ok
         );
         assert_eq!(
-            check_cron_expression("0 3 * * % *"),
-            Err("character '%' is not allowed".to_owned())
+            cron_diagnostics("schedule = \"0 25 * * *\""),
+            [
+                r#"bad.toml:7:12: crons.c.schedule: invalid cron expression "0 25 * * *": Component error: Number out of bounds."#
+            ]
+        );
+        assert_eq!(
+            cron_diagnostics("schedule = \"0 3 * * *\"\ntimezone = \"Mars/Olympus\""),
+            [
+                r#"bad.toml:8:12: crons.c.timezone: unknown time zone "Mars/Olympus": use an IANA name such as "UTC" or "Europe/Paris""#
+            ]
+        );
+        assert_eq!(
+            cron_diagnostics("every = \"1s\"\ntimezone = \"UTC\""),
+            ["bad.toml:8:12: crons.c.timezone: only used with schedule (a cron expression)"]
+        );
+        assert_eq!(
+            cron_diagnostics("every = \"0s\""),
+            ["bad.toml:7:9: crons.c.every: must be greater than 0"]
         );
     }
 }

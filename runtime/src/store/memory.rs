@@ -572,8 +572,28 @@ impl Keyspace {
             Write::Expire { key, ttl } => {
                 self.expire(key, *ttl, now);
             }
+            Write::HIncrBy { key, field, delta } => {
+                self.hincr_by(key, field, *delta, now)?;
+            }
         }
         Ok(appended)
+    }
+
+    fn hincr_by(&mut self, key: &str, field: &str, delta: i64, now: Instant) -> StoreResult<i64> {
+        let h = self
+            .hash_mut("hincr_by", key, now, true)?
+            .ok_or_else(|| wrong_type("hincr_by", key))?;
+        let not_integer = || StoreError::NotInteger {
+            op: "hincr_by",
+            key: key.to_owned(),
+        };
+        let current = match h.get(field) {
+            None => 0,
+            Some(b) => parse_int(b).ok_or_else(not_integer)?,
+        };
+        let next = current.checked_add(delta).ok_or_else(not_integer)?;
+        h.insert(field.to_owned(), next.to_string().into_bytes());
+        Ok(next)
     }
 
     // ---- stream reads ----------------------------------------------------------------------
@@ -857,21 +877,7 @@ impl Store for MemoryStore {
     }
 
     async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> StoreResult<i64> {
-        let mut keys = self.keys.lock();
-        let h = keys
-            .hash_mut("hincr_by", key, Instant::now(), true)?
-            .ok_or_else(|| wrong_type("hincr_by", key))?;
-        let not_integer = || StoreError::NotInteger {
-            op: "hincr_by",
-            key: key.to_owned(),
-        };
-        let current = match h.get(field) {
-            None => 0,
-            Some(b) => parse_int(b).ok_or_else(not_integer)?,
-        };
-        let next = current.checked_add(delta).ok_or_else(not_integer)?;
-        h.insert(field.to_owned(), next.to_string().into_bytes());
-        Ok(next)
+        self.keys.lock().hincr_by(key, field, delta, Instant::now())
     }
 
     async fn push(&self, key: &str, values: &[&[u8]]) -> StoreResult<u64> {
@@ -1148,6 +1154,77 @@ impl Store for MemoryStore {
             self.appended.notify_waiters();
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        request: super::RateLimit,
+    ) -> StoreResult<super::RateOutcome> {
+        use crate::limit::{self, Micros, MicrosAlgorithm};
+        // The same arithmetic as the Redis scripts, in the same microsecond units.
+        let params = Micros::new(&request)?;
+        let not_integer = || StoreError::NotInteger {
+            op: "rate_limit",
+            key: key.to_owned(),
+        };
+        let mut keys = self.keys.lock();
+        let now = Instant::now();
+        let outcome = match params.algorithm {
+            MicrosAlgorithm::Gcra(gcra) => {
+                let now_us = limit::micros_since_base(now);
+                let tat = match keys.bytes("rate_limit", key, now)? {
+                    None => None,
+                    Some(b) => Some(parse_int(b).ok_or_else(not_integer)?),
+                };
+                let ahead = tat.map_or(0, |t| u64::try_from(t.saturating_sub(now_us)).unwrap_or(0));
+                let (outcome, next) = gcra.step(ahead, params.op);
+                if next != ahead {
+                    if next == 0 {
+                        keys.map.remove(key);
+                    } else {
+                        let tat = now_us.saturating_add(i64::try_from(next).unwrap_or(i64::MAX));
+                        let entry = Entry {
+                            value: Value::Bytes(tat.to_string().into_bytes()),
+                            expires_at: Some(now + Duration::from_micros(next)),
+                        };
+                        keys.map.insert(key.to_owned(), entry);
+                    }
+                }
+                outcome
+            }
+            MicrosAlgorithm::Window(window) => {
+                let now_us = limit::unix_micros();
+                let state = match keys.hash_mut("rate_limit", key, now, false)? {
+                    None => None,
+                    Some(h) => Some(
+                        limit::window_from_fields(|f| h.get(f).and_then(|v| parse_int(v)))
+                            .ok_or_else(not_integer)?,
+                    ),
+                };
+                let (outcome, next) = window.step(state, now_us, params.op);
+                let peek = matches!(params.op, limit::gcra::Op::Peek { .. });
+                match next {
+                    _ if peek => {}
+                    None => {
+                        keys.map.remove(key);
+                    }
+                    Some(state) => {
+                        let fields = limit::window_fields(&state)
+                            .into_iter()
+                            .map(|(f, v)| (f.to_owned(), v.into_bytes()))
+                            .collect();
+                        let entry = Entry {
+                            value: Value::Hash(fields),
+                            expires_at: Some(now + Duration::from_micros(outcome.reset_after)),
+                        };
+                        keys.map.insert(key.to_owned(), entry);
+                    }
+                }
+                outcome
+            }
+        };
+        Ok(limit::outcome_from_micros(outcome))
     }
 }
 

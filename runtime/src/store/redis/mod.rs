@@ -209,6 +209,9 @@ impl RedisStore {
             Write::Expire { key, ttl } => {
                 pipe.cmd("PEXPIRE").arg(self.k(key)).arg(ttl_millis(*ttl));
             }
+            Write::HIncrBy { key, field, delta } => {
+                pipe.cmd("HINCRBY").arg(self.k(key)).arg(field).arg(*delta);
+            }
         }
         true
     }
@@ -223,6 +226,7 @@ fn write_ctx(w: &Write) -> Ctx<'_> {
         Write::XAdd { stream, .. } => Ctx::new("apply(xadd)", stream),
         Write::XAck { stream, group, .. } => Ctx::new("apply(xack)", stream).group(group),
         Write::Expire { key, .. } => Ctx::new("apply(expire)", key),
+        Write::HIncrBy { key, .. } => Ctx::new("apply(hincrby)", key),
     }
 }
 
@@ -743,6 +747,42 @@ impl Store for RedisStore {
             }
         }
         Ok(())
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        request: super::RateLimit,
+    ) -> StoreResult<super::RateOutcome> {
+        use crate::limit::{Micros, MicrosAlgorithm};
+        let params = Micros::new(&request)?;
+        let script = match params.algorithm {
+            MicrosAlgorithm::Gcra(_) => &self.scripts.rate_gcra,
+            MicrosAlgorithm::Window(_) => &self.scripts.rate_window,
+        };
+        let mut inv = script.key(self.k(key));
+        for arg in params.script_args() {
+            inv.arg(arg);
+        }
+        // Never resent: a take whose reply was lost may have applied.
+        let ctx = Ctx::new("rate_limit", key);
+        let v = self
+            .link
+            .query(&ctx, &Request::Script(&inv), Retry::Never)
+            .await?;
+        let r = Reply { op: "rate_limit" };
+        let [allowed, wait, remaining, reset] =
+            <[Value; 4]>::try_from(r.array(v)?).map_err(|items| StoreError::Protocol {
+                op: "rate_limit",
+                message: format!("expected 4 integers, got {} values", items.len()),
+            })?;
+        let micros = |v| r.count(v).map(Duration::from_micros);
+        Ok(super::RateOutcome {
+            allowed: r.flag(allowed)?,
+            wait: micros(wait)?,
+            remaining: r.count(remaining)?,
+            reset_after: micros(reset)?,
+        })
     }
 }
 

@@ -1,0 +1,347 @@
+//! The agent actor: one per `[agents.NAME]`, supervised by the `agents` supervisor. It takes
+//! [`RunAgent`] and runs the agent loop for one turn of a thread: call the model, run the tool
+//! calls it asks for (in parallel, only those its allowlist permits), feed the results back,
+//! and repeat until a final answer or `max_steps`.
+//!
+//! The actor holds no conversation state (threads do), so runs proceed concurrently: each is
+//! a future under [`isolate`], so a panic inside a run (a tool, the model client) becomes an
+//! error for that run alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use futures::future::join_all;
+use serde_json::json;
+use tracing::Instrument;
+use troupe_config::AgentSettings;
+use troupe_runtime::isolate;
+use troupe_runtime::store::Store;
+use troupe_tools::{ToolContext, ToolError, ToolRegistry};
+
+use crate::error::AgentError;
+use crate::events::{EventKind, EventLog};
+use crate::message::{ChatMessage, ToolCall};
+use crate::model::{ChatRequest, DeltaSink, ModelService, ToolSpec, Usage};
+use crate::thread_store::{now_ms, ThreadId};
+use crate::usage::{UsageLedger, UsageRecord};
+
+/// Prices of a model, in dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prices {
+    /// Per million prompt tokens.
+    pub input_per_million: f64,
+    /// Per million generated tokens.
+    pub output_per_million: f64,
+}
+
+impl Prices {
+    /// The cost of `usage`.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        (usage.input_tokens as f64 * self.input_per_million
+            + usage.output_tokens as f64 * self.output_per_million)
+            / 1e6
+    }
+}
+
+/// Everything an agent needs to run: its settings and the services it calls.
+pub struct AgentSpec {
+    /// `[agents.NAME]`.
+    pub name: String,
+    /// Its validated settings.
+    pub settings: AgentSettings,
+    /// Its model.
+    pub model: Arc<dyn ModelService>,
+    /// The model's prices.
+    pub prices: Prices,
+    /// All configured tools (the allowlist in `settings.tools` decides which it may call).
+    pub tools: Arc<ToolRegistry>,
+    /// Usage recording and budgets.
+    pub usage: UsageLedger,
+    /// The store (for the batch that records usage and events).
+    pub store: Arc<dyn Store>,
+}
+
+/// A tool call whose approval was decided by a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The call.
+    pub call: ToolCall,
+    /// Whether it may run.
+    pub approved: bool,
+}
+
+/// Runs one turn: `messages` is the context (system message, recent history, the new user
+/// message); `resume` are calls of the last assistant message to run first (after an
+/// approval).
+#[derive(Message)]
+#[rtype(result = "Result<AgentRun, AgentError>")]
+pub struct RunAgent {
+    /// The thread the turn belongs to.
+    pub thread: ThreadId,
+    /// The user the turn runs for.
+    pub user: String,
+    /// The context sent to the model.
+    pub messages: Vec<ChatMessage>,
+    /// Pending tool calls, decided, to run before calling the model again.
+    pub resume: Vec<Decided>,
+    /// Where to stream text deltas, if streaming.
+    pub deltas: Option<DeltaSink>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The model gave a final answer.
+    Completed,
+    /// The model asked for tools that need a client's approval; the run is paused.
+    AwaitingApproval {
+        /// Every call of the paused assistant message.
+        calls: Vec<ToolCall>,
+    },
+    /// `max_steps` model calls were made without a final answer.
+    StepLimit,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRun {
+    /// New messages, in order: assistant messages (with tool calls) and tool results.
+    pub produced: Vec<ChatMessage>,
+    /// The final answer (empty unless completed).
+    pub answer: String,
+    /// Tokens over all model calls of the run.
+    pub usage: Usage,
+    /// Model calls made.
+    pub model_calls: u32,
+    /// How it ended.
+    pub status: RunStatus,
+}
+
+/// The agent actor. See the module documentation.
+pub struct AgentActor {
+    spec: Arc<AgentSpec>,
+}
+
+impl AgentActor {
+    /// An agent actor for `spec`.
+    pub fn new(spec: Arc<AgentSpec>) -> Self {
+        AgentActor { spec }
+    }
+}
+
+impl Actor for AgentActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<RunAgent> for AgentActor {
+    type Result = ResponseFuture<Result<AgentRun, AgentError>>;
+
+    fn handle(&mut self, msg: RunAgent, _: &mut Context<Self>) -> Self::Result {
+        let spec = self.spec.clone();
+        let span = tracing::info_span!(
+            "agent.run",
+            agent = %spec.name,
+            group = %msg.thread.group(),
+            thread = %msg.thread.thread()
+        );
+        Box::pin(
+            async move {
+                let actor = format!("agent:{}", spec.name);
+                isolate(&actor, run(&spec, msg)).await?
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The agent loop.
+async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
+    let settings = &spec.settings;
+    let tools: Vec<ToolSpec> = spec
+        .tools
+        .specs(&settings.tools)
+        .into_iter()
+        .map(|s| ToolSpec {
+            name: s.name,
+            description: s.description,
+            parameters: s.parameters,
+        })
+        .collect();
+    let mut messages = msg.messages;
+    let mut out = AgentRun {
+        produced: Vec::new(),
+        answer: String::new(),
+        usage: Usage::default(),
+        model_calls: 0,
+        status: RunStatus::StepLimit,
+    };
+    if !msg.resume.is_empty() {
+        let results = execute(spec, &msg.thread, &msg.user, msg.resume).await;
+        messages.extend(results.iter().cloned());
+        out.produced.extend(results);
+    }
+    for step in 1..=settings.max_steps {
+        spec.usage.check_budget(msg.thread.group()).await?;
+        let request = ChatRequest {
+            messages: messages.clone(),
+            tools: tools.clone(),
+            temperature: Some(settings.temperature),
+            max_tokens: settings.max_tokens,
+        };
+        let started = Instant::now();
+        let span = tracing::info_span!("model.call", model = %spec.model.name(), step);
+        let response = spec
+            .model
+            .chat(&request, msg.deltas.clone())
+            .instrument(span)
+            .await?;
+        out.model_calls += 1;
+        let usage = response
+            .usage
+            .unwrap_or_else(|| estimate_usage(&request, &response.content));
+        out.usage.input_tokens += usage.input_tokens;
+        out.usage.output_tokens += usage.output_tokens;
+        record_usage(spec, &msg.thread, &msg.user, usage, started).await;
+
+        if response.tool_calls.is_empty() {
+            out.answer = response.content.clone();
+            out.produced.push(ChatMessage::new(
+                crate::message::Role::Assistant,
+                response.content,
+            ));
+            out.status = RunStatus::Completed;
+            return Ok(out);
+        }
+        let calls = response.tool_calls.clone();
+        let assistant = ChatMessage::tool_calls(response.content, response.tool_calls);
+        messages.push(assistant.clone());
+        out.produced.push(assistant);
+
+        let needs_approval = calls.iter().any(|call| {
+            settings.tools.contains(&call.name) && spec.tools.requires_approval(&call.name)
+        });
+        if needs_approval {
+            out.status = RunStatus::AwaitingApproval { calls };
+            return Ok(out);
+        }
+        let decided = calls
+            .into_iter()
+            .map(|call| Decided {
+                call,
+                approved: true,
+            })
+            .collect();
+        let results = execute(spec, &msg.thread, &msg.user, decided).await;
+        messages.extend(results.iter().cloned());
+        out.produced.extend(results);
+    }
+    tracing::warn!(agent = %spec.name, max_steps = settings.max_steps, "step limit reached");
+    Ok(out)
+}
+
+/// Runs tool calls in parallel; every call gets a tool message, errors included, so the
+/// model can correct itself.
+async fn execute(
+    spec: &AgentSpec,
+    thread: &ThreadId,
+    user: &str,
+    calls: Vec<Decided>,
+) -> Vec<ChatMessage> {
+    let ctx = ToolContext {
+        group: thread.group().to_owned(),
+        user: user.to_owned(),
+        agent: spec.name.clone(),
+        thread: thread.thread().to_owned(),
+        message_id: String::new(),
+    };
+    let runs = calls.into_iter().map(|decided| {
+        let ctx = ctx.clone();
+        async move {
+            let call = decided.call;
+            let outcome = if decided.approved {
+                spec.tools
+                    .call(&spec.settings.tools, &call.name, &ctx, &call.arguments)
+                    .await
+            } else {
+                Err(ToolError::Denied {
+                    tool: call.name.clone(),
+                    reason: "the user did not approve this call".to_owned(),
+                })
+            };
+            let (kind, content) = match &outcome {
+                Ok(output) => (EventKind::ToolCall, output.content.clone()),
+                Err(err @ ToolError::Denied { .. }) => {
+                    tracing::warn!(agent = %spec.name, tool = %call.name, error = %err, "tool call refused");
+                    (EventKind::ToolDenied, format!("error: {err}"))
+                }
+                Err(err) => (EventKind::ToolCall, format!("error: {err}")),
+            };
+            let event = json!({
+                "thread": ctx.thread, "agent": ctx.agent, "user": ctx.user,
+                "tool": call.name, "call_id": call.id, "ok": outcome.is_ok(),
+                "error": outcome.as_ref().err().map(ToString::to_string),
+            });
+            if let Err(err) = spec
+                .store
+                .apply(vec![EventLog::write(&ctx.group, kind, &event)])
+                .await
+            {
+                tracing::warn!(error = %err, "could not record a tool event");
+            }
+            ChatMessage::tool_result(call.id, content)
+        }
+    });
+    join_all(runs).await
+}
+
+/// Records a model call's usage and its audit event in one batch. A failure to record is
+/// logged, never fails the turn: the answer matters more than its accounting.
+async fn record_usage(
+    spec: &AgentSpec,
+    thread: &ThreadId,
+    user: &str,
+    usage: Usage,
+    started: Instant,
+) {
+    let record = UsageRecord {
+        group: thread.group().to_owned(),
+        user: user.to_owned(),
+        agent: spec.name.clone(),
+        thread: thread.thread().to_owned(),
+        model: spec.model.name().to_owned(),
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        latency_ms: started.elapsed().as_millis() as u64,
+        cost: spec.prices.cost(&usage),
+        at_ms: now_ms(),
+    };
+    let mut writes = spec.usage.writes(&record);
+    let data = serde_json::to_value(&record).unwrap_or_default();
+    writes.push(EventLog::write(&record.group, EventKind::Usage, &data));
+    if let Err(err) = spec.store.apply(writes).await {
+        tracing::warn!(error = %err, "could not record usage");
+    }
+}
+
+/// A rough usage when the server reports none: about four characters per token.
+fn estimate_usage(request: &ChatRequest, answer: &str) -> Usage {
+    let prompt: usize = request.messages.iter().map(|m| m.content.len()).sum();
+    Usage {
+        input_tokens: prompt.div_ceil(4) as u64,
+        output_tokens: answer.len().div_ceil(4) as u64,
+    }
+}
+
+/// A running agent: its actor and its settings (threads build the model context from them).
+#[derive(Clone)]
+pub struct AgentHandle {
+    /// The agent actor.
+    pub actor: troupe_runtime::ActorRef<AgentActor>,
+    /// Its settings.
+    pub settings: AgentSettings,
+}
+
+/// The agents of a daemon by name.
+pub type AgentDirectory = HashMap<String, AgentHandle>;

@@ -1,0 +1,311 @@
+//! Conversations: the API clients (the CLI, the ingress) use to talk to agents. Create and
+//! list threads, ask an agent in a thread, approve paused tool calls, read messages, archive
+//! and delete, read usage and events — every call scoped by group.
+//!
+//! [`build_agents`] turns the config into one supervised [`AgentActor`] per `[agents.NAME]`;
+//! [`Conversations`] owns the thread registry that routes messages to [`ThreadActor`]s.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use troupe_config::{Config, Provider};
+use troupe_runtime::store::{Store, StreamEntry};
+use troupe_runtime::{
+    ChildOptions, Intensity, Life, Registry, RegistryOptions, RegistryStats, SupervisorSpec,
+};
+use troupe_tools::ToolRegistry;
+
+use crate::agent::{AgentActor, AgentDirectory, AgentHandle, AgentSpec, Prices};
+use crate::error::AgentError;
+use crate::events::{EventKind, EventLog};
+use crate::model::{self, ModelService};
+use crate::thread::{
+    Approve, Archive, Delete, MessagePage, ReadMessages, ThreadActor, Turn, TurnOutcome,
+};
+use crate::thread_store::{check_name, NewThread, ThreadId, ThreadInfo, ThreadPage, ThreadStore};
+use crate::usage::{Budget, UsageLedger, UsageReport};
+
+/// Builds the `agents` supervisor (one permanent child per `[agents.NAME]`) and the
+/// directory threads use to reach them. Models are built once and shared by the agents that
+/// name them.
+pub fn build_agents(
+    config: &Config,
+    store: Arc<dyn Store>,
+    usage: UsageLedger,
+    intensity: Intensity,
+) -> Result<(SupervisorSpec, Arc<AgentDirectory>), AgentError> {
+    let tools = Arc::new(ToolRegistry::from_config(&config.tools)?);
+    let mut models: BTreeMap<&str, Arc<dyn ModelService>> = BTreeMap::new();
+    let mut supervisor = SupervisorSpec::new("agents", intensity);
+    let mut directory = AgentDirectory::new();
+    for (name, settings) in &config.agents {
+        let model_settings =
+            config
+                .models
+                .get(&settings.model)
+                .ok_or_else(|| AgentError::NotFound {
+                    what: "model",
+                    id: settings.model.clone(),
+                })?;
+        let model = match models.get(settings.model.as_str()) {
+            Some(model) => model.clone(),
+            None => {
+                let built = model::build(&settings.model, model_settings)?;
+                models.insert(&settings.model, built.clone());
+                built
+            }
+        };
+        let prices = Prices {
+            input_per_million: model_settings.input_cost_per_million,
+            output_per_million: model_settings.output_cost_per_million,
+        };
+        if matches!(model_settings.provider, Provider::Openai { .. }) {
+            tracing::info!(agent = %name, model = %settings.model, "agent uses a remote model");
+        }
+        let spec = Arc::new(AgentSpec {
+            name: name.clone(),
+            settings: settings.clone(),
+            model,
+            prices,
+            tools: tools.clone(),
+            usage: usage.clone(),
+            store: store.clone(),
+        });
+        let actor = supervisor.child(name, ChildOptions::default(), move |_| {
+            AgentActor::new(spec.clone())
+        });
+        directory.insert(
+            name.clone(),
+            AgentHandle {
+                actor,
+                settings: settings.clone(),
+            },
+        );
+    }
+    Ok((supervisor, Arc::new(directory)))
+}
+
+/// A question for an agent.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    /// Tenant group.
+    pub group: String,
+    /// End user.
+    pub user: String,
+    /// The agent to answer.
+    pub agent: String,
+    /// An existing thread to continue; a new one is created when `None`.
+    pub thread: Option<String>,
+    /// The message.
+    pub input: String,
+    /// Stream the answer to the turn's delta stream.
+    pub stream: bool,
+}
+
+/// The conversations API. Cheap to clone.
+#[derive(Clone)]
+pub struct Conversations {
+    threads: ThreadStore,
+    registry: Registry<ThreadId, ThreadActor>,
+    agents: Arc<AgentDirectory>,
+    usage: UsageLedger,
+    events: EventLog,
+}
+
+impl Conversations {
+    /// Conversations over `store` with the given agents; thread actors are spread over the
+    /// registry's arbiters and passivated after `options.passivate_after`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        agents: Arc<AgentDirectory>,
+        usage: UsageLedger,
+        options: RegistryOptions,
+    ) -> Self {
+        let threads = ThreadStore::new(store.clone());
+        let window = agents
+            .values()
+            .map(|a| a.settings.context_messages)
+            .max()
+            .unwrap_or(20)
+            .max(1)
+            * 2;
+        let (t, a) = (threads.clone(), agents.clone());
+        let registry = Registry::new("threads", options, move |id: &ThreadId, life: &Life| {
+            ThreadActor::new(id.clone(), t.clone(), a.clone(), window, life.clone())
+        });
+        Conversations {
+            threads,
+            registry,
+            agents,
+            usage,
+            events: EventLog::new(store),
+        }
+    }
+
+    /// The usage ledger (budgets, reports).
+    pub fn usage_ledger(&self) -> &UsageLedger {
+        &self.usage
+    }
+
+    /// A ledger over `store` with per-group budgets from the config.
+    pub fn ledger(store: Arc<dyn Store>, budgets: BTreeMap<String, Budget>) -> UsageLedger {
+        UsageLedger::new(store, budgets)
+    }
+
+    /// Names of the configured agents.
+    pub fn agent_names(&self) -> Vec<String> {
+        self.agents.keys().cloned().collect()
+    }
+
+    /// Creates a thread.
+    pub async fn create_thread(&self, new: NewThread) -> Result<ThreadInfo, AgentError> {
+        let info = self.threads.create(new).await?;
+        let event = serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
+        self.events
+            .append(&info.group, EventKind::ThreadCreated, &event)
+            .await?;
+        Ok(info)
+    }
+
+    /// Asks `ask.agent` in a thread (a new one if none is given) and waits for the turn.
+    pub async fn ask(&self, ask: Ask) -> Result<TurnOutcome, AgentError> {
+        check_name("group", &ask.group)?;
+        check_name("user", &ask.user)?;
+        if !self.agents.contains_key(&ask.agent) {
+            return Err(AgentError::NotFound {
+                what: "agent",
+                id: ask.agent,
+            });
+        }
+        let id = match &ask.thread {
+            Some(thread) => self.threads.resolve(&ask.group, thread).await?,
+            None => {
+                let info = self
+                    .create_thread(NewThread {
+                        group: ask.group.clone(),
+                        user: ask.user.clone(),
+                        id: None,
+                        title: title_of(&ask.input),
+                        metadata: serde_json::Value::Null,
+                    })
+                    .await?;
+                ThreadId::new(&info.group, &info.id)?
+            }
+        };
+        let turn = Turn {
+            agent: ask.agent,
+            user: ask.user,
+            input: ask.input,
+            stream: ask.stream,
+        };
+        self.registry.send(&id, turn).await?
+    }
+
+    /// Resolves a paused turn's approval and resumes it.
+    pub async fn approve(
+        &self,
+        group: &str,
+        thread: &str,
+        approval: &str,
+        approve: bool,
+    ) -> Result<TurnOutcome, AgentError> {
+        let id = self.threads.resolve(group, thread).await?;
+        let msg = Approve {
+            approval: approval.to_owned(),
+            approve,
+        };
+        self.registry.send(&id, msg).await?
+    }
+
+    /// A thread's metadata.
+    pub async fn thread(&self, group: &str, thread: &str) -> Result<ThreadInfo, AgentError> {
+        let id = self.threads.resolve(group, thread).await?;
+        self.threads.info(&id).await
+    }
+
+    /// Messages `from..from+limit` of a thread, oldest first.
+    pub async fn messages(
+        &self,
+        group: &str,
+        thread: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<MessagePage, AgentError> {
+        let id = self.threads.resolve(group, thread).await?;
+        self.registry
+            .send(&id, ReadMessages { from, limit })
+            .await?
+    }
+
+    /// Threads of a group (of one user if given), newest first.
+    pub async fn list_threads(
+        &self,
+        group: &str,
+        user: Option<&str>,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<ThreadPage, AgentError> {
+        self.threads.list(group, user, cursor, limit).await
+    }
+
+    /// Archives a thread.
+    pub async fn archive(&self, group: &str, thread: &str) -> Result<ThreadInfo, AgentError> {
+        let id = self.threads.resolve(group, thread).await?;
+        self.registry.send(&id, Archive).await?
+    }
+
+    /// Deletes a thread and its messages.
+    pub async fn delete(&self, group: &str, thread: &str) -> Result<(), AgentError> {
+        let id = self.threads.resolve(group, thread).await?;
+        self.registry.send(&id, Delete).await?
+    }
+
+    /// A group's usage over the UTC days `from..=to` (see [`crate::usage::day_of`]).
+    pub async fn usage(&self, group: &str, from: i64, to: i64) -> Result<UsageReport, AgentError> {
+        check_name("group", group)?;
+        self.usage.report(group, from, to).await
+    }
+
+    /// A group's audit events after entry id `after` (`"0"` for all).
+    pub async fn events(
+        &self,
+        group: &str,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, AgentError> {
+        check_name("group", group)?;
+        self.events.read(group, after, count).await
+    }
+
+    /// Thread registry counters.
+    pub fn thread_stats(&self) -> RegistryStats {
+        self.registry.stats()
+    }
+
+    /// Passivates idle threads now (the sweeper also does it periodically).
+    pub fn passivate_idle(&self) -> usize {
+        self.registry.passivate_idle()
+    }
+
+    /// Starts the periodic passivation sweeper.
+    pub fn spawn_sweeper(&self) {
+        self.registry.spawn_sweeper();
+    }
+
+    /// Stops every live thread actor.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.registry.shutdown(grace).await;
+    }
+}
+
+/// A title from the first words of a message.
+fn title_of(input: &str) -> String {
+    const MAX: usize = 60;
+    let line = input.lines().next().unwrap_or("").trim();
+    if line.chars().count() <= MAX {
+        return line.to_owned();
+    }
+    let cut: String = line.chars().take(MAX).collect();
+    format!("{}…", cut.trim_end())
+}

@@ -1,0 +1,131 @@
+//! Live deltas: the text of a streamed answer, appended to a per-turn stream in the store as
+//! it is generated, so any Redis client can follow it with `XREAD` and resume from any id.
+//!
+//! Deltas are coalesced (every [`COALESCE`] or [`MAX_CHUNK`] characters, whichever first) to
+//! keep the write rate bounded. Entries have one field, `delta`; the last entry has `done`
+//! (`ok` or `error`) and, on error, `error`. The stream expires [`RETENTION`] after it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::task::JoinHandle;
+use troupe_runtime::store::{Store, Write};
+
+use crate::model::DeltaSink;
+
+/// Longest time a delta waits before it is written.
+pub const COALESCE: Duration = Duration::from_millis(100);
+/// Characters that trigger a write at once.
+pub const MAX_CHUNK: usize = 512;
+/// How long a finished delta stream is kept.
+pub const RETENTION: Duration = Duration::from_secs(3600);
+
+/// Writes one turn's deltas to its stream.
+pub struct DeltaWriter {
+    sink: Option<DeltaSink>,
+    task: JoinHandle<()>,
+    store: Arc<dyn Store>,
+    stream: String,
+}
+
+impl DeltaWriter {
+    /// Starts writing deltas sent to [`sink`](Self::sink) to `stream`.
+    pub fn start(store: Arc<dyn Store>, stream: String) -> Self {
+        let (sink, rx) = unbounded_channel();
+        let task = tokio::spawn(pump(store.clone(), stream.clone(), rx));
+        DeltaWriter {
+            sink: Some(sink),
+            task,
+            store,
+            stream,
+        }
+    }
+
+    /// The stream's name.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Where the model sends its deltas.
+    pub fn sink(&self) -> Option<DeltaSink> {
+        self.sink.clone()
+    }
+
+    /// Flushes what is buffered, appends the final entry and sets the stream's expiry.
+    pub async fn finish(mut self, error: Option<&str>) {
+        self.sink = None;
+        // Every sender is gone once the model call returned; the pump drains and ends.
+        if let Err(err) = (&mut self.task).await {
+            tracing::warn!(stream = %self.stream, error = %err, "delta writer failed");
+        }
+        let mut fields = vec![(
+            "done".to_owned(),
+            if error.is_some() {
+                b"error".to_vec()
+            } else {
+                b"ok".to_vec()
+            },
+        )];
+        if let Some(error) = error {
+            fields.push(("error".to_owned(), error.as_bytes().to_vec()));
+        }
+        let writes = vec![
+            Write::XAdd {
+                stream: self.stream.clone(),
+                fields,
+                trim: None,
+            },
+            Write::Expire {
+                key: self.stream.clone(),
+                ttl: RETENTION,
+            },
+        ];
+        if let Err(err) = self.store.apply(writes).await {
+            tracing::warn!(stream = %self.stream, error = %err, "could not close delta stream");
+        }
+    }
+}
+
+async fn pump(store: Arc<dyn Store>, stream: String, mut rx: UnboundedReceiver<String>) {
+    let mut buffer = String::new();
+    loop {
+        let next = if buffer.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(COALESCE, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    flush(&*store, &stream, &mut buffer).await;
+                    continue;
+                }
+            }
+        };
+        match next {
+            Some(delta) => {
+                buffer.push_str(&delta);
+                if buffer.len() >= MAX_CHUNK {
+                    flush(&*store, &stream, &mut buffer).await;
+                }
+            }
+            None => {
+                flush(&*store, &stream, &mut buffer).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn flush(store: &dyn Store, stream: &str, buffer: &mut String) {
+    if buffer.is_empty() {
+        return;
+    }
+    let text = std::mem::take(buffer);
+    if let Err(err) = store
+        .xadd(stream, &[("delta", text.as_bytes())], None)
+        .await
+    {
+        // Deltas are a live view; the finished message is stored whole either way.
+        tracing::warn!(%stream, error = %err, "dropped a delta");
+    }
+}

@@ -1,0 +1,397 @@
+//! The persisted form of threads: store keys, metadata, per-group and per-user indexes, and
+//! ownership. Everything here is scoped by group: a thread is owned by exactly one group
+//! (`thread-owner:{thread}`), and asking for it as another group is [`AgentError::Forbidden`].
+//!
+//! Layout (the backend adds its prefix):
+//! - `thread-owner:{thread}`: the owning group (set once, with `SET NX`).
+//! - `thread:{group}:{thread}:meta`: JSON [`ThreadInfo`].
+//! - `thread:{group}:{thread}:messages`: list of JSON [`ThreadMessage`]s, in order.
+//! - `threads:{group}` and `threads:{group}:user:{user}`: thread ids in creation order
+//!   (deleted threads are skipped when listing).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use troupe_runtime::store::{Store, Write};
+
+use crate::error::AgentError;
+use crate::message::ChatMessage;
+
+/// Identifies a thread: its owning group and its id (unique across groups).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ThreadId {
+    group: String,
+    thread: String,
+}
+
+/// Checks that `value` can be part of a store key.
+pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), AgentError> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && !value.contains(':')
+        && !value.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::Invalid {
+            what,
+            message: format!(
+                "{value:?} must be 1-128 characters without ':' or whitespace (it must not contain ':')"
+            ),
+        })
+    }
+}
+
+impl ThreadId {
+    /// A thread id; both parts must be non-empty and free of `:` and whitespace.
+    pub fn new(group: &str, thread: &str) -> Result<Self, AgentError> {
+        check_name("group", group)?;
+        check_name("thread id", thread)?;
+        Ok(ThreadId {
+            group: group.to_owned(),
+            thread: thread.to_owned(),
+        })
+    }
+
+    /// A new, unique thread id in `group`: time-ordered hex plus randomness.
+    pub fn generate(group: &str) -> Result<Self, AgentError> {
+        let id = format!("t{:011x}{:08x}", now_ms(), rand::random::<u32>());
+        ThreadId::new(group, &id)
+    }
+
+    /// The tenant group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The thread id.
+    pub fn thread(&self) -> &str {
+        &self.thread
+    }
+
+    pub(crate) fn messages_key(&self) -> String {
+        format!("thread:{}:{}:messages", self.group, self.thread)
+    }
+
+    pub(crate) fn meta_key(&self) -> String {
+        format!("thread:{}:{}:meta", self.group, self.thread)
+    }
+
+    pub(crate) fn owner_key(&self) -> String {
+        owner_key(&self.thread)
+    }
+
+    /// The stream that carries the live deltas of the turn started by message `seq`.
+    pub fn delta_stream(&self, seq: u64) -> String {
+        format!("deltas:{}:{}:{}", self.group, self.thread, seq)
+    }
+
+    /// The key naming the delta stream of the turn in progress, if any.
+    pub fn live_key(&self) -> String {
+        format!("thread:{}:{}:live", self.group, self.thread)
+    }
+}
+
+impl fmt::Display for ThreadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.group, self.thread)
+    }
+}
+
+fn owner_key(thread: &str) -> String {
+    format!("thread-owner:{thread}")
+}
+
+fn group_index(group: &str) -> String {
+    format!("threads:{group}")
+}
+
+fn user_index(group: &str, user: &str) -> String {
+    format!("threads:{group}:user:{user}")
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A thread's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadInfo {
+    /// The thread id.
+    pub id: String,
+    /// The owning group.
+    pub group: String,
+    /// The user who created it.
+    pub user: String,
+    /// A title (by default the start of the first message).
+    pub title: String,
+    /// Free-form metadata from the creator.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Archived threads are readable but take no new messages.
+    #[serde(default)]
+    pub archived: bool,
+}
+
+/// A persisted message: its position in the thread, when it was written, and what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadMessage {
+    /// Position in the thread, from 0: the message's id within it.
+    pub seq: u64,
+    /// Write time, ms since the epoch.
+    pub at_ms: u64,
+    /// The agent that wrote it (assistant and tool messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The message.
+    #[serde(flatten)]
+    pub message: ChatMessage,
+}
+
+/// A page of threads, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadPage {
+    /// The threads on this page.
+    pub threads: Vec<ThreadInfo>,
+    /// Cursor of the next page, if there is one.
+    pub next: Option<u64>,
+}
+
+/// What to create a thread with.
+#[derive(Debug, Clone, Default)]
+pub struct NewThread {
+    /// The owning group.
+    pub group: String,
+    /// The creating user.
+    pub user: String,
+    /// An explicit id (else one is generated).
+    pub id: Option<String>,
+    /// A title.
+    pub title: String,
+    /// Metadata.
+    pub metadata: serde_json::Value,
+}
+
+/// Thread persistence over a [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct ThreadStore {
+    store: Arc<dyn Store>,
+}
+
+impl ThreadStore {
+    /// Thread persistence over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ThreadStore { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Creates a thread. An explicit id already taken (by any group) is
+    /// [`AgentError::Conflict`].
+    pub async fn create(&self, new: NewThread) -> Result<ThreadInfo, AgentError> {
+        check_name("user", &new.user)?;
+        let id = match &new.id {
+            Some(id) => ThreadId::new(&new.group, id)?,
+            None => ThreadId::generate(&new.group)?,
+        };
+        if !self
+            .store
+            .set_nx(&id.owner_key(), id.group().as_bytes(), None)
+            .await?
+        {
+            return Err(AgentError::Conflict {
+                what: "thread",
+                id: id.thread().to_owned(),
+            });
+        }
+        let info = ThreadInfo {
+            id: id.thread().to_owned(),
+            group: new.group.clone(),
+            user: new.user.clone(),
+            title: new.title,
+            metadata: new.metadata,
+            created_ms: now_ms(),
+            archived: false,
+        };
+        let meta = encode(&info)?;
+        self.store
+            .apply(vec![
+                Write::Set {
+                    key: id.meta_key(),
+                    value: meta,
+                    ttl: None,
+                },
+                Write::Push {
+                    key: group_index(&new.group),
+                    values: vec![id.thread().as_bytes().to_vec()],
+                },
+                Write::Push {
+                    key: user_index(&new.group, &new.user),
+                    values: vec![id.thread().as_bytes().to_vec()],
+                },
+            ])
+            .await?;
+        Ok(info)
+    }
+
+    /// Resolves `thread` for `group`: [`AgentError::NotFound`] if it does not exist,
+    /// [`AgentError::Forbidden`] if another group owns it.
+    pub async fn resolve(&self, group: &str, thread: &str) -> Result<ThreadId, AgentError> {
+        check_name("group", group)?;
+        check_name("thread id", thread)?;
+        match self.store.get(&owner_key(thread)).await? {
+            None => Err(AgentError::NotFound {
+                what: "thread",
+                id: thread.to_owned(),
+            }),
+            Some(owner) if owner == group.as_bytes() => ThreadId::new(group, thread),
+            Some(_) => Err(AgentError::Forbidden {
+                group: group.to_owned(),
+                what: "thread",
+                id: thread.to_owned(),
+            }),
+        }
+    }
+
+    /// The thread's metadata.
+    pub async fn info(&self, id: &ThreadId) -> Result<ThreadInfo, AgentError> {
+        let key = id.meta_key();
+        match self.store.get(&key).await? {
+            Some(bytes) => decode(&key, &bytes),
+            None => Err(AgentError::NotFound {
+                what: "thread",
+                id: id.thread().to_owned(),
+            }),
+        }
+    }
+
+    /// Replaces the thread's metadata.
+    pub async fn save_info(&self, id: &ThreadId, info: &ThreadInfo) -> Result<(), AgentError> {
+        Ok(self.store.set(&id.meta_key(), &encode(info)?, None).await?)
+    }
+
+    /// Deletes the thread's metadata, messages and ownership. Index entries stay and are
+    /// skipped when listing.
+    pub async fn delete(&self, id: &ThreadId) -> Result<(), AgentError> {
+        self.store
+            .del(&[
+                id.meta_key(),
+                id.messages_key(),
+                id.owner_key(),
+                id.live_key(),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    /// Threads of `group` (of one user if given), newest first, `limit` per page from
+    /// `cursor` (0 for the first page).
+    pub async fn list(
+        &self,
+        group: &str,
+        user: Option<&str>,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<ThreadPage, AgentError> {
+        check_name("group", group)?;
+        let index = match user {
+            Some(user) => {
+                check_name("user", user)?;
+                user_index(group, user)
+            }
+            None => group_index(group),
+        };
+        let limit = limit.clamp(1, 1000);
+        let len = self.store.len(&index).await?;
+        if cursor >= len {
+            return Ok(ThreadPage {
+                threads: Vec::new(),
+                next: None,
+            });
+        }
+        // Newest first: positions len-1-cursor down to len-cursor-limit.
+        let stop = len - 1 - cursor;
+        let start = stop.saturating_sub(limit as u64 - 1);
+        let ids = self.store.range(&index, start as i64, stop as i64).await?;
+        let keys: Vec<String> = ids
+            .iter()
+            .rev()
+            .map(|id| format!("thread:{group}:{}:meta", String::from_utf8_lossy(id)))
+            .collect();
+        let metas = self.store.get_many(&keys).await?;
+        let mut threads = Vec::with_capacity(metas.len());
+        for (key, meta) in keys.iter().zip(metas) {
+            if let Some(bytes) = meta {
+                threads.push(decode(key, &bytes)?);
+            }
+        }
+        let next = (start > 0).then_some(cursor + (stop - start + 1));
+        Ok(ThreadPage { threads, next })
+    }
+
+    /// Messages `from..from+limit` (oldest first) and the thread's length.
+    pub async fn messages(
+        &self,
+        id: &ThreadId,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<ThreadMessage>, u64), AgentError> {
+        let key = id.messages_key();
+        let total = self.store.len(&key).await?;
+        if limit == 0 || from >= total {
+            return Ok((Vec::new(), total));
+        }
+        let stop = (from + limit as u64 - 1).min(total - 1);
+        let raw = self.store.range(&key, from as i64, stop as i64).await?;
+        Ok((decode_all(&key, &raw)?, total))
+    }
+
+    /// The last `n` messages, oldest first, and the thread's length.
+    pub async fn recent(
+        &self,
+        id: &ThreadId,
+        n: usize,
+    ) -> Result<(Vec<ThreadMessage>, u64), AgentError> {
+        let key = id.messages_key();
+        let total = self.store.len(&key).await?;
+        if n == 0 || total == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let raw = self.store.range(&key, -(n as i64), -1).await?;
+        Ok((decode_all(&key, &raw)?, total))
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, AgentError> {
+    serde_json::to_vec(value).map_err(|err| AgentError::Invalid {
+        what: "record",
+        message: err.to_string(),
+    })
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, AgentError> {
+    serde_json::from_slice(bytes).map_err(|err| AgentError::Corrupt {
+        key: key.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+pub(crate) fn decode_all<T: for<'de> Deserialize<'de>>(
+    key: &str,
+    raw: &[Vec<u8>],
+) -> Result<Vec<T>, AgentError> {
+    raw.iter().map(|bytes| decode(key, bytes)).collect()
+}

@@ -1,0 +1,252 @@
+//! Usage and cost: every model call is recorded by group, and totals are queried by period,
+//! model and agent. Optional per-group daily budgets stop calls before they reach the model.
+//!
+//! Layout: one hash per group and UTC day, `usage:{group}:{YYYY-MM-DD}`, whose integer fields
+//! are incremented atomically (`HINCRBY`) in the same batch as the call's audit event:
+//! `calls`, `input_tokens`, `output_tokens`, `cost_nanos`, and the same four prefixed with
+//! `model:{name}:` and `agent:{name}:`. Costs are kept in nano-dollars to stay integral.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_runtime::store::{Store, Write};
+
+use crate::error::AgentError;
+use crate::model::ModelError;
+
+/// How long daily usage hashes are kept.
+const RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
+const NANOS_PER_DOLLAR: f64 = 1e9;
+
+/// One model call's usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Tenant group.
+    pub group: String,
+    /// End user.
+    pub user: String,
+    /// The agent that called.
+    pub agent: String,
+    /// The thread it ran for.
+    pub thread: String,
+    /// The configured model (`[models.NAME]`).
+    pub model: String,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Wall time of the call, retries included.
+    pub latency_ms: u64,
+    /// Cost in dollars from the model's prices.
+    pub cost: f64,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// Totals over a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Model calls.
+    pub calls: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Cost in dollars.
+    pub cost: f64,
+}
+
+/// A group's usage over a period, in all and by model and agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// Everything.
+    pub total: Totals,
+    /// By configured model.
+    pub by_model: BTreeMap<String, Totals>,
+    /// By agent.
+    pub by_agent: BTreeMap<String, Totals>,
+}
+
+/// A group's daily budget; a limit of `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Budget {
+    /// Tokens (input + output) per UTC day.
+    pub tokens_per_day: Option<u64>,
+    /// Dollars per UTC day.
+    pub cost_per_day: Option<f64>,
+}
+
+/// Records and queries usage. Cheap to clone.
+#[derive(Clone)]
+pub struct UsageLedger {
+    store: Arc<dyn Store>,
+    budgets: Arc<BTreeMap<String, Budget>>,
+}
+
+impl UsageLedger {
+    /// A ledger over `store` enforcing `budgets` (by group).
+    pub fn new(store: Arc<dyn Store>, budgets: BTreeMap<String, Budget>) -> Self {
+        UsageLedger {
+            store,
+            budgets: Arc::new(budgets),
+        }
+    }
+
+    /// The writes that record `record` (to batch with other writes of the same call).
+    pub fn writes(&self, record: &UsageRecord) -> Vec<Write> {
+        let key = day_key(&record.group, day_of(record.at_ms));
+        let cost = (record.cost * NANOS_PER_DOLLAR).round() as i64;
+        let mut writes = Vec::with_capacity(13);
+        for prefix in [
+            String::new(),
+            format!("model:{}:", record.model),
+            format!("agent:{}:", record.agent),
+        ] {
+            for (field, delta) in [
+                ("calls", 1),
+                ("input_tokens", record.input_tokens as i64),
+                ("output_tokens", record.output_tokens as i64),
+                ("cost_nanos", cost),
+            ] {
+                writes.push(Write::HIncrBy {
+                    key: key.clone(),
+                    field: format!("{prefix}{field}"),
+                    delta,
+                });
+            }
+        }
+        writes.push(Write::Expire {
+            key,
+            ttl: RETENTION,
+        });
+        writes
+    }
+
+    /// Fails with [`ModelError::BudgetExceeded`] if `group` has spent today's budget.
+    pub async fn check_budget(&self, group: &str) -> Result<(), AgentError> {
+        let Some(budget) = self.budgets.get(group).copied() else {
+            return Ok(());
+        };
+        let today = self
+            .day_totals(group, day_of(crate::thread_store::now_ms()))
+            .await?;
+        let tokens = today.total.input_tokens + today.total.output_tokens;
+        if let Some(max) = budget.tokens_per_day {
+            if tokens >= max {
+                return Err(ModelError::BudgetExceeded {
+                    scope: format!("group {group}"),
+                    message: format!("{tokens} tokens used today, budget {max}"),
+                }
+                .into());
+            }
+        }
+        if let Some(max) = budget.cost_per_day {
+            if today.total.cost >= max {
+                return Err(ModelError::BudgetExceeded {
+                    scope: format!("group {group}"),
+                    message: format!("${:.6} spent today, budget ${max}", today.total.cost),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// `group`'s usage over the UTC days `from..=to` (days since the epoch; see [`day_of`]).
+    pub async fn report(&self, group: &str, from: i64, to: i64) -> Result<UsageReport, AgentError> {
+        let mut report = UsageReport::default();
+        for day in from..=to {
+            let one = self.day_totals(group, day).await?;
+            add(&mut report.total, &one.total);
+            for (name, t) in one.by_model {
+                add(report.by_model.entry(name).or_default(), &t);
+            }
+            for (name, t) in one.by_agent {
+                add(report.by_agent.entry(name).or_default(), &t);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn day_totals(&self, group: &str, day: i64) -> Result<UsageReport, AgentError> {
+        let mut report = UsageReport::default();
+        for (field, value) in self.store.hgetall(&day_key(group, day)).await? {
+            let n: i64 = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let (totals, name) = match field.split_once(':') {
+                None => (&mut report.total, field.as_str()),
+                Some((scope, rest)) => {
+                    let Some((who, name)) = rest.rsplit_once(':') else {
+                        continue;
+                    };
+                    let map = if scope == "model" {
+                        &mut report.by_model
+                    } else {
+                        &mut report.by_agent
+                    };
+                    (map.entry(who.to_owned()).or_default(), name)
+                }
+            };
+            match name {
+                "calls" => totals.calls += n.max(0) as u64,
+                "input_tokens" => totals.input_tokens += n.max(0) as u64,
+                "output_tokens" => totals.output_tokens += n.max(0) as u64,
+                "cost_nanos" => totals.cost += n as f64 / NANOS_PER_DOLLAR,
+                _ => {}
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn add(into: &mut Totals, t: &Totals) {
+    into.calls += t.calls;
+    into.input_tokens += t.input_tokens;
+    into.output_tokens += t.output_tokens;
+    into.cost += t.cost;
+}
+
+/// The UTC day (days since 1970-01-01) of a time in ms since the epoch.
+pub fn day_of(ms: u64) -> i64 {
+    (ms / 86_400_000) as i64
+}
+
+fn day_key(group: &str, day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("usage:{group}:{y:04}-{m:02}-{d:02}")
+}
+
+/// Howard Hinnant's days-to-civil algorithm: (year, month, day) of a day since the epoch.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_map_to_calendar_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_778), (2026, 11, 21));
+        assert_eq!(
+            day_key("g", day_of(1_795_219_200_000 + 3_600_000)),
+            "usage:g:2026-11-21"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! troupe-mock-llm: an OpenAI-compatible mock model server for tests and demos, and the
+//! scripted replies it shares with troupe's in-process scripted model.
+//!
+//! - [`script`]: reply rules, the word-count token rule, hashed embeddings (always built).
+//! - With the `server` feature (default): [`MockServer::start`] runs the server on
+//!   `127.0.0.1:0` and returns a [`MockHandle`] (base URL, fault queue, stats; stops when
+//!   dropped); [`serve`] runs it on a given address for `troupe mock-llm`.
+//!
+//! # Endpoints
+//!
+//! - `POST /v1/chat/completions`: plain and SSE streaming (`stream: true`, with
+//!   `stream_options.include_usage`), tool calls (streamed ones split across chunks by `index`).
+//! - `POST /v1/embeddings`: deterministic vectors ([`script::embed`]).
+//! - `GET /_mock/stats`: [`Stats`] as JSON; `POST /_mock/faults` `{"faults": ["429", ...]}`
+//!   queues faults; `DELETE /_mock/faults` clears the queue.
+//!
+//! # Per-request headers
+//!
+//! `x-mock-fault` (a [`Fault`] name, overrides the queue), `x-mock-quirks` (comma-separated
+//! [`Quirk`] names, added to the configured ones), `x-mock-latency-ms`,
+//! `x-mock-token-latency-ms`, `x-mock-retry-after-ms`.
+
+mod error;
+pub mod script;
+
+#[cfg(feature = "server")]
+mod chat;
+#[cfg(feature = "server")]
+mod config;
+#[cfg(feature = "server")]
+mod server;
+#[cfg(feature = "server")]
+mod stats;
+
+pub use error::MockError;
+pub use script::Script;
+
+#[cfg(feature = "server")]
+pub use config::{Fault, MockConfig, Quirk};
+#[cfg(feature = "server")]
+pub use server::{serve, MockHandle, MockServer};
+#[cfg(feature = "server")]
+pub use stats::{RecordedRequest, Stats};
