@@ -3,12 +3,14 @@
 //! ```text
 //! root (supervisor)
 //! ├── infra (supervisor)
-//! │   └── store-health        pings the store, drives readiness
+//! │   ├── store-health        pings the store, drives readiness
+//! │   └── limit-janitor       prunes idle keys of local rate limits
 //! ├── agents (supervisor)
 //! │   └── <agent>             one AgentActor per [agents.NAME]
 //! ├── pools (supervisor)
 //! │   └── <pool>              one PoolActor per [pools.NAME], on the workers
-//! └── crons                   the CronScheduler: [crons.NAME] and run-time crons
+//! └── crons                   the CronScheduler: [crons.NAME] and run-time crons; agent
+//!                             targets run in the thread `cron-{name}` of the group `system`
 //! threads (registry)          one ThreadActor per conversation thread, on the workers
 //! ```
 
@@ -16,9 +18,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::{build_agents, AgentError, Conversations, UsageLedger};
-use troupe_config::Config;
-use troupe_runtime::cron::{CronOptions, Crons, RecordOnly};
+use troupe_agents::{build_agents, AgentError, Ask, Budget, Conversations, NewThread, UsageLedger};
+use troupe_config::{Config, CronTarget};
+use troupe_runtime::cron::{cron_handler_fn, CronOptions, Crons};
+use troupe_runtime::limit::{Limiters, PRUNE_INTERVAL};
 use troupe_runtime::pool::{Pool, PoolOptions, SetParallelism};
 use troupe_runtime::store::Store;
 use troupe_runtime::{
@@ -28,6 +31,8 @@ use troupe_runtime::{
 
 /// How often the store health actor pings the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// The group cron-fired agent turns run in.
+const CRON_GROUP: &str = "system";
 
 /// A running actor tree.
 pub struct Tree {
@@ -39,7 +44,7 @@ pub struct Tree {
     pub conversations: Conversations,
     /// Work pools by name.
     pub pools: BTreeMap<String, Pool>,
-    /// The cron scheduler (targets record to the history only until they are wired).
+    /// The cron scheduler.
     pub crons: Crons,
     workers: Workers,
 }
@@ -65,8 +70,26 @@ impl Tree {
                 HEALTH_INTERVAL,
             )
         });
-        let usage = UsageLedger::new(store.clone(), Default::default());
-        let (agents, directory) = build_agents(config, store.clone(), usage.clone(), intensity)?;
+        let limiters = Limiters::new(&config.limits, store.clone())?;
+        let janitor = limiters.clone();
+        infra.child("limit-janitor", ChildOptions::default(), move |_| {
+            janitor.janitor(PRUNE_INTERVAL)
+        });
+        let budgets = config
+            .budgets
+            .iter()
+            .map(|(group, budget)| (group.clone(), Budget::from(budget)))
+            .collect();
+        let usage = UsageLedger::new(store.clone(), budgets);
+        let (agents, directory) =
+            build_agents(config, store.clone(), usage.clone(), limiters, intensity)?;
+        let options = RegistryOptions {
+            passivate_after: daemon.passivate_after,
+            mailbox: daemon.mailbox_capacity,
+            arbiters: workers.handles(),
+        };
+        let conversations = Conversations::new(store.clone(), directory, usage, options);
+        conversations.spawn_sweeper();
         let mut root = SupervisorSpec::new("root", intensity);
         root.supervisor(infra);
         root.supervisor(agents);
@@ -76,21 +99,13 @@ impl Tree {
             &mut root,
             config.crons.clone(),
             store.clone(),
-            Arc::new(RecordOnly),
+            cron_targets(conversations.clone()),
             CronOptions {
                 daemon: daemon.name.clone(),
                 ..CronOptions::default()
             },
             ChildOptions::default(),
         );
-
-        let options = RegistryOptions {
-            passivate_after: daemon.passivate_after,
-            mailbox: daemon.mailbox_capacity,
-            arbiters: workers.handles(),
-        };
-        let conversations = Conversations::new(store, directory, usage, options);
-        conversations.spawn_sweeper();
 
         let (_root, life) = root.start();
         readiness.set_started(true);
@@ -122,6 +137,50 @@ impl Tree {
         self.workers.stop();
         exit
     }
+}
+
+/// Runs cron targets: an agent answers the cron's input in the thread `cron-{name}` of the
+/// group `system` (created on the first fire), so its runs form one conversation.
+fn cron_targets(talk: Conversations) -> Arc<dyn troupe_runtime::cron::CronHandler> {
+    cron_handler_fn(move |cron: String, target: CronTarget, input: String| {
+        let talk = talk.clone();
+        async move {
+            let agent = match target {
+                CronTarget::Agent(agent) => agent,
+                CronTarget::Workflow(workflow) => {
+                    return Err(format!(
+                        "workflow {workflow}: workflow targets are not runnable yet"
+                    ))
+                }
+            };
+            let thread = format!("cron-{cron}");
+            if let Err(AgentError::NotFound { .. }) = talk.thread(CRON_GROUP, &thread).await {
+                let new = NewThread {
+                    group: CRON_GROUP.to_owned(),
+                    user: cron.clone(),
+                    id: Some(thread.clone()),
+                    title: format!("cron {cron}"),
+                    metadata: serde_json::Value::Null,
+                };
+                match talk.create_thread(new).await {
+                    Ok(_) | Err(AgentError::Conflict { .. }) => {}
+                    Err(err) => return Err(err.to_string()),
+                }
+            }
+            let ask = Ask {
+                group: CRON_GROUP.to_owned(),
+                user: cron,
+                agent,
+                thread: Some(thread),
+                input,
+                stream: false,
+            };
+            talk.ask(ask)
+                .await
+                .map(|_| ())
+                .map_err(|err| err.to_string())
+        }
+    })
 }
 
 /// The `pools` supervisor with one pool per `[pools.NAME]`, spread over the workers.

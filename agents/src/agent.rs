@@ -17,13 +17,14 @@ use serde_json::json;
 use tracing::Instrument;
 use troupe_config::AgentSettings;
 use troupe_runtime::isolate;
+use troupe_runtime::limit::{Limiters, Scope};
 use troupe_runtime::store::Store;
 use troupe_tools::{ToolContext, ToolError, ToolRegistry};
 
 use crate::error::AgentError;
 use crate::events::{EventKind, EventLog};
 use crate::message::{ChatMessage, ToolCall};
-use crate::model::{ChatRequest, DeltaSink, ModelService, ToolSpec, Usage};
+use crate::model::{ChatRequest, DeltaSink, ModelError, ModelService, ToolSpec, Usage};
 use crate::thread_store::{now_ms, ThreadId};
 use crate::usage::{UsageLedger, UsageRecord};
 
@@ -59,6 +60,8 @@ pub struct AgentSpec {
     pub tools: Arc<ToolRegistry>,
     /// Usage recording and budgets.
     pub usage: UsageLedger,
+    /// Rate limits; the agent's `limits` guard each of its model calls.
+    pub limiters: Limiters,
     /// The store (for the batch that records usage and events).
     pub store: Arc<dyn Store>,
 }
@@ -190,17 +193,40 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
             temperature: Some(settings.temperature),
             max_tokens: settings.max_tokens,
         };
+        let scope = Scope {
+            group: msg.thread.group(),
+            user: Some(&msg.user),
+        };
+        let estimated = estimate_tokens(&request);
+        spec.limiters
+            .acquire_call(&settings.limits, scope, estimated)
+            .await?;
         let started = Instant::now();
         let span = tracing::info_span!("model.call", model = %spec.model.name(), step);
         let response = spec
             .model
             .chat(&request, msg.deltas.clone())
             .instrument(span)
-            .await?;
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(err) => {
+                settle_failed(spec, scope, estimated, &err).await;
+                return Err(err.into());
+            }
+        };
         out.model_calls += 1;
         let usage = response
             .usage
             .unwrap_or_else(|| estimate_usage(&request, &response.content));
+        let used = usage.input_tokens + usage.output_tokens;
+        if let Err(err) = spec
+            .limiters
+            .settle_call(&settings.limits, scope, estimated, used)
+            .await
+        {
+            tracing::warn!(error = %err, "could not settle rate-limit units");
+        }
         out.usage.input_tokens += usage.input_tokens;
         out.usage.output_tokens += usage.output_tokens;
         record_usage(spec, &msg.thread, &msg.user, usage, started).await;
@@ -323,6 +349,33 @@ async fn record_usage(
     if let Err(err) = spec.store.apply(writes).await {
         tracing::warn!(error = %err, "could not record usage");
     }
+}
+
+/// Gives back the tokens a failed call did not use, and when the provider answered 429,
+/// holds the agent's limits for as long as it asked: the limiter slows down too.
+async fn settle_failed(spec: &AgentSpec, scope: Scope<'_>, estimated: u64, err: &ModelError) {
+    let limits = &spec.settings.limits;
+    if let Err(e) = spec.limiters.settle_call(limits, scope, estimated, 0).await {
+        tracing::warn!(error = %e, "could not give rate-limit units back");
+    }
+    if let Some(retry_after) = err.retry_after() {
+        for name in limits {
+            let penalized = match spec.limiters.key_for(name, scope) {
+                Ok(key) => spec.limiters.penalize(name, &key, retry_after).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = penalized {
+                tracing::warn!(limit = %name, error = %e, "could not slow the limiter down");
+            }
+        }
+    }
+}
+
+/// Tokens a request is expected to use, for token limits: its prompt (about four characters
+/// per token) and its output bound (256 when unset).
+fn estimate_tokens(request: &ChatRequest) -> u64 {
+    let prompt: usize = request.messages.iter().map(|m| m.content.len()).sum();
+    prompt.div_ceil(4) as u64 + u64::from(request.max_tokens.unwrap_or(256))
 }
 
 /// A rough usage when the server reports none: about four characters per token.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_config::{Config, Provider};
+use troupe_runtime::limit::Limiters;
 use troupe_runtime::store::{Store, StreamEntry};
 use troupe_runtime::{
     ChildOptions, Intensity, Life, Registry, RegistryOptions, RegistryStats, SupervisorSpec,
@@ -33,6 +34,7 @@ pub fn build_agents(
     config: &Config,
     store: Arc<dyn Store>,
     usage: UsageLedger,
+    limiters: Limiters,
     intensity: Intensity,
 ) -> Result<(SupervisorSpec, Arc<AgentDirectory>), AgentError> {
     let tools = Arc::new(ToolRegistry::from_config(&config.tools)?);
@@ -70,6 +72,7 @@ pub fn build_agents(
             prices,
             tools: tools.clone(),
             usage: usage.clone(),
+            limiters: limiters.clone(),
             store: store.clone(),
         });
         let actor = supervisor.child(name, ChildOptions::default(), move |_| {

@@ -17,6 +17,9 @@ pub enum AgentError {
     /// The model call failed (after its own bounded retries).
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A rate limit refused the call (after waiting up to its bound).
+    #[error(transparent)]
+    Limit(#[from] troupe_runtime::limit::LimitError),
     /// Tools could not be set up (a tool call's failure is a message to the model instead).
     #[error(transparent)]
     Tool(#[from] troupe_tools::ToolError),
@@ -85,6 +88,7 @@ impl AgentError {
             AgentError::Store(err) => err.is_retryable(),
             AgentError::Actor(err) => err.is_retryable(),
             AgentError::Model(err) => err.is_retryable(),
+            AgentError::Limit(err) => err.is_retryable(),
             _ => false,
         }
     }
@@ -98,6 +102,7 @@ impl AgentError {
             AgentError::Model(ModelError::RateLimited { .. }) => "rate_limited",
             AgentError::Model(_) => "model",
             AgentError::Tool(_) => "tool",
+            AgentError::Limit(_) => "rate_limited",
             AgentError::Corrupt { .. } => "corrupt",
             AgentError::Invalid { .. } => "invalid",
             AgentError::NotFound { .. } => "not_found",

@@ -78,6 +78,15 @@ pub struct Budget {
     pub cost_per_day: Option<f64>,
 }
 
+impl From<&troupe_config::BudgetSettings> for Budget {
+    fn from(settings: &troupe_config::BudgetSettings) -> Self {
+        Budget {
+            tokens_per_day: settings.tokens_per_day,
+            cost_per_day: settings.cost_per_day,
+        }
+    }
+}
+
 /// Records and queries usage. Cheap to clone.
 #[derive(Clone)]
 pub struct UsageLedger {

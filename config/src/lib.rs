@@ -28,8 +28,8 @@ pub use error::{ConfigError, Diagnostic, Location, Origin};
 pub use load::{embedded, load, load_str};
 pub use locate::locate;
 pub use settings::{
-    AgentSettings, Config, CronSettings, CronTarget, DaemonSettings, IngressSettings, LimitBackend,
-    LimitKey, LimitKind, LimitSettings, LimitUnit, ModelSettings, OnStoreError, PoolSettings,
-    Provider, RedisSettings, Schedule, StepKind, StepSettings, StoreSettings, ToolSettings,
-    WorkflowSettings,
+    AgentSettings, BudgetSettings, Config, CronSettings, CronTarget, DaemonSettings,
+    IngressSettings, LimitBackend, LimitKey, LimitKind, LimitSettings, LimitUnit, ModelSettings,
+    OnStoreError, PoolSettings, Provider, RedisSettings, Schedule, StepKind, StepSettings,
+    StoreSettings, ToolSettings, WorkflowSettings,
 };

@@ -29,6 +29,16 @@ pub(crate) struct RawConfig {
     pub workflows: BTreeMap<String, RawWorkflow>,
     #[serde(default)]
     pub crons: BTreeMap<String, RawCron>,
+    #[serde(default)]
+    pub budgets: BTreeMap<String, RawBudget>,
+}
+
+/// `[budgets.GROUP]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBudget {
+    pub tokens_per_day: Option<u64>,
+    pub cost_per_day: Option<f64>,
 }
 
 /// `[daemon]`

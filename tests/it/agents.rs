@@ -11,6 +11,7 @@ use troupe_agents::{
     build_agents, AgentError, Ask, Budget, Conversations, Role, TurnOutcome, TurnStatus,
     UsageLedger,
 };
+use troupe_runtime::limit::{LimitError, Limiters};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
 
@@ -74,10 +75,23 @@ struct Rig {
 impl Rig {
     async fn start(config: &str, store: Arc<dyn Store>, budgets: BTreeMap<String, Budget>) -> Rig {
         let config = troupe_config::load_str(config, "troupe.toml", &[]).expect("config");
+        let mut budgets = budgets;
+        budgets.extend(
+            config
+                .budgets
+                .iter()
+                .map(|(g, b)| (g.clone(), Budget::from(b))),
+        );
         let usage = UsageLedger::new(store.clone(), budgets);
-        let (agents, directory) =
-            build_agents(&config, store.clone(), usage.clone(), Intensity::default())
-                .expect("agents");
+        let limiters = Limiters::new(&config.limits, store.clone()).expect("limits");
+        let (agents, directory) = build_agents(
+            &config,
+            store.clone(),
+            usage.clone(),
+            limiters,
+            Intensity::default(),
+        )
+        .expect("agents");
         let mut root = SupervisorSpec::new("root", Intensity::default());
         root.supervisor(agents);
         let (_root, life) = root.start();
@@ -670,4 +684,91 @@ async fn tail_prints_a_thread_from_the_store_and_refuses_other_groups() {
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("may not access thread"), "{stderr}");
+}
+
+#[actix::test]
+async fn the_limits_an_agent_names_guard_its_model_calls_and_429_slows_them() {
+    // A long Retry-After: the client gives up at once (beyond max_retry_time) and the
+    // limiter is held long enough to observe.
+    let mock = llm::start(mock_config("retry_after = \"30s\"\n")).await;
+    let config = format!(
+        r#"{}
+[limits.llm_requests]
+kind = "token_bucket"
+rate = 2
+period = "1h"
+key = "group"
+
+[agents.limited]
+model = "mock"
+limits = ["llm_requests"]
+"#,
+        config_text(&mock)
+    );
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    for i in 0..2 {
+        rig.talk
+            .ask(ask("limited", "acme", None, &format!("q{i}")))
+            .await
+            .expect("within the limit");
+    }
+    let refused = rig.talk.ask(ask("limited", "acme", None, "q3")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(AgentError::Limit(LimitError::RateLimited { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        mock.stats().chat_completions,
+        2,
+        "the refused call never reached the model"
+    );
+    // The limit is per group: another group still has its own budget.
+    rig.talk
+        .ask(ask("limited", "globex", None, "hi"))
+        .await
+        .expect("globex is not limited");
+
+    // A provider 429 (retries exhausted) holds the limiter for the Retry-After it gave.
+    mock.set_fault(Some(llm::Fault::RateLimited));
+    let limited = rig.talk.ask(ask("limited", "initech", None, "busy?")).await;
+    assert!(matches!(limited, Err(AgentError::Model(_))), "{limited:?}");
+    let calls = mock.stats().chat_completions;
+    mock.set_fault(None);
+    let held = rig.talk.ask(ask("limited", "initech", None, "now?")).await;
+    assert!(
+        matches!(held, Err(AgentError::Limit(LimitError::RateLimited { .. }))),
+        "{held:?}"
+    );
+    assert_eq!(
+        mock.stats().chat_completions,
+        calls,
+        "held by the limiter, not sent"
+    );
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn budgets_come_from_the_config() {
+    let mock = llm::start(mock_config("")).await;
+    let config = format!(
+        "{}\n[budgets.acme]\ntokens_per_day = 3\n",
+        config_text(&mock)
+    );
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    rig.talk
+        .ask(ask("helper", "acme", None, "one two three"))
+        .await
+        .expect("first call");
+    let refused = rig.talk.ask(ask("helper", "acme", None, "again")).await;
+    assert!(refused.is_err_and(|e| e.kind() == "budget_exceeded"));
+    let empty = troupe_config::load_str("[budgets.acme]\n", "troupe.toml", &[]);
+    let text = empty.expect_err("an empty budget is refused").to_string();
+    assert!(
+        text.contains("budgets.acme: a budget needs tokens_per_day"),
+        "{text}"
+    );
+    rig.stop().await;
 }

@@ -368,4 +368,30 @@ agent = "a"
     assert_each_tick_once(&history, 1000);
     let by = |name: &str| history.iter().filter(|e| e.daemon == name).count();
     eprintln!("fires by daemon: d1 {}, d2 {}", by("d1"), by("d2"));
+
+    // Every fire ran the agent exactly once: one user message and one answer per fired tick,
+    // in the cron's thread of the `system` group.
+    runtime.block_on(async {
+        let options = RedisOptions {
+            prefix: prefix.clone(),
+            ..RedisOptions::new(redis_url())
+        };
+        let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.expect("connect"));
+        let fired = entries(&*store, "x")
+            .await
+            .iter()
+            .filter(|e| e.outcome == TickOutcome::Fired)
+            .count();
+        let threads = troupe_agents::ThreadStore::new(store);
+        let id = threads
+            .resolve("system", "cron-x")
+            .await
+            .expect("the cron's thread");
+        let (messages, total) = threads.messages(&id, 0, 10_000).await.expect("messages");
+        assert_eq!(total as usize, 2 * fired, "one turn per fired tick");
+        for pair in messages.chunks(2) {
+            assert_eq!(pair[0].message.role, troupe_agents::Role::User);
+            assert_eq!(pair[1].message.role, troupe_agents::Role::Assistant);
+        }
+    });
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_agents::{build_agents, AgentError, Ask, Conversations, Role, ThreadId, UsageLedger};
+use troupe_runtime::limit::Limiters;
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{Intensity, Life, RegistryOptions, SupervisorSpec};
 
@@ -24,8 +25,15 @@ context_messages = 4
 fn start(store: Arc<dyn Store>) -> (Conversations, Life) {
     let config = troupe_config::load_str(CONFIG, "troupe.toml", &[]).expect("config");
     let usage = UsageLedger::new(store.clone(), BTreeMap::new());
-    let (agents, directory) =
-        build_agents(&config, store.clone(), usage.clone(), Intensity::default()).expect("agents");
+    let limiters = Limiters::new(&config.limits, store.clone()).expect("limits");
+    let (agents, directory) = build_agents(
+        &config,
+        store.clone(),
+        usage.clone(),
+        limiters,
+        Intensity::default(),
+    )
+    .expect("agents");
     let mut root = SupervisorSpec::new("root", Intensity::default());
     root.supervisor(agents);
     let (_root, life) = root.start();

@@ -1,6 +1,7 @@
 //! `Config`: the validated, typed settings, one type per component, and its human summary.
 
 mod agent;
+mod budget;
 mod cron;
 mod daemon;
 mod ingress;
@@ -16,6 +17,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 pub use agent::AgentSettings;
+pub use budget::BudgetSettings;
 pub use cron::{CronSettings, CronTarget, Schedule};
 pub(crate) use daemon::default_name;
 pub use daemon::DaemonSettings;
@@ -53,6 +55,8 @@ pub struct Config {
     pub workflows: BTreeMap<String, WorkflowSettings>,
     /// `[crons.X]` by name.
     pub crons: BTreeMap<String, CronSettings>,
+    /// `[budgets.GROUP]` by group.
+    pub budgets: BTreeMap<String, BudgetSettings>,
 }
 
 impl Config {

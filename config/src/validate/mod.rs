@@ -49,6 +49,7 @@ pub(crate) fn validate(
         crons: each(ctx, "crons", &raw.crons, |ctx, at, cron| {
             workflows::cron(ctx, at, cron, raw)
         }),
+        budgets: each(ctx, "budgets", &raw.budgets, models::budget),
     };
     let diagnostics = ctx.take_diagnostics();
     if diagnostics.is_empty() {
@@ -74,7 +75,7 @@ fn each<R, T>(
 
 /// Names of models, agents, tools, limits, pools, workflows and crons are bare keys.
 fn check_names(ctx: &mut Ctx<'_>, raw: &RawConfig) {
-    let sections: [(&str, Vec<&String>); 7] = [
+    let sections: [(&str, Vec<&String>); 8] = [
         ("models", raw.models.keys().collect()),
         ("agents", raw.agents.keys().collect()),
         ("tools", raw.tools.keys().collect()),
@@ -82,6 +83,7 @@ fn check_names(ctx: &mut Ctx<'_>, raw: &RawConfig) {
         ("pools", raw.pools.keys().collect()),
         ("workflows", raw.workflows.keys().collect()),
         ("crons", raw.crons.keys().collect()),
+        ("budgets", raw.budgets.keys().collect()),
     ];
     for (section, names) in sections {
         for name in names {

@@ -5,8 +5,8 @@ use std::path::Path;
 use super::Ctx;
 use crate::defaults;
 use crate::locate::KeyPath;
-use crate::raw::{RawAgent, RawConfig, RawModel, RawTool};
-use crate::settings::{AgentSettings, ModelSettings, Provider, ToolSettings};
+use crate::raw::{RawAgent, RawBudget, RawConfig, RawModel, RawTool};
+use crate::settings::{AgentSettings, BudgetSettings, ModelSettings, Provider, ToolSettings};
 
 pub(super) fn model(
     ctx: &mut Ctx<'_>,
@@ -283,5 +283,18 @@ mod model_tests {
             &config.models["s"].provider,
             Provider::Scripted { cassette: Some(path), script: None, .. } if path.as_path() == Path::new("conf/run.jsonl")
         ));
+    }
+}
+
+/// `[budgets.GROUP]`: at least one limit; a cost is a number >= 0.
+pub(super) fn budget(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawBudget) -> BudgetSettings {
+    if raw.tokens_per_day.is_none() && raw.cost_per_day.is_none() {
+        ctx.error(at, "a budget needs tokens_per_day, cost_per_day or both");
+    }
+    BudgetSettings {
+        tokens_per_day: raw.tokens_per_day,
+        cost_per_day: raw
+            .cost_per_day
+            .map(|cost| ctx.non_negative(&at.key("cost_per_day"), Some(cost), 0.0)),
     }
 }
