@@ -772,3 +772,76 @@ async fn budgets_come_from_the_config() {
     );
     rig.stop().await;
 }
+
+/// Roles, texts and tool calls of a thread, for comparing runs.
+async fn transcript(talk: &Conversations, group: &str, thread: &str) -> Vec<String> {
+    let page = talk
+        .messages(group, thread, 0, 100)
+        .await
+        .expect("messages");
+    page.messages
+        .iter()
+        .map(|m| {
+            let calls: Vec<String> = m
+                .message
+                .tool_calls
+                .iter()
+                .map(|c| format!("{}({})", c.name, c.arguments))
+                .collect();
+            format!(
+                "{:?}: {} {}",
+                m.message.role,
+                m.message.content,
+                calls.join(",")
+            )
+        })
+        .collect()
+}
+
+#[actix::test]
+async fn a_recorded_cassette_replays_offline_to_the_same_transcript() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cassette = dir.path().join("run.jsonl");
+    let agents = r#"
+[tools.current_time]
+kind = "current_time"
+
+[agents.helper]
+model = "mock"
+instructions = "You help."
+tools = ["current_time"]
+"#;
+    let recorded = {
+        let mock = llm::start(mock_config(RULES)).await;
+        let config = format!(
+            "[models.mock]\nprovider = \"openai\"\nbase_url = \"{}\"\nmodel = \"mock-model\"\nrecord = \"{}\"\n{agents}",
+            mock.base_url(),
+            cassette.display()
+        );
+        let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+        let out = rig
+            .talk
+            .ask(ask("helper", "acme", None, "call it with broken args"))
+            .await
+            .expect("turn");
+        let first = transcript(&rig.talk, "acme", &out.thread).await;
+        rig.stop().await;
+        first
+        // The mock server stops here: the replay below has no server to talk to.
+    };
+    assert_eq!(recorded.len(), 4, "{recorded:?}");
+
+    let config = format!(
+        "[models.mock]\nprovider = \"scripted\"\ncassette = \"{}\"\n{agents}",
+        cassette.display()
+    );
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    let out = rig
+        .talk
+        .ask(ask("helper", "acme", None, "call it with broken args"))
+        .await
+        .expect("turn");
+    let replayed = transcript(&rig.talk, "acme", &out.thread).await;
+    assert_eq!(replayed, recorded);
+    rig.stop().await;
+}
