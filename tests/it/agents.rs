@@ -845,3 +845,71 @@ tools = ["current_time"]
     assert_eq!(replayed, recorded);
     rig.stop().await;
 }
+
+#[actix::test]
+async fn tail_follows_the_live_deltas_of_a_turn_in_progress() {
+    // 100 ms between streamed words: the turn streams for well over a second.
+    let mock = llm::start(mock_config("token_latency = \"100ms\"\n")).await;
+    let prefix = unique_prefix("tail-follow");
+    let mut options = RedisOptions::new(redis_url());
+    options.prefix = prefix.clone();
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.expect("redis"));
+    let rig = Rig::start(&config_text(&mock), store, BTreeMap::new()).await;
+    let thread = rig
+        .talk
+        .ask(ask("helper", "acme", None, "hello"))
+        .await
+        .expect("turn")
+        .thread;
+
+    let mut config = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp");
+    std::io::Write::write_all(
+        &mut config,
+        format!(
+            "[store]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n",
+            redis_url()
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let path = config.path().to_owned();
+    let tail_thread = thread.clone();
+    let tail = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args([
+                "tail",
+                &tail_thread,
+                "--group",
+                "acme",
+                "--max-time",
+                "4s",
+                "--config",
+            ])
+            .arg(path)
+            .output()
+            .expect("run troupe tail")
+    });
+    let long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen";
+    let mut question = ask("helper", "acme", Some(&thread), long);
+    question.stream = true;
+    let out = rig.talk.ask(question).await.expect("turn");
+    let shown = tail.await.expect("tail task");
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("assistant (live): {} [ok]", out.answer)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("[3] assistant (helper): {}", out.answer)),
+        "{stdout}"
+    );
+    rig.stop().await;
+}
