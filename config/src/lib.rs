@@ -22,6 +22,7 @@ mod locate;
 mod raw;
 mod settings;
 mod suggest;
+pub mod template;
 mod validate;
 
 pub use error::{ConfigError, Diagnostic, Location, Origin};
@@ -30,6 +31,6 @@ pub use locate::locate;
 pub use settings::{
     AgentSettings, BudgetSettings, Config, CronSettings, CronTarget, DaemonSettings,
     IngressSettings, LimitBackend, LimitKey, LimitKind, LimitSettings, LimitUnit, ModelSettings,
-    OnStoreError, PoolSettings, Provider, RedisSettings, Schedule, StepKind, StepSettings,
-    StoreSettings, ToolSettings, WorkflowSettings,
+    OnStoreError, PoolSettings, Provider, RedisSettings, RouteTarget, Schedule, StepKind,
+    StepSettings, StoreSettings, ToolSettings, WorkflowSettings,
 };

@@ -187,6 +187,13 @@ pub(crate) struct RawStep {
     pub on: Option<String>,
     pub routes: Option<BTreeMap<String, String>>,
     pub default: Option<String>,
+    pub limits: Option<Vec<String>>,
+    pub scorers: Option<Vec<String>>,
+    pub until_score: Option<f64>,
+    pub max_iterations: Option<u32>,
+    pub duration: Option<String>,
+    pub event: Option<String>,
+    pub workflow: Option<String>,
 }
 
 /// `[crons.X]`

@@ -28,7 +28,7 @@ pub use pool::PoolSettings;
 pub(crate) use store::redact_url;
 pub use store::{RedisSettings, StoreSettings};
 pub use tool::ToolSettings;
-pub use workflow::{StepKind, StepSettings, WorkflowSettings};
+pub use workflow::{RouteTarget, StepKind, StepSettings, WorkflowSettings};
 
 /// A validated configuration: every reference between entries resolves.
 #[derive(Debug, Clone, PartialEq)]

@@ -43,9 +43,15 @@ pub(crate) fn validate(
             limits::limit(ctx, at, limit, store_is_redis)
         }),
         pools: each(ctx, "pools", &raw.pools, limits::pool),
-        workflows: each(ctx, "workflows", &raw.workflows, |ctx, at, workflow| {
-            workflows::workflow(ctx, at, workflow, raw)
-        }),
+        workflows: raw
+            .workflows
+            .iter()
+            .map(|(name, workflow)| {
+                let at = KeyPath::top("workflows").key(name);
+                let settings = workflows::workflow(ctx, &at, name, workflow, raw);
+                (name.clone(), settings)
+            })
+            .collect(),
         crons: each(ctx, "crons", &raw.crons, |ctx, at, cron| {
             workflows::cron(ctx, at, cron, raw)
         }),

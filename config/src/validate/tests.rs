@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::{
     load_str, CronTarget, LimitBackend, LimitKey, LimitKind, LimitUnit, OnStoreError, Provider,
-    Schedule, StepKind, StoreSettings,
+    RouteTarget, Schedule, StepKind, StoreSettings,
 };
 
 fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -480,8 +480,11 @@ default = "writer"
         panic!("expected a route step, got {:?}", steps[2].kind);
     };
     assert_eq!(on, "classify");
-    assert_eq!(routes["technical"], "tech_writer");
-    assert_eq!(default.as_deref(), Some("writer"));
+    assert_eq!(
+        routes["technical"],
+        RouteTarget::Agent("tech_writer".to_owned())
+    );
+    assert_eq!(default, &Some(RouteTarget::Agent("writer".to_owned())));
 }
 
 #[test]
@@ -508,7 +511,7 @@ on = "clasify"
 routes = {{}}
 [[workflows.w.steps]]
 name = "d"
-kind = "loop"
+kind = "lop"
 [[workflows.w.steps]]
 kind = "parallel"
 agents = []
@@ -519,14 +522,14 @@ description = "no steps"
         ),
         &[
             r#"bad.toml:13:6: workflows.w.steps[0].on: step "b" does not come before this step; `on` must name an earlier step"#,
-            r#"bad.toml:14:16: workflows.w.steps[0].routes.x: no agent named "writr" (did you mean "writer"?)"#,
+            r#"bad.toml:14:16: workflows.w.steps[0].routes.x: no agent or step named "writr" (did you mean "writer"?)"#,
             r#"bad.toml:18:9: workflows.w.steps[1].agent: no agent named "clasifier" (did you mean "classifier"?)"#,
             r#"bad.toml:19:10: workflows.w.steps[1].agents: only used with kind = "parallel""#,
             r#"bad.toml:20:8: workflows.w.steps[1].pool: no pool named "nope""#,
             r#"bad.toml:22:8: workflows.w.steps[2].name: step name "b" is already used by an earlier step"#,
             r#"bad.toml:24:6: workflows.w.steps[2].on: no earlier step named "clasify""#,
-            r#"bad.toml:25:10: workflows.w.steps[2].routes: needs at least one route (label = "agent")"#,
-            r#"bad.toml:28:8: workflows.w.steps[3].kind: unknown value "loop": expected one of "agent", "parallel", "route""#,
+            r#"bad.toml:25:10: workflows.w.steps[2].routes: needs at least one route (label = "agent" or label = "step")"#,
+            r#"bad.toml:28:8: workflows.w.steps[3].kind: unknown value "lop": expected one of "agent", "parallel", "route", "loop", "sleep", "wait_event", "workflow" (did you mean "loop"?)"#,
             "bad.toml:29:1: workflows.w.steps[4].name: required key is missing",
             "bad.toml:31:10: workflows.w.steps[4].agents: needs at least one agent",
             "bad.toml:33:1: workflows.empty.steps: a workflow needs at least one step",
@@ -552,7 +555,7 @@ default = "witer"
         ),
         &[
             r#"bad.toml:16:6: workflows.w.steps[1].on: no earlier step named "clasify" (did you mean "classify"?)"#,
-            r#"bad.toml:18:11: workflows.w.steps[1].default: no agent named "witer" (did you mean "writer"?)"#,
+            r#"bad.toml:18:11: workflows.w.steps[1].default: no agent or step named "witer" (did you mean "writer"?)"#,
         ],
     );
 }
@@ -731,4 +734,169 @@ fn embedded_config_validates() {
         Provider::Scripted { .. }
     ));
     assert_eq!(config.origin, "<embedded>");
+}
+
+#[test]
+fn new_step_kinds_are_typed() {
+    let config = ok(&format!(
+        r#"{AGENTS}
+[[workflows.w.steps]]
+name = "classify"
+kind = "agent"
+agent = "classifier"
+[[workflows.w.steps]]
+name = "go"
+kind = "route"
+on = "classify"
+routes = {{ technical = "tech", general = "writer" }}
+[[workflows.w.steps]]
+name = "pause"
+kind = "sleep"
+duration = "10ms"
+[[workflows.w.steps]]
+name = "tech"
+kind = "loop"
+agent = "tech_writer"
+scorers = ["writer", "classifier"]
+until_score = 0.8
+max_iterations = 2
+input = "Draft: {{{{steps.classify.output}}}} for {{{{input}}}}"
+[[workflows.w.steps]]
+name = "approval"
+kind = "wait_event"
+event = "approved"
+timeout = "1h"
+[[workflows.w.steps]]
+name = "child"
+kind = "workflow"
+workflow = "leaf"
+[[workflows.leaf.steps]]
+name = "only"
+kind = "agent"
+agent = "writer"
+"#
+    ));
+    let steps = &config.workflows["w"].steps;
+    let StepKind::Route { routes, .. } = &steps[1].kind else {
+        panic!("expected a route, got {:?}", steps[1].kind);
+    };
+    assert_eq!(routes["technical"], RouteTarget::Step("tech".to_owned()));
+    assert_eq!(routes["general"], RouteTarget::Agent("writer".to_owned()));
+    assert_eq!(
+        steps[2].kind,
+        StepKind::Sleep {
+            duration: Duration::from_millis(10)
+        }
+    );
+    assert_eq!(
+        steps[3].kind,
+        StepKind::Loop {
+            agent: "tech_writer".to_owned(),
+            scorers: vec!["writer".to_owned(), "classifier".to_owned()],
+            until_score: 0.8,
+            max_iterations: 2
+        }
+    );
+    assert_eq!(
+        steps[4].kind,
+        StepKind::WaitEvent {
+            event: "approved".to_owned()
+        }
+    );
+    assert_eq!(steps[4].timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(
+        steps[5].kind,
+        StepKind::Workflow {
+            workflow: "leaf".to_owned()
+        }
+    );
+}
+
+#[test]
+fn loops_need_a_bound_and_workflows_no_cycles() {
+    // AGENTS is 8 lines; the workflows start on line 9.
+    check(
+        &format!(
+            r#"{AGENTS}[[workflows.a.steps]]
+name = "refine"
+kind = "loop"
+agent = "writer"
+scorers = ["classifier"]
+until_score = 1.5
+[[workflows.a.steps]]
+name = "call_b"
+kind = "workflow"
+workflow = "b"
+[[workflows.b.steps]]
+name = "call_a"
+kind = "workflow"
+workflow = "a"
+[[workflows.b.steps]]
+name = "missing"
+kind = "workflow"
+workflow = "aa"
+[[workflows.b.steps]]
+name = "wait"
+kind = "wait_event"
+[[workflows.b.steps]]
+name = "nap"
+kind = "sleep"
+agent = "writer"
+"#
+        ),
+        &[
+            "bad.toml:9:1: workflows.a.steps[0].max_iterations: required key is missing: a loop needs max_iterations, its bound",
+            r#"bad.toml:14:15: workflows.a.steps[0].until_score: must be between 0 and 1"#,
+            r#"bad.toml:18:12: workflows.a.steps[1].workflow: workflows call each other in a cycle: a -> b -> a"#,
+            r#"bad.toml:22:12: workflows.b.steps[0].workflow: workflows call each other in a cycle: b -> a -> b"#,
+            r#"bad.toml:26:12: workflows.b.steps[1].workflow: no workflow named "aa" (did you mean "a"?)"#,
+            "bad.toml:27:1: workflows.b.steps[2].event: required key is missing",
+            "bad.toml:30:1: workflows.b.steps[3].duration: required key is missing",
+            r#"bad.toml:33:9: workflows.b.steps[3].agent: only used with kind = "agent" or kind = "loop""#,
+        ],
+    );
+}
+
+#[test]
+fn routes_jump_forward_templates_name_earlier_steps_and_unreachable_steps_are_errors() {
+    check(
+        &format!(
+            r#"{AGENTS}[[workflows.w.steps]]
+name = "classify"
+kind = "agent"
+agent = "classifier"
+input = "{{{{steps.report.output}}}} {{{{stesp.x}}}}"
+[[workflows.w.steps]]
+name = "go"
+kind = "route"
+on = "classify"
+routes = {{ a = "classify" }}
+input = "{{{{steps.clasify}}}}"
+[[workflows.v.steps]]
+name = "classify"
+kind = "agent"
+agent = "classifier"
+[[workflows.v.steps]]
+name = "go"
+kind = "route"
+on = "classify"
+routes = {{ a = "last" }}
+default = "last"
+[[workflows.v.steps]]
+name = "skipped"
+kind = "agent"
+agent = "writer"
+[[workflows.v.steps]]
+name = "last"
+kind = "agent"
+agent = "writer"
+"#
+        ),
+        &[
+            r#"bad.toml:13:9: workflows.w.steps[0].input: invalid template: unknown variable `{{stesp.x}}`: use {{input}} or {{steps.NAME.output}}"#,
+            r#"bad.toml:18:16: workflows.w.steps[1].routes.a: step "classify" does not come after this step; a route only jumps forward (use kind = "loop" to repeat)"#,
+            r#"bad.toml:19:9: workflows.w.steps[1].input: template uses no earlier step named "clasify" (did you mean "classify"?)"#,
+            r#"bad.toml:31:8: workflows.v.steps[2].name: step "skipped" is unreachable: no step falls through or routes to it"#,
+        ],
+    );
 }
