@@ -59,6 +59,12 @@ impl<A: Actor<Context = Context<A>>> ActorRef<A> {
 
     /// The live incarnation, waiting up to [`START_WAIT`] while the child is (re)starting.
     async fn live(&self) -> Option<(Addr<A>, Life)> {
+        // Fast path: the usual case is a running incarnation.
+        if let Some((addr, life)) = self.current.read().as_ref() {
+            if addr.connected() && life.is_alive() {
+                return Some((addr.clone(), life.clone()));
+            }
+        }
         let deadline = tokio::time::Instant::now() + START_WAIT;
         loop {
             let notified = self.installed.notified();
