@@ -7,6 +7,7 @@
 //!   persisted form, scoped by group.
 //! - [`stream`]: live deltas; [`usage`]: usage, cost and budgets; [`events`]: the audit log.
 //! - [`conversations`]: the API clients use.
+//! - [`workflow`]: durable workflows: the router, runs and their journals.
 
 pub mod agent;
 pub mod conversations;
@@ -18,6 +19,7 @@ pub mod stream;
 pub mod thread;
 pub mod thread_store;
 pub mod usage;
+pub mod workflow;
 
 pub use agent::{AgentActor, AgentDirectory, AgentHandle, AgentRun, AgentSpec, Prices, RunAgent};
 pub use conversations::{build_agents, Ask, Conversations};

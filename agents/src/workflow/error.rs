@@ -1,0 +1,122 @@
+//! Errors of workflow runs and of the API that submits and inspects them.
+
+use troupe_runtime::store::StoreError;
+
+use super::template::RenderError;
+use crate::error::AgentError;
+
+/// What can go wrong with a workflow run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// The store failed; `is_retryable` says whether to try again.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An agent call failed (after the step's retries).
+    #[error("step {step:?}: {source}")]
+    Agent {
+        /// The journal key of the call (`step` or `step/branch`).
+        step: String,
+        /// Why.
+        source: AgentError,
+    },
+    /// A step's input template could not be rendered.
+    #[error("step {step:?}: {source}")]
+    Template {
+        /// The step.
+        step: String,
+        /// Why.
+        source: RenderError,
+    },
+    /// An agent call of a step ran longer than the step's `timeout`.
+    #[error("step {step:?} timed out after {after:?}")]
+    Timeout {
+        /// The journal key of the call.
+        step: String,
+        /// The step's timeout.
+        after: std::time::Duration,
+    },
+    /// The agent did not finish its turn with an answer (it wanted an approval of a tool
+    /// call, or hit its step limit): a workflow step needs an answer.
+    #[error("step {step:?}: the agent ended without an answer ({status})")]
+    NoAnswer {
+        /// The journal key of the call.
+        step: String,
+        /// How the turn ended.
+        status: String,
+    },
+    /// A route step got a label that matches no route and the step has no `default`.
+    #[error("step {step:?}: no route for {answer:?} and no default")]
+    NoRoute {
+        /// The route step.
+        step: String,
+        /// The classifier's answer.
+        answer: String,
+    },
+    /// A `wait_event` step's timeout passed without the event.
+    #[error("step {step:?}: event {event:?} did not arrive in time")]
+    EventTimeout {
+        /// The step.
+        step: String,
+        /// The awaited event.
+        event: String,
+    },
+    /// The run was canceled.
+    #[error("canceled")]
+    Canceled,
+    /// This daemon stopped running the run (it is shutting down or lost the run's lease); the
+    /// run is left in the store for another daemon.
+    #[error("interrupted: {0}")]
+    Interrupted(&'static str),
+    /// No such thing (workflow, run, step) for this group.
+    #[error("no {what} {id:?}")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// Invalid input from a caller.
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The run is still going: the request needs a finished run (restart from a step).
+    #[error("run {run:?} is still unfinished")]
+    Active {
+        /// The run.
+        run: String,
+    },
+    /// A persisted record could not be decoded.
+    #[error("corrupt record at {key}: {message}")]
+    Corrupt {
+        /// The store key.
+        key: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl WorkflowError {
+    /// Whether trying the same thing again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WorkflowError::Store(err) => err.is_retryable(),
+            WorkflowError::Agent { source, .. } => source.is_retryable(),
+            WorkflowError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the run should stay unfinished in the store (for this or another daemon to
+    /// continue) rather than be marked failed.
+    pub fn leaves_run_open(&self) -> bool {
+        match self {
+            WorkflowError::Interrupted(_) => true,
+            WorkflowError::Store(err) => err.is_retryable(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! The persisted form of workflow runs: the run record, the definition snapshot, the journal
+//! of step starts and results, large outputs, events, cancel requests, the index of unfinished
+//! runs and the ownership leases.
+//!
+//! Layout (the backend adds its prefix; `{group}` scopes everything a run owns):
+//! - `wf:{group}:{run}:meta` — JSON [`RunRecord`]: workflow, user, input, status, hashes.
+//! - `wf:{group}:{run}:def` — JSON [`Snapshot`]: the definitions the run started with (its
+//!   workflow and every child workflow) and their hash. Never rewritten.
+//! - `wf:{group}:{run}:journal` — list of JSON [`Entry`]s, appended in order: a step's
+//!   `started` before its agent is called, its `completed` (with the output) before the run
+//!   moves on; plus notes (route fallbacks, scores), waits, restarts and the final status.
+//! - `wf:{group}:{run}:out:{hash}` — an output longer than [`INLINE_MAX`] bytes, stored once
+//!   (`SET NX`) and referenced from the journal by its hash.
+//! - `wf:{group}:{run}:events` — hash: event name -> JSON data sent to the run.
+//! - `wf:{group}:{run}:cancel` — present when a cancel was requested.
+//! - `wf-open` — hash: run id -> group, every unfinished run (what daemons adopt).
+//! - `wf-lease:{run}` — the lease of the daemon running the run.
+//!
+//! Finished runs leave `wf-open`, and their keys expire after the retention period.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use troupe_config::WorkflowSettings;
+use troupe_runtime::store::{Store, Write};
+
+use super::error::WorkflowError;
+
+/// Outputs longer than this many bytes are stored once under their hash, not in the journal.
+pub const INLINE_MAX: usize = 2048;
+/// The index of unfinished runs.
+pub const OPEN_INDEX: &str = "wf-open";
+
+/// The lease key of a run.
+pub fn lease_key(run: &str) -> String {
+    format!("wf-lease:{run}")
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Submitted or running steps.
+    Running,
+    /// Waiting for an event (a `wait_event` step).
+    Waiting,
+    /// Finished with an output.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Canceled.
+    Canceled,
+}
+
+impl RunStatus {
+    /// Whether the run has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Canceled
+        )
+    }
+
+    /// The status as written in the store and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Canceled => "canceled",
+        }
+    }
+}
+
+/// A run's record (`wf:{group}:{run}:meta`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run id.
+    pub id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The tenant group.
+    pub group: String,
+    /// The user who submitted it.
+    pub user: String,
+    /// The run's input.
+    pub input: String,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Hash of the definition snapshot the run uses.
+    pub definition_hash: String,
+    /// How many times it was restarted from a step.
+    pub restarts: u32,
+    /// Submission time, ms since the epoch.
+    pub created_ms: u64,
+    /// Last status change, ms since the epoch.
+    pub updated_ms: u64,
+    /// The final output, when completed.
+    pub output: Option<String>,
+    /// Why it failed, when failed.
+    pub error: Option<String>,
+}
+
+/// The definitions a run started with: its workflow and every workflow it runs as a child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The run's workflow.
+    pub workflow: String,
+    /// Name -> definition.
+    pub definitions: BTreeMap<String, WorkflowSettings>,
+    /// Hash of `definitions` (see [`definition_hash`]).
+    pub hash: String,
+}
+
+impl Snapshot {
+    /// The snapshot of `workflow` (and its children) from `all`.
+    pub fn of(
+        workflow: &str,
+        all: &BTreeMap<String, WorkflowSettings>,
+    ) -> Result<Snapshot, WorkflowError> {
+        let mut definitions = BTreeMap::new();
+        let mut todo = vec![workflow.to_owned()];
+        while let Some(name) = todo.pop() {
+            if definitions.contains_key(&name) {
+                continue;
+            }
+            let def = all.get(&name).ok_or_else(|| WorkflowError::NotFound {
+                what: "workflow",
+                id: name.clone(),
+            })?;
+            for step in &def.steps {
+                if let troupe_config::StepKind::Workflow { workflow } = &step.kind {
+                    todo.push(workflow.clone());
+                }
+            }
+            definitions.insert(name, def.clone());
+        }
+        let hash = definition_hash(&definitions);
+        Ok(Snapshot {
+            workflow: workflow.to_owned(),
+            definitions,
+            hash,
+        })
+    }
+}
+
+/// A stable hash of definitions (FNV-1a over their JSON), hex.
+pub fn definition_hash(definitions: &BTreeMap<String, WorkflowSettings>) -> String {
+    let bytes = serde_json::to_vec(definitions).unwrap_or_default();
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// What a journal entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A step (or one call of it) started; an attempt number in `detail`.
+    Started,
+    /// A step (or call) finished with `output`.
+    Completed,
+    /// An attempt failed (`detail`); it may be retried.
+    AttemptFailed,
+    /// A decision worth knowing (a route's fallback, a loop's scores), in `detail`.
+    Note,
+    /// The run waits until `until` (a sleep, or an event's deadline).
+    Waiting,
+    /// The run was restarted from the step `step`; results of it and later steps are void.
+    Restarted,
+    /// A daemon (`detail`) adopted the run.
+    Adopted,
+    /// The run ended with status `detail`.
+    Finished,
+}
+
+/// An output in the journal: inline, or stored once under its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputRef {
+    /// The text itself.
+    Inline(String),
+    /// `wf:{group}:{run}:out:{hash}`, of `len` bytes.
+    Stored {
+        /// Its hash.
+        hash: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When, ms since the epoch.
+    pub at: u64,
+    /// The journal key: a step name, `step/branch`, `step/iteration/agent`, `child/step`…
+    pub step: String,
+    /// What happened.
+    pub kind: EntryKind,
+    /// The output, for `completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputRef>,
+    /// Details (attempt, error, note, owner, status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// A deadline, ms since the epoch, for `waiting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+}
+
+impl Entry {
+    /// An entry of `kind` for `step`, now.
+    pub fn new(step: &str, kind: EntryKind) -> Entry {
+        Entry {
+            at: now_ms(),
+            step: step.to_owned(),
+            kind,
+            output: None,
+            detail: None,
+            until: None,
+        }
+    }
+
+    /// With a detail.
+    pub fn detail(mut self, detail: impl Into<String>) -> Entry {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// What a journal says, folded: the results to reuse, the deadlines to keep.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Journal key -> output of completed steps and calls.
+    pub completed: BTreeMap<String, OutputRef>,
+    /// Journal key -> deadline of sleeps and event waits.
+    pub deadlines: BTreeMap<String, u64>,
+    /// Journal keys started and not completed (in flight at a crash, or failed).
+    pub started: BTreeSet<String>,
+}
+
+impl Replay {
+    /// Folds `entries`; a restart voids the results of the steps named in `order` from the
+    /// restart's step on (`order`: the run workflow's top-level step names in order).
+    pub fn fold(entries: &[Entry], order: &[String]) -> Replay {
+        let mut replay = Replay::default();
+        for entry in entries {
+            match entry.kind {
+                EntryKind::Started => {
+                    replay.started.insert(entry.step.clone());
+                }
+                EntryKind::Completed => {
+                    replay.started.remove(&entry.step);
+                    if let Some(output) = &entry.output {
+                        replay.completed.insert(entry.step.clone(), output.clone());
+                    }
+                }
+                EntryKind::Waiting => {
+                    if let Some(until) = entry.until {
+                        replay.deadlines.insert(entry.step.clone(), until);
+                    }
+                }
+                EntryKind::Restarted => {
+                    let from = order.iter().position(|s| *s == entry.step).unwrap_or(0);
+                    let void: BTreeSet<&str> = order[from..].iter().map(String::as_str).collect();
+                    let voided = |key: &String| void.contains(top_step(key));
+                    replay.completed.retain(|k, _| !voided(k));
+                    replay.deadlines.retain(|k, _| !voided(k));
+                    replay.started.retain(|k| !voided(k));
+                }
+                EntryKind::AttemptFailed
+                | EntryKind::Note
+                | EntryKind::Adopted
+                | EntryKind::Finished => {}
+            }
+        }
+        replay
+    }
+}
+
+/// The top-level step of a journal key (`research` of `research/web`).
+pub fn top_step(key: &str) -> &str {
+    key.split('/').next().unwrap_or(key)
+}
+
+/// One run's keys in the store.
+#[derive(Clone)]
+pub struct Journal {
+    store: Arc<dyn Store>,
+    group: String,
+    run: String,
+}
+
+impl Journal {
+    /// The keys of run `run` of `group`.
+    pub fn new(store: Arc<dyn Store>, group: &str, run: &str) -> Journal {
+        Journal {
+            store,
+            group: group.to_owned(),
+            run: run.to_owned(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("wf:{}:{}:{what}", self.group, self.run)
+    }
+
+    /// The run record's key.
+    pub fn meta_key(&self) -> String {
+        self.key("meta")
+    }
+
+    /// The journal list's key.
+    pub fn journal_key(&self) -> String {
+        self.key("journal")
+    }
+
+    /// The events hash's key.
+    pub fn events_key(&self) -> String {
+        self.key("events")
+    }
+
+    /// The cancel flag's key.
+    pub fn cancel_key(&self) -> String {
+        self.key("cancel")
+    }
+
+    fn def_key(&self) -> String {
+        self.key("def")
+    }
+
+    fn out_key(&self, hash: &str) -> String {
+        self.key(&format!("out:{hash}"))
+    }
+
+    /// The writes that create a run: record, snapshot, index entry.
+    pub fn create_writes(
+        &self,
+        record: &RunRecord,
+        snapshot: &Snapshot,
+    ) -> Result<Vec<Write>, WorkflowError> {
+        Ok(vec![
+            Write::Set {
+                key: self.meta_key(),
+                value: encode(record)?,
+                ttl: None,
+            },
+            Write::Set {
+                key: self.def_key(),
+                value: encode(snapshot)?,
+                ttl: None,
+            },
+            Write::HSet {
+                key: OPEN_INDEX.to_owned(),
+                fields: vec![(self.run.clone(), self.group.as_bytes().to_vec())],
+            },
+        ])
+    }
+
+    /// The run record, `None` if there is none for this group.
+    pub async fn record(&self) -> Result<Option<RunRecord>, WorkflowError> {
+        let key = self.meta_key();
+        match self.store.get(&key).await? {
+            Some(bytes) => decode(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The run record, or `NotFound`.
+    pub async fn require_record(&self) -> Result<RunRecord, WorkflowError> {
+        self.record().await?.ok_or_else(|| WorkflowError::NotFound {
+            what: "run",
+            id: self.run.clone(),
+        })
+    }
+
+    /// Replaces the run record.
+    pub async fn save_record(&self, record: &RunRecord) -> Result<(), WorkflowError> {
+        let bytes = encode(record)?;
+        self.store.set(&self.meta_key(), &bytes, None).await?;
+        Ok(())
+    }
+
+    /// The definition snapshot.
+    pub async fn snapshot(&self) -> Result<Snapshot, WorkflowError> {
+        let key = self.def_key();
+        match self.store.get(&key).await? {
+            Some(bytes) => decode(&key, &bytes),
+            None => Err(WorkflowError::Corrupt {
+                key,
+                message: "the run has no definition snapshot".to_owned(),
+            }),
+        }
+    }
+
+    /// Appends an entry (one round trip; it is durable when this returns).
+    pub async fn append(&self, entry: &Entry) -> Result<(), WorkflowError> {
+        let bytes = encode(entry)?;
+        self.store.push(&self.journal_key(), &[&bytes]).await?;
+        Ok(())
+    }
+
+    /// Every entry, in order.
+    pub async fn entries(&self) -> Result<Vec<Entry>, WorkflowError> {
+        let key = self.journal_key();
+        let raw = self.store.range(&key, 0, -1).await?;
+        raw.iter().map(|bytes| decode(&key, bytes)).collect()
+    }
+
+    /// Stores `output` for the journal: inline when short, else once under its hash.
+    pub async fn put_output(&self, output: &str) -> Result<OutputRef, WorkflowError> {
+        if output.len() <= INLINE_MAX {
+            return Ok(OutputRef::Inline(output.to_owned()));
+        }
+        let hash = format!("{:016x}", fnv1a(output.as_bytes()));
+        self.store
+            .set_nx(&self.out_key(&hash), output.as_bytes(), None)
+            .await?;
+        Ok(OutputRef::Stored {
+            hash,
+            len: output.len(),
+        })
+    }
+
+    /// The text of an output reference.
+    pub async fn output(&self, output: &OutputRef) -> Result<String, WorkflowError> {
+        match output {
+            OutputRef::Inline(text) => Ok(text.clone()),
+            OutputRef::Stored { hash, .. } => {
+                let key = self.out_key(hash);
+                let bytes = self
+                    .store
+                    .get(&key)
+                    .await?
+                    .ok_or_else(|| WorkflowError::Corrupt {
+                        key: key.clone(),
+                        message: "a journaled output is missing".to_owned(),
+                    })?;
+                String::from_utf8(bytes).map_err(|err| WorkflowError::Corrupt {
+                    key,
+                    message: err.to_string(),
+                })
+            }
+        }
+    }
+
+    /// The data of event `name`, if it was sent.
+    pub async fn event(&self, name: &str) -> Result<Option<String>, WorkflowError> {
+        let data = self.store.hget(&self.events_key(), name).await?;
+        Ok(data.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Ends the run: writes its final record, expires its keys after `retention`, and takes
+    /// it out of the index of unfinished runs.
+    pub async fn finish(
+        &self,
+        record: &RunRecord,
+        stored_outputs: &[String],
+        retention: Duration,
+    ) -> Result<(), WorkflowError> {
+        let mut writes = vec![Write::Set {
+            key: self.meta_key(),
+            value: encode(record)?,
+            ttl: Some(retention),
+        }];
+        let mut expiring = vec![
+            self.def_key(),
+            self.journal_key(),
+            self.events_key(),
+            self.cancel_key(),
+        ];
+        expiring.extend(stored_outputs.iter().map(|hash| self.out_key(hash)));
+        writes.extend(expiring.into_iter().map(|key| Write::Expire {
+            key,
+            ttl: retention,
+        }));
+        self.store.apply(writes).await?;
+        self.store.hdel(OPEN_INDEX, &[self.run.as_str()]).await?;
+        Ok(())
+    }
+}
+
+/// Unfinished runs: (run id, group).
+pub async fn open_runs(store: &dyn Store) -> Result<Vec<(String, String)>, WorkflowError> {
+    Ok(store
+        .hgetall(OPEN_INDEX)
+        .await?
+        .into_iter()
+        .map(|(run, group)| (run, String::from_utf8_lossy(&group).into_owned()))
+        .collect())
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    crate::thread_store::now_ms()
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WorkflowError> {
+    serde_json::to_vec(value).map_err(|err| WorkflowError::Invalid {
+        what: "record",
+        message: err.to_string(),
+    })
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, WorkflowError> {
+    serde_json::from_slice(bytes).map_err(|err| WorkflowError::Corrupt {
+        key: key.to_owned(),
+        message: err.to_string(),
+    })
+}

@@ -1,0 +1,22 @@
+//! Durable workflows: `[workflows.NAME]` run step by step, every step journaled in the store
+//! so that a run survives the daemon that started it.
+//!
+//! - [`template`]: step inputs (`{{input}}`, `{{steps.NAME.output}}`).
+//! - [`label`]: labels and scores parsed from what classifiers and scorers answer.
+//! - [`journal`]: the store layout of runs (records, snapshots, journals, index, leases).
+//! - [`run`]: the run actor and the step engine (replay, then execute and journal).
+//! - [`router`]: the router actor that adopts and supervises runs, and [`Runs`], the API that
+//!   submits, inspects, cancels, restarts runs and sends them events.
+//! - [`error`]: the errors, [`WorkflowError`].
+
+pub mod error;
+pub mod journal;
+pub mod label;
+pub mod router;
+pub mod run;
+pub mod template;
+
+pub use error::WorkflowError;
+pub use journal::{Entry, EntryKind, RunRecord, RunStatus};
+pub use router::{Router, RouterActor, RouterOptions, RunView, Runs, StepView, Submit};
+pub use run::{RunActor, Signal, SignalRun};

@@ -1,0 +1,657 @@
+//! The router: `RouterActor` runs workflow runs, [`Runs`] submits and inspects them.
+//!
+//! `RouterActor` is the child `router` of the `workflows` supervisor. It takes [`ScanRuns`]
+//! (look for runs to adopt now) and [`RunEndedEvent`] (sent when one of its runs ends). Every
+//! `scan` interval it reads the index of unfinished runs, takes the lease of each run no
+//! daemon holds (a crashed daemon's leases expire), and starts a [`RunActor`] for it, under a
+//! panic guard; it renews the leases of its runs, and signals them when a cancel is
+//! requested or a lease is lost. A run that panics is started again from its journal, at most
+//! [`MAX_RUN_PANICS`] times, then failed.
+//!
+//! [`Runs`] needs only the store: a CLI or another daemon submits a run by writing it there,
+//! and whichever daemon scans first adopts it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::Semaphore;
+use troupe_config::WorkflowSettings;
+use troupe_runtime::limit::Limiters;
+use troupe_runtime::store::Store;
+use troupe_runtime::{ActorRef, Exit, Life, Spawn};
+
+use super::error::WorkflowError;
+use super::journal::{
+    lease_key, now_ms, open_runs, top_step, Entry, EntryKind, Journal, Replay, RunRecord,
+    RunStatus, Snapshot, OPEN_INDEX,
+};
+use super::run::{RunActor, Signal, SignalRun};
+use crate::conversations::Conversations;
+use crate::thread_store::check_name;
+
+/// A run that panics this many times is failed instead of started again.
+pub const MAX_RUN_PANICS: u32 = 3;
+
+/// How the router runs workflows.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// This daemon's name: the owner of the leases it takes. A daemon restarted under the same
+    /// name takes its runs back at once; two live daemons must have different names.
+    pub owner: String,
+    /// Lease of a run: another daemon adopts the run this long after its owner stopped
+    /// renewing it (renewed every third of it).
+    pub lease: Duration,
+    /// How often the index of unfinished runs is scanned for runs to adopt.
+    pub scan: Duration,
+    /// How long a finished run's record and journal are kept.
+    pub retention: Duration,
+    /// How often a run waiting for an event looks for it.
+    pub event_poll: Duration,
+    /// Most runs this daemon runs at once; more wait in the store.
+    pub max_runs: usize,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        RouterOptions {
+            owner: "troupe".to_owned(),
+            lease: Duration::from_secs(10),
+            scan: Duration::from_millis(200),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            event_poll: Duration::from_millis(100),
+            max_runs: 1000,
+        }
+    }
+}
+
+/// What runs need from the daemon.
+pub(crate) struct Env {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) talk: Conversations,
+    pub(crate) limiters: Option<Limiters>,
+    /// Pool name -> a semaphore of its `max_parallelism`.
+    pub(crate) pools: BTreeMap<String, Arc<Semaphore>>,
+    /// The definitions of the current config (runs use their own snapshots).
+    pub(crate) workflows: Arc<BTreeMap<String, WorkflowSettings>>,
+    pub(crate) options: RouterOptions,
+}
+
+/// A request to run a workflow.
+#[derive(Debug, Clone, Default)]
+pub struct Submit {
+    /// The workflow's name.
+    pub workflow: String,
+    /// The tenant group.
+    pub group: String,
+    /// The submitting user.
+    pub user: String,
+    /// The input.
+    pub input: String,
+}
+
+/// One top-level step as the journal shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepView {
+    /// The step's name.
+    pub name: String,
+    /// `pending`, `running`, `completed`.
+    pub state: &'static str,
+}
+
+/// A run as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// The run record.
+    pub record: RunRecord,
+    /// The steps of the run's workflow (its snapshot) and where each is.
+    pub steps: Vec<StepView>,
+    /// Number of journal entries.
+    pub journal_len: usize,
+}
+
+/// Submits, inspects, cancels, restarts runs and sends them events, through the store only.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Runs {
+    store: Arc<dyn Store>,
+    workflows: Arc<BTreeMap<String, WorkflowSettings>>,
+}
+
+impl Runs {
+    /// The API over `store` with the config's `workflows` (what `submit` snapshots).
+    pub fn new(store: Arc<dyn Store>, workflows: BTreeMap<String, WorkflowSettings>) -> Self {
+        Runs {
+            store,
+            workflows: Arc::new(workflows),
+        }
+    }
+
+    /// Writes a new run (record, definition snapshot, index entry) and returns its id. A
+    /// daemon adopts it at its next scan.
+    pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
+        for (what, value) in [("group", &submit.group), ("user", &submit.user)] {
+            check_name(what, value).map_err(|err| WorkflowError::Invalid {
+                what,
+                message: err.to_string(),
+            })?;
+        }
+        let snapshot = Snapshot::of(&submit.workflow, &self.workflows)?;
+        let id = format!("r{:011x}{:08x}", now_ms(), rand::random::<u32>());
+        let now = now_ms();
+        let record = RunRecord {
+            id: id.clone(),
+            workflow: submit.workflow,
+            group: submit.group,
+            user: submit.user,
+            input: submit.input,
+            status: RunStatus::Running,
+            definition_hash: snapshot.hash.clone(),
+            restarts: 0,
+            created_ms: now,
+            updated_ms: now,
+            output: None,
+            error: None,
+        };
+        let journal = Journal::new(self.store.clone(), &record.group, &id);
+        self.store
+            .apply(journal.create_writes(&record, &snapshot)?)
+            .await?;
+        tracing::info!(workflow = %record.workflow, run = %id, group = %record.group, "workflow run submitted");
+        Ok(id)
+    }
+
+    fn journal(&self, group: &str, run: &str) -> Result<Journal, WorkflowError> {
+        for (what, value) in [("group", group), ("run id", run)] {
+            check_name(what, value).map_err(|err| WorkflowError::Invalid {
+                what,
+                message: err.to_string(),
+            })?;
+        }
+        Ok(Journal::new(self.store.clone(), group, run))
+    }
+
+    /// The run's record (another group's run is `NotFound`).
+    pub async fn record(&self, group: &str, run: &str) -> Result<RunRecord, WorkflowError> {
+        self.journal(group, run)?.require_record().await
+    }
+
+    /// The run with its steps.
+    pub async fn status(&self, group: &str, run: &str) -> Result<RunView, WorkflowError> {
+        let journal = self.journal(group, run)?;
+        let record = journal.require_record().await?;
+        let snapshot = journal.snapshot().await?;
+        let entries = journal.entries().await?;
+        let order: Vec<String> = snapshot
+            .definitions
+            .get(&record.workflow)
+            .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        let replay = Replay::fold(&entries, &order);
+        let steps = order
+            .iter()
+            .map(|name| {
+                let state = if replay.completed.contains_key(name) {
+                    "completed"
+                } else if replay.started.iter().any(|k| top_step(k) == name) {
+                    "running"
+                } else {
+                    "pending"
+                };
+                StepView {
+                    name: name.clone(),
+                    state,
+                }
+            })
+            .collect();
+        Ok(RunView {
+            record,
+            steps,
+            journal_len: entries.len(),
+        })
+    }
+
+    /// The run's journal.
+    pub async fn journal_entries(
+        &self,
+        group: &str,
+        run: &str,
+    ) -> Result<Vec<Entry>, WorkflowError> {
+        let journal = self.journal(group, run)?;
+        journal.require_record().await?;
+        journal.entries().await
+    }
+
+    /// Requests a cancel: the daemon running the run (or the next one to adopt it) ends it as
+    /// canceled at its next step boundary or wait. A finished run is left as it is.
+    pub async fn cancel(&self, group: &str, run: &str) -> Result<RunRecord, WorkflowError> {
+        let journal = self.journal(group, run)?;
+        let record = journal.require_record().await?;
+        if !record.status.is_terminal() {
+            self.store.set(&journal.cancel_key(), b"1", None).await?;
+        }
+        Ok(record)
+    }
+
+    /// Sends event `name` with JSON `data` to the run; a `wait_event` step waiting for it
+    /// (now or later) receives it.
+    pub async fn send_event(
+        &self,
+        group: &str,
+        run: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), WorkflowError> {
+        check_name("event", name).map_err(|err| WorkflowError::Invalid {
+            what: "event",
+            message: err.to_string(),
+        })?;
+        let journal = self.journal(group, run)?;
+        let record = journal.require_record().await?;
+        if record.status.is_terminal() {
+            return Err(WorkflowError::Invalid {
+                what: "event",
+                message: format!("run {run} has ended ({})", record.status.as_str()),
+            });
+        }
+        let bytes = data.to_string();
+        self.store
+            .hset(&journal.events_key(), &[(name, bytes.as_bytes())])
+            .await?;
+        Ok(())
+    }
+
+    /// Restarts a finished run from step `from`: the results of that step and the later ones
+    /// are void, earlier ones are kept. The run keeps its definition snapshot.
+    pub async fn restart(&self, group: &str, run: &str, from: &str) -> Result<(), WorkflowError> {
+        let journal = self.journal(group, run)?;
+        let mut record = journal.require_record().await?;
+        if !record.status.is_terminal() {
+            return Err(WorkflowError::Active {
+                run: run.to_owned(),
+            });
+        }
+        let snapshot = journal.snapshot().await?;
+        let known = snapshot
+            .definitions
+            .get(&record.workflow)
+            .is_some_and(|d| d.steps.iter().any(|s| s.name == from));
+        if !known {
+            return Err(WorkflowError::NotFound {
+                what: "step",
+                id: from.to_owned(),
+            });
+        }
+        journal
+            .append(&Entry::new(from, EntryKind::Restarted))
+            .await?;
+        record.status = RunStatus::Running;
+        record.restarts += 1;
+        record.output = None;
+        record.error = None;
+        record.updated_ms = now_ms();
+        self.store
+            .del(&[journal.cancel_key(), journal.events_key()])
+            .await?;
+        journal.save_record(&record).await?;
+        self.store
+            .hset(OPEN_INDEX, &[(run, group.as_bytes())])
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the run has ended (polling every 50 ms), at most `timeout`.
+    pub async fn wait(
+        &self,
+        group: &str,
+        run: &str,
+        timeout: Duration,
+    ) -> Result<RunRecord, WorkflowError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let record = self.record(group, run).await?;
+            if record.status.is_terminal() || Instant::now() >= deadline {
+                return Ok(record);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Look for runs to adopt now.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ScanRuns;
+
+/// One of the router's runs ended.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RunEndedEvent {
+    /// The run.
+    pub run: String,
+    /// How its actor ended.
+    pub exit: Exit,
+}
+
+/// Stop adopting runs and tell the running ones to stop (the daemon is shutting down).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopRuns;
+
+/// How many runs the router runs now.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "usize")]
+pub struct CountRuns;
+
+struct Owned {
+    group: String,
+    addr: Addr<RunActor>,
+    life: Life,
+}
+
+/// The router actor (see the module documentation).
+pub struct RouterActor {
+    env: Arc<Env>,
+    owned: HashMap<String, Owned>,
+    panics: HashMap<String, u32>,
+    scanning: bool,
+    stopping: bool,
+    last_renew: Instant,
+}
+
+impl RouterActor {
+    pub(crate) fn new(env: Arc<Env>) -> Self {
+        RouterActor {
+            env,
+            owned: HashMap::new(),
+            panics: HashMap::new(),
+            scanning: false,
+            stopping: false,
+            last_renew: Instant::now(),
+        }
+    }
+
+    fn scan(&mut self, ctx: &mut Context<Self>) {
+        if self.scanning || self.stopping {
+            return;
+        }
+        self.scanning = true;
+        let env = self.env.clone();
+        let owned: Vec<(String, String)> = self
+            .owned
+            .iter()
+            .map(|(run, o)| (run.clone(), o.group.clone()))
+            .collect();
+        let renew = self.last_renew.elapsed() >= env.options.lease / 3;
+        if renew {
+            self.last_renew = Instant::now();
+        }
+        let room = env.options.max_runs.saturating_sub(owned.len());
+        let job = async move {
+            let store = env.store.as_ref();
+            let owner = env.options.owner.as_str();
+            let lease = env.options.lease;
+            // Cancels and lost leases of the runs this daemon has.
+            let cancel_keys: Vec<String> = owned
+                .iter()
+                .map(|(run, group)| Journal::new(env.store.clone(), group, run).cancel_key())
+                .collect();
+            let cancels = if cancel_keys.is_empty() {
+                Vec::new()
+            } else {
+                store.get_many(&cancel_keys).await.unwrap_or_default()
+            };
+            let mut signals = Vec::new();
+            for ((run, _), cancel) in owned.iter().zip(cancels) {
+                if cancel.is_some() {
+                    signals.push((run.clone(), Signal::Cancel));
+                }
+            }
+            if renew {
+                let renewals = futures::future::join_all(owned.iter().map(|(run, _)| async move {
+                    let key = lease_key(run);
+                    store.renew_lease(&key, owner, lease).await
+                }))
+                .await;
+                for ((run, _), renewed) in owned.iter().zip(renewals) {
+                    // A store error is not a lost lease: the next renewal may succeed.
+                    if let Ok(false) = renewed {
+                        signals.push((run.clone(), Signal::LeaseLost));
+                    }
+                }
+            }
+            // Runs to adopt.
+            let mut adopted = Vec::new();
+            match open_runs(store).await {
+                Ok(open) => {
+                    for (run, group) in open {
+                        if adopted.len() >= room || owned.iter().any(|(r, _)| *r == run) {
+                            continue;
+                        }
+                        match store
+                            .acquire_lease(&lease_key(&run), owner, env.options.lease)
+                            .await
+                        {
+                            Ok(true) => adopted.push((run, group)),
+                            Ok(false) => {}
+                            Err(err) => {
+                                tracing::warn!(error = %err, "workflow scan: store error");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "workflow scan: store error"),
+            }
+            (signals, adopted)
+        };
+        ctx.spawn(job.into_actor(self).map(|(signals, adopted), act, ctx| {
+            act.scanning = false;
+            for (run, signal) in signals {
+                if let Some(owned) = act.owned.get(&run) {
+                    owned.addr.do_send(SignalRun(signal));
+                }
+            }
+            for (run, group) in adopted {
+                act.start_run(ctx, run, group);
+            }
+        }));
+    }
+
+    fn start_run(&mut self, ctx: &mut Context<Self>, run: String, group: String) {
+        if self.owned.contains_key(&run) {
+            return;
+        }
+        tracing::info!(run = %run, group = %group, "adopting workflow run");
+        let me = ctx.address();
+        let ended = run.clone();
+        let env = self.env.clone();
+        let (id, g) = (run.clone(), group.clone());
+        let (addr, life) = Spawn::named(format!("run-{run}"))
+            .on_exit(move |exit| {
+                me.do_send(RunEndedEvent {
+                    run: ended,
+                    exit: exit.clone(),
+                })
+            })
+            .start(move |_| RunActor::new(env, g, id));
+        self.owned.insert(run, Owned { group, addr, life });
+    }
+}
+
+impl Actor for RouterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(owner = %self.env.options.owner, "workflow router started");
+        self.scan(ctx);
+        ctx.run_interval(self.env.options.scan, |act, ctx| act.scan(ctx));
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        for owned in self.owned.values() {
+            owned.addr.do_send(SignalRun(Signal::Shutdown));
+        }
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Runs that did not stop by themselves are stopped with the router.
+        for owned in self.owned.values() {
+            if owned.life.is_alive() {
+                owned.life.stop();
+            }
+        }
+    }
+}
+
+impl Handler<ScanRuns> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ScanRuns, ctx: &mut Self::Context) {
+        self.scan(ctx);
+    }
+}
+
+impl Handler<StopRuns> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopRuns, _: &mut Self::Context) {
+        self.stopping = true;
+        for owned in self.owned.values() {
+            owned.addr.do_send(SignalRun(Signal::Shutdown));
+        }
+    }
+}
+
+impl Handler<CountRuns> for RouterActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountRuns, _: &mut Self::Context) -> usize {
+        self.owned.len()
+    }
+}
+
+impl Handler<RunEndedEvent> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunEndedEvent, ctx: &mut Self::Context) {
+        let Some(owned) = self.owned.remove(&msg.run) else {
+            return;
+        };
+        let Exit::Panicked(why) = &msg.exit else {
+            self.panics.remove(&msg.run);
+            return;
+        };
+        let panics = self.panics.entry(msg.run.clone()).or_insert(0);
+        *panics += 1;
+        tracing::error!(run = %msg.run, panics = *panics, reason = %why, "workflow run panicked");
+        if *panics < MAX_RUN_PANICS {
+            // Still ours (the lease is held): start it again from its journal.
+            self.start_run(ctx, msg.run, owned.group);
+            return;
+        }
+        self.panics.remove(&msg.run);
+        let env = self.env.clone();
+        let reason = why.clone();
+        let fail = async move {
+            let journal = Journal::new(env.store.clone(), &owned.group, &msg.run);
+            let mut record = journal.require_record().await?;
+            record.status = RunStatus::Failed;
+            record.error = Some(format!("the run panicked {MAX_RUN_PANICS} times: {reason}"));
+            record.updated_ms = now_ms();
+            journal
+                .append(&Entry::new("", EntryKind::Finished).detail("failed"))
+                .await?;
+            journal.finish(&record, &[], env.options.retention).await?;
+            env.store
+                .release_lease(&lease_key(&msg.run), &env.options.owner)
+                .await?;
+            Ok::<_, WorkflowError>(())
+        };
+        ctx.spawn(fut::wrap_future(async move {
+            if let Err(err) = fail.await {
+                tracing::error!(error = %err, "could not fail a panicking run");
+            }
+        }));
+    }
+}
+
+/// The router as the daemon holds it: the store API plus the actor, told about local
+/// submissions so they start without waiting for a scan. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    runs: Runs,
+    actor: ActorRef<RouterActor>,
+}
+
+impl Router {
+    /// Adds the `workflows` supervisor's `router` child to `parent`.
+    pub fn child_of(
+        parent: &mut troupe_runtime::SupervisorSpec,
+        store: Arc<dyn Store>,
+        talk: Conversations,
+        limiters: Option<Limiters>,
+        config: &troupe_config::Config,
+        options: RouterOptions,
+        intensity: troupe_runtime::Intensity,
+    ) -> Router {
+        let pools = config
+            .pools
+            .iter()
+            .map(|(name, pool)| {
+                let permits = pool.max_parallelism.max(1);
+                (name.clone(), Arc::new(Semaphore::new(permits)))
+            })
+            .collect();
+        let env = Arc::new(Env {
+            store: store.clone(),
+            talk,
+            limiters,
+            pools,
+            workflows: Arc::new(config.workflows.clone()),
+            options,
+        });
+        let mut spec = troupe_runtime::SupervisorSpec::new("workflows", intensity);
+        let actor = spec.child(
+            "router",
+            troupe_runtime::ChildOptions::default(),
+            move |_| RouterActor::new(env.clone()),
+        );
+        parent.supervisor(spec);
+        Router {
+            runs: Runs::new(store, config.workflows.clone()),
+            actor,
+        }
+    }
+
+    /// The store API.
+    pub fn runs(&self) -> &Runs {
+        &self.runs
+    }
+
+    /// Submits a run and has this daemon look for it at once.
+    pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
+        let id = self.runs.submit(submit).await?;
+        let _ = self.actor.try_send(ScanRuns);
+        Ok(id)
+    }
+
+    /// How many runs this daemon runs now.
+    pub async fn running(&self) -> usize {
+        self.actor.send(CountRuns).await.unwrap_or(0)
+    }
+
+    /// Stops adopting runs and stops the running ones at their next step boundary or wait,
+    /// waiting up to `grace` for them; unfinished runs stay in the store for recovery.
+    pub async fn shutdown(&self, grace: Duration) {
+        if self.actor.send(StopRuns).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && self.running().await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

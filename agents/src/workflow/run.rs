@@ -1,0 +1,764 @@
+//! `RunActor`: one workflow run. Started (under a panic guard) by the
+//! [`RouterActor`](super::router::RouterActor), which supervises it: a run that panics is
+//! started again from its journal, at most a few times. Takes [`SignalRun`] (cancel, shutdown,
+//! lease lost).
+//!
+//! The run's driver replays the journal first: a step or call whose `completed` entry is in
+//! the journal is not run again, its output is read back. Everything else runs, and is
+//! journaled — `started` before the agent is called, `completed` before the run moves on.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
+use tokio::sync::watch;
+use tracing::Instrument as _;
+use troupe_config::{RouteTarget, StepKind, StepSettings, WorkflowSettings};
+use troupe_runtime::limit::Scope;
+
+use super::error::WorkflowError;
+use super::journal::{
+    lease_key, now_ms, Entry, EntryKind, Journal, OutputRef, Replay, RunRecord, RunStatus, Snapshot,
+};
+use super::label::{parse_label, parse_score};
+use super::router::Env;
+use super::template::{render, StepOutput};
+use crate::conversations::Ask;
+use crate::error::AgentError;
+use crate::thread::TurnStatus;
+use crate::thread_store::NewThread;
+
+/// What the router tells a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Keep going.
+    Go,
+    /// A cancel was requested: end the run as canceled.
+    Cancel,
+    /// The daemon is stopping: stop at the next step boundary, leave the run open.
+    Shutdown,
+    /// The lease was lost (another daemon may run it): stop at once, leave the run open.
+    LeaseLost,
+}
+
+/// Tells a run to stop (see [`Signal`]).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct SignalRun(pub Signal);
+
+/// One run (see the module documentation).
+pub struct RunActor {
+    env: Arc<Env>,
+    group: String,
+    run: String,
+    signal: watch::Sender<Signal>,
+}
+
+impl RunActor {
+    /// The actor of run `run` of `group`.
+    pub(crate) fn new(env: Arc<Env>, group: String, run: String) -> Self {
+        let (signal, _) = watch::channel(Signal::Go);
+        RunActor {
+            env,
+            group,
+            run,
+            signal,
+        }
+    }
+}
+
+impl Actor for RunActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let span = tracing::info_span!("run", run = %self.run, group = %self.group);
+        let driver = drive(
+            self.env.clone(),
+            self.group.clone(),
+            self.run.clone(),
+            self.signal.subscribe(),
+        )
+        .instrument(span);
+        ctx.spawn(driver.into_actor(self).map(|_, _, ctx| ctx.stop()));
+    }
+}
+
+impl Handler<SignalRun> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SignalRun, _: &mut Self::Context) {
+        // Cancel does not override a shutdown or a lost lease: those leave the run open.
+        if *self.signal.borrow() == Signal::Go || msg.0 != Signal::Cancel {
+            self.signal.send_replace(msg.0);
+        }
+    }
+}
+
+/// Runs `run` to its end (or until told to stop), then releases its lease unless it was lost.
+async fn drive(env: Arc<Env>, group: String, run: String, signal: watch::Receiver<Signal>) {
+    let journal = Journal::new(env.store.clone(), &group, &run);
+    match execute(&env, &journal, signal.clone()).await {
+        Ok(status) => tracing::info!(status = status.as_str(), "workflow run ended"),
+        Err(err) if err.leaves_run_open() => {
+            tracing::info!(reason = %err, "workflow run left for later")
+        }
+        Err(err) => tracing::error!(error = %err, "workflow run could not be finished"),
+    }
+    if *signal.borrow() != Signal::LeaseLost {
+        if let Err(err) = env
+            .store
+            .release_lease(&lease_key(&run), &env.options.owner)
+            .await
+        {
+            tracing::warn!(error = %err, "could not release a run lease; it will expire");
+        }
+    }
+}
+
+async fn execute(
+    env: &Arc<Env>,
+    journal: &Journal,
+    signal: watch::Receiver<Signal>,
+) -> Result<RunStatus, WorkflowError> {
+    let mut record = journal.require_record().await?;
+    let snapshot = journal.snapshot().await?;
+    if record.status.is_terminal() {
+        journal.finish(&record, &[], env.options.retention).await?;
+        return Ok(record.status);
+    }
+    let current = Snapshot::of(&record.workflow, &env.workflows).map(|s| s.hash);
+    if current.as_deref().ok() != Some(snapshot.hash.as_str()) {
+        let now = current.unwrap_or_else(|_| "none (removed from the config)".to_owned());
+        tracing::warn!(
+            workflow = %record.workflow,
+            snapshot = %snapshot.hash,
+            config = %now,
+            "workflow definition changed since the run started: continuing with the run's snapshot"
+        );
+        let note = format!(
+            "definition changed (run {}, config {now}): continuing with the run's snapshot",
+            snapshot.hash
+        );
+        journal
+            .append(&Entry::new("", EntryKind::Note).detail(note))
+            .await?;
+    }
+    journal
+        .append(&Entry::new("", EntryKind::Adopted).detail(env.options.owner.clone()))
+        .await?;
+    let entries = journal.entries().await?;
+    let mut stored = Vec::new();
+    for entry in &entries {
+        if let Some(OutputRef::Stored { hash, .. }) = &entry.output {
+            stored.push(hash.clone());
+        }
+    }
+    let order: Vec<String> = snapshot
+        .definitions
+        .get(&record.workflow)
+        .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
+    let replay = Replay::fold(&entries, &order);
+    let resumed = replay.completed.len();
+    if resumed > 0 {
+        tracing::info!(
+            completed = resumed,
+            "resuming: completed steps are not run again"
+        );
+    }
+    let cancel_requested = env.store.exists(&journal.cancel_key()).await?;
+    let exec = Exec {
+        env: env.clone(),
+        journal: journal.clone(),
+        record: Mutex::new(record.clone()),
+        snapshot,
+        replay: Mutex::new(replay),
+        stored: Mutex::new(stored),
+        signal,
+    };
+    let result = if cancel_requested {
+        Err(WorkflowError::Canceled)
+    } else {
+        exec.workflow(&record.workflow, "", &record.input).await
+    };
+    record = exec.record();
+    match result {
+        Ok(output) => {
+            record.status = RunStatus::Completed;
+            record.output = Some(output);
+        }
+        Err(WorkflowError::Canceled) => record.status = RunStatus::Canceled,
+        Err(err) if err.leaves_run_open() => return Err(err),
+        Err(err) => {
+            tracing::warn!(error = %err, "workflow run failed");
+            record.status = RunStatus::Failed;
+            record.error = Some(err.to_string());
+        }
+    }
+    record.updated_ms = now_ms();
+    journal
+        .append(&Entry::new("", EntryKind::Finished).detail(record.status.as_str()))
+        .await?;
+    let stored = exec
+        .stored
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    journal
+        .finish(&record, &stored, env.options.retention)
+        .await?;
+    Ok(record.status)
+}
+
+/// The state of one execution of a run.
+struct Exec {
+    env: Arc<Env>,
+    journal: Journal,
+    record: Mutex<RunRecord>,
+    snapshot: Snapshot,
+    replay: Mutex<Replay>,
+    /// Hashes of outputs stored apart from the journal (they expire with it).
+    stored: Mutex<Vec<String>>,
+    signal: watch::Receiver<Signal>,
+}
+
+impl Exec {
+    fn record(&self) -> RunRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// An error if the run must stop.
+    fn check(&self) -> Result<(), WorkflowError> {
+        match *self.signal.borrow() {
+            Signal::Go => Ok(()),
+            Signal::Cancel => Err(WorkflowError::Canceled),
+            Signal::Shutdown => Err(WorkflowError::Interrupted("the daemon is shutting down")),
+            Signal::LeaseLost => Err(WorkflowError::Interrupted("the run's lease was lost")),
+        }
+    }
+
+    /// Runs `fut` unless the run is told to stop first.
+    async fn interruptible<T>(&self, fut: impl Future<Output = T>) -> Result<T, WorkflowError> {
+        self.check()?;
+        let mut signal = self.signal.clone();
+        let stopped = async move {
+            loop {
+                if *signal.borrow_and_update() != Signal::Go {
+                    return;
+                }
+                if signal.changed().await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            out = fut => Ok(out),
+            () = stopped => Err(self.check().err().unwrap_or(WorkflowError::Interrupted("stopped"))),
+        }
+    }
+
+    /// The journaled output of `key`, if it completed.
+    async fn replayed(&self, key: &str) -> Result<Option<String>, WorkflowError> {
+        let found = self
+            .replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .completed
+            .get(key)
+            .cloned();
+        match found {
+            Some(output) => self.journal.output(&output).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn begin(&self, key: &str, detail: Option<String>) -> Result<(), WorkflowError> {
+        self.check()?;
+        let mut entry = Entry::new(key, EntryKind::Started);
+        entry.detail = detail;
+        self.journal.append(&entry).await
+    }
+
+    async fn complete(&self, key: &str, output: &str) -> Result<(), WorkflowError> {
+        let reference = self.journal.put_output(output).await?;
+        if let OutputRef::Stored { hash, .. } = &reference {
+            self.stored
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(hash.clone());
+        }
+        let mut entry = Entry::new(key, EntryKind::Completed);
+        entry.output = Some(reference.clone());
+        self.journal.append(&entry).await?;
+        self.replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .completed
+            .insert(key.to_owned(), reference);
+        Ok(())
+    }
+
+    /// The journaled output of `key`, or `work`'s, journaled (started, then completed).
+    async fn memo(
+        &self,
+        key: &str,
+        work: impl Future<Output = Result<String, WorkflowError>>,
+    ) -> Result<String, WorkflowError> {
+        if let Some(output) = self.replayed(key).await? {
+            return Ok(output);
+        }
+        self.begin(key, None).await?;
+        let output = work.await?;
+        self.complete(key, &output).await?;
+        Ok(output)
+    }
+
+    async fn note(&self, key: &str, detail: String) -> Result<(), WorkflowError> {
+        tracing::info!(step = key, "{detail}");
+        self.journal
+            .append(&Entry::new(key, EntryKind::Note).detail(detail))
+            .await
+    }
+
+    async fn set_status(&self, status: RunStatus) -> Result<(), WorkflowError> {
+        let record = {
+            let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+            if record.status == status {
+                return Ok(());
+            }
+            record.status = status;
+            record.updated_ms = now_ms();
+            record.clone()
+        };
+        self.journal.save_record(&record).await
+    }
+
+    /// A deadline journaled for `key` (the first time: now + `after`).
+    async fn deadline(&self, key: &str, after: Duration) -> Result<u64, WorkflowError> {
+        let known = self
+            .replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .deadlines
+            .get(key)
+            .copied();
+        if let Some(until) = known {
+            return Ok(until);
+        }
+        let until = now_ms() + u64::try_from(after.as_millis()).unwrap_or(u64::MAX / 2);
+        let mut entry = Entry::new(key, EntryKind::Waiting);
+        entry.until = Some(until);
+        self.journal.append(&entry).await?;
+        Ok(until)
+    }
+
+    /// Runs workflow `name` (the run's, or a child's with journal keys under `prefix`).
+    fn workflow<'a>(
+        &'a self,
+        name: &'a str,
+        prefix: &'a str,
+        input: &'a str,
+    ) -> BoxFuture<'a, Result<String, WorkflowError>> {
+        async move {
+            let def: &WorkflowSettings =
+                self.snapshot
+                    .definitions
+                    .get(name)
+                    .ok_or_else(|| WorkflowError::NotFound {
+                        what: "workflow",
+                        id: name.to_owned(),
+                    })?;
+            let mut outputs: BTreeMap<String, StepOutput> = BTreeMap::new();
+            let mut previous = input.to_owned();
+            let mut index = 0;
+            while let Some(step) = def.steps.get(index) {
+                let key = format!("{prefix}{}", step.name);
+                let span = tracing::info_span!(
+                    "step",
+                    workflow = name,
+                    run = %self.record().id,
+                    step = %key,
+                    group = %self.record().group,
+                );
+                let text = match &step.input {
+                    Some(template) => render(template, input, &outputs).map_err(|source| {
+                        WorkflowError::Template {
+                            step: key.clone(),
+                            source,
+                        }
+                    })?,
+                    None => previous.clone(),
+                };
+                let (output, jump) = self
+                    .step(step, &key, &text, &outputs)
+                    .instrument(span)
+                    .await?;
+                previous = output.output.clone();
+                outputs.insert(step.name.clone(), output);
+                index = match jump {
+                    Some(target) => def.steps.iter().position(|s| s.name == target).ok_or(
+                        WorkflowError::NotFound {
+                            what: "step",
+                            id: target,
+                        },
+                    )?,
+                    None => index + 1,
+                };
+            }
+            Ok(previous)
+        }
+        .boxed()
+    }
+
+    /// Runs one step; returns its output and the step to jump to, if it routes to one.
+    async fn step(
+        &self,
+        step: &StepSettings,
+        key: &str,
+        text: &str,
+        outputs: &BTreeMap<String, StepOutput>,
+    ) -> Result<(StepOutput, Option<String>), WorkflowError> {
+        let plain = |output: String| StepOutput {
+            output,
+            branches: BTreeMap::new(),
+        };
+        match &step.kind {
+            StepKind::Agent { agent } => {
+                let output = self.call(step, key, agent, text).await?;
+                Ok((plain(output), None))
+            }
+            StepKind::Parallel {
+                agents,
+                max_concurrency,
+            } => {
+                let done = self.replayed(key).await?.is_some();
+                if !done {
+                    self.begin(key, None).await?;
+                }
+                let width = max_concurrency.unwrap_or(agents.len()).max(1);
+                let calls: Vec<_> = agents
+                    .iter()
+                    .map(|agent| async move {
+                        let branch_key = format!("{key}/{agent}");
+                        let output = self.call(step, &branch_key, agent, text).await?;
+                        Ok::<_, WorkflowError>((agent.clone(), output))
+                    })
+                    .collect();
+                let branches: Vec<(String, String)> = futures::stream::iter(calls)
+                    .buffered(width)
+                    .try_collect()
+                    .await?;
+                let output = branches
+                    .iter()
+                    .map(|(agent, output)| format!("[{agent}]\n{output}"))
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
+                if !done {
+                    self.complete(key, &output).await?;
+                }
+                Ok((
+                    StepOutput {
+                        output,
+                        branches: branches.into_iter().collect(),
+                    },
+                    None,
+                ))
+            }
+            StepKind::Route {
+                on,
+                routes,
+                default,
+            } => {
+                let answer = outputs
+                    .get(on)
+                    .map(|o| o.output.clone())
+                    .unwrap_or_default();
+                let labels: Vec<&str> = routes.keys().map(String::as_str).collect();
+                let label_key = format!("{key}/label");
+                let label = self
+                    .memo(&label_key, async {
+                        Ok(match parse_label(&answer, &labels) {
+                            Some(label) => {
+                                self.note(key, format!("label {label:?} read from {answer:?}"))
+                                    .await?;
+                                label.to_owned()
+                            }
+                            None => {
+                                self.note(
+                                    key,
+                                    format!("no label in {answer:?}: taking the default branch"),
+                                )
+                                .await?;
+                                String::new()
+                            }
+                        })
+                    })
+                    .await?;
+                let target = routes.get(&label).or(default.as_ref()).ok_or_else(|| {
+                    WorkflowError::NoRoute {
+                        step: key.to_owned(),
+                        answer: answer.clone(),
+                    }
+                })?;
+                let mut branches = BTreeMap::new();
+                branches.insert("label".to_owned(), label);
+                match target {
+                    RouteTarget::Agent(agent) => {
+                        let output = self.call(step, key, agent, text).await?;
+                        Ok((StepOutput { output, branches }, None))
+                    }
+                    RouteTarget::Step(target) => {
+                        let output = self.memo(key, async { Ok(text.to_owned()) }).await?;
+                        Ok((StepOutput { output, branches }, Some(target.clone())))
+                    }
+                }
+            }
+            StepKind::Loop {
+                agent,
+                scorers,
+                until_score,
+                max_iterations,
+            } => {
+                let done = self.replayed(key).await?.is_some();
+                if !done {
+                    self.begin(key, None).await?;
+                }
+                let mut current = text.to_owned();
+                let mut branches = BTreeMap::new();
+                for iteration in 0..=*max_iterations {
+                    let scoring = format!(
+                        "SCORE the text below from 0 to 1; answer with the number, then why.\n\n{current}"
+                    );
+                    let scoring = &scoring;
+                    let calls: Vec<_> = scorers
+                        .iter()
+                        .map(|scorer| async move {
+                            let sub = format!("{key}/{iteration}/{scorer}");
+                            let answer = self.call(step, &sub, scorer, scoring).await?;
+                            Ok::<_, WorkflowError>((scorer.clone(), answer))
+                        })
+                        .collect();
+                    let answers: Vec<(String, String)> =
+                        futures::future::try_join_all(calls).await?;
+                    let mut low = Vec::new();
+                    for (scorer, answer) in &answers {
+                        let score = parse_score(answer);
+                        if score.is_none_or(|s| s < *until_score) {
+                            low.push(format!(
+                                "{scorer} ({}): {answer}",
+                                score.map_or("no score".to_owned(), |s| format!("{s:.2}"))
+                            ));
+                        }
+                        branches.insert(scorer.clone(), answer.clone());
+                    }
+                    if low.is_empty() {
+                        break;
+                    }
+                    if iteration == *max_iterations {
+                        if !done {
+                            self.note(
+                                key,
+                                format!("bound reached after {max_iterations} refinements"),
+                            )
+                            .await?;
+                        }
+                        break;
+                    }
+                    let refine = format!(
+                        "REFINE the text below to answer this feedback:\n{}\n\nText:\n{current}",
+                        low.join("\n")
+                    );
+                    let sub = format!("{key}/{iteration}/{agent}");
+                    current = self.call(step, &sub, agent, &refine).await?;
+                }
+                if !done {
+                    self.complete(key, &current).await?;
+                }
+                Ok((
+                    StepOutput {
+                        output: current,
+                        branches,
+                    },
+                    None,
+                ))
+            }
+            StepKind::Sleep { duration } => {
+                if let Some(output) = self.replayed(key).await? {
+                    return Ok((plain(output), None));
+                }
+                self.begin(key, None).await?;
+                let until = self.deadline(key, *duration).await?;
+                let left = Duration::from_millis(until.saturating_sub(now_ms()));
+                self.interruptible(tokio::time::sleep(left)).await?;
+                self.complete(key, text).await?;
+                Ok((plain(text.to_owned()), None))
+            }
+            StepKind::WaitEvent { event } => {
+                if let Some(output) = self.replayed(key).await? {
+                    return Ok((plain(output), None));
+                }
+                self.begin(key, Some(format!("waiting for event {event:?}")))
+                    .await?;
+                let until = match step.timeout {
+                    Some(timeout) => Some(self.deadline(key, timeout).await?),
+                    None => None,
+                };
+                self.set_status(RunStatus::Waiting).await?;
+                let data = loop {
+                    self.check()?;
+                    if let Some(data) = self.journal.event(event).await? {
+                        break data;
+                    }
+                    let now = now_ms();
+                    if until.is_some_and(|until| now >= until) {
+                        return Err(WorkflowError::EventTimeout {
+                            step: key.to_owned(),
+                            event: event.clone(),
+                        });
+                    }
+                    let left = until.map_or(u64::MAX, |until| until - now);
+                    let poll = self.env.options.event_poll;
+                    let nap = poll.min(Duration::from_millis(left));
+                    self.interruptible(tokio::time::sleep(nap)).await?;
+                };
+                self.set_status(RunStatus::Running).await?;
+                self.complete(key, &data).await?;
+                Ok((plain(data), None))
+            }
+            StepKind::Workflow { workflow } => {
+                let done = self.replayed(key).await?;
+                if let Some(output) = done {
+                    return Ok((plain(output), None));
+                }
+                self.begin(key, None).await?;
+                let prefix = format!("{key}/");
+                let output = self.workflow(workflow, &prefix, text).await?;
+                self.complete(key, &output).await?;
+                Ok((plain(output), None))
+            }
+        }
+    }
+
+    /// Asks `agent` with `input` in the call's own thread, with the step's retries, timeout,
+    /// pool and limits; journaled under `key`.
+    async fn call(
+        &self,
+        step: &StepSettings,
+        key: &str,
+        agent: &str,
+        input: &str,
+    ) -> Result<String, WorkflowError> {
+        self.memo(key, async {
+            let attempts = step.retries.unwrap_or(0) + 1;
+            let mut attempt = 1;
+            loop {
+                match self.attempt(step, key, agent, input).await {
+                    Ok(answer) => return Ok(answer),
+                    // Failures while the run is being stopped are the stop, not the step's.
+                    Err(_) if self.check().is_err() => self.check()?,
+                    Err(err) if attempt < attempts && err.is_retryable() => {
+                        self.journal
+                            .append(
+                                &Entry::new(key, EntryKind::AttemptFailed)
+                                    .detail(format!("attempt {attempt}: {err}")),
+                            )
+                            .await?;
+                        let backoff = Duration::from_millis(200 * (1 << attempt.min(5)));
+                        self.interruptible(tokio::time::sleep(backoff)).await?;
+                        attempt += 1;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        step: &StepSettings,
+        key: &str,
+        agent: &str,
+        input: &str,
+    ) -> Result<String, WorkflowError> {
+        let agent_error = |source: AgentError| WorkflowError::Agent {
+            step: key.to_owned(),
+            source,
+        };
+        let record = self.record();
+        let _permit = match step.pool.as_ref().and_then(|p| self.env.pools.get(p)) {
+            Some(pool) => Some(
+                self.interruptible(pool.clone().acquire_owned())
+                    .await?
+                    .map_err(|_| WorkflowError::Interrupted("the pool is closed"))?,
+            ),
+            None => None,
+        };
+        if let Some(limiters) = &self.env.limiters {
+            for limit in &step.limits {
+                let scope = Scope {
+                    group: &record.group,
+                    user: Some(&record.user),
+                };
+                let limit_key = limiters
+                    .key_for(limit, scope)
+                    .map_err(|err| agent_error(err.into()))?;
+                self.interruptible(limiters.acquire(limit, &limit_key, 1, None))
+                    .await?
+                    .map_err(|err| agent_error(err.into()))?;
+            }
+        }
+        let mut thread = format!("wf-{}-{}", record.id, key.replace('/', "-"));
+        if record.restarts > 0 {
+            thread.push_str(&format!("-r{}", record.restarts));
+        }
+        let new = NewThread {
+            group: record.group.clone(),
+            user: record.user.clone(),
+            id: Some(thread.clone()),
+            title: format!("{} {} {key}", record.workflow, record.id),
+            metadata: serde_json::json!({"workflow": record.workflow, "run": record.id, "step": key}),
+        };
+        match self.env.talk.create_thread(new).await {
+            Ok(_) | Err(AgentError::Conflict { .. }) => {}
+            Err(err) => return Err(agent_error(err)),
+        }
+        let ask = self.env.talk.ask(Ask {
+            group: record.group.clone(),
+            user: record.user.clone(),
+            agent: agent.to_owned(),
+            thread: Some(thread),
+            input: input.to_owned(),
+            stream: false,
+        });
+        let outcome = match step.timeout {
+            Some(after) => self
+                .interruptible(tokio::time::timeout(after, ask))
+                .await?
+                .map_err(|_| WorkflowError::Timeout {
+                    step: key.to_owned(),
+                    after,
+                })?,
+            None => self.interruptible(ask).await?,
+        }
+        .map_err(agent_error)?;
+        match outcome.status {
+            TurnStatus::Completed => Ok(outcome.answer),
+            TurnStatus::AwaitingApproval { .. } => Err(WorkflowError::NoAnswer {
+                step: key.to_owned(),
+                status: "awaiting a tool approval".to_owned(),
+            }),
+            TurnStatus::StepLimit => Err(WorkflowError::NoAnswer {
+                step: key.to_owned(),
+                status: "step limit".to_owned(),
+            }),
+        }
+    }
+}
