@@ -7,6 +7,7 @@ mod logging;
 mod serve;
 mod tail;
 mod tree;
+mod workflow_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: limits_cmd::LimitsCommand,
     },
+    /// Start workflow runs, show their status, send events, cancel and restart them.
+    Workflow {
+        #[command(subcommand)]
+        command: workflow_cmd::WorkflowCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -121,6 +127,10 @@ fn main() -> ExitCode {
         Command::Limits { command } => {
             logging::init(cli.log_format, "warn");
             report(limits_cmd::run(command))
+        }
+        Command::Workflow { command } => {
+            logging::init(cli.log_format, "warn");
+            report(workflow_cmd::run(command))
         }
     }
 }

@@ -9,8 +9,12 @@
 //! │   └── <agent>             one AgentActor per [agents.NAME]
 //! ├── pools (supervisor)
 //! │   └── <pool>              one PoolActor per [pools.NAME], on the workers
+//! ├── workflows (supervisor)
+//! │   └── router              the RouterActor: adopts unfinished workflow runs from the
+//! │                           store and supervises one RunActor per run
 //! └── crons                   the CronScheduler: [crons.NAME] and run-time crons; agent
-//!                             targets run in the thread `cron-{name}` of the group `system`
+//!                             targets run in the thread `cron-{name}` of the group `system`,
+//!                             workflow targets start a run in the group `system`
 //! threads (registry)          one ThreadActor per conversation thread, on the workers
 //! ```
 
@@ -18,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use troupe_agents::workflow::{Router, RouterOptions, Submit};
 use troupe_agents::{build_agents, AgentError, Ask, Budget, Conversations, NewThread, UsageLedger};
 use troupe_config::{Config, CronTarget};
 use troupe_runtime::cron::{cron_handler_fn, CronOptions, Crons};
@@ -46,6 +51,8 @@ pub struct Tree {
     pub pools: BTreeMap<String, Pool>,
     /// The cron scheduler.
     pub crons: Crons,
+    /// The workflow router.
+    pub router: Router,
     workers: Workers,
 }
 
@@ -81,8 +88,13 @@ impl Tree {
             .map(|(group, budget)| (group.clone(), Budget::from(budget)))
             .collect();
         let usage = UsageLedger::new(store.clone(), budgets);
-        let (agents, directory) =
-            build_agents(config, store.clone(), usage.clone(), limiters, intensity)?;
+        let (agents, directory) = build_agents(
+            config,
+            store.clone(),
+            usage.clone(),
+            limiters.clone(),
+            intensity,
+        )?;
         let options = RegistryOptions {
             passivate_after: daemon.passivate_after,
             mailbox: daemon.mailbox_capacity,
@@ -95,11 +107,23 @@ impl Tree {
         root.supervisor(agents);
         let (pools_spec, pools) = pools(config, store.clone(), intensity, &workers);
         root.supervisor(pools_spec);
+        let router = Router::child_of(
+            &mut root,
+            store.clone(),
+            conversations.clone(),
+            Some(limiters),
+            config,
+            RouterOptions {
+                owner: daemon.name.clone(),
+                ..RouterOptions::default()
+            },
+            intensity,
+        );
         let crons = Crons::child_of(
             &mut root,
             config.crons.clone(),
             store.clone(),
-            cron_targets(conversations.clone()),
+            cron_targets(conversations.clone(), router.clone()),
             CronOptions {
                 daemon: daemon.name.clone(),
                 ..CronOptions::default()
@@ -116,6 +140,7 @@ impl Tree {
             conversations,
             pools,
             crons,
+            router,
             workers,
         })
     }
@@ -131,26 +156,39 @@ impl Tree {
         for pool in self.pools.values() {
             let _ = pool.actor().try_send(SetParallelism(0));
         }
-        let half = grace / 2;
-        self.conversations.shutdown(half).await;
-        let exit = self.life.shutdown(half).await;
+        let third = grace / 3;
+        // Runs stop first (at a step boundary), while the agents they call still answer.
+        self.router.shutdown(third).await;
+        self.conversations.shutdown(third).await;
+        let exit = self.life.shutdown(third).await;
         self.workers.stop();
         exit
     }
 }
 
 /// Runs cron targets: an agent answers the cron's input in the thread `cron-{name}` of the
-/// group `system` (created on the first fire), so its runs form one conversation.
-fn cron_targets(talk: Conversations) -> Arc<dyn troupe_runtime::cron::CronHandler> {
+/// group `system` (created on the first fire), so its runs form one conversation; a workflow
+/// target submits a run of the group `system` (the fire ends once the run is durably
+/// submitted, not when it completes).
+fn cron_targets(talk: Conversations, router: Router) -> Arc<dyn troupe_runtime::cron::CronHandler> {
     cron_handler_fn(move |cron: String, target: CronTarget, input: String| {
         let talk = talk.clone();
+        let router = router.clone();
         async move {
             let agent = match target {
                 CronTarget::Agent(agent) => agent,
                 CronTarget::Workflow(workflow) => {
-                    return Err(format!(
-                        "workflow {workflow}: workflow targets are not runnable yet"
-                    ))
+                    let submit = Submit {
+                        workflow,
+                        group: CRON_GROUP.to_owned(),
+                        user: cron,
+                        input,
+                    };
+                    return router
+                        .submit(submit)
+                        .await
+                        .map(|_| ())
+                        .map_err(|err| err.to_string());
                 }
             };
             let thread = format!("cron-{cron}");

@@ -13,3 +13,4 @@ mod pools;
 mod store;
 mod threads;
 mod tools;
+mod workflows;
