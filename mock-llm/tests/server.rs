@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use reqwest13 as reqwest;
 use serde_json::{json, Value};
 use troupe_mock_llm::{Fault, MockConfig, MockHandle, MockServer};
 

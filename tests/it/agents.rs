@@ -4,19 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use troupe_agents::usage::day_of;
-use troupe_agents::{
-    build_agents, AgentError, Ask, Budget, Conversations, Role, TurnOutcome, TurnStatus,
-    UsageLedger,
-};
-use troupe_runtime::limit::{LimitError, Limiters};
-use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::{Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
+use troupe_agents::{AgentError, Ask, Budget, Conversations, Role, TurnOutcome, TurnStatus};
+use troupe_runtime::limit::LimitError;
+use troupe_runtime::store::{MemoryStore, Store};
 
+use crate::support::agents::Rig;
 use crate::support::llm::{self, mock_config, MockHandle};
-use crate::support::redis::{redis_url, unique_prefix};
+use crate::support::redis::{self, unique_prefix};
 
 const RULES: &str = r#"
 [[rules]]
@@ -64,48 +60,6 @@ tools = ["guarded_time"]
 "#,
         url = mock.base_url()
     )
-}
-
-/// A running set of agents and threads over `store`.
-struct Rig {
-    talk: Conversations,
-    life: Life,
-}
-
-impl Rig {
-    async fn start(config: &str, store: Arc<dyn Store>, budgets: BTreeMap<String, Budget>) -> Rig {
-        let config = troupe_config::load_str(config, "troupe.toml", &[]).expect("config");
-        let mut budgets = budgets;
-        budgets.extend(
-            config
-                .budgets
-                .iter()
-                .map(|(g, b)| (g.clone(), Budget::from(b))),
-        );
-        let usage = UsageLedger::new(store.clone(), budgets);
-        let limiters = Limiters::new(&config.limits, store.clone()).expect("limits");
-        let (agents, directory) = build_agents(
-            &config,
-            store.clone(),
-            usage.clone(),
-            limiters,
-            Intensity::default(),
-        )
-        .expect("agents");
-        let mut root = SupervisorSpec::new("root", Intensity::default());
-        root.supervisor(agents);
-        let (_root, life) = root.start();
-        let talk = Conversations::new(store, directory, usage, RegistryOptions::default());
-        Rig { talk, life }
-    }
-
-    async fn stop(self) {
-        self.talk.shutdown(Duration::from_secs(2)).await;
-        assert_eq!(
-            self.life.shutdown(Duration::from_secs(2)).await,
-            Exit::Stopped
-        );
-    }
 }
 
 fn ask(agent: &str, group: &str, thread: Option<&str>, input: &str) -> Ask {
@@ -567,12 +521,12 @@ async fn a_spent_budget_stops_calls_before_they_reach_the_model() {
 async fn a_conversation_survives_a_restart_on_redis() {
     let mock = llm::start(mock_config("")).await;
     let prefix = unique_prefix("agents-restart");
-    let redis = || async {
-        let mut options = RedisOptions::new(redis_url());
-        options.prefix = prefix.clone();
-        Arc::new(RedisStore::connect(options).await.expect("redis")) as Arc<dyn Store>
-    };
-    let first = Rig::start(&config_text(&mock), redis().await, BTreeMap::new()).await;
+    let first = Rig::start(
+        &config_text(&mock),
+        redis::store(&prefix).await,
+        BTreeMap::new(),
+    )
+    .await;
     let out = first
         .talk
         .ask(ask("helper", "acme", None, "remember the word zebra"))
@@ -581,7 +535,12 @@ async fn a_conversation_survives_a_restart_on_redis() {
     first.stop().await;
 
     // A new daemon (new connection, new actors) continues the same thread.
-    let second = Rig::start(&config_text(&mock), redis().await, BTreeMap::new()).await;
+    let second = Rig::start(
+        &config_text(&mock),
+        redis::store(&prefix).await,
+        BTreeMap::new(),
+    )
+    .await;
     let next = second
         .talk
         .ask(ask(
@@ -622,10 +581,12 @@ async fn a_conversation_survives_a_restart_on_redis() {
 async fn tail_prints_a_thread_from_the_store_and_refuses_other_groups() {
     let mock = llm::start(mock_config("")).await;
     let prefix = unique_prefix("tail");
-    let mut options = RedisOptions::new(redis_url());
-    options.prefix = prefix.clone();
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.expect("redis"));
-    let rig = Rig::start(&config_text(&mock), store, BTreeMap::new()).await;
+    let rig = Rig::start(
+        &config_text(&mock),
+        redis::store(&prefix).await,
+        BTreeMap::new(),
+    )
+    .await;
     let out = rig
         .talk
         .ask(ask("helper", "acme", None, "What is the current_time?"))
@@ -633,19 +594,7 @@ async fn tail_prints_a_thread_from_the_store_and_refuses_other_groups() {
         .expect("turn");
     rig.stop().await;
 
-    let mut config = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp");
-    std::io::Write::write_all(
-        &mut config,
-        format!(
-            "[store]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n",
-            redis_url()
-        )
-        .as_bytes(),
-    )
-    .expect("write");
+    let config = redis::store_config_file(&prefix);
     let tail = |group: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
             .args([
@@ -851,10 +800,12 @@ async fn tail_follows_the_live_deltas_of_a_turn_in_progress() {
     // 100 ms between streamed words: the turn streams for well over a second.
     let mock = llm::start(mock_config("token_latency = \"100ms\"\n")).await;
     let prefix = unique_prefix("tail-follow");
-    let mut options = RedisOptions::new(redis_url());
-    options.prefix = prefix.clone();
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.expect("redis"));
-    let rig = Rig::start(&config_text(&mock), store, BTreeMap::new()).await;
+    let rig = Rig::start(
+        &config_text(&mock),
+        redis::store(&prefix).await,
+        BTreeMap::new(),
+    )
+    .await;
     let thread = rig
         .talk
         .ask(ask("helper", "acme", None, "hello"))
@@ -862,19 +813,7 @@ async fn tail_follows_the_live_deltas_of_a_turn_in_progress() {
         .expect("turn")
         .thread;
 
-    let mut config = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp");
-    std::io::Write::write_all(
-        &mut config,
-        format!(
-            "[store]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n",
-            redis_url()
-        )
-        .as_bytes(),
-    )
-    .expect("write");
+    let config = redis::store_config_file(&prefix);
     let path = config.path().to_owned();
     let tail_thread = thread.clone();
     let tail = tokio::task::spawn_blocking(move || {

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::{build_agents, AgentError, Ask, Conversations, Role, ThreadId, UsageLedger};
-use troupe_runtime::limit::Limiters;
-use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::{Intensity, Life, RegistryOptions, SupervisorSpec};
+use troupe_agents::{AgentError, Ask, Role, ThreadId};
+use troupe_runtime::store::{MemoryStore, Store};
+use troupe_runtime::RegistryOptions;
 
-use crate::support::redis::{redis_url, unique_prefix};
+use crate::support::agents::Rig;
+use crate::support::redis::{self, unique_prefix};
 
 const CONFIG: &str = r#"
 [models.scripted]
@@ -22,26 +22,12 @@ model = "scripted"
 context_messages = 4
 "#;
 
-fn start(store: Arc<dyn Store>) -> (Conversations, Life) {
-    let config = troupe_config::load_str(CONFIG, "troupe.toml", &[]).expect("config");
-    let usage = UsageLedger::new(store.clone(), BTreeMap::new());
-    let limiters = Limiters::new(&config.limits, store.clone()).expect("limits");
-    let (agents, directory) = build_agents(
-        &config,
-        store.clone(),
-        usage.clone(),
-        limiters,
-        Intensity::default(),
-    )
-    .expect("agents");
-    let mut root = SupervisorSpec::new("root", Intensity::default());
-    root.supervisor(agents);
-    let (_root, life) = root.start();
+async fn start(store: Arc<dyn Store>) -> Rig {
     let options = RegistryOptions {
         passivate_after: Duration::ZERO,
         ..RegistryOptions::default()
     };
-    (Conversations::new(store, directory, usage, options), life)
+    Rig::start_with(CONFIG, store, BTreeMap::new(), options).await
 }
 
 fn ask(thread: Option<&str>, input: &str) -> Ask {
@@ -56,7 +42,7 @@ fn ask(thread: Option<&str>, input: &str) -> Ask {
 }
 
 async fn check_persistence_and_reactivation(store: Arc<dyn Store>) {
-    let (talk, _life) = start(store.clone());
+    let talk = start(store.clone()).await.talk;
     let first = talk.ask(ask(None, "one")).await.expect("turn");
     let thread = first.thread.clone();
     // Concurrent turns on one thread are serialized by its actor: nothing interleaves.
@@ -98,7 +84,7 @@ async fn check_persistence_and_reactivation(store: Arc<dyn Store>) {
     assert_eq!(talk.thread_stats().activations, 2);
 
     // Another daemon over the same store sees the same thread.
-    let (second, _life2) = start(store);
+    let second = start(store).await.talk;
     let page = second
         .messages("acme", &thread, 12, 10)
         .await
@@ -114,16 +100,13 @@ async fn memory_threads_persist_in_order_and_reactivate_from_the_store() {
 
 #[actix::test]
 async fn redis_threads_persist_in_order_and_reactivate_from_the_store() {
-    let mut options = RedisOptions::new(redis_url());
-    options.prefix = unique_prefix("threads");
-    let store = Arc::new(RedisStore::connect(options).await.expect("redis"));
-    check_persistence_and_reactivation(store).await;
+    check_persistence_and_reactivation(redis::store(&unique_prefix("threads")).await).await;
 }
 
 #[actix::test]
 async fn a_corrupt_thread_fails_its_activation_with_a_typed_error() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let (talk, _life) = start(store.clone());
+    let talk = start(store.clone()).await.talk;
     let out = talk.ask(ask(None, "hello")).await.expect("turn");
     assert_eq!(talk.passivate_idle(), 1);
     let key = format!("thread:acme:{}:messages", out.thread);

@@ -18,7 +18,6 @@ use std::future::Future;
 use async_openai::Client;
 use async_trait::async_trait;
 use futures::StreamExt;
-use reqwest13 as reqwest;
 use troupe_config::{ModelSettings, Provider};
 
 use super::cassette::{Exchange, Recorder};

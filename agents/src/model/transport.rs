@@ -13,7 +13,6 @@ use async_openai::config::Config;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
-use reqwest13 as reqwest;
 use secrecy::SecretString;
 
 use super::wire::excerpt;

@@ -1,4 +1,5 @@
 //! Test support: real services (a private redis-server, the daemon binary) for the integration tests.
+pub mod agents;
 pub mod daemon;
 pub mod llm;
 pub mod redis;

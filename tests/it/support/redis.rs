@@ -172,3 +172,28 @@ fn answers_ping(port: u16) -> bool {
     let mut reply = [0u8; 7];
     conn.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
+
+/// A store on this test binary's shared private server, with its own key prefix.
+pub async fn store(prefix: &str) -> std::sync::Arc<dyn troupe_runtime::store::Store> {
+    let mut options = troupe_runtime::store::RedisOptions::new(redis_url());
+    options.prefix = prefix.to_owned();
+    let store = troupe_runtime::store::RedisStore::connect(options)
+        .await
+        .expect("connect to the private redis-server");
+    std::sync::Arc::new(store)
+}
+
+/// A config file whose `[store]` is that store (for the `troupe` binary).
+pub fn store_config_file(prefix: &str) -> tempfile::NamedTempFile {
+    use std::io::Write as _;
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    let text = format!(
+        "[store]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n",
+        redis_url()
+    );
+    file.write_all(text.as_bytes()).expect("write config");
+    file
+}
