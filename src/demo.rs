@@ -4,12 +4,16 @@
 //! It starts the real actor tree on the embedded config and talks to an agent through it:
 //! the agent answers, calls a tool, streams its answer into a delta stream, every message is
 //! persisted by thread actors, idle threads are passivated and re-activated from the store,
-//! groups cannot read each other's threads, and usage is accounted. Each step checks its own
-//! outcome, so the demo fails loudly if the runtime misbehaves.
+//! groups cannot read each other's threads, and usage is accounted. Then it runs the research
+//! workflow of `examples/research.toml` on its scripted rules: classify, three research agents
+//! in parallel, synthesis, the report by the writer the classification chose, archive — every
+//! step journaled. Each step checks its own outcome, so the demo fails loudly if the runtime
+//! misbehaves.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
+use troupe_agents::workflow::{EntryKind, RunStatus, Submit};
 use troupe_agents::{AgentError, Ask, Conversations, TurnOutcome, TurnStatus};
 use troupe_runtime::store::Store;
 use troupe_runtime::Exit;
@@ -89,10 +93,95 @@ pub fn run() -> anyhow::Result<()> {
         let exit = tree.shutdown(Duration::from_secs(5)).await;
         ensure!(exit == Exit::Stopped, "shutdown failed: {exit:?}");
         println!("[tree] shut down cleanly (children in reverse start order) in {:?} total", started.elapsed());
+
+        // 6. A durable workflow: the research pipeline.
+        research().await?;
         Ok::<_, anyhow::Error>(())
     });
     actix::System::current().stop();
     result.context("demo failed")
+}
+
+/// The research example and its scripted rules, built in so the demo runs from anywhere.
+const RESEARCH: &str = include_str!("../examples/research.toml");
+const RESEARCH_RULES: &str = include_str!("../examples/scripted/research.toml");
+
+/// Runs the research workflow on its own tree (the example's config, memory store) and prints
+/// its journal step by step.
+async fn research() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("troupe-demo-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("scripted")).context("creating the demo's temp dir")?;
+    std::fs::write(dir.join("scripted").join("research.toml"), RESEARCH_RULES)
+        .context("writing the demo's rules")?;
+    let result = research_in(&dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn research_in(dir: &std::path::Path) -> anyhow::Result<()> {
+    let origin = dir.join("research.toml").display().to_string();
+    let config =
+        troupe_config::load_str(RESEARCH, &origin, &[]).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let store = open_store(&config.store).await?;
+    let tree = Tree::start(&config, store)?;
+    let question = "How do async runtimes schedule tasks?";
+    let submit = Submit {
+        workflow: "research".to_owned(),
+        group: "acme".to_owned(),
+        user: "alice".to_owned(),
+        input: question.to_owned(),
+    };
+    let id = tree.router.submit(submit).await?;
+    println!("\n[workflow] research run {id} for acme/alice: {question:?}");
+    let runs = tree.router.runs().clone();
+    let record = runs.wait("acme", &id, Duration::from_secs(30)).await?;
+    ensure!(
+        record.status == RunStatus::Completed,
+        "the research run ended {:?}: {:?}",
+        record.status,
+        record.error
+    );
+    let entries = runs.journal_entries("acme", &id).await?;
+    let at = |step: &str, kind: EntryKind| {
+        entries
+            .iter()
+            .find(|e| e.step == step && e.kind == kind)
+            .map(|e| e.at)
+    };
+    let took = |step: &str| match (at(step, EntryKind::Started), at(step, EntryKind::Completed)) {
+        (Some(start), Some(end)) => end.saturating_sub(start),
+        _ => 0,
+    };
+    for step in ["classify", "research", "synthesis", "report", "save"] {
+        let detail = match step {
+            "research" => format!(
+                "web, academic and news in parallel ({} ms, {} ms, {} ms)",
+                took("research/web"),
+                took("research/academic"),
+                took("research/news")
+            ),
+            "report" => entries
+                .iter()
+                .find(|e| e.step == "report" && e.kind == EntryKind::Note)
+                .and_then(|e| e.detail.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let line = format!("  {step:<10} completed in {:>3} ms {detail}", took(step));
+        println!("{}", line.trim_end());
+    }
+    let output = record.output.unwrap_or_default();
+    println!(
+        "[workflow] completed, {} journal entries; output: {}",
+        entries.len(),
+        output.lines().last().unwrap_or("")
+    );
+    let exit = tree.shutdown(Duration::from_secs(5)).await;
+    ensure!(
+        exit == Exit::Stopped,
+        "workflow tree shutdown failed: {exit:?}"
+    );
+    Ok(())
 }
 
 /// Asks the agent, printing the streamed deltas as they are read back from the store.

@@ -98,6 +98,15 @@ fn demo_runs_end_to_end_on_embedded_defaults() {
     assert!(stdout.contains("forbidden"), "{stdout}");
     assert!(stdout.contains("[usage] acme: 3 model calls"), "{stdout}");
     assert!(stdout.contains("shut down cleanly"), "{stdout}");
+    assert!(
+        stdout.contains("web, academic and news in parallel"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"label "technical" read from "Tech.""#),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[workflow] completed"), "{stdout}");
 }
 
 #[test]
