@@ -720,6 +720,9 @@ async fn the_api_key_is_sent_as_bearer_but_never_logged() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary register callsites concurrently with no subscriber of their
+    // own; recompute the cached interest so this thread's subscriber sees every event.
+    tracing::callsite::rebuild_interest_cache();
 
     let mock = llm::start(MockConfig::default()).await;
     mock.push_faults([Fault::ServerError]);

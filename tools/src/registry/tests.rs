@@ -341,6 +341,8 @@ async fn calls_are_traced_and_denials_warned() {
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Tests on other threads register callsites with no subscriber: recompute the interest.
+    tracing::callsite::rebuild_interest_cache();
     let (echo, _) = Probe::new("echo", "echo");
     let registry = registry_with(&[echo], Duration::from_secs(1));
     let _ = registry.call(&allow(&[]), "echo", &ctx(), "{}").await;
