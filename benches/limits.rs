@@ -89,15 +89,9 @@ fn local(c: &mut Criterion) {
 }
 
 fn redis(c: &mut Criterion) {
-    let installed = std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !installed {
-        eprintln!("note: redis-server is not installed; skipping the limits/redis benches");
+    let Some(server) = redis_support::start_for_bench("limits/redis") else {
         return;
-    }
-    let server = redis_support::RedisServer::start();
+    };
     let rt = runtime();
     let store = rt
         .block_on(RedisStore::connect(RedisOptions::new(server.url())))

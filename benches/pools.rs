@@ -96,15 +96,9 @@ fn memory(c: &mut Criterion) {
 }
 
 fn redis(c: &mut Criterion) {
-    let installed = std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !installed {
-        eprintln!("note: redis-server is not installed; skipping the pool/redis bench");
+    let Some(server) = redis_support::start_for_bench("pool/redis") else {
         return;
-    }
-    let server = redis_support::RedisServer::start();
+    };
     let system = System::new();
     let store = system
         .block_on(RedisStore::connect(RedisOptions::new(server.url())))

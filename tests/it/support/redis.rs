@@ -197,3 +197,19 @@ pub fn store_config_file(prefix: &str) -> tempfile::NamedTempFile {
     file.write_all(text.as_bytes()).expect("write config");
     file
 }
+
+/// A private server for a benchmark, or `None` (with a note naming `what` is skipped) when
+/// `redis-server` is not installed: benches run where tests would fail loudly instead. Used
+/// by the benches (which include this file), not by the tests.
+#[allow(dead_code)]
+pub fn start_for_bench(what: &str) -> Option<RedisServer> {
+    let installed = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("note: redis-server is not installed; skipping the {what} benches");
+        return None;
+    }
+    Some(RedisServer::start())
+}
