@@ -22,10 +22,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::workflow::{Router, RouterOptions, Submit};
-use troupe_agents::{build_agents, AgentError, Ask, Budget, Conversations, NewThread, UsageLedger};
-use troupe_config::{Config, CronTarget};
-use troupe_runtime::cron::{cron_handler_fn, CronOptions, Crons};
+use troupe_agents::workflow::{Router, RouterOptions};
+use troupe_agents::{build_agents, cron_targets, AgentError, Budget, Conversations, UsageLedger};
+use troupe_config::Config;
+use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::limit::{Limiters, PRUNE_INTERVAL};
 use troupe_runtime::pool::{Pool, PoolOptions, SetParallelism};
 use troupe_runtime::store::Store;
@@ -36,8 +36,6 @@ use troupe_runtime::{
 
 /// How often the store health actor pings the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-/// The group cron-fired agent turns run in.
-const CRON_GROUP: &str = "system";
 
 /// A running actor tree.
 pub struct Tree {
@@ -164,61 +162,6 @@ impl Tree {
         self.workers.stop();
         exit
     }
-}
-
-/// Runs cron targets: an agent answers the cron's input in the thread `cron-{name}` of the
-/// group `system` (created on the first fire), so its runs form one conversation; a workflow
-/// target submits a run of the group `system` (the fire ends once the run is durably
-/// submitted, not when it completes).
-fn cron_targets(talk: Conversations, router: Router) -> Arc<dyn troupe_runtime::cron::CronHandler> {
-    cron_handler_fn(move |cron: String, target: CronTarget, input: String| {
-        let talk = talk.clone();
-        let router = router.clone();
-        async move {
-            let agent = match target {
-                CronTarget::Agent(agent) => agent,
-                CronTarget::Workflow(workflow) => {
-                    let submit = Submit {
-                        workflow,
-                        group: CRON_GROUP.to_owned(),
-                        user: cron,
-                        input,
-                    };
-                    return router
-                        .submit(submit)
-                        .await
-                        .map(|_| ())
-                        .map_err(|err| err.to_string());
-                }
-            };
-            let thread = format!("cron-{cron}");
-            if let Err(AgentError::NotFound { .. }) = talk.thread(CRON_GROUP, &thread).await {
-                let new = NewThread {
-                    group: CRON_GROUP.to_owned(),
-                    user: cron.clone(),
-                    id: Some(thread.clone()),
-                    title: format!("cron {cron}"),
-                    metadata: serde_json::Value::Null,
-                };
-                match talk.create_thread(new).await {
-                    Ok(_) | Err(AgentError::Conflict { .. }) => {}
-                    Err(err) => return Err(err.to_string()),
-                }
-            }
-            let ask = Ask {
-                group: CRON_GROUP.to_owned(),
-                user: cron,
-                agent,
-                thread: Some(thread),
-                input,
-                stream: false,
-            };
-            talk.ask(ask)
-                .await
-                .map(|_| ())
-                .map_err(|err| err.to_string())
-        }
-    })
 }
 
 /// The `pools` supervisor with one pool per `[pools.NAME]`, spread over the workers.

@@ -8,9 +8,11 @@
 //! - [`stream`]: live deltas; [`usage`]: usage, cost and budgets; [`events`]: the audit log.
 //! - [`conversations`]: the API clients use.
 //! - [`workflow`]: durable workflows: the router, runs and their journals.
+//! - [`cron_targets`]: what a fired cron does (an agent turn or a workflow run).
 
 pub mod agent;
 pub mod conversations;
+pub mod cron_targets;
 pub mod error;
 pub mod events;
 pub mod message;
@@ -23,6 +25,7 @@ pub mod workflow;
 
 pub use agent::{AgentActor, AgentDirectory, AgentHandle, AgentRun, AgentSpec, Prices, RunAgent};
 pub use conversations::{build_agents, Ask, Conversations};
+pub use cron_targets::{cron_targets, CRON_GROUP};
 pub use error::AgentError;
 pub use message::{ChatMessage, Role, ToolCall};
 pub use thread::{MessagePage, ThreadActor, TurnOutcome, TurnStatus};

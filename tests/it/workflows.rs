@@ -1,7 +1,9 @@
 //! Workflows end to end: the research and support examples on the scripted model and over
 //! HTTP to the mock server, parallel branches overlapping, cancel, restart from a step, event
-//! waits and their timeout, a changed definition, two routers sharing runs on Redis, and
-//! daemon processes killed while runs are in flight.
+//! waits and their timeout, a changed definition, two routers sharing runs on Redis, a run
+//! adopted by another router after its owner died, panicking runs, large outputs stored
+//! apart, cron-submitted runs, other groups kept out, and daemon processes killed while runs
+//! are in flight.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -9,13 +11,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use troupe_agents::workflow::journal::{now_ms, OutputRef};
 use troupe_agents::workflow::{
-    Entry, EntryKind, Router, RouterOptions, RunRecord, RunStatus, Runs, Submit,
+    Entry, EntryKind, Router, RouterOptions, RunRecord, RunStatus, Runs, StepHook, Submit,
+    WorkflowError,
 };
-use troupe_agents::{build_agents, Conversations, UsageLedger};
+use troupe_agents::{build_agents, cron_targets, Conversations, UsageLedger, CRON_GROUP};
+use troupe_config::{CronSettings, CronTarget, Schedule};
+use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::limit::Limiters;
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::{Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
+use troupe_runtime::{ChildOptions, Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
 
 use crate::support::daemon::Daemon;
 use crate::support::llm::{self, MockConfig, MockHandle};
@@ -65,6 +73,15 @@ struct Rig {
 
 impl Rig {
     async fn start(text: &str, origin: &Path, store: Arc<dyn Store>, owner: &str) -> Rig {
+        Rig::start_with(text, origin, store, options(owner)).await
+    }
+
+    async fn start_with(
+        text: &str,
+        origin: &Path,
+        store: Arc<dyn Store>,
+        options: RouterOptions,
+    ) -> Rig {
         let config = troupe_config::load_str(text, &origin.display().to_string(), &[])
             .unwrap_or_else(|err| panic!("{err}"));
         let usage = UsageLedger::new(store.clone(), BTreeMap::new());
@@ -80,13 +97,6 @@ impl Rig {
         let talk = Conversations::new(store.clone(), directory, usage, RegistryOptions::default());
         let mut root = SupervisorSpec::new("root", Intensity::default());
         root.supervisor(agents);
-        let options = RouterOptions {
-            owner: owner.to_owned(),
-            lease: Duration::from_secs(2),
-            scan: Duration::from_millis(50),
-            event_poll: Duration::from_millis(20),
-            ..RouterOptions::default()
-        };
         let router = Router::child_of(
             &mut root,
             store,
@@ -122,6 +132,17 @@ impl Rig {
             self.life.shutdown(Duration::from_secs(2)).await,
             Exit::Stopped
         );
+    }
+}
+
+/// The router options of the tests: a short lease, fast scans and event polls.
+fn options(owner: &str) -> RouterOptions {
+    RouterOptions {
+        owner: owner.to_owned(),
+        lease: Duration::from_secs(2),
+        scan: Duration::from_millis(50),
+        event_poll: Duration::from_millis(20),
+        ..RouterOptions::default()
     }
 }
 
@@ -366,10 +387,6 @@ async fn cancel_ends_a_waiting_run() {
         .expect("submit");
     let runs = rig.router.runs().clone();
     wait_status(&runs, &id, RunStatus::Waiting).await;
-    assert!(
-        runs.status("globex", &id).await.is_err(),
-        "another group sees the run"
-    );
     runs.cancel("acme", &id).await.expect("cancel");
     let record = runs.wait("acme", &id, WAIT).await.expect("wait");
     assert_eq!(record.status, RunStatus::Canceled);
@@ -746,4 +763,374 @@ fn a_sigkilled_daemon_leaves_no_workflow_behind_and_repeats_no_completed_step() 
         "{}",
         daemon.log()
     );
+}
+
+/// Journal entries of `kind` for `step`.
+fn count(entries: &[Entry], step: &str, kind: EntryKind) -> usize {
+    entries
+        .iter()
+        .filter(|e| e.step == step && e.kind == kind)
+        .count()
+}
+
+/// The daemons that adopted the run, in order.
+fn adopters(entries: &[Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Adopted)
+        .map(|e| e.detail.clone().unwrap_or_default())
+        .collect()
+}
+
+/// Messages in the thread of the call `key` of run `id` (a question and its answer per call).
+async fn call_messages(talk: &Conversations, id: &str, key: &str) -> u64 {
+    let thread = format!("wf-{id}-{}", key.replace('/', "-"));
+    talk.messages("acme", &thread, 0, 50)
+        .await
+        .expect("thread")
+        .total as u64
+}
+
+#[actix::test]
+async fn a_dead_owners_run_is_adopted_by_another_router_once_its_lease_expires() {
+    let store = memory();
+    let text = WAITING.replace("TIMEOUT", "");
+    let lease = Duration::from_millis(600);
+    // Router "a" runs the run to its wait, then dies with its actix system: no shutdown, no
+    // lease release, its futures dropped mid-wait.
+    let (a_store, a_text) = (store.clone(), text.clone());
+    let id = std::thread::spawn(move || {
+        let system = actix::System::new();
+        let (id, rig) = system.block_on(async move {
+            let options = RouterOptions {
+                lease,
+                ..options("a")
+            };
+            let rig = Rig::start_with(&a_text, Path::new("troupe.toml"), a_store, options).await;
+            let id = rig
+                .router
+                .submit(submit("approve", "the plan"))
+                .await
+                .expect("submit");
+            wait_status(rig.router.runs(), &id, RunStatus::Waiting).await;
+            (id, rig)
+        });
+        drop(system);
+        drop(rig);
+        id
+    })
+    .join()
+    .expect("router a's thread");
+    let died = now_ms();
+
+    let options = RouterOptions {
+        lease,
+        ..options("b")
+    };
+    let b = Rig::start_with(&text, Path::new("troupe.toml"), store, options).await;
+    let runs = b.router.runs().clone();
+    runs.send_event("acme", &id, "approved", &serde_json::json!("yes"))
+        .await
+        .expect("event");
+    let record = runs.wait("acme", &id, WAIT).await.expect("wait");
+    assert_completed(&record);
+    assert!(
+        record.output.unwrap_or_default().contains("DRAFT the plan"),
+        "the draft was not read back"
+    );
+    let entries = journal(&runs, &id).await;
+    assert_eq!(adopters(&entries), ["a", "b"]);
+    // "b" waited for the lease "a" last renewed at most a third of a lease before dying.
+    let adopted = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Adopted)
+        .map(|e| e.at)
+        .nth(1)
+        .unwrap_or_default();
+    let waited = adopted.saturating_sub(died);
+    assert!(
+        waited >= u64::try_from(lease.as_millis() / 2).unwrap_or(u64::MAX),
+        "b adopted the run {waited} ms after a died, before a's lease could expire"
+    );
+    // The completed draft was neither journaled as started again nor asked again.
+    assert_eq!(count(&entries, "draft", EntryKind::Started), 1);
+    assert_eq!(call_messages(&b.talk, &id, "draft").await, 2);
+    assert_eq!(count(&entries, "publish", EntryKind::Completed), 1);
+    b.stop().await;
+}
+
+const FLAKY: &str = r#"
+[models.m]
+provider = "scripted"
+
+[agents.writer]
+model = "m"
+
+[workflows.flaky]
+[[workflows.flaky.steps]]
+name = "draft"
+kind = "agent"
+agent = "writer"
+[[workflows.flaky.steps]]
+name = "publish"
+kind = "agent"
+agent = "writer"
+input = "PUBLISH {{steps.draft.output}}"
+
+[workflows.doomed]
+[[workflows.doomed.steps]]
+name = "draft"
+kind = "agent"
+agent = "writer"
+[[workflows.doomed.steps]]
+name = "boom"
+kind = "agent"
+agent = "writer"
+"#;
+
+#[actix::test]
+async fn a_panicking_run_restarts_from_its_journal_and_fails_after_three_panics() {
+    // `publish` panics the first two times it starts; `boom` every time.
+    let publishes = Arc::new(AtomicU32::new(0));
+    let seen = publishes.clone();
+    let hook = StepHook(Arc::new(move |key: &str| {
+        if key == "publish" && seen.fetch_add(1, Ordering::SeqCst) < 2 {
+            panic!("injected fault in {key}");
+        }
+        if key == "boom" {
+            panic!("injected fault in {key}");
+        }
+    }));
+    let options = RouterOptions {
+        on_step_start: Some(hook),
+        ..options("d1")
+    };
+    let rig = Rig::start_with(FLAKY, Path::new("troupe.toml"), memory(), options).await;
+    let (id, record) = rig.run("flaky", "the news").await;
+    assert_completed(&record);
+    assert_eq!(
+        record.output.unwrap_or_default(),
+        "You said: PUBLISH You said: the news"
+    );
+    let entries = journal(rig.router.runs(), &id).await;
+    // Started three times by its router, from its journal: the draft was not made again.
+    assert_eq!(adopters(&entries), ["d1", "d1", "d1"]);
+    assert_eq!(count(&entries, "draft", EntryKind::Started), 1);
+    assert_eq!(call_messages(&rig.talk, &id, "draft").await, 2);
+    assert_eq!(count(&entries, "publish", EntryKind::Started), 3);
+    assert_eq!(publishes.load(Ordering::SeqCst), 3);
+
+    let (id, record) = rig.run("doomed", "the news").await;
+    assert_eq!(record.status, RunStatus::Failed);
+    let error = record.error.unwrap_or_default();
+    assert!(error.contains("panicked 3 times"), "{error}");
+    assert!(error.contains("injected fault in boom"), "{error}");
+    let entries = journal(rig.router.runs(), &id).await;
+    assert_eq!(count(&entries, "boom", EntryKind::Started), 3);
+    assert_eq!(count(&entries, "draft", EntryKind::Started), 1);
+    // A failed run leaves the index: no router adopts it again.
+    assert_eq!(rig.router.running().await, 0);
+    rig.stop().await;
+}
+
+const BIG: &str = r#"
+[models.m]
+provider = "scripted"
+
+[agents.writer]
+model = "m"
+
+[workflows.big]
+[[workflows.big.steps]]
+name = "big"
+kind = "agent"
+agent = "writer"
+[[workflows.big.steps]]
+name = "again"
+kind = "agent"
+agent = "writer"
+input = "{{input}}"
+[[workflows.big.steps]]
+name = "approval"
+kind = "wait_event"
+event = "go"
+[[workflows.big.steps]]
+name = "use"
+kind = "agent"
+agent = "writer"
+input = "USE {{steps.big.output}}"
+"#;
+
+#[actix::test]
+async fn a_large_output_is_stored_once_referenced_and_read_back_after_a_restart() {
+    let store = memory();
+    // About 3.9 KB of distinct words: a cut or reordered read-back shows.
+    let text = (0..600)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let big = format!("You said: {text}");
+    assert!(big.len() > 2048);
+    let rig = Rig::start(BIG, Path::new("troupe.toml"), store.clone(), "d1").await;
+    let id = rig
+        .router
+        .submit(submit("big", &text))
+        .await
+        .expect("submit");
+    wait_status(rig.router.runs(), &id, RunStatus::Waiting).await;
+    // The run is left open by a shutdown; another router takes it over and renders `use`
+    // from the stored output.
+    rig.stop().await;
+    let rig = Rig::start(BIG, Path::new("troupe.toml"), store.clone(), "d2").await;
+    let runs = rig.router.runs().clone();
+    runs.send_event("acme", &id, "go", &serde_json::json!(true))
+        .await
+        .expect("event");
+    let record = runs.wait("acme", &id, WAIT).await.expect("wait");
+    assert_completed(&record);
+    assert_eq!(
+        record.output.unwrap_or_default(),
+        format!("You said: USE {big}")
+    );
+
+    let entries = journal(&runs, &id).await;
+    assert_eq!(adopters(&entries), ["d1", "d2"]);
+    let stored = |step: &str| -> (String, usize) {
+        let entry = entries
+            .iter()
+            .find(|e| e.step == step && e.kind == EntryKind::Completed)
+            .unwrap_or_else(|| panic!("{step} not completed"));
+        match &entry.output {
+            Some(OutputRef::Stored { hash, len }) => (hash.clone(), *len),
+            other => panic!("{step}'s output is not stored apart: {other:?}"),
+        }
+    };
+    let (hash, len) = stored("big");
+    assert_eq!(len, big.len());
+    // The same text twice is one stored value, referenced twice.
+    assert_eq!(stored("again"), (hash.clone(), len));
+    let (use_hash, _) = stored("use");
+    let prefix = format!("wf:acme:{id}:out:");
+    let mut keys = store.keys_with_prefix(&prefix).await.expect("keys");
+    keys.sort();
+    let mut expected = vec![format!("{prefix}{hash}"), format!("{prefix}{use_hash}")];
+    expected.sort();
+    assert_eq!(keys, expected);
+    let value = store
+        .get(&format!("{prefix}{hash}"))
+        .await
+        .expect("get")
+        .unwrap_or_default();
+    assert_eq!(value, big.as_bytes());
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_cron_with_a_workflow_target_submits_a_run_that_completes() {
+    let store = memory();
+    let rig = Rig::start(FLAKY, Path::new("troupe.toml"), store.clone(), "d1").await;
+    let settings = CronSettings {
+        schedule: Schedule::Every(Duration::from_millis(200)),
+        timezone: None,
+        target: CronTarget::Workflow("flaky".to_owned()),
+        input: "the nightly digest".to_owned(),
+    };
+    let mut root = SupervisorSpec::new("cron-root", Intensity::default());
+    let crons = Crons::child_of(
+        &mut root,
+        BTreeMap::from([("digest".to_owned(), settings)]),
+        store.clone(),
+        cron_targets(rig.talk.clone(), rig.router.clone()),
+        CronOptions {
+            daemon: "it".to_owned(),
+            refresh: Duration::from_millis(200),
+            ..CronOptions::default()
+        },
+        ChildOptions::default(),
+    );
+    let (_, life) = root.start();
+    // The fire's run, found by its record in the cron group.
+    let prefix = format!("wf:{CRON_GROUP}:");
+    let deadline = Instant::now() + WAIT;
+    let id = loop {
+        let keys = store.keys_with_prefix(&prefix).await.expect("keys");
+        let run = keys.iter().find_map(|k| {
+            k.strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(":meta"))
+        });
+        if let Some(run) = run {
+            break run.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the cron submitted no run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    crons.delete("digest").await.expect("delete the cron");
+    let record = rig
+        .router
+        .runs()
+        .wait(CRON_GROUP, &id, WAIT)
+        .await
+        .expect("wait");
+    assert_completed(&record);
+    assert_eq!(record.workflow, "flaky");
+    assert_eq!(record.user, "digest");
+    assert_eq!(
+        record.output.unwrap_or_default(),
+        "You said: PUBLISH You said: the nightly digest"
+    );
+    assert_eq!(life.shutdown(Duration::from_secs(2)).await, Exit::Stopped);
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn another_group_cannot_see_signal_cancel_or_restart_a_run() {
+    let text = WAITING.replace("TIMEOUT", "");
+    let rig = Rig::start(&text, Path::new("troupe.toml"), memory(), "d1").await;
+    let runs = rig.router.runs().clone();
+    let id = rig
+        .router
+        .submit(submit("approve", "the plan"))
+        .await
+        .expect("submit");
+    wait_status(&runs, &id, RunStatus::Waiting).await;
+    let forbidden = |what: &str, result: Result<(), WorkflowError>| match result {
+        Err(WorkflowError::Forbidden { run }) => assert_eq!(run, id, "{what}"),
+        other => panic!("{what} as another group: {other:?}"),
+    };
+    forbidden("status", runs.status("globex", &id).await.map(|_| ()));
+    forbidden("record", runs.record("globex", &id).await.map(|_| ()));
+    forbidden(
+        "journal",
+        runs.journal_entries("globex", &id).await.map(|_| ()),
+    );
+    let data = serde_json::json!("forged");
+    forbidden(
+        "event",
+        runs.send_event("globex", &id, "approved", &data).await,
+    );
+    forbidden("cancel", runs.cancel("globex", &id).await.map(|_| ()));
+    // An unknown run is not found, for any group.
+    assert!(matches!(
+        runs.status("acme", "r0000000000000000000").await,
+        Err(WorkflowError::NotFound { .. })
+    ));
+    // Neither the event nor the cancel reached the run: it still waits, then completes with
+    // its own group's event.
+    assert_eq!(
+        runs.record("acme", &id).await.expect("record").status,
+        RunStatus::Waiting
+    );
+    runs.send_event("acme", &id, "approved", &serde_json::json!("bob"))
+        .await
+        .expect("event");
+    let record = runs.wait("acme", &id, WAIT).await.expect("wait");
+    assert_completed(&record);
+    assert!(record
+        .output
+        .unwrap_or_default()
+        .contains("approved by \"bob\""));
+    // Finished, it still cannot be restarted or read by another group.
+    forbidden("restart", runs.restart("globex", &id, "publish").await);
+    forbidden("status", runs.status("globex", &id).await.map(|_| ()));
+    rig.stop().await;
 }

@@ -75,6 +75,12 @@ pub enum WorkflowError {
         /// Its id.
         id: String,
     },
+    /// The run belongs to another group: nothing about it is shown or changed.
+    #[error("run {run:?} belongs to another group")]
+    Forbidden {
+        /// The run.
+        run: String,
+    },
     /// Invalid input from a caller.
     #[error("invalid {what}: {message}")]
     Invalid {

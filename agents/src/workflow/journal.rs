@@ -15,6 +15,8 @@
 //! - `wf:{group}:{run}:cancel` — present when a cancel was requested.
 //! - `wf-open` — hash: run id -> group, every unfinished run (what daemons adopt).
 //! - `wf-lease:{run}` — the lease of the daemon running the run.
+//! - `wf-group:{run}` — the group that owns the run: asking for it as another group is
+//!   [`WorkflowError::Forbidden`], not `NotFound`.
 //!
 //! Finished runs leave `wf-open`, and their keys expire after the retention period.
 
@@ -32,6 +34,11 @@ use super::error::WorkflowError;
 pub const INLINE_MAX: usize = 2048;
 /// The index of unfinished runs.
 pub const OPEN_INDEX: &str = "wf-open";
+
+/// The key naming the group that owns a run.
+pub fn group_key(run: &str) -> String {
+    format!("wf-group:{run}")
+}
 
 /// The lease key of a run.
 pub fn lease_key(run: &str) -> String {
@@ -349,7 +356,7 @@ impl Journal {
         self.key(&format!("out:{hash}"))
     }
 
-    /// The writes that create a run: record, snapshot, index entry.
+    /// The writes that create a run: record, snapshot, owner, index entry.
     pub fn create_writes(
         &self,
         record: &RunRecord,
@@ -364,6 +371,11 @@ impl Journal {
             Write::Set {
                 key: self.def_key(),
                 value: encode(snapshot)?,
+                ttl: None,
+            },
+            Write::Set {
+                key: group_key(&self.run),
+                value: self.group.as_bytes().to_vec(),
                 ttl: None,
             },
             Write::HSet {
@@ -382,12 +394,29 @@ impl Journal {
         }
     }
 
-    /// The run record, or `NotFound`.
+    /// The run record; `Forbidden` if another group owns the run, else `NotFound`.
     pub async fn require_record(&self) -> Result<RunRecord, WorkflowError> {
-        self.record().await?.ok_or_else(|| WorkflowError::NotFound {
-            what: "run",
-            id: self.run.clone(),
-        })
+        if let Some(record) = self.record().await? {
+            return Ok(record);
+        }
+        match self.store.get(&group_key(&self.run)).await? {
+            Some(owner) if owner != self.group.as_bytes() => Err(WorkflowError::Forbidden {
+                run: self.run.clone(),
+            }),
+            _ => Err(WorkflowError::NotFound {
+                what: "run",
+                id: self.run.clone(),
+            }),
+        }
+    }
+
+    /// Marks the run as owned by its group for good (a restarted run's mark must not expire
+    /// with the retention of its earlier end).
+    pub async fn keep_owner(&self) -> Result<(), WorkflowError> {
+        self.store
+            .set(&group_key(&self.run), self.group.as_bytes(), None)
+            .await?;
+        Ok(())
     }
 
     /// Replaces the run record.
@@ -484,6 +513,7 @@ impl Journal {
             self.journal_key(),
             self.events_key(),
             self.cancel_key(),
+            group_key(&self.run),
         ];
         expiring.extend(stored_outputs.iter().map(|hash| self.out_key(hash)));
         writes.extend(expiring.into_iter().map(|key| Write::Expire {

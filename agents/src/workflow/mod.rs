@@ -18,5 +18,5 @@ pub mod template;
 
 pub use error::WorkflowError;
 pub use journal::{Entry, EntryKind, RunRecord, RunStatus};
-pub use router::{Router, RouterActor, RouterOptions, RunView, Runs, StepView, Submit};
+pub use router::{Router, RouterActor, RouterOptions, RunView, Runs, StepHook, StepView, Submit};
 pub use run::{RunActor, Signal, SignalRun};

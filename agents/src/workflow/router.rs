@@ -51,6 +51,21 @@ pub struct RouterOptions {
     pub event_poll: Duration,
     /// Most runs this daemon runs at once; more wait in the store.
     pub max_runs: usize,
+    /// Called when a step (or one call of it) starts; `None` in the daemon.
+    pub on_step_start: Option<StepHook>,
+}
+
+/// A function called with a step's journal key (`step`, `step/branch`) each time the step or
+/// one of its calls starts: after its `started` entry is journaled, before its work, in the
+/// run's own task — so a panic in it is a panic of the run. For tests (fault injection) and
+/// instrumentation.
+#[derive(Clone)]
+pub struct StepHook(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for StepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepHook")
+    }
 }
 
 impl Default for RouterOptions {
@@ -62,6 +77,7 @@ impl Default for RouterOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             event_poll: Duration::from_millis(100),
             max_runs: 1000,
+            on_step_start: None,
         }
     }
 }
@@ -295,6 +311,7 @@ impl Runs {
             .del(&[journal.cancel_key(), journal.events_key()])
             .await?;
         journal.save_record(&record).await?;
+        journal.keep_owner().await?;
         self.store
             .hset(OPEN_INDEX, &[(run, group.as_bytes())])
             .await?;

@@ -283,7 +283,11 @@ impl Exec {
         self.check()?;
         let mut entry = Entry::new(key, EntryKind::Started);
         entry.detail = detail;
-        self.journal.append(&entry).await
+        self.journal.append(&entry).await?;
+        if let Some(hook) = &self.env.options.on_step_start {
+            (hook.0)(key);
+        }
+        Ok(())
     }
 
     async fn complete(&self, key: &str, output: &str) -> Result<(), WorkflowError> {
