@@ -110,6 +110,7 @@ impl Tree {
             store.clone(),
             conversations.clone(),
             Some(limiters),
+            &pools,
             config,
             RouterOptions {
                 owner: daemon.name.clone(),

@@ -2,8 +2,8 @@
 //! HTTP to the mock server, parallel branches overlapping, cancel, restart from a step, event
 //! waits and their timeout, a changed definition, two routers sharing runs on Redis, a run
 //! adopted by another router after its owner died, panicking runs, large outputs stored
-//! apart, cron-submitted runs, other groups kept out, and daemon processes killed while runs
-//! are in flight.
+//! apart, cron-submitted runs, other groups kept out, calls run as work-pool items, and
+//! daemon processes killed while runs are in flight.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use troupe_agents::workflow::journal::{now_ms, OutputRef};
+use troupe_agents::workflow::pool_call::{Call, WORKFLOW_CALL};
 use troupe_agents::workflow::{
     Entry, EntryKind, Router, RouterOptions, RunRecord, RunStatus, Runs, StepHook, Submit,
     WorkflowError,
@@ -22,6 +23,7 @@ use troupe_agents::{build_agents, cron_targets, Conversations, UsageLedger, CRON
 use troupe_config::{CronSettings, CronTarget, Schedule};
 use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::limit::Limiters;
+use troupe_runtime::pool::{Pool, PoolOptions, WorkSpec, WorkStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
 
@@ -64,10 +66,12 @@ async fn example_mock(rules: &str, latency: Duration) -> MockHandle {
     llm::start(config).await
 }
 
-/// Agents, threads and a router over a store: the workflow part of the daemon's tree.
+/// Agents, threads, work pools and a router over a store: the workflow part of the daemon's
+/// tree.
 struct Rig {
     router: Router,
     talk: Conversations,
+    pools: BTreeMap<String, Pool>,
     life: Life,
 }
 
@@ -97,17 +101,44 @@ impl Rig {
         let talk = Conversations::new(store.clone(), directory, usage, RegistryOptions::default());
         let mut root = SupervisorSpec::new("root", Intensity::default());
         root.supervisor(agents);
+        let mut pools_spec = SupervisorSpec::new("pools", Intensity::default());
+        let pool_options = PoolOptions {
+            instance: options.owner.clone(),
+            ..PoolOptions::default()
+        };
+        let pools: BTreeMap<String, Pool> = config
+            .pools
+            .iter()
+            .map(|(name, settings)| {
+                let pool = Pool::child_of(
+                    &mut pools_spec,
+                    name,
+                    settings,
+                    store.clone(),
+                    pool_options.clone(),
+                    ChildOptions::default(),
+                );
+                (name.clone(), pool)
+            })
+            .collect();
+        root.supervisor(pools_spec);
         let router = Router::child_of(
             &mut root,
             store,
             talk.clone(),
             Some(limiters),
+            &pools,
             &config,
             options,
             Intensity::default(),
         );
         let (_root, life) = root.start();
-        Rig { router, talk, life }
+        Rig {
+            router,
+            talk,
+            pools,
+            life,
+        }
     }
 
     async fn run(&self, workflow: &str, input: &str) -> (String, RunRecord) {
@@ -1132,5 +1163,156 @@ async fn another_group_cannot_see_signal_cancel_or_restart_a_run() {
     // Finished, it still cannot be restarted or read by another group.
     forbidden("restart", runs.restart("globex", &id, "publish").await);
     forbidden("status", runs.status("globex", &id).await.map(|_| ()));
+    rig.stop().await;
+}
+
+/// A parallel step whose calls run in a pool of one, on a model that fails its first request.
+fn pooled_workflow(mock: &MockHandle) -> String {
+    format!(
+        r#"
+[models.mock]
+provider = "openai"
+base_url = "{}"
+model = "mock-model"
+idle_timeout = "2s"
+max_retries = 0
+
+[agents.web]
+model = "mock"
+
+[agents.news]
+model = "mock"
+
+[pools.research]
+max_parallelism = 1
+max_attempts = 3
+initial_backoff = "10ms"
+max_backoff = "20ms"
+
+[workflows.fan]
+[[workflows.fan.steps]]
+name = "research"
+kind = "parallel"
+agents = ["web", "news"]
+pool = "research"
+"#,
+        mock.base_url()
+    )
+}
+
+#[actix::test]
+async fn calls_of_a_pooled_step_are_work_items_bounded_and_retried_by_the_pool() {
+    let latency = Duration::from_millis(150);
+    let mut mock_config = crate::support::llm::mock_config("faults = [\"500\"]\n");
+    mock_config.latency = latency;
+    let mock = llm::start(mock_config).await;
+    let text = pooled_workflow(&mock);
+    let rig = Rig::start(&text, Path::new("troupe.toml"), memory(), "d1").await;
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let id = rig
+            .router
+            .submit(submit("fan", &format!("topic {n}")))
+            .await
+            .expect("submit");
+        ids.push(id);
+    }
+    for id in &ids {
+        let record = rig
+            .router
+            .runs()
+            .wait("acme", id, WAIT)
+            .await
+            .expect("wait");
+        assert_completed(&record);
+    }
+    let elapsed = started.elapsed();
+    // Four calls of two runs, one at a time: the pool's bound holds across runs.
+    println!("2 runs x 2 pooled calls of {latency:?}, parallelism 1: {elapsed:?}");
+    assert!(
+        elapsed >= latency * 4,
+        "4 calls through a pool of one took {elapsed:?}: they overlapped"
+    );
+    // Each call is an item of the pool, keyed by its thread; the failed request was retried
+    // by the pool (one more attempt), not by the run.
+    let pool = &rig.pools["research"];
+    let mut attempts = 0;
+    for id in &ids {
+        for agent in ["web", "news"] {
+            let item = format!("wf-{id}-research-{agent}");
+            let record = pool
+                .record(&item)
+                .await
+                .expect("record")
+                .unwrap_or_else(|| panic!("no pool item {item}"));
+            assert_eq!(record.status(), WorkStatus::Succeeded, "{item}");
+            attempts += record.attempts;
+        }
+        let entries = journal(rig.router.runs(), id).await;
+        assert_eq!(count(&entries, "research/web", EntryKind::Completed), 1);
+        assert_eq!(count(&entries, "research/news", EntryKind::Completed), 1);
+        assert!(
+            entries.iter().all(|e| e.kind != EntryKind::AttemptFailed),
+            "the run retried a pooled call itself"
+        );
+    }
+    assert_eq!(attempts, 5, "one call retried once by the pool");
+    assert_eq!(mock.requests().len(), 5);
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_call_made_again_takes_the_answer_of_its_earlier_pool_item() {
+    let mock = llm::start(crate::support::llm::mock_config("")).await;
+    let text = pooled_workflow(&mock);
+    let store = memory();
+    let config = troupe_config::load_str(&text, "troupe.toml", &[]).expect("config");
+    let runs = Runs::new(store.clone(), config.workflows.clone());
+    let id = runs.submit(submit("fan", "topic")).await.expect("submit");
+    // A daemon that adopts nothing runs the `web` call's item, as an adoption that crashed
+    // before journaling the call's completion would have left it.
+    let options = RouterOptions {
+        max_runs: 0,
+        ..options("d1")
+    };
+    let idle = Rig::start_with(&text, Path::new("troupe.toml"), store.clone(), options).await;
+    let item = format!("wf-{id}-research-web");
+    let call = Call {
+        workflow: "fan".to_owned(),
+        run: id.clone(),
+        step: "research/web".to_owned(),
+        group: "acme".to_owned(),
+        user: "alice".to_owned(),
+        agent: "web".to_owned(),
+        thread: item.clone(),
+        input: "EARLIER topic".to_owned(),
+        timeout_ms: None,
+    };
+    let pool = idle.pools["research"].clone();
+    let payload = serde_json::to_value(&call).expect("payload");
+    pool.enqueue(WorkSpec::new(WORKFLOW_CALL, payload).id(item.clone()))
+        .await
+        .expect("enqueue");
+    let deadline = Instant::now() + WAIT;
+    while pool.status(&item).await.expect("status") != Some(WorkStatus::Succeeded) {
+        assert!(Instant::now() < deadline, "the earlier item did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mock.requests().len(), 1);
+    assert_eq!(idle.router.running().await, 0);
+    idle.stop().await;
+
+    let rig = Rig::start(&text, Path::new("troupe.toml"), store, "d1").await;
+    let record = runs.wait("acme", &id, WAIT).await.expect("wait");
+    assert_completed(&record);
+    let output = record.output.unwrap_or_default();
+    // `web` answered from the earlier item; only `news` asked the model.
+    assert!(
+        output.contains("[web]\nYou said: EARLIER topic"),
+        "{output}"
+    );
+    assert!(output.contains("[news]\nYou said: topic"), "{output}");
+    assert_eq!(mock.requests().len(), 2);
     rig.stop().await;
 }

@@ -1,5 +1,6 @@
 //! Errors of workflow runs and of the API that submits and inspects them.
 
+use troupe_runtime::pool::PoolError;
 use troupe_runtime::store::StoreError;
 
 use super::template::RenderError;
@@ -18,6 +19,24 @@ pub enum WorkflowError {
         step: String,
         /// Why.
         source: AgentError,
+    },
+    /// A call could not be handed to its step's pool, or its item read back.
+    #[error("step {step:?}: {source}")]
+    Pool {
+        /// The journal key of the call.
+        step: String,
+        /// Why.
+        source: PoolError,
+    },
+    /// A call run as a work item ended without an answer (after the pool's retries).
+    #[error("step {step:?} in pool {pool:?}: {error}")]
+    PoolCall {
+        /// The journal key of the call.
+        step: String,
+        /// The pool.
+        pool: String,
+        /// How the item ended.
+        error: String,
     },
     /// A step's input template could not be rendered.
     #[error("step {step:?}: {source}")]
@@ -112,6 +131,7 @@ impl WorkflowError {
             WorkflowError::Store(err) => err.is_retryable(),
             WorkflowError::Agent { source, .. } => source.is_retryable(),
             WorkflowError::Timeout { .. } => true,
+            WorkflowError::Pool { source, .. } => source.is_retryable(),
             _ => false,
         }
     }
@@ -122,6 +142,8 @@ impl WorkflowError {
         match self {
             WorkflowError::Interrupted(_) => true,
             WorkflowError::Store(err) => err.is_retryable(),
+            // The pool is stopping or restarting: a later adoption hands the call over again.
+            WorkflowError::Pool { source, .. } => source.is_retryable(),
             _ => false,
         }
     }

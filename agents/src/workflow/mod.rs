@@ -5,6 +5,8 @@
 //! - [`label`]: labels and scores parsed from what classifiers and scorers answer.
 //! - [`journal`]: the store layout of runs (records, snapshots, journals, index, leases).
 //! - [`run`]: the run actor and the step engine (replay, then execute and journal).
+//! - [`pool_call`]: one agent call, and the `workflow_call` handler that makes it as an item
+//!   of the step's work pool.
 //! - [`router`]: the router actor that adopts and supervises runs, and [`Runs`], the API that
 //!   submits, inspects, cancels, restarts runs and sends them events.
 //! - [`error`]: the errors, [`WorkflowError`].
@@ -12,6 +14,7 @@
 pub mod error;
 pub mod journal;
 pub mod label;
+pub mod pool_call;
 pub mod router;
 pub mod run;
 pub mod template;

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::Semaphore;
 use troupe_config::WorkflowSettings;
 use troupe_runtime::limit::Limiters;
+use troupe_runtime::pool::Pool;
 use troupe_runtime::store::Store;
 use troupe_runtime::{ActorRef, Exit, Life, Spawn};
 
@@ -51,6 +51,9 @@ pub struct RouterOptions {
     pub event_poll: Duration,
     /// Most runs this daemon runs at once; more wait in the store.
     pub max_runs: usize,
+    /// How often a run awaiting a pool item reads the item's record, in case its end is
+    /// not notified (another daemon's pool ran it, or the run took over an earlier item).
+    pub pool_poll: Duration,
     /// Called when a step (or one call of it) starts; `None` in the daemon.
     pub on_step_start: Option<StepHook>,
 }
@@ -77,6 +80,7 @@ impl Default for RouterOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             event_poll: Duration::from_millis(100),
             max_runs: 1000,
+            pool_poll: Duration::from_secs(1),
             on_step_start: None,
         }
     }
@@ -87,8 +91,8 @@ pub(crate) struct Env {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) talk: Conversations,
     pub(crate) limiters: Option<Limiters>,
-    /// Pool name -> a semaphore of its `max_parallelism`.
-    pub(crate) pools: BTreeMap<String, Arc<Semaphore>>,
+    /// The daemon's work pools, by name: steps that name one run their calls there.
+    pub(crate) pools: BTreeMap<String, Pool>,
     /// The definitions of the current config (runs use their own snapshots).
     pub(crate) workflows: Arc<BTreeMap<String, WorkflowSettings>>,
     pub(crate) options: RouterOptions,
@@ -604,24 +608,27 @@ pub struct Router {
 }
 
 impl Router {
-    /// Adds the `workflows` supervisor's `router` child to `parent`.
+    /// Adds the `workflows` supervisor's `router` child to `parent`, and registers the
+    /// [`WORKFLOW_CALL`](super::pool_call::WORKFLOW_CALL) handler on every pool of `pools`
+    /// (the daemon's `[pools.NAME]`), where steps naming a pool run their calls.
+    #[allow(clippy::too_many_arguments)]
     pub fn child_of(
         parent: &mut troupe_runtime::SupervisorSpec,
         store: Arc<dyn Store>,
         talk: Conversations,
         limiters: Option<Limiters>,
+        pools: &BTreeMap<String, Pool>,
         config: &troupe_config::Config,
         options: RouterOptions,
         intensity: troupe_runtime::Intensity,
     ) -> Router {
-        let pools = config
-            .pools
-            .iter()
-            .map(|(name, pool)| {
-                let permits = pool.max_parallelism.max(1);
-                (name.clone(), Arc::new(Semaphore::new(permits)))
-            })
-            .collect();
+        for pool in pools.values() {
+            pool.register_handler(
+                super::pool_call::WORKFLOW_CALL,
+                super::pool_call::handler(talk.clone()),
+            );
+        }
+        let pools = pools.clone();
         let env = Arc::new(Env {
             store: store.clone(),
             talk,

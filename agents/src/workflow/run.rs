@@ -1,13 +1,13 @@
 //! `RunActor`: one workflow run. Started (under a panic guard) by the
 //! [`RouterActor`](super::router::RouterActor), which supervises it: a run that panics is
 //! started again from its journal, at most a few times. Takes [`SignalRun`] (cancel, shutdown,
-//! lease lost).
+//! lease lost) and [`WorkCompletedEvent`] (a pool item running one of its calls ended).
 //!
 //! The run's driver replays the journal first: a step or call whose `completed` entry is in
 //! the journal is not run again, its output is read back. Everything else runs, and is
 //! journaled — `started` before the agent is called, `completed` before the run moves on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,22 +15,20 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument as _;
 use troupe_config::{RouteTarget, StepKind, StepSettings, WorkflowSettings};
-use troupe_runtime::limit::Scope;
+use troupe_runtime::limit::{LimitError, Scope};
+use troupe_runtime::pool::{Pool, PoolError, WorkCompletedEvent, WorkId, WorkOutcome, WorkSpec};
 
 use super::error::WorkflowError;
 use super::journal::{
     lease_key, now_ms, Entry, EntryKind, Journal, OutputRef, Replay, RunRecord, RunStatus, Snapshot,
 };
 use super::label::{parse_label, parse_score};
+use super::pool_call::{answer_of, Call, CallFailure, WORKFLOW_CALL};
 use super::router::Env;
 use super::template::{render, StepOutput};
-use crate::conversations::Ask;
-use crate::error::AgentError;
-use crate::thread::TurnStatus;
-use crate::thread_store::NewThread;
 
 /// What the router tells a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +48,23 @@ pub enum Signal {
 #[rtype(result = "()")]
 pub struct SignalRun(pub Signal);
 
+/// Who awaits which pool item: item id -> where to send its outcome.
+type Waiting = Arc<Mutex<HashMap<WorkId, oneshot::Sender<WorkOutcome>>>>;
+
+/// The pool items a run awaits, and the run actor's recipient that pools notify.
+#[derive(Clone)]
+struct Completions {
+    waiting: Waiting,
+    recipient: Recipient<WorkCompletedEvent>,
+}
+
 /// One run (see the module documentation).
 pub struct RunActor {
     env: Arc<Env>,
     group: String,
     run: String,
     signal: watch::Sender<Signal>,
+    waiting: Waiting,
 }
 
 impl RunActor {
@@ -67,6 +76,7 @@ impl RunActor {
             group,
             run,
             signal,
+            waiting: Arc::default(),
         }
     }
 }
@@ -76,11 +86,16 @@ impl Actor for RunActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let span = tracing::info_span!("run", run = %self.run, group = %self.group);
+        let completions = Completions {
+            waiting: self.waiting.clone(),
+            recipient: ctx.address().recipient(),
+        };
         let driver = drive(
             self.env.clone(),
             self.group.clone(),
             self.run.clone(),
             self.signal.subscribe(),
+            completions,
         )
         .instrument(span);
         ctx.spawn(driver.into_actor(self).map(|_, _, ctx| ctx.stop()));
@@ -98,10 +113,31 @@ impl Handler<SignalRun> for RunActor {
     }
 }
 
+impl Handler<WorkCompletedEvent> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkCompletedEvent, _: &mut Self::Context) {
+        let waiter = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&msg.id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(msg.outcome);
+        }
+    }
+}
+
 /// Runs `run` to its end (or until told to stop), then releases its lease unless it was lost.
-async fn drive(env: Arc<Env>, group: String, run: String, signal: watch::Receiver<Signal>) {
+async fn drive(
+    env: Arc<Env>,
+    group: String,
+    run: String,
+    signal: watch::Receiver<Signal>,
+    completions: Completions,
+) {
     let journal = Journal::new(env.store.clone(), &group, &run);
-    match execute(&env, &journal, signal.clone()).await {
+    match execute(&env, &journal, signal.clone(), completions).await {
         Ok(status) => tracing::info!(status = status.as_str(), "workflow run ended"),
         Err(err) if err.leaves_run_open() => {
             tracing::info!(reason = %err, "workflow run left for later")
@@ -123,6 +159,7 @@ async fn execute(
     env: &Arc<Env>,
     journal: &Journal,
     signal: watch::Receiver<Signal>,
+    completions: Completions,
 ) -> Result<RunStatus, WorkflowError> {
     let mut record = journal.require_record().await?;
     let snapshot = journal.snapshot().await?;
@@ -179,6 +216,7 @@ async fn execute(
         replay: Mutex::new(replay),
         stored: Mutex::new(stored),
         signal,
+        completions,
     };
     let result = if cancel_requested {
         Err(WorkflowError::Canceled)
@@ -224,6 +262,7 @@ struct Exec {
     /// Hashes of outputs stored apart from the journal (they expire with it).
     stored: Mutex<Vec<String>>,
     signal: watch::Receiver<Signal>,
+    completions: Completions,
 }
 
 impl Exec {
@@ -651,7 +690,8 @@ impl Exec {
     }
 
     /// Asks `agent` with `input` in the call's own thread, with the step's retries, timeout,
-    /// pool and limits; journaled under `key`.
+    /// pool and limits; journaled under `key`. A step with a pool hands the call to the pool,
+    /// whose retry policy then applies (the step's `retries`, when set, are its attempts).
     async fn call(
         &self,
         step: &StepSettings,
@@ -660,7 +700,11 @@ impl Exec {
         input: &str,
     ) -> Result<String, WorkflowError> {
         self.memo(key, async {
-            let attempts = step.retries.unwrap_or(0) + 1;
+            let attempts = if step.pool.is_some() {
+                1
+            } else {
+                step.retries.unwrap_or(0) + 1
+            };
             let mut attempt = 1;
             loop {
                 match self.attempt(step, key, agent, input).await {
@@ -692,77 +736,154 @@ impl Exec {
         agent: &str,
         input: &str,
     ) -> Result<String, WorkflowError> {
-        let agent_error = |source: AgentError| WorkflowError::Agent {
-            step: key.to_owned(),
-            source,
-        };
         let record = self.record();
-        let _permit = match step.pool.as_ref().and_then(|p| self.env.pools.get(p)) {
-            Some(pool) => Some(
-                self.interruptible(pool.clone().acquire_owned())
-                    .await?
-                    .map_err(|_| WorkflowError::Interrupted("the pool is closed"))?,
-            ),
-            None => None,
-        };
         if let Some(limiters) = &self.env.limiters {
             for limit in &step.limits {
                 let scope = Scope {
                     group: &record.group,
                     user: Some(&record.user),
                 };
-                let limit_key = limiters
-                    .key_for(limit, scope)
-                    .map_err(|err| agent_error(err.into()))?;
+                let agent_error = |source: LimitError| WorkflowError::Agent {
+                    step: key.to_owned(),
+                    source: source.into(),
+                };
+                let limit_key = limiters.key_for(limit, scope).map_err(agent_error)?;
                 self.interruptible(limiters.acquire(limit, &limit_key, 1, None))
                     .await?
-                    .map_err(|err| agent_error(err.into()))?;
+                    .map_err(agent_error)?;
             }
         }
         let mut thread = format!("wf-{}-{}", record.id, key.replace('/', "-"));
         if record.restarts > 0 {
             thread.push_str(&format!("-r{}", record.restarts));
         }
-        let new = NewThread {
-            group: record.group.clone(),
-            user: record.user.clone(),
-            id: Some(thread.clone()),
-            title: format!("{} {} {key}", record.workflow, record.id),
-            metadata: serde_json::json!({"workflow": record.workflow, "run": record.id, "step": key}),
-        };
-        match self.env.talk.create_thread(new).await {
-            Ok(_) | Err(AgentError::Conflict { .. }) => {}
-            Err(err) => return Err(agent_error(err)),
-        }
-        let ask = self.env.talk.ask(Ask {
+        let call = Call {
+            workflow: record.workflow.clone(),
+            run: record.id.clone(),
+            step: key.to_owned(),
             group: record.group.clone(),
             user: record.user.clone(),
             agent: agent.to_owned(),
-            thread: Some(thread),
+            thread,
             input: input.to_owned(),
-            stream: false,
-        });
-        let outcome = match step.timeout {
-            Some(after) => self
-                .interruptible(tokio::time::timeout(after, ask))
-                .await?
-                .map_err(|_| WorkflowError::Timeout {
-                    step: key.to_owned(),
-                    after,
-                })?,
-            None => self.interruptible(ask).await?,
+            timeout_ms: step
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        if let Some(name) = &step.pool {
+            let pool = self
+                .env
+                .pools
+                .get(name)
+                .ok_or_else(|| WorkflowError::NotFound {
+                    what: "pool",
+                    id: name.clone(),
+                })?;
+            return self.pooled(pool, step, call).await;
         }
-        .map_err(agent_error)?;
-        match outcome.status {
-            TurnStatus::Completed => Ok(outcome.answer),
-            TurnStatus::AwaitingApproval { .. } => Err(WorkflowError::NoAnswer {
-                step: key.to_owned(),
-                status: "awaiting a tool approval".to_owned(),
+        self.interruptible(call.perform(&self.env.talk))
+            .await?
+            .map_err(|failure| failed(key, failure))
+    }
+
+    /// Runs `call` as a work item of `pool` and awaits its end. The item's id is the call's
+    /// thread: a call made again (its run was adopted after a crash) finds the item of the
+    /// first attempt, running or ended, instead of asking the agent again.
+    async fn pooled(
+        &self,
+        pool: &Pool,
+        step: &StepSettings,
+        call: Call,
+    ) -> Result<String, WorkflowError> {
+        let key = call.step.clone();
+        let id: WorkId = call.thread.clone();
+        let pool_error = |source: PoolError| WorkflowError::Pool {
+            step: key.clone(),
+            source,
+        };
+        let payload = serde_json::to_value(&call).map_err(|err| WorkflowError::Invalid {
+            what: "workflow call",
+            message: err.to_string(),
+        })?;
+        let (tx, mut rx) = oneshot::channel();
+        self.completions
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), tx);
+        let mut spec = WorkSpec::new(WORKFLOW_CALL, payload)
+            .id(id.clone())
+            .notify(self.completions.recipient.clone());
+        if let Some(retries) = step.retries {
+            spec = spec.max_attempts(retries + 1);
+        }
+        let outcome = async {
+            match pool.enqueue(spec).await {
+                Ok(_) | Err(PoolError::Duplicate { .. }) => {}
+                Err(err) => return Err(pool_error(err)),
+            }
+            loop {
+                // The record first: the item may have ended already (taken over, or ended by
+                // another daemon's pool, which does not notify this run).
+                let record = pool.record(&id).await.map_err(pool_error)?;
+                if let Some(outcome) = record.and_then(|r| r.outcome()) {
+                    return Ok(outcome);
+                }
+                tokio::select! {
+                    notified = &mut rx => if let Ok(outcome) = notified {
+                        return Ok(outcome);
+                    },
+                    () = tokio::time::sleep(self.env.options.pool_poll) => {}
+                }
+            }
+        };
+        let outcome = self.interruptible(outcome).await;
+        self.completions
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Err(WorkflowError::Canceled) = &outcome {
+            // Best effort: a canceled run does not need the answer.
+            let _ = pool.cancel(&id).await;
+        }
+        match outcome?? {
+            WorkOutcome::Succeeded { output } => match answer_of(&output) {
+                Some(answer) => Ok(answer.to_owned()),
+                None => Err(WorkflowError::PoolCall {
+                    step: key,
+                    pool: pool.name().to_owned(),
+                    error: format!("the item's output has no answer: {output}"),
+                }),
+            },
+            WorkOutcome::Failed { error } => Err(WorkflowError::PoolCall {
+                step: key,
+                pool: pool.name().to_owned(),
+                error,
             }),
-            TurnStatus::StepLimit => Err(WorkflowError::NoAnswer {
-                step: key.to_owned(),
-                status: "step limit".to_owned(),
+            WorkOutcome::Canceled => Err(WorkflowError::PoolCall {
+                step: key,
+                pool: pool.name().to_owned(),
+                error: "the item was canceled".to_owned(),
             }),
         }
+    }
+}
+
+/// A failed call as the run's error.
+fn failed(key: &str, failure: CallFailure) -> WorkflowError {
+    match failure {
+        CallFailure::Agent(source) => WorkflowError::Agent {
+            step: key.to_owned(),
+            source,
+        },
+        CallFailure::Timeout(after) => WorkflowError::Timeout {
+            step: key.to_owned(),
+            after,
+        },
+        CallFailure::NoAnswer(status) => WorkflowError::NoAnswer {
+            step: key.to_owned(),
+            status: status.to_owned(),
+        },
     }
 }

@@ -29,7 +29,8 @@ pub struct StepSettings {
     /// Time allowed for one attempt of each agent call of the step; for `wait_event`, how long
     /// to wait for the event.
     pub timeout: Option<Duration>,
-    /// Name of a `[pools.X]` whose `max_parallelism` bounds the step's agent calls.
+    /// Name of a `[pools.X]` the step's agent calls run in, as work items: its
+    /// `max_parallelism` bounds them and its backoff retries them.
     pub pool: Option<String>,
     /// Retries of a failed agent call of the step (0 when `None`).
     pub retries: Option<u32>,
