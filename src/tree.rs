@@ -30,8 +30,8 @@ use troupe_runtime::limit::{Limiters, PRUNE_INTERVAL};
 use troupe_runtime::pool::{Pool, PoolOptions, SetParallelism};
 use troupe_runtime::store::Store;
 use troupe_runtime::{
-    ChildOptions, Exit, Intensity, Life, Readiness, RegistryOptions, StoreHealth, SupervisorSpec,
-    Workers,
+    ChildOptions, Exit, Intensity, Life, Readiness, RegistryOptions, Restart, StoreHealth,
+    SupervisorSpec, Workers,
 };
 
 /// How often the store health actor pings the store.
@@ -127,7 +127,11 @@ impl Tree {
                 daemon: daemon.name.clone(),
                 ..CronOptions::default()
             },
-            ChildOptions::default(),
+            // Restarted after a failure only: shutdown stops it first, for good.
+            ChildOptions {
+                restart: Restart::Transient,
+                ..ChildOptions::default()
+            },
         );
 
         let (_root, life) = root.start();
@@ -148,14 +152,16 @@ impl Tree {
     /// order), then the worker threads; all within `grace`.
     pub async fn shutdown(self, grace: Duration) -> Exit {
         self.readiness.set_started(false);
-        // No new cron fires and no new pool attempts; running attempts drain as pools stop.
-        if let Some(crons) = self.crons.actor().life() {
-            crons.stop();
-        }
+        // No new pool attempts; running attempts drain as pools stop.
         for pool in self.pools.values() {
             let _ = pool.actor().try_send(SetParallelism(0));
         }
-        let third = grace / 3;
+        let quarter = grace / 4;
+        // No new cron fires; a fire in progress finishes its turn while the agents still run.
+        if let Some(crons) = self.crons.actor().life() {
+            crons.shutdown(quarter).await;
+        }
+        let third = (grace - quarter) / 3;
         // Runs stop first (at a step boundary), while the agents they call still answer.
         self.router.shutdown(third).await;
         self.conversations.shutdown(third).await;

@@ -204,15 +204,23 @@ impl ThreadStore {
             Some(id) => ThreadId::new(&new.group, id)?,
             None => ThreadId::generate(&new.group)?,
         };
-        if !self
+        let claimed = self
             .store
             .set_nx(&id.owner_key(), id.group().as_bytes(), None)
-            .await?
-        {
+            .await?;
+        // A creation that died between claiming the id and writing the metadata left the id
+        // owned by this group with no thread: finish it instead of refusing the id forever.
+        let unfinished = !claimed
+            && self.store.get(&id.owner_key()).await?.as_deref() == Some(id.group().as_bytes())
+            && !self.store.exists(&id.meta_key()).await?;
+        if !claimed && !unfinished {
             return Err(AgentError::Conflict {
                 what: "thread",
                 id: id.thread().to_owned(),
             });
+        }
+        if unfinished {
+            tracing::warn!(group = %id.group(), thread = %id.thread(), "finishing an interrupted thread creation");
         }
         let info = ThreadInfo {
             id: id.thread().to_owned(),

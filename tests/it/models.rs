@@ -720,8 +720,6 @@ async fn the_api_key_is_sent_as_bearer_but_never_logged() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary register callsites concurrently with no subscriber of their
-    // own; recompute the cached interest so this thread's subscriber sees every event.
     tracing::callsite::rebuild_interest_cache();
 
     let mock = llm::start(MockConfig::default()).await;
@@ -752,8 +750,11 @@ async fn the_api_key_is_sent_as_bearer_but_never_logged() {
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     )
     .into_owned();
+    // Capture works (the retry warning with its fields is there), so the absence of the key
+    // below means something. Span prefixes are not asserted: their interest is cached
+    // process-wide and other tests of this binary register the same callsites concurrently.
     assert!(
-        logs.contains("model_attempt") && logs.contains("retrying"),
+        logs.contains("retrying") && logs.contains("attempt=1") && logs.contains("model=\"m\""),
         "{logs}"
     );
     assert!(!logs.contains(&key), "the key leaked into the logs");

@@ -143,3 +143,41 @@ fn thread_ids_reject_separators_and_empty_parts() {
     assert_eq!(generated.group(), "acme");
     assert_ne!(generated, ThreadId::generate("acme").expect("id"));
 }
+
+#[actix::test]
+async fn a_creation_interrupted_after_claiming_the_id_is_finished_not_refused() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let talk = start(store.clone()).await.talk;
+    // A daemon died right after claiming the id: the owner key exists, nothing else.
+    store
+        .set("thread-owner:half", b"acme", None)
+        .await
+        .expect("set");
+    let new = troupe_agents::NewThread {
+        group: "acme".into(),
+        user: "alice".into(),
+        id: Some("half".into()),
+        ..Default::default()
+    };
+    let info = talk.create_thread(new.clone()).await.expect("finished");
+    assert_eq!(info.id, "half");
+    let out = talk.ask(ask(Some("half"), "hello")).await.expect("turn");
+    assert_eq!(out.thread, "half");
+    // A complete thread is still refused, and so is another group's id.
+    let again = talk.create_thread(new).await;
+    assert!(
+        matches!(again, Err(AgentError::Conflict { .. })),
+        "{again:?}"
+    );
+    let other = troupe_agents::NewThread {
+        group: "globex".into(),
+        user: "bob".into(),
+        id: Some("half".into()),
+        ..Default::default()
+    };
+    let stolen = talk.create_thread(other).await;
+    assert!(
+        matches!(stolen, Err(AgentError::Conflict { .. })),
+        "{stolen:?}"
+    );
+}

@@ -139,6 +139,9 @@ pub struct CronScheduler {
     config: BTreeMap<String, CronSettings>,
     crons: HashMap<String, Entry>,
     refreshing: bool,
+    /// Fires in progress: a stopping scheduler waits for them (bounded by its supervisor).
+    firing: usize,
+    stopping: bool,
 }
 
 impl CronScheduler {
@@ -157,6 +160,8 @@ impl CronScheduler {
             owner,
             config,
             crons: HashMap::new(),
+            firing: 0,
+            stopping: false,
             refreshing: false,
         }
     }
@@ -304,6 +309,9 @@ impl CronScheduler {
     }
 
     fn tick(&mut self, name: &str, tick: u64, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
         let Some(entry) = self.crons.get_mut(name) else {
             return;
         };
@@ -330,7 +338,13 @@ impl CronScheduler {
             run_lease: self.options.run_lease,
             history_len: self.options.history_len,
         };
-        ctx.spawn(fire.run().into_actor(self));
+        self.firing += 1;
+        ctx.spawn(fire.run().into_actor(self).map(|(), act, ctx| {
+            act.firing -= 1;
+            if act.stopping && act.firing == 0 {
+                ctx.stop();
+            }
+        }));
         // Next tick: the one after this (a late timer catches up), unless the scheduler was
         // stalled for several periods: then skip to the next tick from now.
         let tolerance = period.saturating_mul(3).max(CATCH_UP_MS);
@@ -481,6 +495,17 @@ impl Actor for CronScheduler {
         );
         self.refresh(ctx);
         ctx.run_interval(self.options.refresh, |act, ctx| act.refresh(ctx));
+    }
+
+    /// A fire in progress finishes first (its target's turn is not cut short); no new tick
+    /// fires meanwhile. The supervisor's shutdown time bounds the wait.
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.stopping = true;
+        if self.firing > 0 && tokio::runtime::Handle::try_current().is_ok() {
+            Running::Continue
+        } else {
+            Running::Stop
+        }
     }
 }
 
