@@ -4,6 +4,7 @@
 mod demo;
 mod limits_cmd;
 mod logging;
+mod publish_cmd;
 mod serve;
 mod tail;
 mod tree;
@@ -71,6 +72,40 @@ enum Command {
         #[command(subcommand)]
         command: limits_cmd::LimitsCommand,
     },
+    /// Publish a task to the ingress stream, wait for its result and print it (needs a
+    /// running daemon on the same Redis).
+    Publish {
+        /// The agent to ask.
+        #[arg(
+            long,
+            conflicts_with = "workflow",
+            required_unless_present = "workflow"
+        )]
+        agent: Option<String>,
+        /// The workflow to run.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// The tenant group.
+        #[arg(long)]
+        group: String,
+        /// The end user.
+        #[arg(long)]
+        user: String,
+        /// The input.
+        input: String,
+        /// Idempotency key (random when absent).
+        #[arg(long)]
+        id: Option<String>,
+        /// The TOML config file (for the store and `[ingress]`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Give up waiting for the result after this long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+        timeout: std::time::Duration,
+        /// Print the whole result JSON instead of the output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start workflow runs, show their status, send events, cancel and restart them.
     Workflow {
         #[command(subcommand)]
@@ -127,6 +162,37 @@ fn main() -> ExitCode {
         Command::Limits { command } => {
             logging::init(cli.log_format, "warn");
             report(limits_cmd::run(command))
+        }
+        Command::Publish {
+            agent,
+            workflow,
+            group,
+            user,
+            input,
+            id,
+            config,
+            timeout,
+            json,
+        } => {
+            logging::init(cli.log_format, "warn");
+            let config = match troupe_config::load(&config) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("{err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let args = publish_cmd::PublishArgs {
+                agent,
+                workflow,
+                group,
+                user,
+                input,
+                id,
+                timeout,
+                json,
+            };
+            report(publish_cmd::run(config, args))
         }
         Command::Workflow { command } => {
             logging::init(cli.log_format, "warn");

@@ -12,16 +12,19 @@
 //! ├── workflows (supervisor)
 //! │   └── router              the RouterActor: adopts unfinished workflow runs from the
 //! │                           store and supervises one RunActor per run
-//! └── crons                   the CronScheduler: [crons.NAME] and run-time crons; agent
-//!                             targets run in the thread `cron-{name}` of the group `system`,
-//!                             workflow targets start a run in the group `system`
+//! ├── crons                   the CronScheduler: [crons.NAME] and run-time crons; agent
+//! │                           targets run in the thread `cron-{name}` of the group `system`,
+//! │                           workflow targets start a run in the group `system`
+//! └── ingress                 the IngressActor (Redis store only): reads tasks from the
+//!                             ingress stream with a consumer group, writes results back
 //! threads (registry)          one ThreadActor per conversation thread, on the workers
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use troupe_agents::ingress::IngressActor;
 use troupe_agents::workflow::{Router, RouterOptions};
 use troupe_agents::{build_agents, cron_targets, AgentError, Budget, Conversations, UsageLedger};
 use troupe_config::Config;
@@ -133,6 +136,24 @@ impl Tree {
                 ..ChildOptions::default()
             },
         );
+
+        // Only on Redis: on the memory store no other process could publish a task.
+        if store.backend() == "redis" {
+            let (ingress_store, talk, ingress_router) =
+                (store.clone(), conversations.clone(), router.clone());
+            let workflows: BTreeSet<String> = config.workflows.keys().cloned().collect();
+            let (settings, consumer) = (config.ingress.clone(), daemon.name.clone());
+            root.child("ingress", ChildOptions::default(), move |_| {
+                IngressActor::new(
+                    ingress_store.clone(),
+                    talk.clone(),
+                    Some(ingress_router.clone()),
+                    workflows.clone(),
+                    settings.clone(),
+                    consumer.clone(),
+                )
+            });
+        }
 
         let (_root, life) = root.start();
         readiness.set_started(true);

@@ -9,12 +9,14 @@
 //! - [`conversations`]: the API clients use.
 //! - [`workflow`]: durable workflows: the router, runs and their journals.
 //! - [`cron_targets`]: what a fired cron does (an agent turn or a workflow run).
+//! - [`ingress`]: tasks read from a Redis stream with a consumer group, results written back.
 
 pub mod agent;
 pub mod conversations;
 pub mod cron_targets;
 pub mod error;
 pub mod events;
+pub mod ingress;
 pub mod message;
 pub mod model;
 pub mod stream;

@@ -7,6 +7,7 @@ mod agents;
 mod config;
 mod crons;
 mod daemon;
+mod ingress;
 mod limits;
 mod models;
 mod pools;

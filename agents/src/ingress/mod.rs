@@ -1,0 +1,602 @@
+//! The stream ingress: tasks published with plain `XADD` to the ingress stream are read with a
+//! consumer group, run (an agent turn or a workflow run), and answered on a results stream.
+//!
+//! - [`wire`]: the wire format (tasks, results, dead letters) and task validation.
+//! - [`IngressActor`]: the consumer, one per daemon (the consumer name is the daemon's).
+//!
+//! Guarantees (at-least-once): an entry is acknowledged in the same `MULTI` as its result
+//! (and its idempotency record) is written, so an acked entry always has its result. A task
+//! whose run fails with a transient error (store unavailable, daemon stopping) is left pending
+//! and delivered again: after a restart from this consumer's own pending entries, or by any
+//! consumer's `XAUTOCLAIM` once idle for `claim_idle`. An entry delivered more than
+//! `max_deliveries` times, and a malformed one at once, is dead-lettered (written to the dead
+//! stream and acked in one batch). A task id that completed (per group) is answered from its
+//! stored result for [`DONE_TTL`] instead of running again; a task id running anywhere holds a
+//! lease and is not started twice while the lease lasts.
+
+pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+use troupe_config::IngressSettings;
+use troupe_runtime::store::{GroupRead, ReadFrom, Store, StoreError, StreamEntry, Trim, Write};
+
+use crate::conversations::{Ask, Conversations};
+use crate::thread::TurnStatus;
+use crate::workflow::{Router, RunStatus, Submit};
+
+pub use wire::{DeadLetter, Rejection, Target, Task, TaskResult};
+use wire::{ErrorBody, Limits, Status};
+
+/// How long a completed task's result is kept for idempotency.
+pub const DONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Pause after a failed read before trying again.
+const READ_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Store key of a completed task's result.
+fn done_key(group: &str, id: &str) -> String {
+    format!("ingress:done:{group}:{id}")
+}
+
+/// Store key of the lease held while a task runs.
+fn running_key(group: &str, id: &str) -> String {
+    format!("ingress:running:{group}:{id}")
+}
+
+/// Store key of the run a workflow task started.
+fn run_key(group: &str, id: &str) -> String {
+    format!("ingress:run:{group}:{id}")
+}
+
+/// Everything the consumer and its tasks share.
+struct Shared {
+    store: Arc<dyn Store>,
+    conversations: Conversations,
+    router: Option<Router>,
+    agents: BTreeSet<String>,
+    workflows: BTreeSet<String>,
+    settings: IngressSettings,
+    consumer: String,
+    permits: Arc<Semaphore>,
+}
+
+/// The ingress consumer. Reads in a loop on its own context; each valid task runs as its own
+/// future (at most `max_in_flight`; reading pauses while all are taken). Stopping the actor
+/// stops reading; tasks already running finish on their own, and whatever is not acked stays
+/// pending for the next delivery.
+pub struct IngressActor {
+    shared: Arc<Shared>,
+}
+
+impl IngressActor {
+    /// A consumer named `consumer` of `settings.group`, running agent tasks through
+    /// `conversations` and workflow tasks through `router` (workflow tasks are refused as
+    /// unknown without one).
+    pub fn new(
+        store: Arc<dyn Store>,
+        conversations: Conversations,
+        router: Option<Router>,
+        workflows: BTreeSet<String>,
+        settings: IngressSettings,
+        consumer: String,
+    ) -> IngressActor {
+        let agents = conversations.agent_names().into_iter().collect();
+        let workflows = if router.is_some() {
+            workflows
+        } else {
+            BTreeSet::new()
+        };
+        let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        IngressActor {
+            shared: Arc::new(Shared {
+                store,
+                conversations,
+                router,
+                agents,
+                workflows,
+                settings,
+                consumer,
+                permits,
+            }),
+        }
+    }
+}
+
+impl Actor for IngressActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let shared = self.shared.clone();
+        tracing::info!(
+            stream = %shared.settings.stream,
+            group = %shared.settings.group,
+            consumer = %shared.consumer,
+            "ingress consumer started"
+        );
+        ctx.spawn(
+            async move { shared.consume().await }
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
+        );
+    }
+}
+
+impl Shared {
+    /// Creates the group (from the start of the stream) if it does not exist.
+    async fn ensure_group(&self) -> Result<bool, StoreError> {
+        let s = &self.settings;
+        self.store.xgroup_create(&s.stream, &s.group, "0").await
+    }
+
+    /// The read loop; never returns.
+    async fn consume(self: Arc<Self>) {
+        let s = &self.settings;
+        loop {
+            match self.ensure_group().await {
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "ingress cannot create its consumer group yet");
+                    tokio::time::sleep(READ_BACKOFF).await;
+                }
+            }
+        }
+        // Own pending entries first (left by a previous life of this consumer), then new ones.
+        let mut pending_after: Option<String> = Some("0".to_owned());
+        let claim_every =
+            (s.claim_idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        let mut next_claim = Instant::now();
+        let mut claim_cursor = "0-0".to_owned();
+        loop {
+            // Capacity first: stop reading while every slot is taken.
+            let Ok(first) = self.permits.clone().acquire_owned().await else {
+                return;
+            };
+            let mut permits = vec![first];
+            while permits.len() < s.batch.max(1) {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_claim {
+                next_claim = Instant::now() + claim_every;
+                match self.claim(&mut claim_cursor, &mut permits).await {
+                    Ok(()) => {}
+                    Err(err) => self.read_failed(err).await,
+                }
+                if permits.is_empty() {
+                    continue;
+                }
+            }
+            let from = match &pending_after {
+                Some(after) => ReadFrom::Pending(after.clone()),
+                None => ReadFrom::New,
+            };
+            let read = GroupRead {
+                stream: &s.stream,
+                group: &s.group,
+                consumer: &self.consumer,
+                count: permits.len(),
+                block: pending_after.is_none().then_some(s.block),
+                from,
+            };
+            let entries = match self.store.xreadgroup(read).await {
+                Ok(entries) => entries,
+                Err(err) => {
+                    self.read_failed(err).await;
+                    continue;
+                }
+            };
+            let deliveries = match &pending_after {
+                None => BTreeMap::new(),
+                Some(_) if entries.is_empty() => {
+                    pending_after = None;
+                    continue;
+                }
+                Some(_) => {
+                    pending_after = entries.last().map(|e| e.id.clone());
+                    match self.deliveries(&entries).await {
+                        Ok(counts) => counts,
+                        Err(err) => {
+                            self.read_failed(err).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            for entry in entries {
+                let count = deliveries.get(&entry.id).copied().unwrap_or(1);
+                let Some(permit) = permits.pop() else { break };
+                self.dispatch(entry, count, permit).await;
+            }
+        }
+    }
+
+    /// Logs a failed read; recreates the group (loudly) when Redis lost it.
+    async fn read_failed(&self, err: StoreError) {
+        if let StoreError::NoGroup { stream, group } = &err {
+            tracing::error!(
+                %stream,
+                %group,
+                "ingress consumer group is gone (Redis restarted without persistence?); \
+                 recreating it from the start of the stream"
+            );
+            if let Err(err) = self.ensure_group().await {
+                tracing::warn!(error = %err, "ingress could not recreate its consumer group");
+                tokio::time::sleep(READ_BACKOFF).await;
+            }
+        } else {
+            tracing::warn!(error = %err, "ingress read failed; retrying");
+            tokio::time::sleep(READ_BACKOFF).await;
+        }
+    }
+
+    /// Delivery counts of pending entries of this consumer.
+    async fn deliveries(
+        &self,
+        entries: &[StreamEntry],
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(BTreeMap::new());
+        };
+        let s = &self.settings;
+        let pending = self
+            .store
+            .xpending_range(
+                &s.stream,
+                &s.group,
+                &first.id,
+                &last.id,
+                entries.len(),
+                Some(&self.consumer),
+            )
+            .await?;
+        Ok(pending.into_iter().map(|p| (p.id, p.deliveries)).collect())
+    }
+
+    /// Claims entries idle for `claim_idle` (of dead consumers) and dispatches them; ids whose
+    /// entry was trimmed away are logged as losses.
+    async fn claim(
+        self: &Arc<Self>,
+        cursor: &mut String,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+    ) -> Result<(), StoreError> {
+        let s = &self.settings;
+        let claimed = self
+            .store
+            .xautoclaim(
+                &s.stream,
+                &s.group,
+                &self.consumer,
+                s.claim_idle,
+                cursor,
+                permits.len(),
+            )
+            .await?;
+        *cursor = claimed.next.clone();
+        if !claimed.deleted.is_empty() {
+            tracing::error!(
+                lost = claimed.deleted.len(),
+                ids = ?claimed.deleted,
+                "ingress: pending entries were deleted from the stream before completing; \
+                 these tasks are lost"
+            );
+        }
+        if claimed.claimed.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            count = claimed.claimed.len(),
+            "ingress reclaimed stale pending entries"
+        );
+        let deliveries = self.deliveries(&claimed.claimed).await?;
+        for entry in claimed.claimed {
+            let count = deliveries.get(&entry.id).copied().unwrap_or(1);
+            let Some(permit) = permits.pop() else { break };
+            self.dispatch(entry, count, permit).await;
+        }
+        Ok(())
+    }
+
+    /// Dead-letters a poison or malformed entry, or starts its task.
+    async fn dispatch(
+        self: &Arc<Self>,
+        entry: StreamEntry,
+        deliveries: u64,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let s = &self.settings;
+        if deliveries > u64::from(s.max_deliveries) {
+            let reason = format!(
+                "delivered {deliveries} times, more than max_deliveries = {}",
+                s.max_deliveries
+            );
+            self.dead_letter(&entry, "max_deliveries", reason, deliveries)
+                .await;
+            return;
+        }
+        let limits = Limits {
+            agents: &self.agents,
+            workflows: &self.workflows,
+            max_input_bytes: s.max_input_bytes,
+            results: &s.results,
+        };
+        let task = match wire::parse(&entry.id, entry.field(wire::TASK_FIELD), &limits) {
+            Ok(task) => task,
+            Err(rejection) => {
+                self.dead_letter(&entry, rejection.kind(), rejection.to_string(), deliveries)
+                    .await;
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "task",
+            task = %task.id,
+            group = %task.group,
+            agent = tracing::field::Empty,
+            workflow = tracing::field::Empty,
+            entry = %entry.id,
+        );
+        match &task.target {
+            Target::Agent(name) => span.record("agent", name.as_str()),
+            Target::Workflow(name) => span.record("workflow", name.as_str()),
+        };
+        let shared = self.clone();
+        actix::spawn(
+            async move {
+                let _permit = permit;
+                shared.handle(entry.id, task).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Writes the dead letter and acks the entry in one batch.
+    async fn dead_letter(&self, entry: &StreamEntry, kind: &str, reason: String, deliveries: u64) {
+        let s = &self.settings;
+        tracing::warn!(entry = %entry.id, %kind, %reason, deliveries, "ingress dead-letters an entry");
+        let letter = DeadLetter {
+            entry: entry.id.clone(),
+            fields: entry
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+            reason,
+            kind: kind.to_owned(),
+            deliveries,
+        };
+        let json = match serde_json::to_vec(&letter) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::error!(error = %err, "ingress cannot encode a dead letter");
+                return;
+            }
+        };
+        let writes = vec![
+            Write::XAdd {
+                stream: s.dead.clone(),
+                fields: vec![(wire::DEAD_FIELD.to_owned(), json)],
+                trim: Some(Trim::MaxLen(s.max_len)),
+            },
+            Write::XAck {
+                stream: s.stream.clone(),
+                group: s.group.clone(),
+                ids: vec![entry.id.clone()],
+            },
+        ];
+        if let Err(err) = self.store.apply(writes).await {
+            // Still pending: delivered again later, dead-lettered then.
+            tracing::warn!(error = %err, "ingress could not write a dead letter; left pending");
+        }
+    }
+
+    /// Runs one task (or answers it from its stored result), then writes its result and acks
+    /// its entry in one batch.
+    async fn handle(&self, entry: String, task: Task) {
+        let done = done_key(&task.group, &task.id);
+        let stored = match self.store.get(&done).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                tracing::warn!(error = %err, "ingress cannot read the task's record; left pending");
+                return;
+            }
+        };
+        if let Some(result) = stored {
+            tracing::info!("task already completed; answering from its stored result");
+            self.finish(&entry, &task, result, None).await;
+            return;
+        }
+        let lease = running_key(&task.group, &task.id);
+        // One owner per attempt: a second delivery of a running task (a duplicate, a reclaim,
+        // a restarted consumer) never shares the first attempt's lease.
+        let owner = format!("{}:{:016x}", self.consumer, rand::random::<u64>());
+        match self
+            .store
+            .acquire_lease(&lease, &owner, self.settings.claim_idle)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("task is running elsewhere; left pending");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "ingress cannot take the task's lease; left pending");
+                return;
+            }
+        }
+        let Some(result) = self.execute(&task).await else {
+            let _ = self.store.release_lease(&lease, &owner).await;
+            return;
+        };
+        match serde_json::to_vec(&result) {
+            Ok(json) => self.finish(&entry, &task, json, Some(done)).await,
+            Err(err) => tracing::error!(error = %err, "ingress cannot encode a result"),
+        }
+        let _ = self.store.release_lease(&lease, &owner).await;
+    }
+
+    /// Writes `result` to the task's reply stream, records it under `done` (when new) and acks.
+    async fn finish(&self, entry: &str, task: &Task, result: Vec<u8>, done: Option<String>) {
+        let s = &self.settings;
+        let mut writes = vec![Write::XAdd {
+            stream: task.reply_to.clone(),
+            fields: vec![(wire::RESULT_FIELD.to_owned(), result.clone())],
+            trim: Some(Trim::MaxLen(s.max_len)),
+        }];
+        if let Some(key) = done {
+            writes.push(Write::Set {
+                key,
+                value: result,
+                ttl: Some(DONE_TTL),
+            });
+        }
+        writes.push(Write::XAck {
+            stream: s.stream.clone(),
+            group: s.group.clone(),
+            ids: vec![entry.to_owned()],
+        });
+        match self.store.apply(writes).await {
+            Ok(()) => tracing::info!(reply_to = %task.reply_to, "task answered"),
+            Err(err) => {
+                tracing::warn!(error = %err, "ingress could not write a result; left pending")
+            }
+        }
+    }
+
+    /// Runs the task. `None`: a transient failure; the entry is left pending.
+    async fn execute(&self, task: &Task) -> Option<TaskResult> {
+        match &task.target {
+            Target::Agent(agent) => {
+                let ask = Ask {
+                    group: task.group.clone(),
+                    user: task.user.clone(),
+                    agent: agent.clone(),
+                    thread: task.thread.clone(),
+                    input: task.input.clone(),
+                    stream: task.stream,
+                };
+                match self.conversations.ask(ask).await {
+                    Ok(outcome) => {
+                        let (status, output, error) = match outcome.status {
+                            TurnStatus::Completed => (Status::Ok, Some(outcome.answer), None),
+                            TurnStatus::AwaitingApproval { approval, .. } => (
+                                Status::Error,
+                                None,
+                                Some(ErrorBody {
+                                    kind: "awaiting_approval".to_owned(),
+                                    message: format!("the turn waits for the approval {approval}"),
+                                }),
+                            ),
+                            TurnStatus::StepLimit => (
+                                Status::Error,
+                                None,
+                                Some(ErrorBody {
+                                    kind: "step_limit".to_owned(),
+                                    message: "the agent hit its max_steps".to_owned(),
+                                }),
+                            ),
+                        };
+                        Some(TaskResult {
+                            task_id: task.id.clone(),
+                            status,
+                            output,
+                            thread: Some(outcome.thread),
+                            run: None,
+                            error,
+                            usage: Some(outcome.usage),
+                            delta_stream: outcome.delta_stream,
+                        })
+                    }
+                    Err(err) if err.is_retryable() => {
+                        tracing::warn!(error = %err, "task failed transiently; left pending");
+                        None
+                    }
+                    Err(err) => Some(TaskResult::error(&task.id, err.kind(), err.to_string())),
+                }
+            }
+            Target::Workflow(workflow) => self.run_workflow(task, workflow).await,
+        }
+    }
+
+    /// Submits the run (once per task id) and waits for it up to `claim_idle`.
+    async fn run_workflow(&self, task: &Task, workflow: &str) -> Option<TaskResult> {
+        let router = self.router.as_ref()?;
+        let key = run_key(&task.group, &task.id);
+        let existing = match self.store.get(&key).await {
+            Ok(run) => run.map(|r| String::from_utf8_lossy(&r).into_owned()),
+            Err(err) => {
+                tracing::warn!(error = %err, "ingress cannot read the task's run; left pending");
+                return None;
+            }
+        };
+        let run = match existing {
+            Some(run) => run,
+            None => {
+                let submit = Submit {
+                    workflow: workflow.to_owned(),
+                    group: task.group.clone(),
+                    user: task.user.clone(),
+                    input: task.input.clone(),
+                };
+                let run = match router.submit(submit).await {
+                    Ok(run) => run,
+                    Err(err) if err.is_retryable() => {
+                        tracing::warn!(error = %err, "workflow submit failed; left pending");
+                        return None;
+                    }
+                    Err(err) => {
+                        return Some(TaskResult::error(&task.id, "workflow", err.to_string()))
+                    }
+                };
+                if let Err(err) = self.store.set(&key, run.as_bytes(), Some(DONE_TTL)).await {
+                    tracing::warn!(error = %err, %run, "ingress could not record the task's run");
+                }
+                run
+            }
+        };
+        let record = match router
+            .runs()
+            .wait(&task.group, &run, self.settings.claim_idle)
+            .await
+        {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(error = %err, %run, "ingress cannot read the run; left pending");
+                return None;
+            }
+        };
+        let mut result = TaskResult {
+            task_id: task.id.clone(),
+            status: Status::Ok,
+            output: record.output.clone(),
+            thread: None,
+            run: Some(run),
+            error: None,
+            usage: None,
+            delta_stream: None,
+        };
+        match record.status {
+            RunStatus::Completed => {}
+            RunStatus::Failed | RunStatus::Canceled => {
+                result.status = Status::Error;
+                result.error = Some(ErrorBody {
+                    kind: format!("workflow_{}", record.status.as_str()),
+                    message: record.error.unwrap_or_default(),
+                });
+            }
+            RunStatus::Running | RunStatus::Waiting => {
+                tracing::warn!("workflow run still running after claim_idle; left pending");
+                return None;
+            }
+        }
+        Some(result)
+    }
+}
