@@ -221,30 +221,27 @@ async fn a_duplicate_task_id_is_answered_from_the_stored_result() {
     rig.stop().await;
 }
 
-#[actix::test]
-async fn a_pending_entry_of_a_dead_consumer_is_reclaimed_and_completed() {
-    let (rig, store) = rig("ingress-reclaim").await;
+/// A task read (left pending) by `reader` is completed by the ingress consumer `d1`.
+async fn check_pending_completed(prefix: &str, reader: &str, task_id: &str) {
+    let (rig, store) = rig(prefix).await;
     let s = settings();
-    publish(&store, &task("orphan", "left behind")).await;
-    read_as(&store, "ghost").await;
+    publish(&store, &task(task_id, "left pending")).await;
+    read_as(&store, reader).await;
     start_ingress(&rig, &store, "d1");
     let answered = results(&store, &s.results, 1).await;
-    assert_eq!(answered["orphan"].status, Status::Ok);
+    assert_eq!(answered[task_id].status, Status::Ok);
     assert_nothing_pending(&store).await;
     rig.stop().await;
 }
 
 #[actix::test]
+async fn a_pending_entry_of_a_dead_consumer_is_reclaimed_and_completed() {
+    check_pending_completed("ingress-reclaim", "ghost", "orphan").await;
+}
+
+#[actix::test]
 async fn own_pending_entries_are_read_again_on_start() {
-    let (rig, store) = rig("ingress-own").await;
-    let s = settings();
-    publish(&store, &task("mine", "before the crash")).await;
-    read_as(&store, "d1").await;
-    start_ingress(&rig, &store, "d1");
-    let answered = results(&store, &s.results, 1).await;
-    assert_eq!(answered["mine"].status, Status::Ok);
-    assert_nothing_pending(&store).await;
-    rig.stop().await;
+    check_pending_completed("ingress-own", "d1", "mine").await;
 }
 
 #[actix::test]
