@@ -22,7 +22,8 @@ use crate::error::AgentError;
 use crate::events::{EventKind, EventLog};
 use crate::model::{self, ModelService};
 use crate::thread::{
-    Approve, Archive, Delete, MessagePage, ReadMessages, ThreadActor, Turn, TurnOutcome,
+    Approve, Archive, Delete, MessagePage, ReadMessages, StreamStarted, ThreadActor, Turn,
+    TurnOutcome,
 };
 use crate::thread_store::{check_name, NewThread, ThreadId, ThreadInfo, ThreadPage, ThreadStore};
 use crate::usage::{Budget, UsageLedger, UsageReport};
@@ -104,6 +105,8 @@ pub struct Ask {
     pub input: String,
     /// Stream the answer to the turn's delta stream.
     pub stream: bool,
+    /// Told the delta stream as soon as it is open (streamed turns only).
+    pub started: Option<StreamStarted>,
 }
 
 /// The conversations API. Cheap to clone.
@@ -201,6 +204,7 @@ impl Conversations {
             user: ask.user,
             input: ask.input,
             stream: ask.stream,
+            started: ask.started,
         };
         self.registry.send(&id, turn).await?
     }
