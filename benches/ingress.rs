@@ -45,6 +45,7 @@ fn config(url: &str) -> tempfile::NamedTempFile {
         r#"
 [daemon]
 name = "bench"
+passivate_after = "2s"
 
 [store]
 backend = "redis"

@@ -17,6 +17,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The daemon allocates many small, short-lived buffers per task; see `Cargo.toml`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// troupe: an actor-based multi-agent runtime.
 #[derive(Debug, Parser)]
 #[command(name = "troupe", version, about)]

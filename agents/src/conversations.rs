@@ -166,12 +166,18 @@ impl Conversations {
 
     /// Creates a thread.
     pub async fn create_thread(&self, new: NewThread) -> Result<ThreadInfo, AgentError> {
-        let info = self.threads.create(new).await?;
-        let event = serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
-        self.events
-            .append(&info.group, EventKind::ThreadCreated, &event)
-            .await?;
-        Ok(info)
+        // The creation event is written in the thread's own batch: one round trip.
+        self.threads
+            .create_with(new, |info| {
+                let event =
+                    serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
+                vec![EventLog::write(
+                    &info.group,
+                    EventKind::ThreadCreated,
+                    &event,
+                )]
+            })
+            .await
     }
 
     /// Asks `ask.agent` in a thread (a new one if none is given) and waits for the turn.

@@ -462,7 +462,7 @@ impl Shared {
             }
         };
         if let Some(result) = stored {
-            tracing::info!("task already completed; answering from its stored result");
+            tracing::debug!("task already completed; answering from its stored result");
             self.finish(&entry, &task, result, None).await;
             return;
         }
@@ -493,11 +493,19 @@ impl Shared {
             let _ = self.store.release_lease(&lease, &owner).await;
             return;
         };
-        match serde_json::to_vec(&result) {
-            Ok(json) => self.finish(&entry, &task, json, Some(done)).await,
-            Err(err) => tracing::error!(error = %err, "ingress cannot encode a result"),
+        let finished = match serde_json::to_vec(&result) {
+            Ok(json) => {
+                self.finish(&entry, &task, json, Some((done, lease.clone())))
+                    .await
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "ingress cannot encode a result");
+                false
+            }
+        };
+        if !finished {
+            let _ = self.store.release_lease(&lease, &owner).await;
         }
-        let _ = self.store.release_lease(&lease, &owner).await;
     }
 
     /// While a task runs: renews its lease and resets its entry's idle time every third of
@@ -551,20 +559,30 @@ impl Shared {
         }
     }
 
-    /// Writes `result` to the task's reply stream, records it under `done` (when new) and acks.
-    async fn finish(&self, entry: &str, task: &Task, result: Vec<u8>, done: Option<String>) {
+    /// Writes `result` to the task's reply stream and acks; for a new result also records it
+    /// under its `done` key and drops its running lease, all in one batch (the lease is
+    /// needless once the result is recorded: a later delivery finds the record first).
+    /// Returns whether the batch was written.
+    async fn finish(
+        &self,
+        entry: &str,
+        task: &Task,
+        result: Vec<u8>,
+        record: Option<(String, String)>,
+    ) -> bool {
         let s = &self.settings;
         let mut writes = vec![Write::XAdd {
             stream: task.reply_to.clone(),
             fields: vec![(wire::RESULT_FIELD.to_owned(), result.clone())],
             trim: Some(Trim::MaxLen(s.max_len)),
         }];
-        if let Some(key) = done {
+        if let Some((done, lease)) = record {
             writes.push(Write::Set {
-                key,
+                key: done,
                 value: result,
                 ttl: Some(DONE_TTL),
             });
+            writes.push(Write::Del { key: lease });
         }
         writes.push(Write::XAck {
             stream: s.stream.clone(),
@@ -572,9 +590,13 @@ impl Shared {
             ids: vec![entry.to_owned()],
         });
         match self.store.apply(writes).await {
-            Ok(()) => tracing::debug!(reply_to = %task.reply_to, "task answered"),
+            Ok(()) => {
+                tracing::debug!(reply_to = %task.reply_to, "task answered");
+                true
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "ingress could not write a result; left pending")
+                tracing::warn!(error = %err, "ingress could not write a result; left pending");
+                false
             }
         }
     }

@@ -778,13 +778,17 @@ impl Store for RedisStore {
     async fn apply(&self, writes: Vec<Write>) -> StoreResult<()> {
         check_writes(&writes)?;
         let mut pipe = redis::pipe();
-        pipe.atomic().ignore_errors();
+        pipe.ignore_errors();
         let sent: Vec<&Write> = writes
             .iter()
             .filter(|w| self.add_write(&mut pipe, w))
             .collect();
         if sent.is_empty() {
             return Ok(());
+        }
+        // One command is atomic on its own: MULTI/EXEC would only add two commands.
+        if sent.len() > 1 {
+            pipe.atomic();
         }
         let v = self
             .link
