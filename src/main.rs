@@ -3,6 +3,7 @@
 
 mod dead_letters_cmd;
 mod demo;
+mod http;
 mod limits_cmd;
 mod logging;
 mod publish_cmd;

@@ -41,6 +41,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let store = open_store(&config.store).await?;
         let tree = Tree::start(&config, store.clone())?;
+        if let Some(addr) = config.daemon.metrics_addr {
+            crate::http::serve(addr, tree.readiness.clone()).await?;
+        }
         tracing::info!(
             daemon = %config.daemon.name,
             config = %config.origin,

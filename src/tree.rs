@@ -143,6 +143,7 @@ impl Tree {
                 (store.clone(), conversations.clone(), router.clone());
             let workflows: BTreeSet<String> = config.workflows.keys().cloned().collect();
             let (settings, consumer) = (config.ingress.clone(), daemon.name.clone());
+            let ingress_readiness = readiness.clone();
             root.child("ingress", ChildOptions::default(), move |_| {
                 IngressActor::new(
                     ingress_store.clone(),
@@ -152,6 +153,7 @@ impl Tree {
                     settings.clone(),
                     consumer.clone(),
                 )
+                .with_readiness(ingress_readiness.clone())
             });
         }
 

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use troupe_config::AgentSettings;
 use troupe_runtime::isolate;
 use troupe_runtime::limit::{Limiters, Scope};
+use troupe_runtime::metrics::{metrics, ModelLabels};
 use troupe_runtime::store::Store;
 use troupe_tools::{ToolContext, ToolError, ToolRegistry};
 
@@ -208,6 +209,7 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
             .chat(&request, msg.deltas.clone())
             .instrument(span)
             .await;
+        observe_call(spec.model.name(), started, response.is_ok());
         let response = match response {
             Ok(response) => response,
             Err(err) => {
@@ -219,6 +221,7 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
         let usage = response
             .usage
             .unwrap_or_else(|| estimate_usage(&request, &response.content));
+        observe_tokens(spec.model.name(), &usage);
         let used = usage.input_tokens + usage.output_tokens;
         if let Err(err) = spec
             .limiters
@@ -320,6 +323,32 @@ async fn execute(
         }
     });
     join_all(runs).await
+}
+
+/// Counts a model call's latency in the metrics.
+fn observe_call(model: &str, started: Instant, ok: bool) {
+    let labels = ModelLabels {
+        model: model.to_owned(),
+        kind: if ok { "ok" } else { "error" },
+    };
+    metrics()
+        .model_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Counts a model call's tokens in the metrics.
+fn observe_tokens(model: &str, usage: &Usage) {
+    for (kind, n) in [
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+    ] {
+        let labels = ModelLabels {
+            model: model.to_owned(),
+            kind,
+        };
+        metrics().model_tokens.get_or_create(&labels).inc_by(n);
+    }
 }
 
 /// Records a model call's usage and its audit event in one batch. A failure to record is

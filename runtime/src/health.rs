@@ -22,6 +22,9 @@ pub struct Readiness {
 struct ReadinessInner {
     started: AtomicBool,
     store: AtomicBool,
+    /// Whether readiness waits for a stream consumer.
+    needs_consumer: AtomicBool,
+    consumer: AtomicBool,
 }
 
 impl Readiness {
@@ -35,9 +38,33 @@ impl Readiness {
         self.inner.store.load(Ordering::Acquire)
     }
 
-    /// Ready: started and the store reachable.
+    /// Makes readiness wait for a stream consumer to report itself reading.
+    pub fn expect_consumer(&self) {
+        self.inner.needs_consumer.store(true, Ordering::Release);
+    }
+
+    /// The stream consumer reads (`true`) or cannot (`false`).
+    pub fn set_consumer(&self, reading: bool) {
+        self.inner.consumer.store(reading, Ordering::Release);
+    }
+
+    /// Ready: started, the store reachable and, if expected, the consumer reading.
     pub fn is_ready(&self) -> bool {
-        self.inner.started.load(Ordering::Acquire) && self.store_reachable()
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why the daemon is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        let i = &self.inner;
+        if !i.started.load(Ordering::Acquire) {
+            Some("the actor tree is not running")
+        } else if !self.store_reachable() {
+            Some("the store is unreachable")
+        } else if i.needs_consumer.load(Ordering::Acquire) && !i.consumer.load(Ordering::Acquire) {
+            Some("the ingress consumer is not reading")
+        } else {
+            None
+        }
     }
 
     fn set_store(&self, reachable: bool) {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod guard;
 pub mod health;
 pub mod limit;
+pub mod metrics;
 pub mod pool;
 pub mod registry;
 pub mod retrier;

@@ -253,6 +253,12 @@ impl Supervisor {
         if !restart {
             return;
         }
+        crate::metrics::metrics()
+            .actor_restarts
+            .get_or_create(&crate::metrics::NameLabel {
+                name: child.clone(),
+            })
+            .inc();
         let now = Instant::now();
         let window = self.spec.intensity.within;
         while self

@@ -11,6 +11,7 @@ mod ingress;
 mod ingress_load;
 mod limits;
 mod models;
+mod operate;
 mod pools;
 mod store;
 mod threads;

@@ -24,7 +24,9 @@ use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use troupe_config::IngressSettings;
+use troupe_runtime::metrics::metrics;
 use troupe_runtime::store::{GroupRead, ReadFrom, Store, StoreError, StreamEntry, Trim, Write};
+use troupe_runtime::Readiness;
 
 use crate::conversations::{Ask, Conversations};
 use crate::thread::TurnStatus;
@@ -70,6 +72,8 @@ struct Shared {
     settings: IngressSettings,
     consumer: String,
     permits: Arc<Semaphore>,
+    /// Told whether the consumer reads (the daemon's readiness).
+    readiness: Readiness,
 }
 
 /// The ingress consumer. Reads in a loop on its own context; each valid task runs as its own
@@ -109,8 +113,18 @@ impl IngressActor {
                 settings,
                 consumer,
                 permits,
+                readiness: Readiness::default(),
             }),
         }
+    }
+
+    /// Reports to `readiness` whether the consumer reads (it is then expected to).
+    pub fn with_readiness(mut self, readiness: Readiness) -> IngressActor {
+        readiness.expect_consumer();
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.readiness = readiness;
+        }
+        self
     }
 }
 
@@ -197,6 +211,7 @@ impl Shared {
             let entries = match self.store.xreadgroup(read).await {
                 Ok(entries) => {
                     failures.recovered();
+                    self.readiness.set_consumer(true);
                     entries
                 }
                 Err(err) => {
@@ -238,6 +253,7 @@ impl Shared {
     /// Logs a failed read (throttled while failures go on); recreates the group (loudly)
     /// when Redis lost it.
     async fn read_failed(&self, err: StoreError, failures: &mut Failures) {
+        self.readiness.set_consumer(false);
         if let StoreError::NoGroup { stream, group } = &err {
             tracing::error!(
                 %stream,
@@ -270,6 +286,11 @@ impl Shared {
         let mut bound: Option<String> = None;
         for group in &groups {
             let pending = self.store.xpending(stream, &group.name).await?;
+            if group.name == self.settings.group {
+                let m = metrics();
+                m.ingress_pending.set(pending.count as i64);
+                m.ingress_lag.set(group.lag.unwrap_or(0) as i64);
+            }
             let needed = match pending.lowest {
                 Some(lowest) => min_id(&lowest, &group.last_delivered),
                 None => group.last_delivered.clone(),
@@ -364,15 +385,6 @@ impl Shared {
         permit: OwnedSemaphorePermit,
     ) {
         let s = &self.settings;
-        if deliveries > u64::from(s.max_deliveries) {
-            let reason = format!(
-                "delivered {deliveries} times, more than max_deliveries = {}",
-                s.max_deliveries
-            );
-            self.dead_letter(&entry, "max_deliveries", reason, deliveries)
-                .await;
-            return;
-        }
         let limits = Limits {
             agents: &self.agents,
             workflows: &self.workflows,
@@ -383,11 +395,23 @@ impl Shared {
         let task = match wire::parse(&entry.id, entry.field(wire::TASK_FIELD), &limits) {
             Ok(task) => task,
             Err(rejection) => {
-                self.dead_letter(&entry, rejection.kind(), rejection.to_string(), deliveries)
+                let kind = rejection.kind();
+                self.dead_letter(&entry, None, kind, rejection.to_string(), deliveries)
                     .await;
                 return;
             }
         };
+        if deliveries > u64::from(s.max_deliveries) {
+            let reason = format!(
+                "delivered {deliveries} times, more than max_deliveries = {}",
+                s.max_deliveries
+            );
+            self.dead_letter(&entry, Some(&task), "max_deliveries", reason, deliveries)
+                .await;
+            return;
+        }
+        let (target, name) = labels(&task);
+        metrics().task(target, name, "received");
         let span = tracing::info_span!(
             "task",
             task = %task.id,
@@ -404,15 +428,27 @@ impl Shared {
         actix::spawn(
             async move {
                 let _permit = permit;
+                let m = metrics();
+                m.tasks_in_flight.inc();
                 shared.handle(entry.id, task).await;
+                m.tasks_in_flight.dec();
             }
             .instrument(span),
         );
     }
 
     /// Writes the dead letter and acks the entry in one batch.
-    async fn dead_letter(&self, entry: &StreamEntry, kind: &str, reason: String, deliveries: u64) {
+    async fn dead_letter(
+        &self,
+        entry: &StreamEntry,
+        task: Option<&Task>,
+        kind: &str,
+        reason: String,
+        deliveries: u64,
+    ) {
         let s = &self.settings;
+        let (target, name) = task.map_or(("none", ""), labels);
+        metrics().task(target, name, "dead_lettered");
         tracing::warn!(entry = %entry.id, %kind, %reason, deliveries, "ingress dead-letters an entry");
         let letter = DeadLetter {
             entry: entry.id.clone(),
@@ -493,6 +529,12 @@ impl Shared {
             let _ = self.store.release_lease(&lease, &owner).await;
             return;
         };
+        let (target, name) = labels(&task);
+        let outcome = match result.status {
+            Status::Ok => "ok",
+            Status::Error | Status::Accepted => "error",
+        };
+        metrics().task(target, name, outcome);
         let finished = match serde_json::to_vec(&result) {
             Ok(json) => {
                 self.finish(&entry, &task, json, Some((done, lease.clone())))
@@ -746,6 +788,14 @@ impl Shared {
             RunStatus::Running | RunStatus::Waiting => return None,
         }
         Some(result)
+    }
+}
+
+/// The metric labels of a task: its target kind and name.
+fn labels(task: &Task) -> (&'static str, &str) {
+    match &task.target {
+        Target::Agent(name) => ("agent", name),
+        Target::Workflow(name) => ("workflow", name),
     }
 }
 

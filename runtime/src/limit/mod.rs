@@ -459,6 +459,7 @@ impl Limiters {
             let ahead = limit.max_reserved.min(limit.pace.units_within(max_wait));
             let (o, shard) = limit.take(key, count, ahead).await?;
             if !o.allowed {
+                count_limit(name, "rejected");
                 return Err(limit.rate_limited(o.wait));
             }
             if o.wait.is_zero() {
@@ -477,8 +478,10 @@ impl Limiters {
             if o.wait > max_wait {
                 // Only a penalty can push a fitting reservation past max_wait.
                 undo.give_back().await;
+                count_limit(name, "rejected");
                 return Err(limit.rate_limited(o.wait));
             }
+            count_limit(name, "waited");
             tokio::time::sleep(o.wait).await;
             undo.armed = false;
             Ok(Acquired { waited: o.wait })
@@ -949,4 +952,16 @@ impl Drop for RefundOnDrop {
             runtime.spawn(async move { undo.give_back().await });
         }
     }
+}
+
+/// Counts a rate-limit wait or rejection in the metrics.
+fn count_limit(limit: &str, outcome: &'static str) {
+    let labels = crate::metrics::LimitLabels {
+        limit: limit.to_owned(),
+        outcome,
+    };
+    crate::metrics::metrics()
+        .rate_limits
+        .get_or_create(&labels)
+        .inc();
 }

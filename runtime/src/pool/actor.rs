@@ -24,6 +24,9 @@ use tracing::Instrument;
 use super::messages::{CancelOutcome, PoolStats, WorkCompletedEvent};
 use super::persist::{self, Cas, Found, Keys, Versioned};
 use super::work::{now_ms, Work, WorkError, WorkRecord, WorkState};
+
+/// How often a pool publishes its occupancy gauges.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 use super::{PoolError, PoolOptions, Shared};
 use crate::guard::{isolate, Life};
 use crate::retrier::{RetryDecision, RetryPolicy};
@@ -876,6 +879,23 @@ impl PoolActor {
         self.write(&id, next, Step::Reclaim, 1, ctx);
     }
 
+    /// Sets this pool's occupancy gauges.
+    fn publish_metrics(&self) {
+        let stats = self.stats();
+        let m = crate::metrics::metrics();
+        for (state, n) in [
+            ("running", stats.running),
+            ("ready", stats.ready),
+            ("delayed", stats.delayed),
+        ] {
+            let labels = crate::metrics::PoolLabels {
+                pool: self.name.to_string(),
+                state,
+            };
+            m.pool_items.get_or_create(&labels).set(n as i64);
+        }
+    }
+
     fn renew_lease(&mut self, ctx: &mut Context<Self>) {
         let (store, key, runner) = (
             self.store.clone(),
@@ -937,6 +957,7 @@ impl Actor for PoolActor {
         let renew = (self.options.runner_lease / 3).max(Duration::from_millis(10));
         ctx.run_interval(renew, |act, ctx| act.renew_lease(ctx));
         ctx.run_interval(self.options.rescan, |act, ctx| act.scan(ctx));
+        ctx.run_interval(METRICS_EVERY, |act, _| act.publish_metrics());
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {

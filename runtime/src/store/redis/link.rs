@@ -251,6 +251,15 @@ impl Link {
         req: &Request<'_>,
         retry: Retry,
     ) -> StoreResult<Value> {
+        counted(self.query_once(ctx, req, retry).await)
+    }
+
+    async fn query_once(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &Request<'_>,
+        retry: Retry,
+    ) -> StoreResult<Value> {
         let (mut conn, generation) = self.current(ctx.op)?;
         let error = match self.attempt(ctx, &mut conn, req).await {
             Attempt::Done(result) => return result,
@@ -275,6 +284,15 @@ impl Link {
     /// Sends a blocking read on a dedicated connection, bounded by `block` plus the response
     /// timeout. Never retried: a read from a consumer group moves entries to the pending list.
     pub(super) async fn query_blocking(
+        &self,
+        ctx: &Ctx<'_>,
+        cmd: &Cmd,
+        block: Duration,
+    ) -> StoreResult<Value> {
+        counted(self.query_blocking_once(ctx, cmd, block).await)
+    }
+
+    async fn query_blocking_once(
         &self,
         ctx: &Ctx<'_>,
         cmd: &Cmd,
@@ -347,6 +365,7 @@ async fn reconnect(link: Weak<Link>, mut rx: watch::Receiver<State>, first: ones
                 failures = 0;
                 if generation > 1 {
                     tracing::info!(generation, "redis connection re-established");
+                    crate::metrics::metrics().store_reconnects.inc();
                 }
                 strong.state.send_replace(State::Up { conn, generation });
                 None
@@ -393,6 +412,19 @@ fn backoff(failures: u32, max: Duration) -> Duration {
     let half = capped / 2;
     let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
     half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
+}
+
+/// Counts a failed call in the metrics, by kind.
+fn counted(result: StoreResult<Value>) -> StoreResult<Value> {
+    if let Err(err) = &result {
+        let kind = match err {
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Timeout { .. } => "timeout",
+            _ => "other",
+        };
+        crate::metrics::metrics().store_error(kind);
+    }
+    result
 }
 
 /// Turns a client or server error into a [`StoreError`].

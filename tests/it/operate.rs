@@ -1,0 +1,158 @@
+//! The operations endpoint of a real daemon: `/health/live`, `/health/ready` (following the
+//! store and the ingress consumer) and `/metrics` counting what the daemon did.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::daemon::Daemon;
+use crate::support::redis::{free_port, RedisServer};
+
+/// `GET path` on 127.0.0.1:`port`: (status code, body); `None` if nothing answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Polls `GET path` until its status is `want`; the body then.
+fn wait_status(port: u16, path: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = get(port, path);
+        if let Some((status, body)) = &got {
+            if *status == want {
+                return body.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} never answered {want}; last: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The samples of the metrics text: `name{labels}` -> value (chunked bodies read whole).
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| l.starts_with("troupe_"))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
+    samples.get(key).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn health_and_metrics_follow_the_daemon() {
+    let mut redis = RedisServer::start();
+    let port = free_port();
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    write!(
+        file,
+        r#"[daemon]
+shutdown_grace = "3s"
+metrics_addr = "127.0.0.1:{port}"
+[store]
+backend = "redis"
+url = "{}"
+response_timeout = "300ms"
+connect_timeout = "300ms"
+[ingress]
+block = "100ms"
+[models.scripted]
+provider = "scripted"
+[agents.echo]
+model = "scripted"
+"#,
+        redis.url()
+    )
+    .expect("write config");
+    let path = file.path().to_str().expect("utf-8 path");
+    let mut daemon = Daemon::spawn(&["serve", "--config", path]);
+    daemon.wait_for_log("serving /metrics", Duration::from_secs(20));
+    assert_eq!(wait_status(port, "/health/live", 200), "live\n");
+    assert_eq!(wait_status(port, "/health/ready", 200), "ready\n");
+
+    // Five tasks and two malformed entries, with plain redis-cli.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(out.status.success(), "{out:?}");
+    };
+    for i in 0..5 {
+        let task = format!(
+            r#"{{"id":"m{i}","agent":"echo","input":"count me {i}","group":"acme","user":"u"}}"#
+        );
+        cli(&["XADD", "troupe:tasks", "*", "task", &task]);
+    }
+    cli(&["XADD", "troupe:tasks", "*", "task", "{broken"]);
+    cli(&["XADD", "troupe:tasks", "*", "other", "x"]);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let (status, body) = get(port, "/metrics").expect("metrics answer");
+        assert_eq!(status, 200);
+        let m = samples(&body);
+        let ok = r#"troupe_tasks_total{target="agent",name="echo",outcome="ok"}"#;
+        let dead = r#"troupe_tasks_total{target="none",name="",outcome="dead_lettered"}"#;
+        if value(&m, ok) >= 5.0 && value(&m, dead) >= 2.0 {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never counted the tasks:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let received = r#"troupe_tasks_total{target="agent",name="echo",outcome="received"}"#;
+    assert_eq!(value(&metrics, received), 5.0);
+    let calls = r#"troupe_model_call_seconds_count{model="scripted",kind="ok"}"#;
+    assert_eq!(value(&metrics, calls), 5.0, "{metrics:?}");
+    let output = r#"troupe_model_tokens_total{model="scripted",kind="output"}"#;
+    assert!(value(&metrics, output) > 0.0, "{metrics:?}");
+    assert_eq!(value(&metrics, "troupe_tasks_in_flight"), 0.0);
+
+    // Redis gone: not ready (with the reason), still live, store errors counted.
+    redis.stop();
+    let body = wait_status(port, "/health/ready", 503);
+    assert!(body.contains("not ready"), "{body}");
+    assert_eq!(get(port, "/health/live").map(|(s, _)| s), Some(200));
+    // Back: ready again, the reconnect counted.
+    redis.restart();
+    wait_status(port, "/health/ready", 200);
+    let (_, body) = get(port, "/metrics").expect("metrics answer");
+    let m = samples(&body);
+    assert!(value(&m, "troupe_store_reconnects_total") >= 1.0, "{body}");
+    assert!(
+        m.iter()
+            .any(|(k, v)| k.starts_with("troupe_store_errors_total") && *v > 0.0),
+        "{body}"
+    );
+
+    daemon.signal("TERM");
+    assert!(daemon
+        .wait_exit(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+}
