@@ -5,6 +5,7 @@ mod demo;
 mod limits_cmd;
 mod logging;
 mod publish_cmd;
+mod rag_cmd;
 mod serve;
 mod tail;
 mod tree;
@@ -111,6 +112,11 @@ enum Command {
         #[command(subcommand)]
         command: workflow_cmd::WorkflowCommand,
     },
+    /// Knowledge bases: add files, search, list and delete entries and namespaces.
+    Rag {
+        #[command(subcommand)]
+        command: rag_cmd::RagCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -197,6 +203,10 @@ fn main() -> ExitCode {
         Command::Workflow { command } => {
             logging::init(cli.log_format, "warn");
             report(workflow_cmd::run(command))
+        }
+        Command::Rag { command } => {
+            logging::init(cli.log_format, "warn");
+            report(rag_cmd::run(command))
         }
     }
 }
