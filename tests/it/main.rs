@@ -11,6 +11,7 @@ mod ingress;
 mod limits;
 mod models;
 mod pools;
+mod rag;
 mod store;
 mod threads;
 mod tools;

@@ -42,7 +42,10 @@ pub use self::error::RagError;
 pub use self::index::{dot, FlatIndex, HnswIndex, VectorIndex};
 pub use self::memory::{format_recalled, Memory, Recalled};
 use self::namespace::{IndexChoice, Slot};
-pub use self::search::{format_hits, format_sources, Hit, Query, SearchRequest, IMPORTANCE_WEIGHT};
+pub use self::search::{
+    format_hits, format_sources, knowledge_branches, Hit, Query, SearchRequest, IMPORTANCE_WEIGHT,
+    NO_PASSAGE,
+};
 pub use self::store::{check_name, EntryRecord, NamespaceInfo};
 use self::store::{content_hash, decode, encode_chunks, Keys};
 pub use self::tool::{RagSearchTool, RAG_SEARCH_KIND};
@@ -351,9 +354,16 @@ impl Rag {
         texts: &[String],
     ) -> Result<Vec<Vec<f32>>, RagError> {
         let settings = &self.inner.settings;
-        let embedder = &self.inner.embedder;
-        let batches: Vec<Vec<Vec<f32>>> = futures::stream::iter(texts.chunks(settings.embed_batch))
-            .map(|batch| embedder.embed(caller, batch))
+        let calls = texts
+            .chunks(settings.embed_batch)
+            .map(<[String]>::to_vec)
+            .map(|batch| {
+                let embedder = Arc::clone(&self.inner.embedder);
+                let caller = caller.clone();
+                async move { embedder.embed(&caller, &batch).await }
+            })
+            .collect::<Vec<_>>();
+        let batches: Vec<Vec<Vec<f32>>> = futures::stream::iter(calls)
             .buffered(settings.embed_parallelism)
             .try_collect()
             .await?;

@@ -254,3 +254,21 @@ pub fn format_sources(hits: &[Hit]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// What a `knowledge` step says when nothing matched.
+pub const NO_PASSAGE: &str = "No passage of the knowledge base matches.";
+
+/// The branches of a `knowledge` step's output (see [`format_hits`]), for templates:
+/// `passages` (the numbered passages) and `sources` (the numbered sources, `(none)` when
+/// nothing matched). Derived from the output text, so a replayed step has them too.
+pub fn knowledge_branches(output: &str) -> std::collections::BTreeMap<String, String> {
+    let (passages, sources) = match output.rsplit_once("\nSources:\n") {
+        Some((passages, sources)) => (passages.trim_end(), sources),
+        None => (output, "(none)"),
+    };
+    [
+        ("passages".to_owned(), passages.to_owned()),
+        ("sources".to_owned(), sources.to_owned()),
+    ]
+    .into()
+}

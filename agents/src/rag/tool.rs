@@ -193,7 +193,7 @@ impl Tool for RagSearchTool {
                 },
             })?;
         let content = if hits.is_empty() {
-            "No passage of the knowledge base matches.".to_owned()
+            crate::rag::NO_PASSAGE.to_owned()
         } else {
             format_hits(&hits)
         };

@@ -679,7 +679,8 @@ impl Exec {
                 let output = self
                     .memo(key, self.knowledge(key, namespace.as_deref(), *top_k, text))
                     .await?;
-                Ok((plain(output), None))
+                let branches = crate::rag::knowledge_branches(&output);
+                Ok((StepOutput { output, branches }, None))
             }
             StepKind::Workflow { workflow } => {
                 let done = self.replayed(key).await?;
@@ -719,7 +720,7 @@ impl Exec {
             .map_err(failed)?;
         tracing::info!(hits = hits.len(), "knowledge searched");
         Ok(if hits.is_empty() {
-            "No passage of the knowledge base matches.".to_owned()
+            crate::rag::NO_PASSAGE.to_owned()
         } else {
             crate::rag::format_hits(&hits)
         })
