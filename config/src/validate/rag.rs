@@ -133,3 +133,129 @@ pub(super) fn memory(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawMemory) -> Memory
         min_score,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{load_str, IndexKind, SearchType, StepKind};
+
+    /// Loads `toml` as `bad.toml` and compares the diagnostics, one per line.
+    fn check(toml: &str, expected: &[&str]) {
+        let toml = toml.strip_prefix('\n').unwrap_or(toml);
+        let got: Vec<String> = match load_str(toml, "bad.toml", &[]) {
+            Ok(_) => Vec::new(),
+            Err(err) => err.diagnostics().iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(got, expected, "\n--- input:\n{toml}");
+    }
+
+    #[test]
+    fn rag_section_is_typed_with_defaults() {
+        let config = match load_str(
+            "[models.emb]\nprovider = \"scripted\"\n[rag]\nembedder = \"emb\"\nsearch_type = \"text\"\nindex = \"auto\"\n",
+            "ok.toml",
+            &[],
+        ) {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        let rag = &config.rag;
+        assert_eq!(rag.embedder.as_deref(), Some("emb"));
+        assert_eq!(rag.search_type, SearchType::Text);
+        assert_eq!(rag.index, IndexKind::Auto);
+        assert_eq!(
+            (rag.chunk_size, rag.chunk_overlap, rag.max_chunk),
+            (800, 100, 1200)
+        );
+        let local = match load_str("[rag]\nembedder = \"local\"\n", "ok.toml", &[]) {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        assert_eq!(local.rag.embedder, None);
+    }
+
+    #[test]
+    fn rag_errors_point_at_the_key() {
+        check(
+            r#"
+[models.embed]
+provider = "scripted"
+
+[rag]
+embedder = "embd"
+chunk_size = 100
+chunk_overlap = 100
+max_chunk = 50
+search_type = "hybird"
+vector_weight = -1.0
+vector_score_threshold = 2.0
+index = "hnsw"
+"#,
+            &[
+                r#"bad.toml:5:12: rag.embedder: no model named "embd" (use "local" or a [models.X] name) (did you mean "embed"?)"#,
+                "bad.toml:7:17: rag.chunk_overlap: must be smaller than chunk_size (100)",
+                "bad.toml:8:13: rag.max_chunk: must be at least chunk_size (100)",
+                r#"bad.toml:9:15: rag.search_type: unknown value "hybird": expected one of "vector", "text", "hybrid" (did you mean "hybrid"?)"#,
+                "bad.toml:10:17: rag.vector_weight: must be a number >= 0",
+                "bad.toml:11:26: rag.vector_score_threshold: must be between -1 and 1 (a cosine similarity)",
+                r#"bad.toml:12:9: rag.index: unknown value "hnsw": expected "exact" or "auto""#,
+            ],
+        );
+    }
+
+    #[test]
+    fn agent_memory_and_knowledge_steps() {
+        check(
+            r#"
+[models.m]
+provider = "scripted"
+
+[agents.a]
+model = "m"
+
+[agents.a.memory]
+limit = 0
+min_score = 3.0
+
+[[workflows.w.steps]]
+name = "kb"
+kind = "knowledge"
+namespace = "a b"
+top_k = 0
+
+[[workflows.w.steps]]
+name = "answer"
+kind = "agent"
+agent = "a"
+top_k = 3
+"#,
+            &[
+                "bad.toml:8:9: agents.a.memory.limit: must be greater than 0",
+                "bad.toml:9:13: agents.a.memory.min_score: must be between -1 and 1",
+                r#"bad.toml:14:13: workflows.w.steps[0].namespace: invalid name "a b": use only letters, digits, "_" and "-""#,
+                "bad.toml:15:9: workflows.w.steps[0].top_k: must be greater than 0",
+                r#"bad.toml:21:9: workflows.w.steps[1].top_k: only used with kind = "knowledge""#,
+            ],
+        );
+        let config = match load_str(
+            "[models.m]\nprovider = \"scripted\"\n[agents.a]\nmodel = \"m\"\n[agents.a.memory]\nother_threads = true\n[[workflows.w.steps]]\nname = \"kb\"\nkind = \"knowledge\"\n",
+            "ok.toml",
+            &[],
+        ) {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        let memory = config.agents["a"]
+            .memory
+            .clone()
+            .unwrap_or_else(|| panic!("memory"));
+        assert!(memory.other_threads);
+        assert_eq!((memory.limit, memory.range), (3, 1));
+        assert_eq!(
+            config.workflows["w"].steps[0].kind,
+            StepKind::Knowledge {
+                namespace: None,
+                top_k: None
+            }
+        );
+    }
+}
