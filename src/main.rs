@@ -219,6 +219,10 @@ fn check(path: &std::path::Path) -> ExitCode {
                 eprintln!("{}: {err}", path.display());
                 return ExitCode::FAILURE;
             }
+            if let Err(err) = troupe_agents::rag::check_options(&config.tools) {
+                eprintln!("{}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
             println!("config ok: {}", path.display());
             println!("{}", config.summary());
             ExitCode::SUCCESS

@@ -131,18 +131,21 @@ impl VectorIndex for HnswIndex {
     }
 }
 
-/// The dot product, in eight independent lanes so the compiler vectorises it.
+/// Independent accumulators of [`dot`]: enough chains to hide the latency of float adds.
+const LANES: usize = 16;
+
+/// The dot product, in independent lanes so the compiler vectorises it.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0_f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
+    let mut lanes = [0.0_f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks
         .remainder()
         .iter()
-        .zip(b8.remainder())
+        .zip(b_chunks.remainder())
         .map(|(x, y)| x * y)
         .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..LANES {
             lanes[i] += x[i] * y[i];
         }
     }

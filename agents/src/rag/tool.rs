@@ -27,35 +27,45 @@ pub struct RagSearchTool {
     search_type: Option<SearchType>,
 }
 
-impl RagSearchTool {
-    /// The tool `[tools.name]` with its `options`; an unknown or ill-typed option is a
-    /// [`ToolError::Config`].
-    pub fn new(name: &str, rag: Rag, options: &toml::Table) -> Result<Self, ToolError> {
+/// Checks the options of every `rag_search` tool of `tools` (for `troupe check`).
+pub fn check_options(
+    tools: &std::collections::BTreeMap<String, troupe_config::ToolSettings>,
+) -> Result<(), ToolError> {
+    for (name, settings) in tools.iter().filter(|(_, s)| s.kind == RAG_SEARCH_KIND) {
+        Options::parse(name, &settings.options)?;
+    }
+    Ok(())
+}
+
+/// `[tools.NAME.options]` of a `rag_search` tool.
+#[derive(Debug, Default)]
+struct Options {
+    namespace: Option<String>,
+    top_k: Option<usize>,
+    chunk_context: usize,
+    search_type: Option<SearchType>,
+}
+
+impl Options {
+    fn parse(name: &str, options: &toml::Table) -> Result<Self, ToolError> {
         let config = |message: String| ToolError::Config {
             tool: name.to_owned(),
             message,
         };
-        let mut tool = RagSearchTool {
-            name: name.to_owned(),
-            rag,
-            namespace: None,
-            top_k: None,
-            chunk_context: 0,
-            search_type: None,
-        };
+        let mut parsed = Options::default();
         for (key, value) in options {
             match (key.as_str(), value) {
                 ("namespace", toml::Value::String(ns)) => {
                     super::store::check_name("namespace", ns)
                         .map_err(|err| config(format!("options.namespace: {err}")))?;
-                    tool.namespace = Some(ns.clone());
+                    parsed.namespace = Some(ns.clone());
                 }
-                ("top_k", toml::Value::Integer(n)) if *n > 0 => tool.top_k = Some(*n as usize),
+                ("top_k", toml::Value::Integer(n)) if *n > 0 => parsed.top_k = Some(*n as usize),
                 ("chunk_context", toml::Value::Integer(n)) if *n >= 0 => {
-                    tool.chunk_context = *n as usize;
+                    parsed.chunk_context = *n as usize;
                 }
                 ("search_type", toml::Value::String(kind)) => {
-                    tool.search_type = Some(SearchType::parse(kind).ok_or_else(|| {
+                    parsed.search_type = Some(SearchType::parse(kind).ok_or_else(|| {
                         config(format!(
                             "options.search_type: unknown value {kind:?}: expected \"vector\", \"text\" or \"hybrid\""
                         ))
@@ -71,7 +81,23 @@ impl RagSearchTool {
                 }
             }
         }
-        Ok(tool)
+        Ok(parsed)
+    }
+}
+
+impl RagSearchTool {
+    /// The tool `[tools.name]` with its `options`; an unknown or ill-typed option is a
+    /// [`ToolError::Config`].
+    pub fn new(name: &str, rag: Rag, options: &toml::Table) -> Result<Self, ToolError> {
+        let options = Options::parse(name, options)?;
+        Ok(RagSearchTool {
+            name: name.to_owned(),
+            rag,
+            namespace: options.namespace,
+            top_k: options.top_k,
+            chunk_context: options.chunk_context,
+            search_type: options.search_type,
+        })
     }
 
     fn request(&self, args: &Value) -> Result<SearchRequest, ToolError> {
@@ -201,5 +227,32 @@ impl Tool for RagSearchTool {
             content,
             data: serde_json::to_value(&hits).unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(text: &str) -> Result<Options, ToolError> {
+        let table: toml::Table = text.parse().unwrap_or_else(|err| panic!("{err}"));
+        Options::parse("kb", &table)
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let ok = options("namespace = \"docs\"\ntop_k = 3\nsearch_type = \"text\"\n");
+        let ok = ok.unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(ok.namespace.as_deref(), Some("docs"));
+        assert_eq!(ok.search_type, Some(SearchType::Text));
+        for (text, fragment) in [
+            ("top_k = 0", "options.top_k: wrong type or value"),
+            ("search_type = \"fuzzy\"", "unknown value \"fuzzy\""),
+            ("namespace = \"a:b\"", "options.namespace"),
+            ("group = \"other\"", "options.group: unknown option"),
+        ] {
+            let err = options(text).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(fragment), "{text}: {err}");
+        }
     }
 }
