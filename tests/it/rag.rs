@@ -1009,3 +1009,34 @@ fn the_support_workflow_answers_from_a_knowledge_base_added_with_the_cli() {
     );
     assert!(!intruder.contains("router-wifi.md"), "{intruder}");
 }
+
+#[tokio::test]
+async fn the_approximate_index_answers_like_the_exact_one() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let exact = rag_on(store.clone());
+    let settings = RagSettings {
+        index: troupe_config::IndexKind::Auto,
+        approximate_above: 5,
+        ..settings()
+    };
+    let approximate = Rag::new(
+        store,
+        settings.clone(),
+        Arc::new(LocalEmbedder::new(settings.dimensions)),
+    );
+    for i in 0..40 {
+        let text = format!(
+            "Note {i} is about the subject word{i} and the colour number {}.",
+            i % 5
+        );
+        add(&exact, &acme(), doc(&format!("n{i}"), &text)).await;
+    }
+    for query in ["subject word17", "word3 colour", "note 25"] {
+        let mut request = SearchRequest::text(query);
+        request.search_type = Some(SearchType::Vector);
+        request.top_k = Some(3);
+        let a = search(&exact, &acme(), request.clone()).await;
+        let b = search(&approximate, &acme(), request).await;
+        assert_eq!(a[0].key, b[0].key, "{query}: {a:?} vs {b:?}");
+    }
+}

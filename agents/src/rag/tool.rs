@@ -251,7 +251,10 @@ mod tests {
             ("namespace = \"a:b\"", "options.namespace"),
             ("group = \"other\"", "options.group: unknown option"),
         ] {
-            let err = options(text).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = options(text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(err.contains(fragment), "{text}: {err}");
         }
     }
