@@ -476,11 +476,25 @@ impl Rag {
                 }
             };
             let hits = search::rank(namespace, &loaded, vector.as_deref(), text, &plan)?;
-            tracing::debug!(hits = hits.len(), kind = loaded.index.kind(), "searched");
+            tracing::debug!(hits = hits.len(), kind = loaded.index().kind(), "searched");
             Ok(hits)
         }
         .instrument(span)
         .await
+    }
+
+    /// The kind of vector index (`"exact"` or `"hnsw"`) a search of the namespace would use
+    /// now (loading it if needed): with `index = "auto"`, large namespaces answer from the
+    /// exact index until their graph is built in the background.
+    pub async fn index_kind(
+        &self,
+        group: &str,
+        namespace: Option<&str>,
+    ) -> Result<&'static str, RagError> {
+        let namespace = public_namespace(group, namespace)?;
+        check_name("group", group)?;
+        let loaded = self.loaded(&Keys::new(group, &namespace)).await?;
+        Ok(loaded.index().kind())
     }
 
     /// The namespace's index at its current version (loaded or reloaded as needed).

@@ -4,13 +4,13 @@
 //! not change are reused, not read again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use troupe_config::IndexKind;
 use troupe_runtime::store::Store;
 
 use super::error::RagError;
-use super::index::{FlatIndex, VectorIndex};
+use super::index::{FlatIndex, HnswIndex, VectorIndex};
 use super::store::{decode, decode_chunks, EntryRecord, Keys};
 use super::text::TextIndex;
 
@@ -32,10 +32,21 @@ pub(crate) struct Loaded {
     pub entries: Vec<Arc<LoadedEntry>>,
     /// Row -> (entry index, chunk index).
     pub rows: Vec<(u32, u32)>,
-    /// Vectors of every row.
-    pub index: Box<dyn VectorIndex>,
+    /// Vectors of every row: the exact index, replaced by the approximate one once it is
+    /// built in the background (`index = "auto"` above `approximate_above` rows).
+    index: RwLock<Arc<dyn VectorIndex>>,
     /// Keywords of every row.
     pub text: TextIndex,
+}
+
+impl Loaded {
+    /// The vector index searches use now.
+    pub fn index(&self) -> Arc<dyn VectorIndex> {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// How a namespace's vector index is chosen.
@@ -81,7 +92,7 @@ impl Slot {
         if let Some(loaded) = previous.as_ref().filter(|l| l.version == version) {
             return Ok(loaded.clone());
         }
-        let loaded = Arc::new(load(store, keys, version, previous.as_deref(), choice).await?);
+        let loaded = load(store, keys, version, previous.as_deref(), choice).await?;
         self.set(loaded.clone());
         Ok(loaded)
     }
@@ -110,7 +121,7 @@ async fn load(
     version: i64,
     previous: Option<&Loaded>,
     choice: IndexChoice,
-) -> Result<Loaded, RagError> {
+) -> Result<Arc<Loaded>, RagError> {
     let entries_key = keys.entries();
     let mut records = Vec::new();
     for (field, value) in store.hgetall(&entries_key).await? {
@@ -188,25 +199,32 @@ async fn load(
         rows.iter()
             .map(|&(e, c)| entries[e as usize].texts[c as usize].as_str()),
     );
-    let index = build_index(dim, data, choice);
-    tracing::debug!(namespace = %keys.entries(), rows = rows.len(), version, kind = index.kind(), "namespace index loaded");
-    Ok(Loaded {
+    let rows_count = rows.len();
+    let approximate =
+        matches!(choice.kind, IndexKind::Auto) && rows_count > choice.approximate_above;
+    let hnsw_data = approximate.then(|| data.clone());
+    let loaded = Arc::new(Loaded {
         version: if complete { version } else { -1 },
         dim,
         entries,
         rows,
-        index,
+        index: RwLock::new(Arc::new(FlatIndex::new(dim, data))),
         text,
-    })
-}
-
-/// The exact index, or the approximate one above the configured size.
-pub(crate) fn build_index(dim: usize, data: Vec<f32>, choice: IndexChoice) -> Box<dyn VectorIndex> {
-    let rows = data.len().checked_div(dim).unwrap_or(0);
-    match choice.kind {
-        IndexKind::Auto if rows > choice.approximate_above => {
-            Box::new(super::index::HnswIndex::build(dim, data))
-        }
-        _ => Box::new(FlatIndex::new(dim, data)),
+    });
+    tracing::debug!(namespace = %keys.entries(), rows = rows_count, version, approximate, "namespace index loaded");
+    if let Some(data) = hnsw_data {
+        // The graph takes long to build (minutes at 100,000 rows): searches use the exact
+        // index meanwhile, then this version's graph.
+        let target = Arc::downgrade(&loaded);
+        let namespace = keys.entries();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let graph = HnswIndex::build(dim, data);
+            if let Some(loaded) = target.upgrade() {
+                *loaded.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(graph);
+                tracing::info!(namespace = %namespace, rows = rows_count, seconds = started.elapsed().as_secs_f64(), "approximate index ready");
+            }
+        });
     }
+    Ok(loaded)
 }

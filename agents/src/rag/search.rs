@@ -130,7 +130,7 @@ pub(crate) fn rank(
                     actual: query.len(),
                 });
             }
-            let mut hits = loaded.index.search(query, candidates, allow);
+            let mut hits = loaded.index().search(query, candidates, allow);
             hits.retain(|&(_, score)| score >= plan.threshold);
             hits
         }
