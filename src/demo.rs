@@ -205,6 +205,7 @@ async fn ask(
             thread: thread.map(str::to_owned),
             input: input.to_owned(),
             stream,
+            started: None,
         })
         .await?;
     ensure!(

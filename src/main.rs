@@ -1,12 +1,14 @@
 //! The `troupe` binary: the daemon and its CLI. The only composition root: it reads the
 //! config, opens the store, starts the actor tree and maps errors to exit codes.
 
+mod dead_letters_cmd;
 mod demo;
 mod limits_cmd;
 mod logging;
 mod publish_cmd;
 mod rag_cmd;
 mod serve;
+mod status_cmd;
 mod tail;
 mod tree;
 mod workflow_cmd;
@@ -15,6 +17,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The daemon allocates many small, short-lived buffers per task; see `Cargo.toml`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// troupe: an actor-based multi-agent runtime.
 #[derive(Debug, Parser)]
@@ -106,6 +112,9 @@ enum Command {
         /// Print the whole result JSON instead of the output.
         #[arg(long)]
         json: bool,
+        /// Print the answer live as it is generated (agents).
+        #[arg(long)]
+        stream: bool,
     },
     /// Start workflow runs, show their status, send events, cancel and restart them.
     Workflow {
@@ -117,6 +126,18 @@ enum Command {
         #[command(subcommand)]
         command: rag_cmd::RagCommand,
     },
+    /// Show the ingress (length, lag, pending), results, dead letters, pools, unfinished
+    /// workflow runs and the daemons seen, as the shared store tells.
+    Status {
+        /// The TOML config file (for the store, `[ingress]` and `[pools]`).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// List dead-lettered tasks with their reasons, or publish them again.
+    DeadLetters {
+        #[command(subcommand)]
+        command: dead_letters_cmd::DeadLettersCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,14 +146,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Serve { config } => {
             logging::init(cli.log_format, "info");
-            let config = match troupe_config::load(&config) {
-                Ok(config) => config,
-                Err(err) => {
-                    eprintln!("{err}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            report(serve::run(config))
+            with_config(&config, serve::run)
         }
         Command::Demo => {
             logging::init(cli.log_format, "warn");
@@ -146,20 +160,13 @@ fn main() -> ExitCode {
             max_time,
         } => {
             logging::init(cli.log_format, "warn");
-            let config = match troupe_config::load(&config) {
-                Ok(config) => config,
-                Err(err) => {
-                    eprintln!("{err}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let args = tail::TailArgs {
                 thread,
                 group,
                 follow: !no_follow,
                 max_time,
             };
-            report(tail::run(config, args))
+            with_config(&config, |config| tail::run(config, args))
         }
         Command::MockLlm { port, config } => {
             logging::init(cli.log_format, "info");
@@ -179,15 +186,9 @@ fn main() -> ExitCode {
             config,
             timeout,
             json,
+            stream,
         } => {
             logging::init(cli.log_format, "warn");
-            let config = match troupe_config::load(&config) {
-                Ok(config) => config,
-                Err(err) => {
-                    eprintln!("{err}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let args = publish_cmd::PublishArgs {
                 agent,
                 workflow,
@@ -197,8 +198,9 @@ fn main() -> ExitCode {
                 id,
                 timeout,
                 json,
+                stream,
             };
-            report(publish_cmd::run(config, args))
+            with_config(&config, |config| publish_cmd::run(config, args))
         }
         Command::Workflow { command } => {
             logging::init(cli.log_format, "warn");
@@ -207,6 +209,14 @@ fn main() -> ExitCode {
         Command::Rag { command } => {
             logging::init(cli.log_format, "warn");
             report(rag_cmd::run(command))
+        }
+        Command::Status { config } => {
+            logging::init(cli.log_format, "warn");
+            with_config(&config, status_cmd::run)
+        }
+        Command::DeadLetters { command } => {
+            logging::init(cli.log_format, "warn");
+            report(dead_letters_cmd::run(command))
         }
     }
 }
@@ -246,6 +256,20 @@ fn mock_llm(port: u16, config: Option<PathBuf>) -> anyhow::Result<()> {
     eprintln!("troupe mock-llm: serving http://{addr}/v1");
     runtime.block_on(troupe_mock_llm::serve(addr, config))?;
     Ok(())
+}
+
+/// Loads the config file (printing its errors, exit code 1) and runs `f` with it.
+fn with_config(
+    path: &std::path::Path,
+    f: impl FnOnce(troupe_config::Config) -> anyhow::Result<()>,
+) -> ExitCode {
+    match troupe_config::load(path) {
+        Ok(config) => report(f(config)),
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

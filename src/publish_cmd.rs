@@ -1,14 +1,19 @@
 //! `troupe publish --agent NAME | --workflow NAME --group G --user U "input"`: publishes a task
 //! to the ingress stream (plain `XADD`, the wire format of the README), waits for its result on
-//! a private reply stream `<results>:<random>` and prints it. Needs a running daemon on the
-//! same Redis.
+//! a private reply stream `<results>:<random>` and prints it; with `--stream`, prints the answer
+//! live from the delta stream named in the task's acceptance. A task dead-lettered instead
+//! (malformed, unknown agent, …) ends the wait at once with the reason. Needs a running daemon
+//! on the same Redis.
 
+use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use troupe_agents::ingress::wire::{RawTask, Status, RESULT_FIELD, TASK_FIELD};
-use troupe_agents::ingress::TaskResult;
+use troupe_agents::ingress::wire::{RawTask, Status, DEAD_FIELD, RESULT_FIELD, TASK_FIELD};
+use troupe_agents::ingress::{DeadLetter, TaskResult};
 use troupe_config::Config;
+use troupe_runtime::store::Store;
 
 use crate::serve::open_store;
 
@@ -33,6 +38,8 @@ pub struct PublishArgs {
     pub timeout: Duration,
     /// Print the whole result JSON instead of the output.
     pub json: bool,
+    /// Print the answer live as it is generated.
+    pub stream: bool,
 }
 
 /// Runs `troupe publish`.
@@ -60,7 +67,7 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             user: Some(args.user),
             thread: None,
             reply_to: Some(reply_to.clone()),
-            stream: false,
+            stream: args.stream,
         };
         let json = serde_json::to_vec(&task)?;
         let entry = store
@@ -69,10 +76,19 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         eprintln!("published task {id} as entry {entry}; waiting on {reply_to}");
         let deadline = Instant::now() + args.timeout;
         let mut after = "0".to_owned();
+        let mut printed_live = false;
         let result = 'wait: loop {
             if Instant::now() >= deadline {
                 let _ = store.del(std::slice::from_ref(&reply_to)).await;
                 bail!("no result for task {id} within {:?}", args.timeout);
+            }
+            if let Some(letter) = dead_letter(&store, &ingress.dead, &entry).await? {
+                let _ = store.del(std::slice::from_ref(&reply_to)).await;
+                bail!(
+                    "task {id} was dead-lettered ({}): {}",
+                    letter.kind,
+                    letter.reason
+                );
             }
             for e in store.xread(&reply_to, &after, 16, Some(BLOCK)).await? {
                 after = e.id.clone();
@@ -81,8 +97,17 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                 };
                 let result: TaskResult =
                     serde_json::from_slice(bytes).context("decoding the result")?;
-                if result.task_id == id {
+                if result.task_id != id {
+                    continue;
+                }
+                if result.status.is_final() {
                     break 'wait (result, bytes.to_vec());
+                }
+                if let (Some(stream), false) = (&result.delta_stream, args.json) {
+                    // Results name Redis keys; the store adds its prefix itself.
+                    let key = stream.strip_prefix(store.key_prefix()).unwrap_or(stream);
+                    follow(&store, key, deadline).await?;
+                    printed_live = true;
                 }
             }
         };
@@ -90,15 +115,63 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         let (result, raw) = result;
         if args.json {
             println!("{}", String::from_utf8_lossy(&raw));
-        } else if let Some(output) = &result.output {
+        } else if let (Some(output), false) = (&result.output, printed_live) {
             println!("{output}");
         }
         match (result.status, result.error) {
             (Status::Ok, _) => Ok(()),
-            (Status::Error, Some(error)) => {
-                bail!("task failed ({}): {}", error.kind, error.message)
-            }
-            (Status::Error, None) => bail!("task failed"),
+            (_, Some(error)) => bail!("task failed ({}): {}", error.kind, error.message),
+            (_, None) => bail!("task failed"),
         }
     })
+}
+
+/// The dead letter of the ingress entry `entry`, if it was dead-lettered. Dead letters are
+/// written after the entry, so only the dead stream from the entry's millisecond on is read
+/// (both ids come from the same server clock; the letter may share the millisecond).
+async fn dead_letter(
+    store: &Arc<dyn Store>,
+    dead: &str,
+    entry: &str,
+) -> anyhow::Result<Option<DeadLetter>> {
+    let ms: u64 = entry
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or(0);
+    let mut after = format!("{}-0", ms.saturating_sub(1));
+    loop {
+        let letters = store.xread(dead, &after, 100, None).await?;
+        let Some(last) = letters.last() else {
+            return Ok(None);
+        };
+        after = last.id.clone();
+        for e in &letters {
+            let Some(bytes) = e.field(DEAD_FIELD) else {
+                continue;
+            };
+            match serde_json::from_slice::<DeadLetter>(bytes) {
+                Ok(letter) if letter.entry == entry => return Ok(Some(letter)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Prints a delta stream as it is written, until its `done` entry or the deadline.
+async fn follow(store: &Arc<dyn Store>, stream: &str, deadline: Instant) -> anyhow::Result<()> {
+    let mut after = "0".to_owned();
+    while Instant::now() < deadline {
+        for entry in store.xread(stream, &after, 100, Some(BLOCK)).await? {
+            after = entry.id.clone();
+            if let Some(delta) = entry.field("delta") {
+                print!("{}", String::from_utf8_lossy(delta));
+                std::io::stdout().flush().ok();
+            }
+            if entry.field("done").is_some() {
+                println!();
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }

@@ -23,7 +23,8 @@ use crate::events::{EventKind, EventLog};
 use crate::model::{self, ModelService};
 use crate::rag::{Memory, Rag, RagError, RagSearchTool, RAG_SEARCH_KIND};
 use crate::thread::{
-    Approve, Archive, Delete, MessagePage, ReadMessages, ThreadActor, Turn, TurnOutcome,
+    Approve, Archive, Delete, MessagePage, ReadMessages, StreamStarted, ThreadActor, Turn,
+    TurnOutcome,
 };
 use crate::thread_store::{check_name, NewThread, ThreadId, ThreadInfo, ThreadPage, ThreadStore};
 use crate::usage::{Budget, UsageLedger, UsageReport};
@@ -145,6 +146,8 @@ pub struct Ask {
     pub input: String,
     /// Stream the answer to the turn's delta stream.
     pub stream: bool,
+    /// Told the delta stream as soon as it is open (streamed turns only).
+    pub started: Option<StreamStarted>,
 }
 
 /// The conversations API. Cheap to clone.
@@ -218,12 +221,18 @@ impl Conversations {
 
     /// Creates a thread.
     pub async fn create_thread(&self, new: NewThread) -> Result<ThreadInfo, AgentError> {
-        let info = self.threads.create(new).await?;
-        let event = serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
-        self.events
-            .append(&info.group, EventKind::ThreadCreated, &event)
-            .await?;
-        Ok(info)
+        // The creation event is written in the thread's own batch: one round trip.
+        self.threads
+            .create_with(new, |info| {
+                let event =
+                    serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
+                vec![EventLog::write(
+                    &info.group,
+                    EventKind::ThreadCreated,
+                    &event,
+                )]
+            })
+            .await
     }
 
     /// Asks `ask.agent` in a thread (a new one if none is given) and waits for the turn.
@@ -256,6 +265,7 @@ impl Conversations {
             user: ask.user,
             input: ask.input,
             stream: ask.stream,
+            started: ask.started,
         };
         self.registry.send(&id, turn).await?
     }

@@ -61,6 +61,7 @@ pub fn cron_targets(talk: Conversations, router: Router) -> Arc<dyn CronHandler>
                 thread: Some(thread),
                 input,
                 stream: false,
+                started: None,
             };
             talk.ask(ask)
                 .await

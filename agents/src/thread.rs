@@ -39,7 +39,21 @@ pub struct Turn {
     pub input: String,
     /// Stream the answer's deltas to the turn's delta stream.
     pub stream: bool,
+    /// Told the delta stream as soon as it is open (streamed turns only).
+    pub started: Option<StreamStarted>,
 }
+
+/// Where a streamed turn's deltas go, sent as soon as the stream is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStart {
+    /// The thread.
+    pub thread: String,
+    /// The delta stream.
+    pub stream: String,
+}
+
+/// Receives the [`StreamStart`] of a streamed turn.
+pub type StreamStarted = tokio::sync::mpsc::UnboundedSender<StreamStart>;
 
 /// Resolves the pending approval of a paused turn and resumes it.
 #[derive(Debug, Message)]
@@ -269,6 +283,7 @@ struct Drive {
     first: Vec<ThreadMessage>,
     next_seq: u64,
     stream: bool,
+    started: Option<StreamStarted>,
     approval_key: String,
 }
 
@@ -327,6 +342,12 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
                 Some(crate::stream::RETENTION),
             )
             .await?;
+        if let Some(started) = &d.started {
+            let _ = started.send(StreamStart {
+                thread: d.id.thread().to_owned(),
+                stream: writer.stream().to_owned(),
+            });
+        }
     }
     let request = RunAgent {
         thread: d.id.clone(),
@@ -469,6 +490,7 @@ impl Handler<Turn> for ThreadActor {
             first: vec![user_message],
             next_seq: self.total,
             stream: msg.stream,
+            started: msg.started,
             approval_key: self.approval_key(),
         };
         self.start_drive(spec)
@@ -512,6 +534,7 @@ impl Handler<Approve> for ThreadActor {
             first: Vec::new(),
             next_seq: self.total,
             stream: pending.stream,
+            started: None,
             approval_key: approval_key.clone(),
         };
         AtomicResponse::new(Box::pin(

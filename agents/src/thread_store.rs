@@ -199,6 +199,16 @@ impl ThreadStore {
     /// Creates a thread. An explicit id already taken (by any group) is
     /// [`AgentError::Conflict`].
     pub async fn create(&self, new: NewThread) -> Result<ThreadInfo, AgentError> {
+        self.create_with(new, |_| Vec::new()).await
+    }
+
+    /// Like [`create`](Self::create), with `also(info)` written in the same batch as the
+    /// thread's metadata (e.g. its creation event).
+    pub async fn create_with(
+        &self,
+        new: NewThread,
+        also: impl FnOnce(&ThreadInfo) -> Vec<Write>,
+    ) -> Result<ThreadInfo, AgentError> {
         check_name("user", &new.user)?;
         let id = match &new.id {
             Some(id) => ThreadId::new(&new.group, id)?,
@@ -232,23 +242,23 @@ impl ThreadStore {
             archived: false,
         };
         let meta = encode(&info)?;
-        self.store
-            .apply(vec![
-                Write::Set {
-                    key: id.meta_key(),
-                    value: meta,
-                    ttl: None,
-                },
-                Write::Push {
-                    key: group_index(&new.group),
-                    values: vec![id.thread().as_bytes().to_vec()],
-                },
-                Write::Push {
-                    key: user_index(&new.group, &new.user),
-                    values: vec![id.thread().as_bytes().to_vec()],
-                },
-            ])
-            .await?;
+        let mut writes = vec![
+            Write::Set {
+                key: id.meta_key(),
+                value: meta,
+                ttl: None,
+            },
+            Write::Push {
+                key: group_index(&new.group),
+                values: vec![id.thread().as_bytes().to_vec()],
+            },
+            Write::Push {
+                key: user_index(&new.group, &new.user),
+                values: vec![id.thread().as_bytes().to_vec()],
+            },
+        ];
+        writes.extend(also(&info));
+        self.store.apply(writes).await?;
         Ok(info)
     }
 

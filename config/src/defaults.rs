@@ -30,11 +30,11 @@ pub(crate) const STORE_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 
 // [ingress]
 /// Stream tasks are read from.
-pub(crate) const INGRESS_STREAM: &str = "troupe:tasks";
+pub(crate) const INGRESS_STREAM: &str = "tasks";
 /// Stream results are written to.
-pub(crate) const INGRESS_RESULTS: &str = "troupe:results";
+pub(crate) const INGRESS_RESULTS: &str = "results";
 /// Stream poisoned tasks are moved to after `max_deliveries`.
-pub(crate) const INGRESS_DEAD: &str = "troupe:dead";
+pub(crate) const INGRESS_DEAD: &str = "dead";
 /// Consumer group of all daemons sharing the stream.
 pub(crate) const INGRESS_GROUP: &str = "troupe";
 /// Entries read per XREADGROUP.
@@ -42,7 +42,7 @@ pub(crate) const INGRESS_BATCH: usize = 64;
 /// How long one XREADGROUP blocks waiting for entries.
 pub(crate) const INGRESS_BLOCK: Duration = Duration::from_secs(1);
 /// Pending entries idle this long are claimed from dead consumers.
-pub(crate) const INGRESS_CLAIM_IDLE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const INGRESS_CLAIM_IDLE: Duration = Duration::from_secs(30);
 /// Deliveries of one entry before it goes to the dead stream.
 pub(crate) const INGRESS_MAX_DELIVERIES: u32 = 5;
 /// Tasks being processed at once by this daemon; reading pauses above it.

@@ -70,6 +70,7 @@ fn ask(agent: &str, group: &str, thread: Option<&str>, input: &str) -> Ask {
         thread: thread.map(Into::into),
         input: input.into(),
         stream: false,
+        started: None,
     }
 }
 

@@ -169,7 +169,7 @@ async fn valid_tasks_are_answered_and_malformed_ones_dead_lettered() {
         .await
         .expect("xadd");
     let mine = serde_json::json!({"id": "mine", "agent": "echo", "input": {"q": 1},
-        "group": "acme", "user": "alice", "reply_to": "troupe:results:me"});
+        "group": "acme", "user": "alice", "reply_to": "results:me"});
     publish(&store, &mine.to_string()).await;
 
     let answered = results(&store, &s.results, 5).await;
@@ -179,7 +179,7 @@ async fn valid_tasks_are_answered_and_malformed_ones_dead_lettered() {
         assert!(result.output.as_deref().is_some_and(|o| !o.is_empty()));
         assert!(result.thread.is_some() && result.usage.is_some());
     }
-    let private = results(&store, "troupe:results:me", 1).await;
+    let private = results(&store, "results:me", 1).await;
     assert_eq!(private["mine"].status, Status::Ok);
 
     let letters = dead(&store, 6).await;
@@ -304,60 +304,303 @@ async fn a_task_id_running_is_not_started_twice() {
     rig.stop().await;
 }
 
-#[test]
-fn troupe_publish_prints_the_result_of_a_running_daemon() {
+#[actix::test]
+async fn a_streamed_task_names_its_delta_stream_before_its_result() {
+    let (rig, store) = rig("ingress-stream").await;
+    let s = settings();
+    start_ingress(&rig, &store, "d1");
+    let live = serde_json::json!({"id": "live", "agent": "echo", "input": "say it live",
+        "group": "acme", "user": "alice", "stream": true});
+    publish(&store, &live.to_string()).await;
+    let entries = wait_entries(&store, &s.results, "result", 2).await;
+    let decode = |b: &Vec<u8>| serde_json::from_slice::<TaskResult>(b).expect("result JSON");
+    let (accepted, done) = (decode(&entries[0]), decode(&entries[1]));
+    assert_eq!(accepted.status, Status::Accepted, "{accepted:?}");
+    assert_eq!(done.status, Status::Ok, "{done:?}");
+    let stream = accepted.delta_stream.clone().expect("the delta stream");
+    assert_eq!(done.delta_stream.as_deref(), Some(stream.as_str()));
+    assert_eq!(accepted.thread, done.thread);
+    // Results name Redis keys (with the store's prefix), as any client reads them.
+    let key = stream
+        .strip_prefix(store.key_prefix())
+        .expect("the Redis key of the stream");
+    let deltas = store.xrange(key, "-", "+", None).await.expect("xrange");
+    let text: String = deltas
+        .iter()
+        .filter_map(|e| e.field("delta"))
+        .map(String::from_utf8_lossy)
+        .collect();
+    assert_eq!(Some(text), done.output, "the deltas spell the answer");
+    assert!(deltas.last().is_some_and(|e| e.field("done").is_some()));
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_task_longer_than_claim_idle_stays_claimed_and_runs_once() {
+    let store = redis::store(&unique_prefix("ingress-long")).await;
+    // Ten times claim_idle (300 ms).
+    let config = format!("{CONFIG}\n[models.slow]\nprovider = \"scripted\"\nlatency = \"3s\"\n\n[agents.slow]\nmodel = \"slow\"\n");
+    let rig = Rig::start(&config, store.clone(), BTreeMap::new()).await;
+    let s = settings();
+    start_ingress(&rig, &store, "d1");
+    start_ingress(&rig, &store, "d2");
+    let long = serde_json::json!({"id": "long", "agent": "slow", "input": "take your time",
+        "group": "acme", "user": "alice"});
+    publish(&store, &long.to_string()).await;
+    let answered = results(&store, &s.results, 1).await;
+    assert_eq!(answered["long"].status, Status::Ok, "{answered:?}");
+    assert_eq!(
+        store.xlen(&s.dead).await.expect("xlen"),
+        0,
+        "not dead-lettered"
+    );
+    let page = rig
+        .talk
+        .messages(
+            "acme",
+            answered["long"].thread.as_deref().expect("thread"),
+            0,
+            100,
+        )
+        .await
+        .expect("messages");
+    assert_eq!(page.messages.len(), 2, "one turn: the model was asked once");
+    assert_eq!(
+        rig.talk
+            .list_threads("acme", None, 0, 100)
+            .await
+            .expect("threads")
+            .threads
+            .len(),
+        1,
+        "the other consumer never started it"
+    );
+    assert_nothing_pending(&store).await;
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn trimming_drops_completed_entries_and_keeps_pending_ones() {
+    let (rig, store) = rig("ingress-trim").await;
+    let s = settings();
+    publish(&store, &task("orphan", "held by a dead consumer")).await;
+    read_as(&store, "ghost").await;
+    for i in 0..20 {
+        publish(&store, &task(&format!("t{i}"), "done soon")).await;
+    }
+    start_ingress(&rig, &store, "d1");
+    // All 21 are answered (the orphan once reclaimed), and the stream is trimmed.
+    let answered = results(&store, &s.results, 21).await;
+    assert!(answered.values().all(|r| r.status == Status::Ok));
+    assert_nothing_pending(&store).await;
+    let deadline = Instant::now() + WAIT;
+    while store.xlen(&s.stream).await.expect("xlen") > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the ingress stream is never trimmed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn trimming_never_drops_a_pending_entry() {
+    let (rig, store) = rig("ingress-trim-pending").await;
+    let s = settings();
+    // A long claim_idle: the ghost's entry stays pending (unclaimed) while trimming runs.
+    let settings = IngressSettings {
+        claim_idle: Duration::from_secs(60),
+        ..settings()
+    };
+    let held = publish(&store, &task("held", "held by a dead consumer")).await;
+    read_as(&store, "ghost").await;
+    for i in 0..20 {
+        publish(&store, &task(&format!("t{i}"), "done soon")).await;
+    }
+    IngressActor::new(
+        store.clone(),
+        rig.talk.clone(),
+        None,
+        BTreeSet::new(),
+        settings,
+        "d1".to_owned(),
+    )
+    .start();
+    results(&store, &s.results, 20).await;
+    // Two trim periods: everything after the pending entry may go, the entry itself stays.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let left = store
+        .xrange(&s.stream, "-", "+", None)
+        .await
+        .expect("xrange");
+    assert_eq!(left.first().map(|e| e.id.as_str()), Some(held.as_str()));
+    let pending = store.xpending(&s.stream, &s.group).await.expect("xpending");
+    assert_eq!(pending.count, 1);
+    rig.stop().await;
+}
+
+/// A config file for a daemon on the private Redis: the echo agent and a two-step workflow.
+fn daemon_config(prefix: &str) -> tempfile::NamedTempFile {
     use std::io::Write as _;
-
-    use crate::support::daemon::Daemon;
-
-    let prefix = unique_prefix("ingress-publish");
     let mut file = tempfile::Builder::new()
         .suffix(".toml")
         .tempfile()
         .expect("temp file");
     let text = format!(
-        "[daemon]\nshutdown_grace = \"3s\"\n[store]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n[ingress]\nblock = \"100ms\"\n{CONFIG}",
+        r#"[daemon]
+name = "cli-daemon"
+shutdown_grace = "3s"
+[store]
+backend = "redis"
+url = "{}"
+prefix = "{prefix}"
+[ingress]
+block = "100ms"
+{CONFIG}
+[workflows.twice]
+[[workflows.twice.steps]]
+name = "first"
+kind = "agent"
+agent = "echo"
+input = "FIRST {{{{input}}}}"
+[[workflows.twice.steps]]
+name = "second"
+kind = "agent"
+agent = "echo"
+input = "SECOND {{{{steps.first.output}}}}"
+"#,
         redis::redis_url()
     );
     file.write_all(text.as_bytes()).expect("write config");
+    file
+}
+
+/// Runs `troupe ARGS...`; returns (success, stdout, stderr).
+fn troupe(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(args)
+        .output()
+        .expect("run troupe");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_publishes_streams_reports_status_and_retries_dead_letters() {
+    use crate::support::daemon::Daemon;
+
+    let file = daemon_config(&unique_prefix("ingress-cli"));
     let path = file.path().to_str().expect("utf-8 path");
     let mut daemon = Daemon::spawn(&["serve", "--config", path]);
     daemon.wait_for_log("ingress consumer started", Duration::from_secs(20));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args([
-            "publish", "--agent", "echo", "--group", "acme", "--user", "alice",
-        ])
-        .args([
-            "--config",
-            path,
-            "--timeout",
-            "20s",
-            "--json",
-            "hello from the cli",
-        ])
-        .output()
-        .expect("run troupe publish");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let publish = [
+        "publish", "--group", "acme", "--user", "alice", "--config", path,
+    ];
+    let timeout = ["--timeout", "20s"];
+
+    // An agent task: the result JSON.
+    let (ok, out, err) = troupe(
+        &[
+            &publish[..],
+            &timeout,
+            &["--agent", "echo", "--json", "hello"],
+        ]
+        .concat(),
+    );
+    assert!(ok, "publish failed: {err}\n{}", daemon.log());
+    let result: TaskResult = serde_json::from_str(out.trim()).expect("result JSON");
+    assert_eq!(result.status, Status::Ok);
+    let answer = result.output.expect("output");
+    assert!(!answer.is_empty());
+
+    // Streamed: the same answer, printed live from the deltas.
+    let (ok, live, err) = troupe(
+        &[
+            &publish[..],
+            &timeout,
+            &["--agent", "echo", "--stream", "hello"],
+        ]
+        .concat(),
+    );
+    assert!(ok, "publish --stream failed: {err}");
+    assert_eq!(live.trim(), answer.trim(), "the live text is the answer");
+
+    // A workflow task: both steps ran, the output is the last step's.
+    let (ok, out, err) = troupe(
+        &[
+            &publish[..],
+            &timeout,
+            &["--workflow", "twice", "--json", "wf input"],
+        ]
+        .concat(),
+    );
+    assert!(ok, "publish --workflow failed: {err}\n{}", daemon.log());
+    let result: TaskResult = serde_json::from_str(out.trim()).expect("result JSON");
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let run = result.run.expect("the run id");
+    let (ok, status, err) = troupe(&[
+        "workflow", "status", &run, "--group", "acme", "--config", path,
+    ]);
+    assert!(ok, "{err}");
     assert!(
-        out.status.success(),
-        "publish failed: {}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        status.contains("completed") && status.contains("second"),
+        "{status}"
+    );
+
+    // A task dead-lettered: publish says why at once instead of waiting for its timeout.
+    let (ok, _, err) = troupe(&[&publish[..], &timeout, &["--agent", "nobody", "x"]].concat());
+    assert!(!ok);
+    assert!(
+        err.contains("dead-lettered (unknown_agent)"),
+        "{err}\n{}",
         daemon.log()
     );
-    let result: TaskResult = serde_json::from_str(stdout.trim()).expect("result JSON");
-    assert_eq!(result.status, Status::Ok);
-    assert!(result.output.is_some_and(|o| !o.is_empty()));
-    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args([
-            "publish", "--agent", "nobody", "--group", "acme", "--user", "alice",
-        ])
-        .args(["--config", path, "--timeout", "2s", "x"])
-        .output()
-        .expect("run troupe publish");
+
+    let (ok, status, err) = troupe(&["status", "--config", path]);
+    assert!(ok, "{err}");
+    assert!(status.contains("cli-daemon: live"), "{status}");
+    assert!(status.contains(":dead: 1 entries"), "{status}");
+    assert!(status.contains("pending 0"), "{status}");
+
+    let (ok, list, err) = troupe(&["dead-letters", "list", "--config", path]);
+    assert!(ok, "{err}");
     assert!(
-        !unknown.status.success(),
-        "an unknown agent is dead-lettered, never answered"
+        list.contains("unknown_agent") && list.contains("nobody"),
+        "{list}"
     );
+    let letter = list
+        .split_whitespace()
+        .next()
+        .expect("a letter id")
+        .to_owned();
+    let (ok, out, err) = troupe(&["dead-letters", "retry", &letter, "--config", path]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("retried {letter}")), "{out}");
+    // Published again, refused again: a new letter replaces the retried one.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, list, _) = troupe(&["dead-letters", "list", "--config", path]);
+        let ids: Vec<&str> = list
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        if ids.len() == 1 && ids[0] != letter {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retried task was not dead-lettered again: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, _, err) = troupe(&["dead-letters", "retry", "0-1", "--config", path]);
+    assert!(!ok && err.contains("no dead letter 0-1"), "{err}");
+
     daemon.signal("TERM");
     assert!(daemon
         .wait_exit(Duration::from_secs(5))

@@ -8,6 +8,7 @@ mod config;
 mod crons;
 mod daemon;
 mod ingress;
+mod ingress_load;
 mod limits;
 mod models;
 mod pools;

@@ -751,6 +751,7 @@ range = 1
         thread,
         input: input.to_owned(),
         stream: false,
+        ..Ask::default()
     };
     let first = rig
         .talk

@@ -85,6 +85,9 @@ macro_rules! all_cases {
             xack_removes_from_pending,
             xautoclaim_moves_idle_entries,
             xautoclaim_reports_trimmed,
+            xclaim_touch_keeps_entries_from_reclaim,
+            xinfo_groups_and_consumers,
+            xdel_in_a_batch,
             missing_group_is_no_group,
             xreadgroup_blocks_until_an_entry,
             xreadgroup_block_times_out_empty,
@@ -154,6 +157,18 @@ fn read<'a>(stream: &'a str, consumer: &'a str, count: usize, from: ReadFrom) ->
         count,
         block: None,
         from,
+    }
+}
+
+fn read_group<'a>(
+    stream: &'a str,
+    group: &'a str,
+    consumer: &'a str,
+    count: usize,
+) -> GroupRead<'a> {
+    GroupRead {
+        group,
+        ..read(stream, consumer, count, ReadFrom::New)
     }
 }
 
@@ -783,6 +798,78 @@ async fn xautoclaim_moves_idle_entries(s: Arc<dyn Store>) -> Result<()> {
         .xautoclaim("s", "g", "other", Duration::from_millis(50), &page.next, 1)
         .await?;
     assert_eq!(ids(&page.claimed), added[1..2].to_vec());
+    Ok(())
+}
+
+async fn xclaim_touch_keeps_entries_from_reclaim(s: Arc<dyn Store>) -> Result<()> {
+    let added = add(&*s, "s", 2).await?;
+    s.xgroup_create("s", "g", "0").await?;
+    s.xreadgroup(read("s", "worker", 2, ReadFrom::New)).await?;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    // The worker is still on the first entry: it touches it; the second idles on.
+    let touched = s
+        .xclaim_touch("s", "g", "worker", &[added[0].clone(), "9-9".to_owned()])
+        .await?;
+    assert_eq!(
+        touched,
+        vec![added[0].clone()],
+        "only pending ids are touched"
+    );
+    let got = s
+        .xautoclaim("s", "g", "other", Duration::from_millis(50), "0", 10)
+        .await?;
+    assert_eq!(ids(&got.claimed), added[1..].to_vec());
+    let range = s.xpending_range("s", "g", "-", "+", 10, None).await?;
+    assert_eq!(range[0].consumer, "worker");
+    assert_eq!(range[0].deliveries, 1, "a touch is not a delivery");
+    Ok(())
+}
+
+async fn xinfo_groups_and_consumers(s: Arc<dyn Store>) -> Result<()> {
+    assert_eq!(s.xgroups("nothing").await?, vec![]);
+    let added = add(&*s, "s", 3).await?;
+    s.xgroup_create("s", "b", "0").await?;
+    s.xgroup_create("s", "a", "$").await?;
+    s.xreadgroup(read_group("s", "b", "c1", 2)).await?;
+    s.xreadgroup(read_group("s", "b", "c2", 1)).await?;
+    s.xack("s", "b", &added[2..]).await?;
+    let groups = s.xgroups("s").await?;
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let b = &groups[1];
+    assert_eq!((b.consumers, b.pending), (2, 2));
+    assert_eq!(b.last_delivered, added[2]);
+    assert_eq!(b.lag, Some(0));
+    assert_eq!(groups[0].pending, 0);
+    let consumers = s.xconsumers("s", "b").await?;
+    let summary: Vec<(&str, u64)> = consumers
+        .iter()
+        .map(|c| (c.name.as_str(), c.pending))
+        .collect();
+    assert_eq!(summary, [("c1", 2), ("c2", 0)]);
+    ensure!(consumers.iter().all(|c| c.idle < Duration::from_secs(10)));
+    Ok(())
+}
+
+async fn xdel_in_a_batch(s: Arc<dyn Store>) -> Result<()> {
+    let added = add(&*s, "s", 3).await?;
+    s.apply(vec![
+        Write::XDel {
+            stream: "s".into(),
+            ids: vec![added[1].clone()],
+        },
+        Write::XAdd {
+            stream: "t".into(),
+            fields: vec![("n".into(), b"1".to_vec())],
+            trim: None,
+        },
+    ])
+    .await?;
+    assert_eq!(
+        ids(&s.xrange("s", "-", "+", None).await?),
+        vec![added[0].clone(), added[2].clone()]
+    );
+    assert_eq!(s.xlen("t").await?, 1);
     Ok(())
 }
 

@@ -38,6 +38,7 @@ fn ask(thread: Option<&str>, input: &str) -> Ask {
         thread: thread.map(Into::into),
         input: input.into(),
         stream: false,
+        started: None,
     }
 }
 

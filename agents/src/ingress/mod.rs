@@ -39,6 +39,12 @@ pub const DONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Pause after a failed read before trying again.
 const READ_BACKOFF: Duration = Duration::from_millis(200);
 
+/// How often the ingress stream is trimmed below its oldest entry still needed.
+const TRIM_EVERY: Duration = Duration::from_secs(2);
+
+/// While the store keeps failing, a warning at most this often (with the count in between).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Store key of a completed task's result.
 fn done_key(group: &str, id: &str) -> String {
     format!("ingress:done:{group}:{id}")
@@ -151,7 +157,9 @@ impl Shared {
         let claim_every =
             (s.claim_idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
         let mut next_claim = Instant::now();
+        let mut next_trim = Instant::now() + TRIM_EVERY;
         let mut claim_cursor = "0-0".to_owned();
+        let mut failures = Failures::default();
         loop {
             // Capacity first: stop reading while every slot is taken.
             let Ok(first) = self.permits.clone().acquire_owned().await else {
@@ -168,7 +176,7 @@ impl Shared {
                 next_claim = Instant::now() + claim_every;
                 match self.claim(&mut claim_cursor, &mut permits).await {
                     Ok(()) => {}
-                    Err(err) => self.read_failed(err).await,
+                    Err(err) => self.read_failed(err, &mut failures).await,
                 }
                 if permits.is_empty() {
                     continue;
@@ -187,12 +195,21 @@ impl Shared {
                 from,
             };
             let entries = match self.store.xreadgroup(read).await {
-                Ok(entries) => entries,
+                Ok(entries) => {
+                    failures.recovered();
+                    entries
+                }
                 Err(err) => {
-                    self.read_failed(err).await;
+                    self.read_failed(err, &mut failures).await;
                     continue;
                 }
             };
+            if Instant::now() >= next_trim {
+                next_trim = Instant::now() + TRIM_EVERY;
+                if let Err(err) = self.trim().await {
+                    tracing::debug!(error = %err, "ingress could not trim its stream");
+                }
+            }
             let deliveries = match &pending_after {
                 None => BTreeMap::new(),
                 Some(_) if entries.is_empty() => {
@@ -204,7 +221,7 @@ impl Shared {
                     match self.deliveries(&entries).await {
                         Ok(counts) => counts,
                         Err(err) => {
-                            self.read_failed(err).await;
+                            self.read_failed(err, &mut failures).await;
                             continue;
                         }
                     }
@@ -218,8 +235,9 @@ impl Shared {
         }
     }
 
-    /// Logs a failed read; recreates the group (loudly) when Redis lost it.
-    async fn read_failed(&self, err: StoreError) {
+    /// Logs a failed read (throttled while failures go on); recreates the group (loudly)
+    /// when Redis lost it.
+    async fn read_failed(&self, err: StoreError, failures: &mut Failures) {
         if let StoreError::NoGroup { stream, group } = &err {
             tracing::error!(
                 %stream,
@@ -232,9 +250,43 @@ impl Shared {
                 tokio::time::sleep(READ_BACKOFF).await;
             }
         } else {
-            tracing::warn!(error = %err, "ingress read failed; retrying");
+            if let Some(suppressed) = failures.failed() {
+                tracing::warn!(
+                    error = %err,
+                    failures_since_last_warning = suppressed,
+                    "ingress read failed; retrying every {READ_BACKOFF:?}"
+                );
+            }
             tokio::time::sleep(READ_BACKOFF).await;
         }
+    }
+
+    /// Trims the ingress stream below the oldest entry any group still needs: its oldest
+    /// pending entry, or its first undelivered one. The last delivered id is read before
+    /// the pending list, so an entry delivered in between is above the bound.
+    async fn trim(&self) -> Result<u64, StoreError> {
+        let stream = &self.settings.stream;
+        let groups = self.store.xgroups(stream).await?;
+        let mut bound: Option<String> = None;
+        for group in &groups {
+            let pending = self.store.xpending(stream, &group.name).await?;
+            let needed = match pending.lowest {
+                Some(lowest) => min_id(&lowest, &group.last_delivered),
+                None => group.last_delivered.clone(),
+            };
+            bound = Some(match bound {
+                Some(b) => min_id(&b, &needed),
+                None => needed,
+            });
+        }
+        let Some(bound) = bound.filter(|b| b != "0-0") else {
+            return Ok(0);
+        };
+        let removed = self.store.xtrim(stream, Trim::MinId(bound)).await?;
+        if removed > 0 {
+            tracing::debug!(removed, "ingress trimmed completed entries");
+        }
+        Ok(removed)
     }
 
     /// Delivery counts of pending entries of this consumer.
@@ -326,6 +378,7 @@ impl Shared {
             workflows: &self.workflows,
             max_input_bytes: s.max_input_bytes,
             results: &s.results,
+            prefix: self.store.key_prefix(),
         };
         let task = match wire::parse(&entry.id, entry.field(wire::TASK_FIELD), &limits) {
             Ok(task) => task,
@@ -409,7 +462,7 @@ impl Shared {
             }
         };
         if let Some(result) = stored {
-            tracing::info!("task already completed; answering from its stored result");
+            tracing::debug!("task already completed; answering from its stored result");
             self.finish(&entry, &task, result, None).await;
             return;
         }
@@ -432,31 +485,104 @@ impl Shared {
                 return;
             }
         }
-        let Some(result) = self.execute(&task).await else {
+        let outcome = tokio::select! {
+            result = self.execute(&task) => result,
+            () = self.keep_claimed(&entry, &lease, &owner) => None,
+        };
+        let Some(result) = outcome else {
             let _ = self.store.release_lease(&lease, &owner).await;
             return;
         };
-        match serde_json::to_vec(&result) {
-            Ok(json) => self.finish(&entry, &task, json, Some(done)).await,
-            Err(err) => tracing::error!(error = %err, "ingress cannot encode a result"),
+        let finished = match serde_json::to_vec(&result) {
+            Ok(json) => {
+                self.finish(&entry, &task, json, Some((done, lease.clone())))
+                    .await
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "ingress cannot encode a result");
+                false
+            }
+        };
+        if !finished {
+            let _ = self.store.release_lease(&lease, &owner).await;
         }
-        let _ = self.store.release_lease(&lease, &owner).await;
     }
 
-    /// Writes `result` to the task's reply stream, records it under `done` (when new) and acks.
-    async fn finish(&self, entry: &str, task: &Task, result: Vec<u8>, done: Option<String>) {
+    /// While a task runs: renews its lease and resets its entry's idle time every third of
+    /// `claim_idle`, so no other consumer reclaims it however long it runs. Returns (ending
+    /// the task, left pending) only if the lease was lost to another owner.
+    async fn keep_claimed(&self, entry: &str, lease: &str, owner: &str) {
+        let s = &self.settings;
+        let every = (s.claim_idle / 3).max(Duration::from_millis(10));
+        let ids = [entry.to_owned()];
+        loop {
+            tokio::time::sleep(every).await;
+            match self.store.renew_lease(lease, owner, s.claim_idle).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("task lease taken over by another owner; stopping here");
+                    return;
+                }
+                Err(err) => tracing::debug!(error = %err, "could not renew the task lease"),
+            }
+            if let Err(err) = self
+                .store
+                .xclaim_touch(&s.stream, &s.group, &self.consumer, &ids)
+                .await
+            {
+                tracing::debug!(error = %err, "could not refresh the entry's claim");
+            }
+        }
+    }
+
+    /// The name other Redis clients know the store key `key` by.
+    fn redis_key(&self, key: &str) -> String {
+        format!("{}{key}", self.store.key_prefix())
+    }
+
+    /// Writes the notice that a streamed task runs to its reply stream.
+    async fn accepted(&self, task: &Task, notice: TaskResult) {
+        let json = match serde_json::to_vec(&notice) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::error!(error = %err, "ingress cannot encode an acceptance");
+                return;
+            }
+        };
+        let write = Write::XAdd {
+            stream: task.reply_to.clone(),
+            fields: vec![(wire::RESULT_FIELD.to_owned(), json)],
+            trim: Some(Trim::MaxLen(self.settings.max_len)),
+        };
+        if let Err(err) = self.store.apply(vec![write]).await {
+            tracing::warn!(error = %err, "ingress could not write a task's acceptance");
+        }
+    }
+
+    /// Writes `result` to the task's reply stream and acks; for a new result also records it
+    /// under its `done` key and drops its running lease, all in one batch (the lease is
+    /// needless once the result is recorded: a later delivery finds the record first).
+    /// Returns whether the batch was written.
+    async fn finish(
+        &self,
+        entry: &str,
+        task: &Task,
+        result: Vec<u8>,
+        record: Option<(String, String)>,
+    ) -> bool {
         let s = &self.settings;
         let mut writes = vec![Write::XAdd {
             stream: task.reply_to.clone(),
             fields: vec![(wire::RESULT_FIELD.to_owned(), result.clone())],
             trim: Some(Trim::MaxLen(s.max_len)),
         }];
-        if let Some(key) = done {
+        if let Some((done, lease)) = record {
             writes.push(Write::Set {
-                key,
+                key: done,
                 value: result,
                 ttl: Some(DONE_TTL),
             });
+            writes.push(Write::Del { key: lease });
         }
         writes.push(Write::XAck {
             stream: s.stream.clone(),
@@ -464,9 +590,13 @@ impl Shared {
             ids: vec![entry.to_owned()],
         });
         match self.store.apply(writes).await {
-            Ok(()) => tracing::info!(reply_to = %task.reply_to, "task answered"),
+            Ok(()) => {
+                tracing::debug!(reply_to = %task.reply_to, "task answered");
+                true
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "ingress could not write a result; left pending")
+                tracing::warn!(error = %err, "ingress could not write a result; left pending");
+                false
             }
         }
     }
@@ -475,6 +605,7 @@ impl Shared {
     async fn execute(&self, task: &Task) -> Option<TaskResult> {
         match &task.target {
             Target::Agent(agent) => {
+                let (started, mut start) = tokio::sync::mpsc::unbounded_channel();
                 let ask = Ask {
                     group: task.group.clone(),
                     user: task.user.clone(),
@@ -482,8 +613,20 @@ impl Shared {
                     thread: task.thread.clone(),
                     input: task.input.clone(),
                     stream: task.stream,
+                    started: task.stream.then_some(started),
                 };
-                match self.conversations.ask(ask).await {
+                // The acceptance is written before the result: the turn waits for nothing, but
+                // the result is written only once both are done.
+                let announce = async {
+                    if let Some(s) = start.recv().await {
+                        let stream = self.redis_key(&s.stream);
+                        let notice =
+                            TaskResult::accepted(&task.id, Some(s.thread), None, Some(stream));
+                        self.accepted(task, notice).await;
+                    }
+                };
+                let (asked, ()) = tokio::join!(self.conversations.ask(ask), announce);
+                match asked {
                     Ok(outcome) => {
                         let (status, output, error) = match outcome.status {
                             TurnStatus::Completed => (Status::Ok, Some(outcome.answer), None),
@@ -512,7 +655,7 @@ impl Shared {
                             run: None,
                             error,
                             usage: Some(outcome.usage),
-                            delta_stream: outcome.delta_stream,
+                            delta_stream: outcome.delta_stream.map(|s| self.redis_key(&s)),
                         })
                     }
                     Err(err) if err.is_retryable() => {
@@ -562,15 +705,23 @@ impl Shared {
                 run
             }
         };
-        let record = match router
-            .runs()
-            .wait(&task.group, &run, self.settings.claim_idle)
-            .await
-        {
-            Ok(record) => record,
-            Err(err) => {
-                tracing::warn!(error = %err, %run, "ingress cannot read the run; left pending");
-                return None;
+        if task.stream {
+            let notice = TaskResult::accepted(&task.id, None, Some(run.clone()), None);
+            self.accepted(task, notice).await;
+        }
+        // The entry stays claimed while the run goes on (see `keep_claimed`).
+        let record = loop {
+            match router
+                .runs()
+                .wait(&task.group, &run, self.settings.claim_idle)
+                .await
+            {
+                Ok(record) if record.status.is_terminal() => break record,
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, %run, "ingress cannot read the run; left pending");
+                    return None;
+                }
             }
         };
         let mut result = TaskResult {
@@ -592,11 +743,51 @@ impl Shared {
                     message: record.error.unwrap_or_default(),
                 });
             }
-            RunStatus::Running | RunStatus::Waiting => {
-                tracing::warn!("workflow run still running after claim_idle; left pending");
-                return None;
-            }
+            RunStatus::Running | RunStatus::Waiting => return None,
         }
         Some(result)
+    }
+}
+
+/// Consecutive store failures of the read loop, for throttled warnings.
+#[derive(Debug, Default)]
+struct Failures {
+    since_warning: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Failures {
+    /// Counts a failure; `Some(failures since the last warning)` when one is due now.
+    fn failed(&mut self) -> Option<u64> {
+        let due = self
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if !due {
+            self.since_warning += 1;
+            return None;
+        }
+        self.last_warning = Some(Instant::now());
+        Some(std::mem::take(&mut self.since_warning))
+    }
+
+    /// A read succeeded: the next failure warns at once.
+    fn recovered(&mut self) {
+        if self.last_warning.take().is_some() {
+            tracing::info!("ingress reads work again");
+        }
+        self.since_warning = 0;
+    }
+}
+
+/// The lower of two stream ids (`ms-seq`); an unparsable id counts as lowest.
+fn min_id(a: &str, b: &str) -> String {
+    fn parse(id: &str) -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    }
+    if parse(a) <= parse(b) {
+        a.to_owned()
+    } else {
+        b.to_owned()
     }
 }

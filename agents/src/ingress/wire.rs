@@ -108,7 +108,10 @@ pub enum Rejection {
         max: usize,
     },
     /// `reply_to` is not a stream under the results stream.
-    #[error("reply_to {0:?} must be the results stream or start with it followed by ':'")]
+    #[error(
+        "reply_to {0:?} must be the results stream or start with it followed by ':' \
+         (with or without the store's key prefix)"
+    )]
     ReplyTo(String),
 }
 
@@ -139,6 +142,9 @@ pub struct Limits<'a> {
     pub max_input_bytes: usize,
     /// The default results stream.
     pub results: &'a str,
+    /// The store's key prefix: a `reply_to` may name its stream with it (the Redis key) or
+    /// without (the store key).
+    pub prefix: &'a str,
 }
 
 fn required(value: Option<String>, name: &'static str) -> Result<String, Rejection> {
@@ -177,6 +183,10 @@ pub fn parse(entry_id: &str, field: Option<&[u8]>, limits: &Limits<'_>) -> Resul
     let reply_to = match raw.reply_to {
         None => limits.results.to_owned(),
         Some(stream) => {
+            let stream = match stream.strip_prefix(limits.prefix) {
+                Some(local) if !limits.prefix.is_empty() => local.to_owned(),
+                _ => stream,
+            };
             let ok = stream == limits.results
                 || stream
                     .strip_prefix(limits.results)
@@ -203,7 +213,8 @@ pub fn parse(entry_id: &str, field: Option<&[u8]>, limits: &Limits<'_>) -> Resul
     })
 }
 
-/// `"ok"` or `"error"`.
+/// `"ok"` or `"error"` for the final result; `"accepted"` for the early notice of a streamed
+/// task (its final result follows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -211,6 +222,15 @@ pub enum Status {
     Ok,
     /// The task failed; see `error`.
     Error,
+    /// The task runs: `delta_stream` (agents) or `run` (workflows) can be followed now.
+    Accepted,
+}
+
+impl Status {
+    /// Whether this is a task's final result.
+    pub fn is_final(self) -> bool {
+        self != Status::Accepted
+    }
 }
 
 /// Why a task failed.
@@ -245,6 +265,25 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
+    /// The notice that a streamed task runs, naming what to follow.
+    pub fn accepted(
+        task_id: &str,
+        thread: Option<String>,
+        run: Option<String>,
+        delta_stream: Option<String>,
+    ) -> TaskResult {
+        TaskResult {
+            task_id: task_id.to_owned(),
+            status: Status::Accepted,
+            output: None,
+            thread,
+            run,
+            error: None,
+            usage: None,
+            delta_stream,
+        }
+    }
+
     /// A failed task.
     pub fn error(task_id: &str, kind: &str, message: String) -> TaskResult {
         TaskResult {

@@ -20,6 +20,7 @@ pub mod run;
 pub mod template;
 
 pub use error::WorkflowError;
+pub use journal::open_runs;
 pub use journal::{Entry, EntryKind, RunRecord, RunStatus};
 pub use router::{Router, RouterActor, RouterOptions, RunView, Runs, StepHook, StepView, Submit};
 pub use run::{RunActor, Signal, SignalRun};

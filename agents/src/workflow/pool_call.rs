@@ -105,6 +105,7 @@ impl Call {
             thread: Some(self.thread.clone()),
             input: self.input.clone(),
             stream: false,
+            started: None,
         });
         let outcome = match self.timeout() {
             Some(after) => tokio::time::timeout(after, ask)

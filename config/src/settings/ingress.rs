@@ -19,7 +19,8 @@ pub struct IngressSettings {
     pub batch: usize,
     /// How long one read blocks (> 0).
     pub block: Duration,
-    /// Pending entries idle this long are claimed from other consumers (> 0).
+    /// Pending entries idle this long are claimed from other consumers (> 0); a consumer
+    /// working on a task refreshes its claim every third of it.
     pub claim_idle: Duration,
     /// Deliveries of one entry before it is dead-lettered (> 0).
     pub max_deliveries: u32,

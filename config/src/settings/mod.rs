@@ -94,11 +94,16 @@ impl Config {
                 ),
             ),
         }
+        // The ingress streams by the Redis keys clients use (the store prefix added).
+        let p = match &self.store {
+            StoreSettings::Memory => "",
+            StoreSettings::Redis(redis) => redis.prefix.as_str(),
+        };
         let ingress = &self.ingress;
         line(
             &mut out,
             format_args!(
-                "ingress: {} -> {} (group {}, dead letters {})",
+                "ingress: {p}{} -> {p}{} (group {}, dead letters {p}{})",
                 ingress.stream, ingress.results, ingress.group, ingress.dead
             ),
         );

@@ -239,3 +239,13 @@ impl Pool {
             .transpose()
     }
 }
+
+/// How many items of the pool `pool` are not finished (queued, delayed or running), as
+/// persisted in `store` — readable without the pool's actor (e.g. by `troupe status`).
+pub async fn open_items(store: &dyn Store, pool: &str) -> Result<usize, PoolError> {
+    let open = store
+        .hgetall(&Keys::new(pool).open())
+        .await
+        .map_err(PoolError::store(pool))?;
+    Ok(open.len())
+}

@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    AutoClaim, EntryId, GroupRead, PendingEntry, PendingSummary, ReadFrom, Store, StoreError,
-    StoreResult, StreamEntry, Trim, Write,
+    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary, ReadFrom,
+    Store, StoreError, StoreResult, StreamEntry, Trim, Write,
 };
 
 /// A TTL in whole milliseconds as both backends apply it: rounded up, at least 1 ms (Redis
@@ -215,6 +215,8 @@ struct Pending {
 struct Group {
     last_delivered: Id,
     pel: BTreeMap<Id, Pending>,
+    /// Every consumer that read or claimed, with the time it last did.
+    consumers: BTreeMap<String, Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -536,6 +538,20 @@ impl Keyspace {
         Ok(ids.iter().filter(|id| g.pel.remove(id).is_some()).count() as u64)
     }
 
+    fn xdel(&mut self, stream: &str, ids: &[EntryId], now: Instant) -> StoreResult<u64> {
+        let ids = ids
+            .iter()
+            .map(|id| strict_id("xdel", id))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let Some(s) = self.stream_mut("xdel", stream, now, false)? else {
+            return Ok(0);
+        };
+        Ok(ids
+            .iter()
+            .filter(|id| s.entries.remove(id).is_some())
+            .count() as u64)
+    }
+
     fn write(&mut self, w: &Write, now: Instant) -> StoreResult<bool> {
         let mut appended = false;
         match w {
@@ -568,6 +584,9 @@ impl Keyspace {
             }
             Write::XAck { stream, group, ids } => {
                 self.xack(stream, group, ids, now)?;
+            }
+            Write::XDel { stream, ids } => {
+                self.xdel(stream, ids, now)?;
             }
             Write::Expire { key, ttl } => {
                 self.expire(key, *ttl, now);
@@ -633,6 +652,7 @@ impl Keyspace {
             read.count
         };
         let (g, entries) = self.group_mut("xreadgroup", read.stream, read.group, now)?;
+        g.consumers.insert(read.consumer.to_owned(), now);
         let mut out = Vec::new();
         match from_pending {
             None => {
@@ -983,6 +1003,7 @@ impl Store for MemoryStore {
             Group {
                 last_delivered,
                 pel: BTreeMap::new(),
+                consumers: BTreeMap::new(),
             },
         );
         Ok(true)
@@ -1078,6 +1099,7 @@ impl Store for MemoryStore {
         let mut keys = self.keys.lock();
         let now = Instant::now();
         let (g, entries) = keys.group_mut(op, stream, group, now)?;
+        g.consumers.insert(consumer.to_owned(), now);
         let mut result = AutoClaim {
             next: Id::MIN.to_string(),
             ..AutoClaim::default()
@@ -1120,6 +1142,73 @@ impl Store for MemoryStore {
             result.next = next.to_string();
         }
         Ok(result)
+    }
+
+    async fn xclaim_touch(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> StoreResult<Vec<EntryId>> {
+        let op = "xclaim_touch";
+        let ids = ids
+            .iter()
+            .map(|id| strict_id(op, id))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut keys = self.keys.lock();
+        let now = Instant::now();
+        let (g, _) = keys.group_mut(op, stream, group, now)?;
+        g.consumers.insert(consumer.to_owned(), now);
+        let mut touched = Vec::new();
+        for id in ids {
+            if let Some(p) = g.pel.get_mut(&id) {
+                p.consumer = consumer.to_owned();
+                p.delivered_at = now;
+                touched.push(id.to_string());
+            }
+        }
+        Ok(touched)
+    }
+
+    async fn xgroups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>> {
+        let mut keys = self.keys.lock();
+        let Some(s) = keys.stream_mut("xgroups", stream, Instant::now(), false)? else {
+            return Ok(Vec::new());
+        };
+        let mut groups: Vec<GroupInfo> = s
+            .groups
+            .iter()
+            .map(|(name, g)| GroupInfo {
+                name: name.clone(),
+                consumers: g.consumers.len() as u64,
+                pending: g.pel.len() as u64,
+                last_delivered: g.last_delivered.to_string(),
+                lag: Some(
+                    s.entries
+                        .keys()
+                        .rev()
+                        .take_while(|id| **id > g.last_delivered)
+                        .count() as u64,
+                ),
+            })
+            .collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(groups)
+    }
+
+    async fn xconsumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>> {
+        let mut keys = self.keys.lock();
+        let now = Instant::now();
+        let (g, _) = keys.group_mut("xconsumers", stream, group, now)?;
+        Ok(g.consumers
+            .iter()
+            .map(|(name, seen)| ConsumerInfo {
+                name: name.clone(),
+                pending: g.pel.values().filter(|p| &p.consumer == name).count() as u64,
+                idle: now.saturating_duration_since(*seen),
+            })
+            .collect())
     }
 
     async fn xtrim(&self, stream: &str, trim: Trim) -> StoreResult<u64> {

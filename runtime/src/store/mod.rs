@@ -95,6 +95,32 @@ pub struct PendingSummary {
     pub consumers: Vec<(String, u64)>,
 }
 
+/// One consumer group of a stream (`XINFO GROUPS`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// Consumers known to the group.
+    pub consumers: u64,
+    /// Delivered, unacknowledged entries.
+    pub pending: u64,
+    /// The id of the last entry delivered to the group.
+    pub last_delivered: EntryId,
+    /// Entries not yet delivered to the group, when the server can tell.
+    pub lag: Option<u64>,
+}
+
+/// One consumer of a group (`XINFO CONSUMERS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// The consumer's name.
+    pub name: String,
+    /// Entries it holds unacknowledged.
+    pub pending: u64,
+    /// Time since its last read or claim.
+    pub idle: Duration,
+}
+
 /// One pending entry (`XPENDING stream group start end count [consumer]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEntry {
@@ -150,6 +176,8 @@ pub enum Write {
         group: String,
         ids: Vec<EntryId>,
     },
+    /// `XDEL stream id...`.
+    XDel { stream: String, ids: Vec<EntryId> },
     /// `PEXPIRE key ttl`.
     Expire { key: String, ttl: Duration },
     /// `HINCRBY key field delta`.
@@ -169,6 +197,12 @@ pub enum Write {
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is (`"memory"` or `"redis"`), for logs and status.
     fn backend(&self) -> &'static str;
+
+    /// What the backend prepends to every key (`""` in memory): a key `k` given to the store
+    /// is the Redis key `{prefix}k`, the name other Redis clients use.
+    fn key_prefix(&self) -> &str {
+        ""
+    }
 
     /// Checks that the backend answers; `Ok` means reads and writes can be expected to work.
     async fn ping(&self) -> StoreResult<()>;
@@ -296,8 +330,22 @@ pub trait Store: Send + Sync + 'static {
         start: &str,
         count: usize,
     ) -> StoreResult<AutoClaim>;
+    /// Resets the idle time of `ids` pending in `group` and makes `consumer` their owner,
+    /// without counting a delivery (`XCLAIM ... 0 ids JUSTID`): a consumer still working on
+    /// entries keeps others from reclaiming them. Returns the ids that were still pending.
+    async fn xclaim_touch(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> StoreResult<Vec<EntryId>>;
     /// Trims the stream; returns how many entries were removed.
     async fn xtrim(&self, stream: &str, trim: Trim) -> StoreResult<u64>;
+    /// The stream's consumer groups (`XINFO GROUPS`); empty when the stream does not exist.
+    async fn xgroups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>>;
+    /// The consumers of a group (`XINFO CONSUMERS`), sorted by name.
+    async fn xconsumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>>;
 
     // ---- batches ---------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ use self::reply::Reply;
 use self::scripts::Scripts;
 use super::memory::{block_millis, check_writes, ttl_millis};
 use super::{
-    AutoClaim, EntryId, GroupRead, PendingEntry, PendingSummary, ReadFrom, Store, StoreError,
-    StoreResult, StreamEntry, Trim, Write,
+    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary, ReadFrom,
+    Store, StoreError, StoreResult, StreamEntry, Trim, Write,
 };
 
 /// How to reach Redis and how patient to be with it.
@@ -206,6 +206,12 @@ impl RedisStore {
                 }
                 pipe.cmd("XACK").arg(self.k(stream)).arg(group).arg(ids);
             }
+            Write::XDel { stream, ids } => {
+                if ids.is_empty() {
+                    return false;
+                }
+                pipe.cmd("XDEL").arg(self.k(stream)).arg(ids);
+            }
             Write::Expire { key, ttl } => {
                 pipe.cmd("PEXPIRE").arg(self.k(key)).arg(ttl_millis(*ttl));
             }
@@ -225,6 +231,7 @@ fn write_ctx(w: &Write) -> Ctx<'_> {
         Write::Push { key, .. } => Ctx::new("apply(push)", key),
         Write::XAdd { stream, .. } => Ctx::new("apply(xadd)", stream),
         Write::XAck { stream, group, .. } => Ctx::new("apply(xack)", stream).group(group),
+        Write::XDel { stream, .. } => Ctx::new("apply(xdel)", stream),
         Write::Expire { key, .. } => Ctx::new("apply(expire)", key),
         Write::HIncrBy { key, .. } => Ctx::new("apply(hincrby)", key),
     }
@@ -234,6 +241,10 @@ fn write_ctx(w: &Write) -> Ctx<'_> {
 impl Store for RedisStore {
     fn backend(&self) -> &'static str {
         "redis"
+    }
+
+    fn key_prefix(&self) -> &str {
+        &self.prefix
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -708,6 +719,50 @@ impl Store for RedisStore {
         })
     }
 
+    async fn xclaim_touch(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> StoreResult<Vec<EntryId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = cmd("XCLAIM");
+        c.arg(self.k(stream))
+            .arg(group)
+            .arg(consumer)
+            .arg(0)
+            .arg(ids);
+        c.arg("JUSTID");
+        let ctx = Ctx::new("xclaim_touch", stream).group(group);
+        // Idempotent: claiming again only resets the idle time again.
+        let v = self.read(ctx, &c).await?;
+        Reply { op: "xclaim_touch" }.ids(v)
+    }
+
+    async fn xgroups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>> {
+        if !self.exists(stream).await? {
+            return Ok(Vec::new());
+        }
+        let c = cmd("XINFO").arg("GROUPS").arg(self.k(stream)).clone();
+        let v = self.read(Ctx::new("xgroups", stream), &c).await?;
+        Reply { op: "xgroups" }.groups(v)
+    }
+
+    async fn xconsumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>> {
+        let c = cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(self.k(stream))
+            .arg(group)
+            .clone();
+        let v = self
+            .read(Ctx::new("xconsumers", stream).group(group), &c)
+            .await?;
+        Reply { op: "xconsumers" }.consumers(v)
+    }
+
     async fn xtrim(&self, stream: &str, trim: Trim) -> StoreResult<u64> {
         let mut c = cmd("XTRIM");
         c.arg(self.k(stream));
@@ -723,13 +778,17 @@ impl Store for RedisStore {
     async fn apply(&self, writes: Vec<Write>) -> StoreResult<()> {
         check_writes(&writes)?;
         let mut pipe = redis::pipe();
-        pipe.atomic().ignore_errors();
+        pipe.ignore_errors();
         let sent: Vec<&Write> = writes
             .iter()
             .filter(|w| self.add_write(&mut pipe, w))
             .collect();
         if sent.is_empty() {
             return Ok(());
+        }
+        // One command is atomic on its own: MULTI/EXEC would only add two commands.
+        if sent.len() > 1 {
+            pipe.atomic();
         }
         let v = self
             .link

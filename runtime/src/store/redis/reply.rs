@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::store::{PendingEntry, PendingSummary, StoreError, StoreResult, StreamEntry};
+use crate::store::{
+    ConsumerInfo, GroupInfo, PendingEntry, PendingSummary, StoreError, StoreResult, StreamEntry,
+};
 
 /// A parser bound to the operation it reports errors for.
 #[derive(Debug, Clone, Copy)]
@@ -221,6 +223,83 @@ impl Reply {
             highest: self.string_opt(highest)?,
             consumers,
         })
+    }
+
+    /// An `XINFO` record: a flat `[name, value, ...]` array or a RESP3 map.
+    fn record(&self, v: Value) -> StoreResult<Vec<(String, Value)>> {
+        let pairs: Vec<(Value, Value)> = match v {
+            Value::Map(pairs) => pairs,
+            Value::Array(items) if items.len() % 2 == 0 => {
+                let mut pairs = Vec::with_capacity(items.len() / 2);
+                let mut it = items.into_iter();
+                while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((f, v));
+                }
+                pairs
+            }
+            other => return Err(self.bad("an XINFO record", &other)),
+        };
+        pairs
+            .into_iter()
+            .map(|(f, v)| Ok((self.string(f)?, v)))
+            .collect()
+    }
+
+    /// `XINFO GROUPS stream`: one record per group.
+    pub(super) fn groups(&self, v: Value) -> StoreResult<Vec<GroupInfo>> {
+        let mut groups = Vec::new();
+        for item in self.array(v)? {
+            let mut g = GroupInfo::default();
+            for (name, value) in self.record(item)? {
+                match name.as_str() {
+                    "name" => g.name = self.string(value)?,
+                    "consumers" => g.consumers = self.count(value)?,
+                    "pending" => g.pending = self.count(value)?,
+                    "last-delivered-id" => g.last_delivered = self.string(value)?,
+                    "lag" => {
+                        g.lag = match value {
+                            Value::Nil => None,
+                            v => Some(self.count(v)?),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            groups.push(g);
+        }
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(groups)
+    }
+
+    /// `XINFO CONSUMERS stream group`: one record per consumer.
+    pub(super) fn consumers(&self, v: Value) -> StoreResult<Vec<ConsumerInfo>> {
+        let mut consumers = Vec::new();
+        for item in self.array(v)? {
+            let mut c = ConsumerInfo {
+                name: String::new(),
+                pending: 0,
+                idle: Duration::ZERO,
+            };
+            for (name, value) in self.record(item)? {
+                match name.as_str() {
+                    "name" => c.name = self.string(value)?,
+                    "pending" => c.pending = self.count(value)?,
+                    "idle" => c.idle = Duration::from_millis(self.count(value)?),
+                    _ => {}
+                }
+            }
+            consumers.push(c);
+        }
+        consumers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(consumers)
+    }
+
+    /// An array of ids (`XCLAIM ... JUSTID`).
+    pub(super) fn ids(&self, v: Value) -> StoreResult<Vec<String>> {
+        self.array(v)?
+            .into_iter()
+            .map(|id| self.string(id))
+            .collect()
     }
 
     /// `XPENDING stream group start end count`: `[[id, consumer, idle ms, deliveries], ...]`.
