@@ -7,6 +7,7 @@ mod http;
 mod limits_cmd;
 mod logging;
 mod publish_cmd;
+mod rag_cmd;
 mod serve;
 mod status_cmd;
 mod tail;
@@ -121,6 +122,11 @@ enum Command {
         #[command(subcommand)]
         command: workflow_cmd::WorkflowCommand,
     },
+    /// Knowledge bases: add files, search, list and delete entries and namespaces.
+    Rag {
+        #[command(subcommand)]
+        command: rag_cmd::RagCommand,
+    },
     /// Show the ingress (length, lag, pending), results, dead letters, pools, unfinished
     /// workflow runs and the daemons seen, as the shared store tells.
     Status {
@@ -201,6 +207,10 @@ fn main() -> ExitCode {
             logging::init(cli.log_format, "warn");
             report(workflow_cmd::run(command))
         }
+        Command::Rag { command } => {
+            logging::init(cli.log_format, "warn");
+            report(rag_cmd::run(command))
+        }
         Command::Status { config } => {
             logging::init(cli.log_format, "warn");
             with_config(&config, status_cmd::run)
@@ -217,6 +227,10 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(config) => {
             // Tool kinds and options are checked by the tools crate, which knows them.
             if let Err(err) = troupe_tools::ToolRegistry::from_config(&config.tools) {
+                eprintln!("{}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
+            if let Err(err) = troupe_agents::rag::check_options(&config.tools) {
                 eprintln!("{}: {err}", path.display());
                 return ExitCode::FAILURE;
             }

@@ -25,8 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_agents::ingress::IngressActor;
+use troupe_agents::rag::Rag;
 use troupe_agents::workflow::{Router, RouterOptions};
-use troupe_agents::{build_agents, cron_targets, AgentError, Budget, Conversations, UsageLedger};
+use troupe_agents::{
+    build_agents_with, cron_targets, AgentError, Budget, Conversations, UsageLedger,
+};
 use troupe_config::Config;
 use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::limit::{Limiters, PRUNE_INTERVAL};
@@ -89,19 +92,27 @@ impl Tree {
             .map(|(group, budget)| (group.clone(), Budget::from(budget)))
             .collect();
         let usage = UsageLedger::new(store.clone(), budgets);
-        let (agents, directory) = build_agents(
+        let rag = Rag::from_config(config, store.clone(), usage.clone()).map_err(|err| {
+            AgentError::Invalid {
+                what: "rag",
+                message: err.to_string(),
+            }
+        })?;
+        let (agents, directory) = build_agents_with(
             config,
             store.clone(),
             usage.clone(),
             limiters.clone(),
             intensity,
+            &rag,
         )?;
         let options = RegistryOptions {
             passivate_after: daemon.passivate_after,
             mailbox: daemon.mailbox_capacity,
             arbiters: workers.handles(),
         };
-        let conversations = Conversations::new(store.clone(), directory, usage, options);
+        let conversations =
+            Conversations::new(store.clone(), directory, usage, options).with_rag(rag);
         conversations.spawn_sweeper();
         let mut root = SupervisorSpec::new("root", intensity);
         root.supervisor(infra);

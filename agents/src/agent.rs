@@ -65,6 +65,8 @@ pub struct AgentSpec {
     pub limiters: Limiters,
     /// The store (for the batch that records usage and events).
     pub store: Arc<dyn Store>,
+    /// Recall of earlier thread messages, when `[agents.X.memory]` is set.
+    pub memory: Option<crate::rag::Memory>,
 }
 
 /// A tool call whose approval was decided by a client.
@@ -174,6 +176,9 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
         })
         .collect();
     let mut messages = msg.messages;
+    if msg.resume.is_empty() {
+        recall(spec, &msg.thread, &msg.user, &mut messages).await;
+    }
     let mut out = AgentRun {
         produced: Vec::new(),
         answer: String::new(),
@@ -268,6 +273,52 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
     }
     tracing::warn!(agent = %spec.name, max_steps = settings.max_steps, "step limit reached");
     Ok(out)
+}
+
+/// With memory, inserts the earlier messages of the thread most relevant to the new user
+/// message as a system message after the instructions. A failure to recall is logged and
+/// the turn goes on without it.
+async fn recall(spec: &AgentSpec, thread: &ThreadId, user: &str, messages: &mut Vec<ChatMessage>) {
+    let (Some(memory), Some(settings)) = (&spec.memory, &spec.settings.memory) else {
+        return;
+    };
+    let Some(query) = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == crate::message::Role::User)
+        .map(|m| m.content.clone())
+    else {
+        return;
+    };
+    let in_context = messages
+        .iter()
+        .filter(|m| m.role != crate::message::Role::System)
+        .count() as u64;
+    let total = match spec.store.len(&thread.messages_key()).await {
+        Ok(total) => total,
+        Err(err) => {
+            tracing::warn!(error = %err, "memory: could not count the thread's messages");
+            return;
+        }
+    };
+    let exclude_from = total.saturating_sub(in_context);
+    match memory
+        .recall(thread, user, &query, exclude_from, settings)
+        .await
+    {
+        Ok(recalled) if recalled.is_empty() => {}
+        Ok(recalled) => {
+            tracing::debug!(recalled = recalled.len(), "memory recalled");
+            let text = crate::rag::format_recalled(&recalled, thread.thread());
+            let at = usize::from(
+                messages
+                    .first()
+                    .is_some_and(|m| m.role == crate::message::Role::System),
+            );
+            messages.insert(at, ChatMessage::new(crate::message::Role::System, text));
+        }
+        Err(err) => tracing::warn!(error = %err, "memory: recall failed"),
+    }
 }
 
 /// Runs tool calls in parallel; every call gets a tool message, errors included, so the

@@ -21,6 +21,7 @@ use crate::agent::{AgentActor, AgentDirectory, AgentHandle, AgentSpec, Prices};
 use crate::error::AgentError;
 use crate::events::{EventKind, EventLog};
 use crate::model::{self, ModelService};
+use crate::rag::{Memory, Rag, RagError, RagSearchTool, RAG_SEARCH_KIND};
 use crate::thread::{
     Approve, Archive, Delete, MessagePage, ReadMessages, StreamStarted, ThreadActor, Turn,
     TurnOutcome,
@@ -30,7 +31,8 @@ use crate::usage::{Budget, UsageLedger, UsageReport};
 
 /// Builds the `agents` supervisor (one permanent child per `[agents.NAME]`) and the
 /// directory threads use to reach them. Models are built once and shared by the agents that
-/// name them.
+/// name them. The agents' `rag_search` tools and memory use knowledge bases built from
+/// `[rag]` (see [`build_agents_with`] to share one [`Rag`]).
 pub fn build_agents(
     config: &Config,
     store: Arc<dyn Store>,
@@ -38,7 +40,33 @@ pub fn build_agents(
     limiters: Limiters,
     intensity: Intensity,
 ) -> Result<(SupervisorSpec, Arc<AgentDirectory>), AgentError> {
-    let tools = Arc::new(ToolRegistry::from_config(&config.tools)?);
+    let rag = Rag::from_config(config, store.clone(), usage.clone()).map_err(rag_setup)?;
+    build_agents_with(config, store, usage, limiters, intensity, &rag)
+}
+
+/// [`build_agents`] with the daemon's knowledge bases `rag` (shared with workflows and the
+/// CLI's view of the same store).
+pub fn build_agents_with(
+    config: &Config,
+    store: Arc<dyn Store>,
+    usage: UsageLedger,
+    limiters: Limiters,
+    intensity: Intensity,
+    rag: &Rag,
+) -> Result<(SupervisorSpec, Arc<AgentDirectory>), AgentError> {
+    // `rag_search` tools are built here (they need the knowledge bases); the tools crate
+    // builds the others.
+    let mut registry = ToolRegistry::from_config(&config.tools)?;
+    let rag_tools = config
+        .tools
+        .iter()
+        .filter(|(_, settings)| settings.kind == RAG_SEARCH_KIND);
+    for (name, settings) in rag_tools {
+        let tool = RagSearchTool::new(name, rag.clone(), &settings.options)?;
+        registry.register(Arc::new(tool), settings.timeout, settings.requires_approval)?;
+    }
+    let tools = Arc::new(registry);
+    let memory = Memory::new(rag.clone());
     let mut models: BTreeMap<&str, Arc<dyn ModelService>> = BTreeMap::new();
     let mut supervisor = SupervisorSpec::new("agents", intensity);
     let mut directory = AgentDirectory::new();
@@ -75,6 +103,7 @@ pub fn build_agents(
             usage: usage.clone(),
             limiters: limiters.clone(),
             store: store.clone(),
+            memory: settings.memory.as_ref().map(|_| memory.clone()),
         });
         let actor = supervisor.child(name, ChildOptions::default(), move |_| {
             AgentActor::new(spec.clone())
@@ -88,6 +117,18 @@ pub fn build_agents(
         );
     }
     Ok((supervisor, Arc::new(directory)))
+}
+
+/// A knowledge base that cannot be set up, as an agent error.
+fn rag_setup(err: RagError) -> AgentError {
+    match err {
+        RagError::Store(err) => AgentError::Store(err),
+        RagError::Model(err) => AgentError::Model(err),
+        other => AgentError::Invalid {
+            what: "rag",
+            message: other.to_string(),
+        },
+    }
 }
 
 /// A question for an agent.
@@ -117,6 +158,7 @@ pub struct Conversations {
     agents: Arc<AgentDirectory>,
     usage: UsageLedger,
     events: EventLog,
+    rag: Option<Rag>,
 }
 
 impl Conversations {
@@ -146,7 +188,20 @@ impl Conversations {
             agents,
             usage,
             events: EventLog::new(store),
+            rag: None,
         }
+    }
+
+    /// These conversations with the daemon's knowledge bases (workflows' `knowledge` steps
+    /// use them).
+    pub fn with_rag(mut self, rag: Rag) -> Self {
+        self.rag = Some(rag);
+        self
+    }
+
+    /// The daemon's knowledge bases, if given.
+    pub fn rag(&self) -> Option<&Rag> {
+        self.rag.as_ref()
     }
 
     /// The usage ledger (budgets, reports).

@@ -10,6 +10,8 @@
 //! - [`workflow`]: durable workflows: the router, runs and their journals.
 //! - [`cron_targets`]: what a fired cron does (an agent turn or a workflow run).
 //! - [`ingress`]: tasks read from a Redis stream with a consumer group, results written back.
+//! - [`rag`]: knowledge bases per group (chunking, embeddings, vector and hybrid search), the
+//!   `rag_search` tool and thread memory.
 
 pub mod agent;
 pub mod conversations;
@@ -19,6 +21,7 @@ pub mod events;
 pub mod ingress;
 pub mod message;
 pub mod model;
+pub mod rag;
 pub mod stream;
 pub mod thread;
 pub mod thread_store;
@@ -26,7 +29,7 @@ pub mod usage;
 pub mod workflow;
 
 pub use agent::{AgentActor, AgentDirectory, AgentHandle, AgentRun, AgentSpec, Prices, RunAgent};
-pub use conversations::{build_agents, Ask, Conversations};
+pub use conversations::{build_agents, build_agents_with, Ask, Conversations};
 pub use cron_targets::{cron_targets, CRON_GROUP};
 pub use error::AgentError;
 pub use message::{ChatMessage, Role, ToolCall};

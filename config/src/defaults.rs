@@ -116,3 +116,42 @@ pub(crate) const POOL_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 // [crons.X]
 /// Input handed to the cron's agent or workflow.
 pub(crate) const CRON_INPUT: &str = "";
+
+// [rag]
+/// Embedder: the local lexical embedder (no network) unless a `[models.X]` is named.
+pub(crate) const RAG_EMBEDDER: &str = "local";
+/// Dimensions of the local embedder's vectors.
+pub(crate) const RAG_DIMENSIONS: usize = 384;
+/// Target chunk length, in characters (about 200 tokens).
+pub(crate) const RAG_CHUNK_SIZE: usize = 800;
+/// Characters of the previous chunk repeated at the start of the next one.
+pub(crate) const RAG_CHUNK_OVERLAP: usize = 100;
+/// Hard cap of a chunk, in characters: a longer sentence is cut.
+pub(crate) const RAG_MAX_CHUNK: usize = 1_200;
+/// Chunks per embedding request.
+pub(crate) const RAG_EMBED_BATCH: usize = 64;
+/// Embedding requests of one ingestion in flight at once.
+pub(crate) const RAG_EMBED_PARALLELISM: usize = 4;
+/// Hits returned by a search when the caller gives no `top_k`.
+pub(crate) const RAG_TOP_K: usize = 5;
+/// Vector hits scoring below this are dropped (cosine similarity, -1..1).
+pub(crate) const RAG_VECTOR_SCORE_THRESHOLD: f32 = 0.0;
+/// Search type when the caller gives none.
+pub(crate) const RAG_SEARCH_TYPE: &str = "hybrid";
+/// Weight of the vector ranking in hybrid search (reciprocal rank fusion).
+pub(crate) const RAG_VECTOR_WEIGHT: f32 = 1.0;
+/// Weight of the keyword ranking in hybrid search.
+pub(crate) const RAG_TEXT_WEIGHT: f32 = 1.0;
+/// Index kind: exact search over contiguous f32 vectors, or "auto" (approximate above
+/// `approximate_above` chunks).
+pub(crate) const RAG_INDEX: &str = "exact";
+/// Chunks of a namespace above which `index = "auto"` builds the approximate index.
+pub(crate) const RAG_APPROXIMATE_ABOVE: usize = 50_000;
+
+// [agents.X.memory]
+/// Earlier messages recalled per turn.
+pub(crate) const MEMORY_LIMIT: usize = 3;
+/// Messages before and after each recalled one.
+pub(crate) const MEMORY_RANGE: usize = 1;
+/// Recalled messages scoring below this are dropped.
+pub(crate) const MEMORY_MIN_SCORE: f32 = 0.1;

@@ -34,3 +34,4 @@ pub use settings::{
     OnStoreError, PoolSettings, Provider, RedisSettings, RouteTarget, Schedule, StepKind,
     StepSettings, StoreSettings, ToolSettings, WorkflowSettings,
 };
+pub use settings::{IndexKind, MemorySettings, RagSettings, SearchType};

@@ -31,6 +31,38 @@ pub(crate) struct RawConfig {
     pub crons: BTreeMap<String, RawCron>,
     #[serde(default)]
     pub budgets: BTreeMap<String, RawBudget>,
+    #[serde(default)]
+    pub rag: RawRag,
+}
+
+/// `[rag]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRag {
+    pub embedder: Option<String>,
+    pub dimensions: Option<usize>,
+    pub chunk_size: Option<usize>,
+    pub chunk_overlap: Option<usize>,
+    pub max_chunk: Option<usize>,
+    pub embed_batch: Option<usize>,
+    pub embed_parallelism: Option<usize>,
+    pub top_k: Option<usize>,
+    pub vector_score_threshold: Option<f32>,
+    pub search_type: Option<String>,
+    pub vector_weight: Option<f32>,
+    pub text_weight: Option<f32>,
+    pub index: Option<String>,
+    pub approximate_above: Option<usize>,
+}
+
+/// `[agents.X.memory]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMemory {
+    pub limit: Option<usize>,
+    pub range: Option<usize>,
+    pub other_threads: Option<bool>,
+    pub min_score: Option<f32>,
 }
 
 /// `[budgets.GROUP]`
@@ -120,6 +152,7 @@ pub(crate) struct RawAgent {
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
     pub context_messages: Option<usize>,
+    pub memory: Option<RawMemory>,
 }
 
 /// `[tools.X]`
@@ -194,6 +227,8 @@ pub(crate) struct RawStep {
     pub duration: Option<String>,
     pub event: Option<String>,
     pub workflow: Option<String>,
+    pub namespace: Option<String>,
+    pub top_k: Option<usize>,
 }
 
 /// `[crons.X]`

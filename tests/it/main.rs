@@ -13,6 +13,7 @@ mod limits;
 mod models;
 mod operate;
 mod pools;
+mod rag;
 mod store;
 mod threads;
 mod tools;

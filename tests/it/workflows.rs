@@ -282,11 +282,12 @@ async fn research_and_support_run_end_to_end_on_the_scripted_model() {
     let rig = Rig::start(&support, &example("support.toml"), memory(), "d1").await;
     let (id, record) = rig.run("support", "My router keeps dropping Wi-Fi").await;
     assert_completed(&record);
-    assert!(record
-        .output
-        .clone()
-        .unwrap_or_default()
-        .ends_with("(final)"));
+    // The refined answer, published with its sources (none: this store has no knowledge).
+    let output = record.output.clone().unwrap_or_default();
+    assert!(
+        output.ends_with("(final)\n\nSources (knowledge base):\n(none)"),
+        "{output}"
+    );
     let done = completed(&journal(rig.router.runs(), &id).await);
     // The draft scored 0.6: one refinement, then both checks passed; no second refinement.
     for key in [
@@ -344,7 +345,8 @@ async fn both_examples_run_over_http_and_parallel_research_overlaps() {
     let rig = Rig::start(&text, &example("support.toml"), memory(), "d1").await;
     let (_, record) = rig.run("support", "My router keeps dropping Wi-Fi").await;
     assert_completed(&record);
-    assert_eq!(mock.requests().len(), 7);
+    // classify, answer, 2 + 2 scorers, one refinement, publish (the knowledge step is local).
+    assert_eq!(mock.requests().len(), 7 + 1);
     rig.stop().await;
 }
 

@@ -83,12 +83,16 @@ impl ToolRegistry {
         Self::default()
     }
 
-    /// Builds every `[tools.NAME]` from its `kind` and options. The first tool (by name) that
+    /// Builds every `[tools.NAME]` from its `kind` and options, except the kinds other crates
+    /// provide ([`builtin::PROVIDED_KINDS`]), which they register. The first tool (by name) that
     /// cannot be built is reported as [`ToolError::Config`]: an unknown kind (listing the valid
     /// ones) or a bad option (naming it).
     pub fn from_config(tools: &BTreeMap<String, ToolSettings>) -> Result<Self, ToolError> {
         let mut registry = Self::new();
         for (name, settings) in tools {
+            if builtin::PROVIDED_KINDS.contains(&settings.kind.as_str()) {
+                continue;
+            }
             let tool = builtin::build(name, settings)?;
             registry.register(tool, settings.timeout, settings.requires_approval)?;
         }

@@ -38,6 +38,14 @@ pub enum WorkflowError {
         /// How the item ended.
         error: String,
     },
+    /// A knowledge step's search failed.
+    #[error("step {step:?}: {source}")]
+    Knowledge {
+        /// The step.
+        step: String,
+        /// Why.
+        source: crate::rag::RagError,
+    },
     /// A step's input template could not be rendered.
     #[error("step {step:?}: {source}")]
     Template {
@@ -131,6 +139,7 @@ impl WorkflowError {
             WorkflowError::Store(err) => err.is_retryable(),
             WorkflowError::Agent { source, .. } => source.is_retryable(),
             WorkflowError::Timeout { .. } => true,
+            WorkflowError::Knowledge { source, .. } => source.is_retryable(),
             WorkflowError::Pool { source, .. } => source.is_retryable(),
             _ => false,
         }

@@ -96,6 +96,8 @@ pub(crate) struct Env {
     /// The definitions of the current config (runs use their own snapshots).
     pub(crate) workflows: Arc<BTreeMap<String, WorkflowSettings>>,
     pub(crate) options: RouterOptions,
+    /// Knowledge bases, for `knowledge` steps.
+    pub(crate) rag: crate::rag::Rag,
 }
 
 /// A request to run a workflow.
@@ -629,6 +631,20 @@ impl Router {
             );
         }
         let pools = pools.clone();
+        let rag = match talk.rag() {
+            Some(rag) => rag.clone(),
+            None => {
+                crate::rag::Rag::from_config(config, store.clone(), talk.usage_ledger().clone())
+                    .unwrap_or_else(|err| {
+                        tracing::warn!(error = %err, "knowledge steps use the local embedder");
+                        crate::rag::Rag::new(
+                            store.clone(),
+                            config.rag.clone(),
+                            Arc::new(crate::rag::LocalEmbedder::new(config.rag.dimensions)),
+                        )
+                    })
+            }
+        };
         let env = Arc::new(Env {
             store: store.clone(),
             talk,
@@ -636,6 +652,7 @@ impl Router {
             pools,
             workflows: Arc::new(config.workflows.clone()),
             options,
+            rag,
         });
         let mut spec = troupe_runtime::SupervisorSpec::new("workflows", intensity);
         let actor = spec.child(

@@ -675,6 +675,13 @@ impl Exec {
                 self.complete(key, &data).await?;
                 Ok((plain(data), None))
             }
+            StepKind::Knowledge { namespace, top_k } => {
+                let output = self
+                    .memo(key, self.knowledge(key, namespace.as_deref(), *top_k, text))
+                    .await?;
+                let branches = crate::rag::knowledge_branches(&output);
+                Ok((StepOutput { output, branches }, None))
+            }
             StepKind::Workflow { workflow } => {
                 let done = self.replayed(key).await?;
                 if let Some(output) = done {
@@ -687,6 +694,36 @@ impl Exec {
                 Ok((plain(output), None))
             }
         }
+    }
+
+    /// Searches the run's group's knowledge base with `query`: the passages found, numbered,
+    /// then their sources (or a line saying nothing matched).
+    async fn knowledge(
+        &self,
+        key: &str,
+        namespace: Option<&str>,
+        top_k: Option<usize>,
+        query: &str,
+    ) -> Result<String, WorkflowError> {
+        let group = self.record().group;
+        let caller = crate::rag::Caller::new(&group, "workflow", key);
+        let mut request = crate::rag::SearchRequest::text(query);
+        request.namespace = namespace.map(str::to_owned);
+        request.top_k = top_k;
+        let failed = |source| WorkflowError::Knowledge {
+            step: key.to_owned(),
+            source,
+        };
+        let hits = self
+            .interruptible(self.env.rag.search(&caller, request))
+            .await?
+            .map_err(failed)?;
+        tracing::info!(hits = hits.len(), "knowledge searched");
+        Ok(if hits.is_empty() {
+            crate::rag::NO_PASSAGE.to_owned()
+        } else {
+            crate::rag::format_hits(&hits)
+        })
     }
 
     /// Asks `agent` with `input` in the call's own thread, with the step's retries, timeout,

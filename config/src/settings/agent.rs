@@ -21,4 +21,6 @@ pub struct AgentSettings {
     pub max_tokens: Option<u32>,
     /// Recent thread messages sent to the model (> 0).
     pub context_messages: usize,
+    /// Recall of earlier thread messages by search (`[agents.X.memory]`), if enabled.
+    pub memory: Option<crate::MemorySettings>,
 }

@@ -8,6 +8,7 @@ mod ingress;
 mod limit;
 mod model;
 mod pool;
+mod rag;
 mod store;
 mod tool;
 mod workflow;
@@ -25,6 +26,7 @@ pub use ingress::IngressSettings;
 pub use limit::{LimitBackend, LimitKey, LimitKind, LimitSettings, LimitUnit, OnStoreError};
 pub use model::{ModelSettings, Provider};
 pub use pool::PoolSettings;
+pub use rag::{IndexKind, MemorySettings, RagSettings, SearchType};
 pub(crate) use store::redact_url;
 pub use store::{RedisSettings, StoreSettings};
 pub use tool::ToolSettings;
@@ -57,6 +59,8 @@ pub struct Config {
     pub crons: BTreeMap<String, CronSettings>,
     /// `[budgets.GROUP]` by group.
     pub budgets: BTreeMap<String, BudgetSettings>,
+    /// `[rag]`
+    pub rag: RagSettings,
 }
 
 impl Config {

@@ -108,6 +108,14 @@ pub enum StepKind {
         /// Name of a `[workflows.X]`.
         workflow: String,
     },
+    /// Search the run's group's knowledge base with the step's input; the output is the
+    /// passages found, numbered, followed by their sources.
+    Knowledge {
+        /// The namespace searched; the group's default namespace when `None`.
+        namespace: Option<String>,
+        /// Hits (> 0); `[rag] top_k` when `None`.
+        top_k: Option<usize>,
+    },
 }
 
 impl StepKind {
@@ -121,6 +129,7 @@ impl StepKind {
             StepKind::Sleep { .. } => "sleep",
             StepKind::WaitEvent { .. } => "wait_event",
             StepKind::Workflow { .. } => "workflow",
+            StepKind::Knowledge { .. } => "knowledge",
         }
     }
 }

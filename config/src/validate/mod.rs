@@ -3,6 +3,7 @@
 
 mod limits;
 mod models;
+mod rag;
 mod runtime;
 mod workflows;
 
@@ -56,6 +57,7 @@ pub(crate) fn validate(
             workflows::cron(ctx, at, cron, raw)
         }),
         budgets: each(ctx, "budgets", &raw.budgets, models::budget),
+        rag: rag::rag(ctx, &raw.rag, raw),
     };
     let diagnostics = ctx.take_diagnostics();
     if diagnostics.is_empty() {

@@ -211,6 +211,10 @@ pub(super) fn agent(
             raw.context_messages,
             defaults::AGENT_CONTEXT_MESSAGES,
         ),
+        memory: raw
+            .memory
+            .as_ref()
+            .map(|memory| super::rag::memory(ctx, &at.key("memory"), memory)),
     }
 }
 

@@ -529,7 +529,7 @@ description = "no steps"
             r#"bad.toml:22:8: workflows.w.steps[2].name: step name "b" is already used by an earlier step"#,
             r#"bad.toml:24:6: workflows.w.steps[2].on: no earlier step named "clasify""#,
             r#"bad.toml:25:10: workflows.w.steps[2].routes: needs at least one route (label = "agent" or label = "step")"#,
-            r#"bad.toml:28:8: workflows.w.steps[3].kind: unknown value "lop": expected one of "agent", "parallel", "route", "loop", "sleep", "wait_event", "workflow" (did you mean "loop"?)"#,
+            r#"bad.toml:28:8: workflows.w.steps[3].kind: unknown value "lop": expected one of "agent", "parallel", "route", "loop", "sleep", "wait_event", "workflow", "knowledge" (did you mean "loop"?)"#,
             "bad.toml:29:1: workflows.w.steps[4].name: required key is missing",
             "bad.toml:31:10: workflows.w.steps[4].agents: needs at least one agent",
             "bad.toml:33:1: workflows.empty.steps: a workflow needs at least one step",

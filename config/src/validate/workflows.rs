@@ -20,6 +20,7 @@ const KINDS: &[&str] = &[
     "sleep",
     "wait_event",
     "workflow",
+    "knowledge",
 ];
 
 pub(super) fn workflow(
@@ -252,6 +253,16 @@ fn step(
             }
             StepKind::WaitEvent { event }
         }
+        Some("knowledge") => {
+            let namespace = raw.namespace.clone();
+            if let Some(namespace) = &namespace {
+                ctx.check_name(&at.key("namespace"), namespace);
+            }
+            let top_k = raw
+                .top_k
+                .map(|n| ctx.positive(&at.key("top_k"), Some(n), n));
+            StepKind::Knowledge { namespace, top_k }
+        }
         Some(_workflow) => {
             let workflow = ctx
                 .required(&at.key("workflow"), raw.workflow.clone())
@@ -437,7 +448,7 @@ fn check_template(
 
 /// Reports the keys that the step kind `kind` does not use.
 fn only_keys(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawStep, kind: &str) {
-    let keys: [(&str, bool, &[&str]); 13] = [
+    let keys: [(&str, bool, &[&str]); 15] = [
         ("agent", raw.agent.is_some(), &["agent", "loop"]),
         ("agents", raw.agents.is_some(), &["parallel"]),
         (
@@ -454,6 +465,8 @@ fn only_keys(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawStep, kind: &str) {
         ("duration", raw.duration.is_some(), &["sleep"]),
         ("event", raw.event.is_some(), &["wait_event"]),
         ("workflow", raw.workflow.is_some(), &["workflow"]),
+        ("namespace", raw.namespace.is_some(), &["knowledge"]),
+        ("top_k", raw.top_k.is_some(), &["knowledge"]),
         (
             "retries",
             raw.retries.is_some(),

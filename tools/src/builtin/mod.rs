@@ -19,6 +19,12 @@ use crate::tool::Tool;
 /// Every built-in kind, in the order error messages list them.
 pub const KINDS: &[&str] = &["current_time", "http_get"];
 
+/// Kinds built by other crates, which register them themselves (`rag_search`: the agents
+/// crate, which holds the knowledge bases). [`ToolRegistry::from_config`] skips them.
+///
+/// [`ToolRegistry::from_config`]: crate::ToolRegistry::from_config
+pub const PROVIDED_KINDS: &[&str] = &["rag_search"];
+
 /// Builds the tool `[tools.name]` from its settings.
 pub(crate) fn build(name: &str, settings: &ToolSettings) -> Result<Arc<dyn Tool>, ToolError> {
     match settings.kind.as_str() {
@@ -36,6 +42,7 @@ pub(crate) fn build(name: &str, settings: &ToolSettings) -> Result<Arc<dyn Tool>
                 "unknown kind \"{other}\": valid kinds are {}",
                 KINDS
                     .iter()
+                    .chain(PROVIDED_KINDS)
                     .map(|kind| format!("\"{kind}\""))
                     .collect::<Vec<_>>()
                     .join(", ")

@@ -130,7 +130,7 @@ fn unknown_kinds_and_bad_options_are_config_errors() {
     for (tools, expected) in [
         (
             vec![("calc", settings("calculator", ""))],
-            "tools.calc: unknown kind \"calculator\": valid kinds are \"current_time\", \"http_get\"",
+            "tools.calc: unknown kind \"calculator\": valid kinds are \"current_time\", \"http_get\", \"rag_search\"",
         ),
         (
             vec![("clock", settings("current_time", "zone = \"UTC\""))],

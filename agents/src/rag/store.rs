@@ -1,0 +1,228 @@
+//! The persisted form of a knowledge base. Every key starts with `rag:{group}:`, so no
+//! operation of one group can name another group's data.
+//!
+//! - `rag:{group}:namespaces` — hash: namespace -> JSON [`NamespaceInfo`].
+//! - `rag:{group}:{ns}:dim` — the namespace's dimension, fixed by its first document
+//!   (`SET NX`).
+//! - `rag:{group}:{ns}:entries` — hash: entry key -> JSON [`EntryRecord`] (the pointer to
+//!   the entry's current version; an empty value is a deleted entry on its way out).
+//! - `rag:{group}:{ns}:chunks:{version}` — one version's chunks: texts and vectors (binary,
+//!   see [`encode_chunks`]).
+//! - `rag:{group}:{ns}:state` — hash with `version`, incremented by every change: daemons
+//!   compare it with the version of their in-process index and reload on change.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::RagError;
+
+/// A namespace as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    /// Its name.
+    pub name: String,
+    /// Vector dimension (0 until the first document).
+    #[serde(default)]
+    pub dim: usize,
+    /// Entries in it.
+    #[serde(default)]
+    pub entries: usize,
+    /// Chunks in it.
+    #[serde(default)]
+    pub chunks: usize,
+}
+
+/// One document's current version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// The entry key (unique in its namespace).
+    pub key: String,
+    /// The version whose chunks are live (`rag:{group}:{ns}:chunks:{version}`).
+    pub version: String,
+    /// Title.
+    pub title: String,
+    /// Free metadata handed back with hits.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Filter values: name -> value.
+    #[serde(default)]
+    pub filters: BTreeMap<String, String>,
+    /// Importance, 0..=1.
+    pub importance: f32,
+    /// Hash of everything that went into the version (content, title, metadata, filters,
+    /// importance, chunking and embedder): the same hash is a no-op.
+    pub hash: String,
+    /// Number of chunks.
+    pub chunks: usize,
+    /// Characters of content.
+    pub chars: usize,
+    /// The embedder that made the vectors.
+    pub embedder: String,
+    /// When this version was added, ms since the epoch.
+    pub added_ms: u64,
+}
+
+/// The keys of one namespace of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    group: String,
+    namespace: String,
+}
+
+impl Keys {
+    /// The keys of `namespace` in `group` (both already checked).
+    pub fn new(group: &str, namespace: &str) -> Self {
+        Keys {
+            group: group.to_owned(),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// The group's namespace index.
+    pub fn namespaces(group: &str) -> String {
+        format!("rag:{group}:namespaces")
+    }
+
+    /// The namespace's dimension.
+    pub fn dim(&self) -> String {
+        format!("rag:{}:{}:dim", self.group, self.namespace)
+    }
+
+    /// The entries hash.
+    pub fn entries(&self) -> String {
+        format!("rag:{}:{}:entries", self.group, self.namespace)
+    }
+
+    /// The state hash (field `version`).
+    pub fn state(&self) -> String {
+        format!("rag:{}:{}:state", self.group, self.namespace)
+    }
+
+    /// One version's chunks.
+    pub fn chunks(&self, version: &str) -> String {
+        format!("rag:{}:{}:chunks:{version}", self.group, self.namespace)
+    }
+}
+
+/// Checks that `value` can be part of a store key: 1-128 characters, no `:` or white space.
+pub fn check_name(what: &'static str, value: &str) -> Result<(), RagError> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && !value.contains(':')
+        && !value.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(RagError::Invalid {
+            what,
+            message: format!("{value:?} must be 1-128 characters without ':' or white space"),
+        })
+    }
+}
+
+const MAGIC: &[u8; 4] = b"RAG1";
+
+/// Encodes a version's chunks: `RAG1`, count and dimension (u32 LE), the vectors (f32 LE,
+/// row after row), then the texts as a JSON array.
+pub fn encode_chunks(dim: usize, vectors: &[f32], texts: &[String]) -> Vec<u8> {
+    let json = serde_json::to_vec(texts).unwrap_or_else(|_| b"[]".to_vec());
+    let mut out = Vec::with_capacity(12 + vectors.len() * 4 + json.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(texts.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(dim as u32).to_le_bytes());
+    for value in vectors {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Decoded chunks of one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChunks {
+    /// Dimension.
+    pub dim: usize,
+    /// `texts.len() * dim` values.
+    pub vectors: Vec<f32>,
+    /// Chunk texts in document order.
+    pub texts: Vec<String>,
+}
+
+/// Decodes what [`encode_chunks`] wrote; `key` names the record in errors.
+pub fn decode_chunks(key: &str, bytes: &[u8]) -> Result<StoredChunks, RagError> {
+    let corrupt = |message: &str| RagError::Corrupt {
+        key: key.to_owned(),
+        message: message.to_owned(),
+    };
+    if bytes.len() < 12 || &bytes[..4] != MAGIC {
+        return Err(corrupt("not a chunk record"));
+    }
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let (count, dim) = (word(4) as usize, word(8) as usize);
+    let floats = count
+        .checked_mul(dim)
+        .ok_or_else(|| corrupt("size overflow"))?;
+    let end = 12 + floats * 4;
+    if bytes.len() < end {
+        return Err(corrupt("truncated vectors"));
+    }
+    let vectors = bytes[12..end]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let texts: Vec<String> =
+        serde_json::from_slice(&bytes[end..]).map_err(|err| corrupt(&err.to_string()))?;
+    if texts.len() != count {
+        return Err(corrupt("text count differs from vector count"));
+    }
+    Ok(StoredChunks {
+        dim,
+        vectors,
+        texts,
+    })
+}
+
+/// Decodes a JSON record.
+pub fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, RagError> {
+    serde_json::from_slice(bytes).map_err(|err| RagError::Corrupt {
+        key: key.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// 128-bit FNV-1a of `parts` (two 64-bit lanes with different seeds), as hex.
+pub fn content_hash(parts: &[&[u8]]) -> String {
+    let mut lanes = [0xcbf2_9ce4_8422_2325_u64, 0x6c62_272e_07bb_0142_u64];
+    for part in parts {
+        for lane in &mut lanes {
+            for byte in (part.len() as u64).to_le_bytes().iter().chain(part.iter()) {
+                *lane = (*lane ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        lanes[1] = lanes[1].rotate_left(17);
+    }
+    format!("{:016x}{:016x}", lanes[0], lanes[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip() {
+        let texts = vec!["a".to_owned(), "b é".to_owned()];
+        let bytes = encode_chunks(3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5], &texts);
+        let decoded = decode_chunks("k", &bytes).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(decoded.texts, texts);
+        assert_eq!(decoded.vectors[5], 6.5);
+        assert!(decode_chunks("k", &bytes[..20]).is_err());
+    }
+
+    #[test]
+    fn hash_separates_parts() {
+        assert_ne!(content_hash(&[b"ab", b"c"]), content_hash(&[b"a", b"bc"]));
+        assert_eq!(content_hash(&[b"x"]), content_hash(&[b"x"]));
+    }
+}
