@@ -1,4 +1,5 @@
-//! `troupe serve`: run the daemon until SIGTERM/SIGINT, then drain within the grace period.
+//! `troupe serve`: run the daemon until SIGTERM/SIGINT, then drain within the grace period;
+//! SIGHUP reloads the config file (see [`reload`]).
 
 use std::sync::Arc;
 
@@ -6,7 +7,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use troupe_config::{Config, StoreSettings};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::Exit;
+use troupe_runtime::{Exit, Readiness};
 
 use crate::tree::Tree;
 
@@ -39,10 +40,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let mut terminate =
             signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let store = open_store(&config.store).await?;
-        let tree = Tree::start(&config, store.clone())?;
+        let readiness = Readiness::default();
+        let mut tree = Tree::start_generation(&config, store.clone(), readiness.clone(), 0)?;
         if let Some(addr) = config.daemon.metrics_addr {
-            crate::http::serve(addr, tree.readiness.clone()).await?;
+            crate::http::serve(addr, readiness.clone()).await?;
         }
         tracing::info!(
             daemon = %config.daemon.name,
@@ -50,12 +53,32 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             store = store.backend(),
             "troupe serving"
         );
-        let root_life = tree.life.clone();
-        let cause = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-            exit = root_life.exited() => {
-                anyhow::bail!("the root supervisor stopped: {exit:?}");
+        let mut config = config;
+        let mut generation = 0;
+        let cause = loop {
+            let root_life = tree.life.clone();
+            tokio::select! {
+                _ = terminate.recv() => break "SIGTERM",
+                _ = interrupt.recv() => break "SIGINT",
+                _ = hangup.recv() => {
+                    match reload(&config, &store, &readiness, generation + 1) {
+                        Ok((next_config, next_tree)) => {
+                            generation += 1;
+                            let old = std::mem::replace(&mut tree, next_tree);
+                            config = next_config;
+                            tracing::info!(generation, "config reloaded: new work runs on it; the previous generation finishes its work");
+                            let grace = config.daemon.shutdown_grace;
+                            actix::spawn(async move {
+                                let exit = old.retire(grace).await;
+                                tracing::info!(?exit, "previous generation retired");
+                            });
+                        }
+                        Err(err) => tracing::error!("config reload rejected, the running config stays: {err:#}"),
+                    }
+                }
+                exit = root_life.exited() => {
+                    anyhow::bail!("the root supervisor stopped: {exit:?}");
+                }
             }
         };
         let grace = config.daemon.shutdown_grace;
@@ -76,4 +99,27 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     });
     actix::System::current().stop();
     result
+}
+
+/// Reads the config file again and starts a tree on it. Refused (the caller keeps the
+/// running config) when the file is invalid, or changes what only a restart can change.
+fn reload(
+    running: &Config,
+    store: &Arc<dyn Store>,
+    readiness: &Readiness,
+    generation: u64,
+) -> anyhow::Result<(Config, Tree)> {
+    let path = std::path::Path::new(&running.origin);
+    let next = troupe_config::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
+    if next.store != running.store {
+        anyhow::bail!("[store] changed: restart the daemon to use another store");
+    }
+    let (now, then) = (&running.daemon, &next.daemon);
+    if then.name != now.name || then.metrics_addr != now.metrics_addr || then.workers != now.workers
+    {
+        anyhow::bail!("daemon.name, daemon.metrics_addr and daemon.workers apply on restart only");
+    }
+    let tree = Tree::start_generation(&next, store.clone(), readiness.clone(), generation)
+        .context("starting the new configuration")?;
+    Ok((next, tree))
 }

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::ingress::IngressActor;
+use troupe_agents::ingress::{InFlight, IngressActor};
 use troupe_agents::rag::Rag;
 use troupe_agents::workflow::{Router, RouterOptions};
 use troupe_agents::{
@@ -36,8 +36,8 @@ use troupe_runtime::limit::{Limiters, PRUNE_INTERVAL};
 use troupe_runtime::pool::{Pool, PoolOptions, SetParallelism};
 use troupe_runtime::store::Store;
 use troupe_runtime::{
-    ChildOptions, Exit, Intensity, Life, Readiness, RegistryOptions, Restart, StoreHealth,
-    SupervisorSpec, Workers,
+    ActorRef, ChildOptions, Exit, Intensity, Life, Readiness, RegistryOptions, Restart,
+    StoreHealth, SupervisorSpec, Workers,
 };
 
 /// How often the store health actor pings the store.
@@ -57,6 +57,8 @@ pub struct Tree {
     pub crons: Crons,
     /// The workflow router.
     pub router: Router,
+    /// The ingress consumer and its running tasks (Redis store only).
+    ingress: Option<(ActorRef<IngressActor>, InFlight)>,
     workers: Workers,
 }
 
@@ -64,9 +66,27 @@ impl Tree {
     /// Starts the tree on the current actix system. Fails if a model or tool cannot be set
     /// up from the config.
     pub fn start(config: &Config, store: Arc<dyn Store>) -> Result<Tree, AgentError> {
+        Tree::start_generation(config, store, Readiness::default(), 0)
+    }
+
+    /// Starts generation `generation` of the tree (0 at start, one more per config reload),
+    /// reporting to `readiness`. Run leases, pool runners, cron fires of each generation
+    /// and its ingress consumer are its own (`<daemon>~<generation>`), so a retiring generation
+    /// finishes its work while the next one takes new work; what it leaves unfinished is
+    /// reclaimed by the next after `claim_idle` (or the lease) like a dead daemon's.
+    pub fn start_generation(
+        config: &Config,
+        store: Arc<dyn Store>,
+        readiness: Readiness,
+        generation: u64,
+    ) -> Result<Tree, AgentError> {
         let daemon = &config.daemon;
+        let instance = if generation == 0 {
+            daemon.name.clone()
+        } else {
+            format!("{}~{generation}", daemon.name)
+        };
         let workers = Workers::start(daemon.workers);
-        let readiness = Readiness::default();
         let intensity = Intensity {
             max_restarts: daemon.max_restarts,
             within: daemon.restart_window,
@@ -117,7 +137,7 @@ impl Tree {
         let mut root = SupervisorSpec::new("root", intensity);
         root.supervisor(infra);
         root.supervisor(agents);
-        let (pools_spec, pools) = pools(config, store.clone(), intensity, &workers);
+        let (pools_spec, pools) = pools(config, &instance, store.clone(), intensity, &workers);
         root.supervisor(pools_spec);
         let router = Router::child_of(
             &mut root,
@@ -127,7 +147,7 @@ impl Tree {
             &pools,
             config,
             RouterOptions {
-                owner: daemon.name.clone(),
+                owner: instance.clone(),
                 ..RouterOptions::default()
             },
             intensity,
@@ -138,7 +158,7 @@ impl Tree {
             store.clone(),
             cron_targets(conversations.clone(), router.clone()),
             CronOptions {
-                daemon: daemon.name.clone(),
+                daemon: instance.clone(),
                 ..CronOptions::default()
             },
             // Restarted after a failure only: shutdown stops it first, for good.
@@ -149,23 +169,41 @@ impl Tree {
         );
 
         // Only on Redis: on the memory store no other process could publish a task.
+        let mut ingress = None;
         if store.backend() == "redis" {
-            let (ingress_store, talk, ingress_router) =
-                (store.clone(), conversations.clone(), router.clone());
-            let workflows: BTreeSet<String> = config.workflows.keys().cloned().collect();
-            let (settings, consumer) = (config.ingress.clone(), daemon.name.clone());
-            let ingress_readiness = readiness.clone();
-            root.child("ingress", ChildOptions::default(), move |_| {
-                IngressActor::new(
-                    ingress_store.clone(),
-                    talk.clone(),
-                    Some(ingress_router.clone()),
-                    workflows.clone(),
-                    settings.clone(),
-                    consumer.clone(),
-                )
-                .with_readiness(ingress_readiness.clone())
-            });
+            let make = {
+                let (store, talk, router) = (store.clone(), conversations.clone(), router.clone());
+                let workflows: BTreeSet<String> = config.workflows.keys().cloned().collect();
+                // Its own consumer per generation: a new generation never re-reads (and judges
+                // by its own config) entries an older one still works on.
+                let (settings, consumer) = (config.ingress.clone(), instance.clone());
+                move || {
+                    IngressActor::new(
+                        store.clone(),
+                        talk.clone(),
+                        Some(router.clone()),
+                        workflows.clone(),
+                        settings.clone(),
+                        consumer.clone(),
+                    )
+                }
+            };
+            let in_flight = InFlight::new(config.ingress.max_in_flight);
+            let (shared, ingress_readiness) = (in_flight.clone(), readiness.clone());
+            let actor = root.child(
+                "ingress",
+                // Restarted after a failure only: shutdown stops it first, for good.
+                ChildOptions {
+                    restart: Restart::Transient,
+                    ..ChildOptions::default()
+                },
+                move |_| {
+                    make()
+                        .with_in_flight(&shared)
+                        .with_readiness(ingress_readiness.clone())
+                },
+            );
+            ingress = Some((actor, in_flight));
         }
 
         let (_root, life) = root.start();
@@ -178,6 +216,7 @@ impl Tree {
             pools,
             crons,
             router,
+            ingress,
             workers,
         })
     }
@@ -186,16 +225,36 @@ impl Tree {
     /// order), then the worker threads; all within `grace`.
     pub async fn shutdown(self, grace: Duration) -> Exit {
         self.readiness.set_started(false);
+        self.retire(grace).await
+    }
+
+    /// Like [`shutdown`](Self::shutdown), leaving the readiness (shared with the next
+    /// generation) alone: the ingress stops reading and its running tasks finish first.
+    pub async fn retire(self, grace: Duration) -> Exit {
+        let deadline = tokio::time::Instant::now() + grace;
+        if let Some((actor, in_flight)) = &self.ingress {
+            if let Some(life) = actor.life() {
+                life.shutdown(grace / 16).await;
+            }
+            // Half the grace for running tasks, while everything they use still runs.
+            if !in_flight.wait_idle(grace / 2).await {
+                tracing::warn!(
+                    running = in_flight.count(),
+                    "ingress tasks still running; they stay pending for redelivery"
+                );
+            }
+        }
         // No new pool attempts; running attempts drain as pools stop.
         for pool in self.pools.values() {
             let _ = pool.actor().try_send(SetParallelism(0));
         }
-        let quarter = grace / 4;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let quarter = left / 4;
         // No new cron fires; a fire in progress finishes its turn while the agents still run.
         if let Some(crons) = self.crons.actor().life() {
             crons.shutdown(quarter).await;
         }
-        let third = (grace - quarter) / 3;
+        let third = (left - quarter) / 3;
         // Runs stop first (at a step boundary), while the agents they call still answer.
         self.router.shutdown(third).await;
         self.conversations.shutdown(third).await;
@@ -208,6 +267,7 @@ impl Tree {
 /// The `pools` supervisor with one pool per `[pools.NAME]`, spread over the workers.
 fn pools(
     config: &Config,
+    instance: &str,
     store: Arc<dyn Store>,
     intensity: Intensity,
     workers: &Workers,
@@ -216,7 +276,7 @@ fn pools(
     let arbiters = workers.handles();
     let mut spec = SupervisorSpec::new("pools", intensity);
     let options = PoolOptions {
-        instance: daemon.name.clone(),
+        instance: instance.to_owned(),
         ..PoolOptions::default()
     };
     let pools = config

@@ -156,3 +156,122 @@ model = "scripted"
         .wait_exit(Duration::from_secs(5))
         .is_some_and(|s| s.success()));
 }
+
+/// The config of the reload test: the store on the shared private Redis, then `agents`.
+fn reload_config(prefix: &str, agents: &str) -> String {
+    format!(
+        r#"[daemon]
+name = "reloading"
+shutdown_grace = "5s"
+[store]
+backend = "redis"
+url = "{}"
+prefix = "{prefix}"
+[ingress]
+block = "100ms"
+[models.scripted]
+provider = "scripted"
+[models.slow]
+provider = "scripted"
+latency = "1500ms"
+{agents}"#,
+        crate::support::redis::redis_url()
+    )
+}
+
+#[test]
+fn sighup_applies_a_new_config_to_new_work_and_keeps_the_old_on_errors() {
+    let prefix = crate::support::redis::unique_prefix("reload");
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    let v1 = "[agents.echo]\nmodel = \"scripted\"\n[agents.slow]\nmodel = \"slow\"\n";
+    file.write_all(reload_config(&prefix, v1).as_bytes())
+        .expect("write config");
+    let path = file.path().to_str().expect("utf-8 path").to_owned();
+    // The clients' own copy: the daemon's file is broken on purpose below.
+    let client = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    std::fs::write(client.path(), reload_config(&prefix, "")).expect("write client config");
+    let client_path = client.path().to_str().expect("utf-8 path").to_owned();
+    let mut daemon = Daemon::spawn(&["serve", "--config", &path]);
+    daemon.wait_for_log("ingress consumer started", Duration::from_secs(20));
+    let publish = |agent: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .args([
+                "publish", "--agent", agent, "--group", "acme", "--user", "u",
+            ])
+            .args([
+                "--config",
+                &client_path,
+                "--timeout",
+                "20s",
+                "--json",
+                "hello",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run troupe publish")
+    };
+    let finish = |child: std::process::Child| {
+        let out = child.wait_with_output().expect("publish output");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A slow turn is in flight when the config changes under it.
+    let in_flight = publish("slow");
+    let stream = format!("{prefix}tasks");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &crate::support::redis::redis_url()])
+            .args(["XPENDING", &stream, "troupe"])
+            .output()
+            .expect("run redis-cli");
+        // The summary's first line is the pending count: the slow task was taken.
+        if String::from_utf8_lossy(&out.stdout).lines().next() == Some("1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow task was never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v2 = "[agents.echo]\nmodel = \"scripted\"\n[agents.second]\nmodel = \"scripted\"\n";
+    std::fs::write(&path, reload_config(&prefix, v2)).expect("rewrite config");
+    daemon.signal("HUP");
+    daemon.wait_for_log("config reloaded", Duration::from_secs(10));
+    let (ok, out, err) = finish(publish("second"));
+    assert!(ok, "the new agent answers: {err}\n{}", daemon.log());
+    assert!(out.contains(r#""status":"ok""#), "{out}");
+    let (ok, out, err) = finish(in_flight);
+    assert!(
+        ok && out.contains(r#""status":"ok""#),
+        "the in-flight turn finished on the config it started with: {out}\n{err}"
+    );
+    let (ok, _, err) = finish(publish("slow"));
+    assert!(!ok && err.contains("unknown_agent"), "{err}");
+
+    // An invalid config is refused with its error; the running one stays.
+    std::fs::write(
+        &path,
+        reload_config(&prefix, "[agents.broken]\nmodle = \"scripted\"\n"),
+    )
+    .expect("rewrite config");
+    daemon.signal("HUP");
+    let line = daemon.wait_for_log("config reload rejected", Duration::from_secs(10));
+    assert!(line.contains("modle"), "the error names the key: {line}");
+    let (ok, _, err) = finish(publish("second"));
+    assert!(ok, "still served by the previous config: {err}");
+
+    daemon.signal("TERM");
+    assert!(daemon
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+}

@@ -118,6 +118,15 @@ impl IngressActor {
         }
     }
 
+    /// Runs tasks under `in_flight` (shared by every incarnation of the consumer, so its
+    /// owner can wait for them); its size replaces `max_in_flight`.
+    pub fn with_in_flight(mut self, in_flight: &InFlight) -> IngressActor {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.permits = in_flight.permits.clone();
+        }
+        self
+    }
+
     /// Reports to `readiness` whether the consumer reads (it is then expected to).
     pub fn with_readiness(mut self, readiness: Readiness) -> IngressActor {
         readiness.expect_consumer();
@@ -788,6 +797,41 @@ impl Shared {
             RunStatus::Running | RunStatus::Waiting => return None,
         }
         Some(result)
+    }
+}
+
+/// The tasks a consumer has running; see [`IngressActor::in_flight`].
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl InFlight {
+    /// Room for `max` tasks at once (at least 1).
+    pub fn new(max: usize) -> InFlight {
+        let max = max.max(1);
+        InFlight {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Tasks running now.
+    pub fn count(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
+
+    /// Waits until no task runs, at most `limit`; whether none runs.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.count() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 }
 
