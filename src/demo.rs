@@ -103,8 +103,8 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// The research example and its scripted rules, built in so the demo runs from anywhere.
-const RESEARCH: &str = include_str!("../examples/research.toml");
-const RESEARCH_RULES: &str = include_str!("../examples/scripted/research.toml");
+pub(crate) const RESEARCH: &str = include_str!("../examples/research.toml");
+pub(crate) const RESEARCH_RULES: &str = include_str!("../examples/scripted/research.toml");
 
 /// Runs the research workflow on its own tree (the example's config, memory store) and prints
 /// its journal step by step.

@@ -1,6 +1,7 @@
 //! The `troupe` binary: the daemon and its CLI. The only composition root: it reads the
 //! config, opens the store, starts the actor tree and maps errors to exit codes.
 
+mod bench_cmd;
 mod dead_letters_cmd;
 mod demo;
 mod http;
@@ -134,6 +135,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Load generators that print figures (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCommand,
+    },
     /// List dead-lettered tasks with their reasons, or publish them again.
     DeadLetters {
         #[command(subcommand)]
@@ -214,6 +220,10 @@ fn main() -> ExitCode {
         Command::Status { config } => {
             logging::init(cli.log_format, "warn");
             with_config(&config, status_cmd::run)
+        }
+        Command::Bench { command } => {
+            logging::init(cli.log_format, "warn");
+            report(bench_cmd::run(command))
         }
         Command::DeadLetters { command } => {
             logging::init(cli.log_format, "warn");

@@ -148,6 +148,7 @@ impl Tree {
             config,
             RouterOptions {
                 owner: instance.clone(),
+                max_runs: daemon.max_runs,
                 ..RouterOptions::default()
             },
             intensity,

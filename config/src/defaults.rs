@@ -15,6 +15,8 @@ pub(crate) const MAX_RESTARTS: u32 = 5;
 pub(crate) const RESTART_WINDOW: Duration = Duration::from_secs(10);
 /// Actor threads (arbiters); 0 means one per CPU.
 pub(crate) const WORKERS: usize = 0;
+/// Workflow runs one daemon executes at once.
+pub(crate) const MAX_RUNS: usize = 1000;
 /// Daemon name when neither `/etc/hostname` nor `HOSTNAME` gives a host name.
 pub(crate) const HOSTNAME_FALLBACK: &str = "troupe";
 

@@ -84,6 +84,7 @@ pub(crate) struct RawDaemon {
     pub max_restarts: Option<u32>,
     pub restart_window: Option<String>,
     pub workers: Option<usize>,
+    pub max_runs: Option<usize>,
     pub metrics_addr: Option<String>,
 }
 

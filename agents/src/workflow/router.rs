@@ -446,10 +446,15 @@ impl RouterActor {
             }
             // Runs to adopt.
             let mut adopted = Vec::new();
+            let mine: std::collections::HashSet<&str> =
+                owned.iter().map(|(r, _)| r.as_str()).collect();
             match open_runs(store).await {
                 Ok(open) => {
                     for (run, group) in open {
-                        if adopted.len() >= room || owned.iter().any(|(r, _)| *r == run) {
+                        if adopted.len() >= room {
+                            break;
+                        }
+                        if mine.contains(run.as_str()) {
                             continue;
                         }
                         match store

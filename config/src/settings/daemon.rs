@@ -22,6 +22,8 @@ pub struct DaemonSettings {
     pub restart_window: Duration,
     /// Actor threads (arbiters); 0 means one per CPU.
     pub workers: usize,
+    /// Workflow runs this daemon executes at once (> 0); more wait for a slot.
+    pub max_runs: usize,
     /// Where to serve metrics, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -37,6 +39,7 @@ impl Default for DaemonSettings {
             max_restarts: defaults::MAX_RESTARTS,
             restart_window: defaults::RESTART_WINDOW,
             workers: defaults::WORKERS,
+            max_runs: defaults::MAX_RUNS,
             metrics_addr: None,
         }
     }

@@ -57,6 +57,7 @@ pub(super) fn daemon(
             defaults::RESTART_WINDOW,
         ),
         workers: raw.workers.unwrap_or(defaults::WORKERS),
+        max_runs: ctx.positive(&at.key("max_runs"), raw.max_runs, defaults::MAX_RUNS),
         metrics_addr,
     }
 }
