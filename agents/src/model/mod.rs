@@ -9,9 +9,14 @@
 //! - `wire.rs`: the tolerant OpenAI wire types; `transport.rs`: HTTP, auth and error mapping.
 //! - `retry.rs`: backoff with jitter, bounded in attempts and time.
 //! - `scripted.rs`: the scripted model; `cassette.rs`: recording and replaying exchanges.
+//! - `fuzzing.rs`: the response decoders without HTTP, for the fuzz targets (feature
+//!   `fuzzing`).
 
 mod cassette;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod openai;
 mod retry;
 mod scripted;
