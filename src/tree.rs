@@ -185,7 +185,8 @@ impl Tree {
     /// Stops taking work, stops live threads, then the supervisors (children in reverse start
     /// order), then the worker threads; all within `grace`.
     pub async fn shutdown(self, grace: Duration) -> Exit {
-        self.readiness.set_started(false);
+        // Not ready, and the ingress stops fetching before the agents stop.
+        self.readiness.set_draining();
         // No new pool attempts; running attempts drain as pools stop.
         for pool in self.pools.values() {
             let _ = pool.actor().try_send(SetParallelism(0));
