@@ -225,7 +225,8 @@ impl Tree {
     /// Stops taking work, stops live threads, then the supervisors (children in reverse start
     /// order), then the worker threads; all within `grace`.
     pub async fn shutdown(self, grace: Duration) -> Exit {
-        self.readiness.set_started(false);
+        // Not ready, and the ingress stops fetching before the agents stop.
+        self.readiness.set_draining();
         self.retire(grace).await
     }
 

@@ -261,6 +261,13 @@ impl Actor for ThreadActor {
                     act.total = total;
                     act.pending = pending;
                 }
+                // A store that does not answer now may later: stop without failing, so
+                // waiting senders get a retryable `Stopped` and the next message activates
+                // the thread afresh.
+                Err(err) if err.is_retryable() => {
+                    tracing::warn!(thread = %act.id, error = %err, "cannot load the thread yet");
+                    ctx.stop();
+                }
                 Err(err) => {
                     act.life.fail(format!("loading thread {}: {err}", act.id));
                     ctx.stop();

@@ -25,12 +25,26 @@ struct ReadinessInner {
     /// Whether readiness waits for a stream consumer.
     needs_consumer: AtomicBool,
     consumer: AtomicBool,
+    /// The daemon is shutting down: consumers take no new work.
+    draining: AtomicBool,
 }
 
 impl Readiness {
     /// Marks the actor tree as started (or stopping, with `false`).
     pub fn set_started(&self, started: bool) {
         self.inner.started.store(started, Ordering::Release);
+    }
+
+    /// Marks the daemon as shutting down (for good): not ready, and stream consumers stop
+    /// fetching new work while in-flight work finishes or is released.
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+        self.set_started(false);
+    }
+
+    /// Whether the daemon is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
     }
 
     /// Whether the store answered the last health check.

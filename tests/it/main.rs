@@ -7,6 +7,7 @@ mod agents;
 mod config;
 mod crons;
 mod daemon;
+mod faults;
 mod ingress;
 mod ingress_load;
 mod limits;

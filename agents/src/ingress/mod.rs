@@ -188,6 +188,12 @@ impl Shared {
             let Ok(first) = self.permits.clone().acquire_owned().await else {
                 return;
             };
+            if self.readiness.is_draining() {
+                // Shutting down: fetch and claim nothing more (the agents stop next); what
+                // runs finishes or is left pending. The actor's stop drops this future.
+                tracing::info!("ingress stopped fetching: the daemon is draining");
+                std::future::pending::<()>().await;
+            }
             let mut permits = vec![first];
             while permits.len() < s.batch.max(1) {
                 match self.permits.clone().try_acquire_owned() {
@@ -251,6 +257,10 @@ impl Shared {
                     }
                 }
             };
+            if self.readiness.is_draining() {
+                // Read while the drain began: left pending for this consumer's next life.
+                std::future::pending::<()>().await;
+            }
             for entry in entries {
                 let count = deliveries.get(&entry.id).copied().unwrap_or(1);
                 let Some(permit) = permits.pop() else { break };

@@ -15,9 +15,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `troupe ARGS...` with stderr (the log) captured.
     pub fn spawn(args: &[&str]) -> Daemon {
+        Daemon::spawn_with_env(args, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with environment variables (`RUST_LOG` among them overrides
+    /// the default `info`).
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -79,6 +86,25 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The whole log of an exited process: every line until its stderr closed (at most
+    /// `timeout` more).
+    pub fn log_to_end(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout) => break,
+            }
+        }
+        self.seen.join("\n")
     }
 
     /// All log lines read so far, and any still buffered.

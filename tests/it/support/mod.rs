@@ -2,4 +2,5 @@
 pub mod agents;
 pub mod daemon;
 pub mod llm;
+pub mod oracle;
 pub mod redis;

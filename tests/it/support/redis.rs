@@ -17,16 +17,18 @@ use std::time::{Duration, Instant};
 /// How long a fresh server may take to answer PING.
 const STARTUP_LIMIT: Duration = Duration::from_secs(10);
 
-/// Stops the server it was given as `$1` when stdin closes, then removes its directory `$2`.
+/// Stops the server it was given as `$1` when stdin closes, then removes its directory `$2`
+/// unless the line `keep` was written first (a persistent server stopped to be restarted).
+/// `$3` is `--appendonly` (`yes`: every write fsynced before it is acknowledged).
 const WATCHDOG: &str = r#"
-redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
-  --dir "$2" --pidfile "$2/redis.pid" --logfile "$2/redis.log" </dev/null &
+redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly "$3" --appendfsync always \
+  --daemonize no --dir "$2" --pidfile "$2/redis.pid" --logfile "$2/redis.log" </dev/null &
 pid=$!
-read _unused
+read cmd
 kill -CONT "$pid" 2>/dev/null
 kill -KILL "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
-rm -rf "$2"
+[ "$cmd" = keep ] || rm -rf "$2"
 "#;
 
 /// A private redis-server on a loopback port; stopped when dropped.
@@ -34,6 +36,8 @@ rm -rf "$2"
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
+    /// Append-only file on (`--appendfsync always`): data survives `stop` and `restart`.
+    persistent: bool,
     watchdog: Option<(Child, ChildStdin)>,
 }
 
@@ -45,6 +49,16 @@ impl RedisServer {
 
     /// Starts a server on `port` (for example the port of a server stopped before).
     pub fn start_on(port: u16) -> RedisServer {
+        Self::start_with(port, false)
+    }
+
+    /// Starts a server on a free port with the append-only file on, fsynced on every write:
+    /// everything it acknowledged survives [`RedisServer::stop`] and [`RedisServer::restart`].
+    pub fn start_persistent() -> RedisServer {
+        Self::start_with(free_port(), true)
+    }
+
+    fn start_with(port: u16, persistent: bool) -> RedisServer {
         require_redis_server();
         let dir = tempfile::Builder::new()
             .prefix("troupe-redis-")
@@ -54,6 +68,7 @@ impl RedisServer {
         let mut server = RedisServer {
             port,
             dir,
+            persistent,
             watchdog: None,
         };
         server.spawn();
@@ -68,6 +83,7 @@ impl RedisServer {
             .arg("redis-watchdog")
             .arg(self.port.to_string())
             .arg(&self.dir)
+            .arg(if self.persistent { "yes" } else { "no" })
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -98,15 +114,23 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Kills the server (SIGKILL, like a crash) and waits until it is gone. Its data is lost.
+    /// Kills the server (SIGKILL, like a crash) and waits until it is gone. Its data is lost,
+    /// unless it is persistent (then what it acknowledged is in its append-only file).
     pub fn stop(&mut self) {
-        if let Some((mut child, stdin)) = self.watchdog.take() {
+        self.kill(self.persistent);
+    }
+
+    fn kill(&mut self, keep_data: bool) {
+        if let Some((mut child, mut stdin)) = self.watchdog.take() {
+            if keep_data {
+                let _ = stdin.write_all(b"keep\n");
+            }
             drop(stdin);
             let _ = child.wait();
         }
     }
 
-    /// Starts the server again on the same port, empty.
+    /// Starts the server again on the same port: empty, or, if persistent, with its data.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -128,7 +152,11 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.stop();
+        self.kill(false);
+        if self.persistent {
+            // Stopped before with `keep`, the watchdog left the directory.
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -1,0 +1,372 @@
+//! The fault-injection suite (issue 8): real `troupe serve` daemons on a private Redis, the
+//! mock model server, tasks published with plain Redis commands, one fault per case, and one
+//! oracle for all of them ([`Scenario::check`] in `support/oracle.rs`): every accepted entry
+//! ends exactly once (a whole `ok` answer, a typed `error`, or a dead letter with a reason),
+//! nothing is lost or pending, model calls are counted per input, and the daemons are up and
+//! ready afterwards.
+//!
+//! Model-call promise per case ([`Calls`]):
+//! - `AtMostOnce` (no daemon dies, Redis loses nothing acknowledged): every repeated request
+//!   is a retry of a fault the mock served — model faults, malformed entries, Redis down at
+//!   start, the secrets run.
+//! - `Bounded(max_in_flight)`: a daemon killed or drained, or Redis gone or stalled while
+//!   results were being written, may make the model answer the tasks that were in flight
+//!   again (README: "the promise is one result per task id, not one model call").
+//!
+//! Not here: a crash-looping actor cannot be provoked in a daemon from outside (nothing
+//! configured panics); `tests/it/actors.rs` holds it in-process
+//! (`crash_loop_stops_at_restart_limit_and_escalates`,
+//! `escalation_restarts_the_subtree_then_reaches_the_root`). No configured tool kind can
+//! panic either, so the panicking tool is driven through the `ToolRegistry` the agents use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use troupe_tools::{Tool, ToolContext, ToolError, ToolOutput, ToolRegistry};
+
+use crate::support::llm::{self, Fault};
+use crate::support::oracle::{Calls, Scenario, Setup};
+
+const IN_FLIGHT: usize = 32;
+
+fn mock_with(latency_ms: u64) -> llm::MockConfig {
+    llm::mock_config(&format!(
+        "latency = \"{latency_ms}ms\"\nretry_after = \"20ms\"\n"
+    ))
+}
+
+#[test]
+fn sigkill_one_of_two_daemons_under_load() {
+    let mut s = Scenario::start(Setup {
+        daemons: 2,
+        max_in_flight: IN_FLIGHT,
+        mock: mock_with(10),
+        ..Setup::default()
+    });
+    let accepted = s.publish(600, 0, false);
+    assert_eq!(accepted, 600);
+    s.wait_results(200);
+    s.kill(0);
+    let report = s.check(Calls::Bounded(IN_FLIGHT));
+    assert_eq!(report.statuses.get("ok"), Some(&600), "{report:?}");
+    assert!(
+        s.all_logs()
+            .contains("ingress reclaimed stale pending entries"),
+        "the survivor reclaimed the killed daemon's entries"
+    );
+}
+
+#[test]
+fn sigterm_drains_and_a_restart_finishes_what_was_left_pending() {
+    let mut s = Scenario::start(Setup {
+        max_in_flight: 16,
+        shutdown_grace: "5s",
+        mock: mock_with(200),
+        ..Setup::default()
+    });
+    s.publish(120, 0, false);
+    s.wait_results(20);
+    let (status, log) = s.terminate(0);
+    assert!(status.success(), "SIGTERM exits 0: {status:?}\n{log}");
+    assert!(log.contains("draining in-flight work"), "{log}");
+    // The drain stops fetching: what it leaves pending is at most what it had in flight.
+    let pending = s.pending_count();
+    eprintln!("left pending by the drain: {pending}");
+    assert!(pending <= 16, "{pending} pending after the drain");
+    // Restarted under the same name, it reads its own pending entries first.
+    s.spawn(0);
+    let report = s.check(Calls::Bounded(16));
+    assert_eq!(report.statuses.get("ok"), Some(&120), "{report:?}");
+}
+
+#[test]
+fn redis_restarted_with_aof_under_load() {
+    let mut s = Scenario::start(Setup {
+        persistent: true,
+        max_in_flight: IN_FLIGHT,
+        mock: mock_with(10),
+        ..Setup::default()
+    });
+    assert_eq!(s.publish(400, 20, false), 420);
+    s.wait_results(100);
+    s.start_redis();
+    let report = s.check(Calls::Bounded(IN_FLIGHT));
+    assert_eq!(report.statuses.get("ok"), Some(&400), "{report:?}");
+    assert_eq!(report.dead_kinds.values().sum::<usize>(), 20, "{report:?}");
+}
+
+#[test]
+fn redis_unreachable_when_the_daemon_starts() {
+    let mut s = Scenario::start(Setup {
+        redis_late: true,
+        mock: mock_with(0),
+        ..Setup::default()
+    });
+    s.wait_ready(0, false);
+    s.start_redis();
+    s.wait_ready(0, true);
+    assert_eq!(s.publish(200, 20, false), 220);
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(report.statuses.get("ok"), Some(&200), "{report:?}");
+}
+
+#[test]
+fn redis_down_for_ten_seconds_mid_run() {
+    let mut s = Scenario::start(Setup {
+        persistent: true,
+        max_in_flight: IN_FLIGHT,
+        mock: mock_with(10),
+        ..Setup::default()
+    });
+    assert_eq!(s.publish(300, 0, false), 300);
+    s.wait_results(50);
+    s.stop_redis();
+    s.wait_ready(0, false);
+    // The outage itself, not a wait for the daemon.
+    std::thread::sleep(Duration::from_secs(10));
+    s.start_redis();
+    s.wait_ready(0, true);
+    assert_eq!(s.publish(100, 0, false), 100);
+    let report = s.check(Calls::Bounded(IN_FLIGHT));
+    assert_eq!(report.statuses.get("ok"), Some(&400), "{report:?}");
+}
+
+#[test]
+fn redis_paused_longer_than_the_response_timeout() {
+    let mut s = Scenario::start(Setup {
+        max_in_flight: IN_FLIGHT,
+        mock: mock_with(10),
+        ..Setup::default()
+    });
+    assert_eq!(s.publish(300, 0, false), 300);
+    s.wait_results(50);
+    s.redis.pause(true);
+    // Readiness follows the store: calls time out (500 ms) instead of hanging.
+    s.wait_ready(0, false);
+    std::thread::sleep(Duration::from_secs(2));
+    s.redis.pause(false);
+    s.wait_ready(0, true);
+    let report = s.check(Calls::Bounded(IN_FLIGHT));
+    assert_eq!(report.statuses.get("ok"), Some(&300), "{report:?}");
+}
+
+#[test]
+fn model_429_then_success() {
+    let s = Setup {
+        mock: mock_with(0),
+        ..Setup::default()
+    };
+    let mut s = Scenario::start(s);
+    s.mock
+        .push_faults(std::iter::repeat_n(Fault::RateLimited, 30));
+    s.publish(100, 0, false);
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(report.statuses.get("ok"), Some(&100), "{report:?}");
+    assert_eq!(report.faults, 30, "{report:?}");
+}
+
+#[test]
+fn model_500_bursts() {
+    let mut s = Scenario::start(Setup {
+        mock: mock_with(0),
+        ..Setup::default()
+    });
+    let burst = |fault| std::iter::repeat_n(fault, 10);
+    let pass = || std::iter::repeat_n(Fault::Pass, 20);
+    s.mock.push_faults(
+        burst(Fault::ServerError)
+            .chain(pass())
+            .chain(burst(Fault::Unavailable))
+            .chain(pass())
+            .chain(burst(Fault::ServerError)),
+    );
+    s.publish(150, 0, false);
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(report.statuses.get("ok"), Some(&150), "{report:?}");
+    assert_eq!(report.faults, 30, "{report:?}");
+}
+
+#[test]
+fn model_rate_limited_forever_dead_letters_every_task_with_a_reason() {
+    let mut s = Scenario::start(Setup {
+        max_deliveries: 2,
+        mock: mock_with(0),
+        ..Setup::default()
+    });
+    s.mock.set_fault(Some(Fault::RateLimited));
+    s.publish(10, 0, false);
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(
+        report.dead_kinds.get("max_deliveries"),
+        Some(&10),
+        "{report:?}"
+    );
+    assert_eq!(report.statuses.get("ok"), None, "{report:?}");
+}
+
+#[test]
+fn model_hangs_until_the_idle_timeout() {
+    let mut s = Scenario::start(Setup {
+        mock: mock_with(0),
+        ..Setup::default()
+    });
+    s.mock.push_faults(std::iter::repeat_n(Fault::Hang, 10));
+    s.publish(60, 0, false);
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(report.statuses.get("ok"), Some(&60), "{report:?}");
+    assert_eq!(report.faults, 10, "{report:?}");
+}
+
+#[test]
+fn model_stalls_mid_stream() {
+    let mut s = Scenario::start(Setup {
+        mock: mock_with(0),
+        ..Setup::default()
+    });
+    s.mock.push_faults(std::iter::repeat_n(Fault::Stall, 10));
+    // Streamed tasks: the model answers over SSE, and the stall comes after the first chunk.
+    s.publish(60, 0, true);
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(report.faults, 10, "{report:?}");
+    assert_eq!(
+        report.statuses.values().sum::<usize>(),
+        60,
+        "every streamed task ends with a result: {report:?}"
+    );
+}
+
+#[test]
+fn a_thousand_malformed_entries_among_valid_tasks() {
+    let mut s = Scenario::start(Setup {
+        mock: mock_with(0),
+        ..Setup::default()
+    });
+    assert_eq!(s.publish(1_000, 1_000, false), 2_000);
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(report.statuses.get("ok"), Some(&1_000), "{report:?}");
+    assert_eq!(
+        report.dead_kinds.values().sum::<usize>(),
+        1_000,
+        "{report:?}"
+    );
+    assert_eq!(report.dead_kinds.len(), 5, "five kinds: {report:?}");
+}
+
+#[test]
+fn the_api_key_never_appears_in_the_logs() {
+    const KEY: &str = "sk-faults-7f3a9c1e-secret-key-never-logged";
+    let mut s = Scenario::start(Setup {
+        model_extra: "api_key_env = \"TROUPE_FAULTS_API_KEY\"".to_owned(),
+        env: vec![
+            ("TROUPE_FAULTS_API_KEY".to_owned(), KEY.to_owned()),
+            ("RUST_LOG".to_owned(), "trace".to_owned()),
+        ],
+        max_deliveries: 1,
+        mock: mock_with(0),
+        ..Setup::default()
+    });
+    // Failing calls too: errors are where secrets leak.
+    s.mock.push_faults([
+        Fault::ServerError,
+        Fault::RateLimited,
+        Fault::HtmlError,
+        Fault::Malformed,
+        Fault::InsufficientQuota,
+        Fault::Truncate,
+    ]);
+    s.publish(20, 5, false);
+    s.check(Calls::AtMostOnce);
+    let requests = s.mock.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {KEY}").as_str()),
+            "the key reaches the model server"
+        );
+    }
+    let (status, _) = s.terminate(0);
+    assert!(status.success());
+    let logs = s.all_logs();
+    assert!(logs.lines().count() > 100, "trace logging is on");
+    let leaks: Vec<&str> = logs.lines().filter(|l| l.contains(KEY)).collect();
+    assert!(leaks.is_empty(), "the API key is in the log: {leaks:#?}");
+}
+
+/// A tool that panics on every call.
+struct Panics;
+
+#[async_trait::async_trait]
+impl Tool for Panics {
+    fn name(&self) -> &str {
+        "panics"
+    }
+    fn description(&self) -> &str {
+        "always panics"
+    }
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({"type": "object"})
+    }
+    async fn call(&self, _: &ToolContext, _: serde_json::Value) -> Result<ToolOutput, ToolError> {
+        panic!("tool exploded")
+    }
+}
+
+/// A tool that answers.
+struct Answers;
+
+#[async_trait::async_trait]
+impl Tool for Answers {
+    fn name(&self) -> &str {
+        "answers"
+    }
+    fn description(&self) -> &str {
+        "answers"
+    }
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({"type": "object"})
+    }
+    async fn call(&self, _: &ToolContext, _: serde_json::Value) -> Result<ToolOutput, ToolError> {
+        Ok(ToolOutput {
+            content: "fine".to_owned(),
+            data: serde_json::Value::Null,
+        })
+    }
+}
+
+/// No configured tool kind panics, so this drives the registry every agent calls its tools
+/// through: each panic becomes a typed error (handed to the model as the tool's message) and
+/// the registry, its other tools and later calls go on.
+#[tokio::test]
+async fn a_panicking_tool_becomes_a_typed_error_and_the_rest_goes_on() {
+    let mut registry = ToolRegistry::new();
+    let timeout = Duration::from_secs(2);
+    registry
+        .register(Arc::new(Panics), timeout, false)
+        .expect("register");
+    registry
+        .register(Arc::new(Answers), timeout, false)
+        .expect("register");
+    let allow = ["panics".to_owned(), "answers".to_owned()];
+    let ctx = ToolContext {
+        group: "g".to_owned(),
+        user: "u".to_owned(),
+        agent: "a".to_owned(),
+        thread: "t".to_owned(),
+        message_id: "m".to_owned(),
+    };
+    for _ in 0..3 {
+        match registry.call(&allow, "panics", &ctx, "{}").await {
+            Err(ToolError::Panicked { tool, message }) => {
+                assert_eq!(tool, "panics");
+                assert!(message.contains("tool exploded"), "{message}");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        let fine = registry
+            .call(&allow, "answers", &ctx, "{}")
+            .await
+            .expect("a sibling tool answers");
+        assert_eq!(fine.content, "fine");
+    }
+}
