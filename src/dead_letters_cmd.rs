@@ -48,11 +48,7 @@ pub enum DeadLettersCommand {
 
 /// Runs `troupe dead-letters …`.
 pub fn run(command: DeadLettersCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
+    crate::serve::block_on(async move {
         match command {
             DeadLettersCommand::List {
                 config,

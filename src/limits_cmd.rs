@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use clap::Subcommand;
 use troupe_runtime::limit::{Admission, Limiters};
 
@@ -59,11 +58,7 @@ pub enum LimitsCommand {
 
 /// Runs a `troupe limits` command.
 pub fn run(command: LimitsCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    crate::serve::block_on(async move {
         match command {
             LimitsCommand::Try {
                 name,

@@ -47,11 +47,7 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     if args.agent.is_some() == args.workflow.is_some() {
         bail!("give exactly one of --agent and --workflow");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
+    crate::serve::block_on(async move {
         let store = open_store(&config.store).await?;
         let ingress = &config.ingress;
         let id = args

@@ -119,10 +119,7 @@ fn search_type(text: &str) -> Result<SearchType, String> {
 
 /// Runs a `troupe rag` command.
 pub fn run(command: RagCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(execute(command))
+    crate::serve::block_on(execute(command))
 }
 
 async fn open(path: &std::path::Path) -> anyhow::Result<(Config, Rag)> {

@@ -32,6 +32,17 @@ pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Stor
     })
 }
 
+/// Runs a CLI command's future to completion on a single-threaded runtime.
+pub fn block_on<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(future)
+}
+
 /// Runs the daemon. Returns when a signal has been handled (after draining) or when the
 /// root supervisor gave up.
 pub fn run(config: Config) -> anyhow::Result<()> {

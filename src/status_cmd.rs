@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use troupe_agents::workflow::open_runs;
 use troupe_config::Config;
 use troupe_runtime::pool::open_items;
@@ -18,11 +17,7 @@ const QUIET: Duration = Duration::from_secs(60);
 
 /// Runs `troupe status`.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
+    crate::serve::block_on(async move {
         let store = open_store(&config.store).await?;
         let ingress = &config.ingress;
         let p = store.key_prefix().to_owned();

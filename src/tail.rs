@@ -6,7 +6,6 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use troupe_agents::{Role, ThreadMessage, ThreadStore};
 use troupe_config::Config;
 
@@ -29,11 +28,7 @@ pub struct TailArgs {
 
 /// Runs `troupe tail`.
 pub fn run(config: Config, args: TailArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
+    crate::serve::block_on(async move {
         let store = open_store(&config.store).await?;
         let threads = ThreadStore::new(store.clone());
         let id = threads.resolve(&args.group, &args.thread).await?;
