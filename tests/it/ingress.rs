@@ -266,11 +266,35 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries() {
     rig.stop().await;
 }
 
+/// A rig whose agent `slow` answers after `latency`, on its own store prefix.
+async fn slow_rig(name: &str, latency: &str) -> (Rig, Arc<dyn Store>) {
+    let store = redis::store(&unique_prefix(name)).await;
+    let config = format!("{CONFIG}\n[models.slow]\nprovider = \"scripted\"\nlatency = \"{latency}\"\n\n[agents.slow]\nmodel = \"slow\"\n");
+    let rig = Rig::start(&config, store.clone(), BTreeMap::new()).await;
+    (rig, store)
+}
+
+/// The group `acme` has exactly one thread, `thread`, holding one turn: the model was asked
+/// once and no other delivery started the task.
+async fn assert_one_turn(rig: &Rig, thread: &str) {
+    let page = rig
+        .talk
+        .messages("acme", thread, 0, 100)
+        .await
+        .expect("messages");
+    assert_eq!(page.messages.len(), 2, "one turn: the model was asked once");
+    let threads = rig
+        .talk
+        .list_threads("acme", None, 0, 100)
+        .await
+        .expect("threads")
+        .threads;
+    assert_eq!(threads.len(), 1, "no other delivery started the task");
+}
+
 #[actix::test]
 async fn a_task_id_running_is_not_started_twice() {
-    let store = redis::store(&unique_prefix("ingress-running")).await;
-    let config = format!("{CONFIG}\n[models.slow]\nprovider = \"scripted\"\nlatency = \"300ms\"\n\n[agents.slow]\nmodel = \"slow\"\n");
-    let rig = Rig::start(&config, store.clone(), BTreeMap::new()).await;
+    let (rig, store) = slow_rig("ingress-running", "300ms").await;
     let s = settings();
     start_ingress(&rig, &store, "d1");
     let twice = serde_json::json!({"id": "twice", "agent": "slow", "input": "slowly",
@@ -284,22 +308,7 @@ async fn a_task_id_running_is_not_started_twice() {
         "the second delivery waits for the first's result"
     );
     let result: TaskResult = serde_json::from_slice(&both[0]).expect("result JSON");
-    let thread = result.thread.expect("thread");
-    let page = rig
-        .talk
-        .messages("acme", &thread, 0, 100)
-        .await
-        .expect("messages");
-    assert_eq!(page.messages.len(), 2, "one turn: the model was asked once");
-    assert_eq!(
-        rig.talk
-            .list_threads("acme", None, 0, 100)
-            .await
-            .expect("threads")
-            .threads
-            .len(),
-        1
-    );
+    assert_one_turn(&rig, &result.thread.expect("thread")).await;
     assert_nothing_pending(&store).await;
     rig.stop().await;
 }
@@ -337,10 +346,8 @@ async fn a_streamed_task_names_its_delta_stream_before_its_result() {
 
 #[actix::test]
 async fn a_task_longer_than_claim_idle_stays_claimed_and_runs_once() {
-    let store = redis::store(&unique_prefix("ingress-long")).await;
     // Ten times claim_idle (300 ms).
-    let config = format!("{CONFIG}\n[models.slow]\nprovider = \"scripted\"\nlatency = \"3s\"\n\n[agents.slow]\nmodel = \"slow\"\n");
-    let rig = Rig::start(&config, store.clone(), BTreeMap::new()).await;
+    let (rig, store) = slow_rig("ingress-long", "3s").await;
     let s = settings();
     start_ingress(&rig, &store, "d1");
     start_ingress(&rig, &store, "d2");
@@ -354,27 +361,7 @@ async fn a_task_longer_than_claim_idle_stays_claimed_and_runs_once() {
         0,
         "not dead-lettered"
     );
-    let page = rig
-        .talk
-        .messages(
-            "acme",
-            answered["long"].thread.as_deref().expect("thread"),
-            0,
-            100,
-        )
-        .await
-        .expect("messages");
-    assert_eq!(page.messages.len(), 2, "one turn: the model was asked once");
-    assert_eq!(
-        rig.talk
-            .list_threads("acme", None, 0, 100)
-            .await
-            .expect("threads")
-            .threads
-            .len(),
-        1,
-        "the other consumer never started it"
-    );
+    assert_one_turn(&rig, answered["long"].thread.as_deref().expect("thread")).await;
     assert_nothing_pending(&store).await;
     rig.stop().await;
 }
