@@ -33,6 +33,10 @@ pub enum BenchCommand {
         /// Journal on this Redis (`redis://…`) instead of the memory store.
         #[arg(long)]
         redis: Option<String>,
+        /// Call the model over HTTP: the mock OpenAI-compatible server, started in this
+        /// process with the same replies and latency, through the OpenAI client.
+        #[arg(long)]
+        mock: bool,
     },
 }
 
@@ -43,6 +47,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         concurrency,
         latency,
         redis,
+        mock,
     } = command;
     ensure!(
         runs > 0 && concurrency > 0,
@@ -76,10 +81,29 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             &format!("[daemon]\nmax_runs = {concurrency}\n\n[store]"),
         );
     let origin = dir.join("research.toml").display().to_string();
-    let config =
-        troupe_config::load_str(&text, &origin, &[]).map_err(|err| anyhow::anyhow!("{err}"))?;
     let system = actix::System::new();
     let result = system.block_on(async move {
+        // Kept alive for the whole run.
+        let mut _server = None;
+        let text = if mock {
+            let mut rules = troupe_mock_llm::MockConfig::from_toml(RESEARCH_RULES, "research rules")
+                .map_err(|err| anyhow::anyhow!("the research rules: {err}"))?;
+            rules.latency = latency;
+            let server = troupe_mock_llm::MockServer::start(rules).await?;
+            let url = server.base_url();
+            _server = Some(server);
+            text.replace(
+                &format!(
+                    "provider = \"scripted\"\nscript = \"scripted/research.toml\"\nlatency = \"{}ms\"",
+                    latency.as_millis()
+                ),
+                &format!("provider = \"openai\"\nbase_url = \"{url}\"\nmodel = \"mock-model\""),
+            )
+        } else {
+            text
+        };
+        let config = troupe_config::load_str(&text, &origin, &[])
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
         let store = open_store(&config.store).await?;
         let tree = Tree::start(&config, store)?;
         let outcome = drive(&tree, runs, concurrency).await;
@@ -88,8 +112,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         latencies.sort();
         let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
         println!(
-            "bench/workflows: {runs} research runs, {concurrency} at once, model latency {latency:?}, store {}",
-            redis.as_deref().map_or("memory", |_| "redis")
+            "bench/workflows: {runs} research runs, {concurrency} at once, model latency {latency:?}, store {}, model {}",
+            redis.as_deref().map_or("memory", |_| "redis"),
+            if mock { "mock server over HTTP" } else { "scripted" }
         );
         println!(
             "  wall {wall:.2?}, {:.0} runs/s, end-to-end p50 {:.1?} p99 {:.1?}, peak RSS {}",
@@ -122,7 +147,6 @@ async fn drive(
         let group = format!("g{}", i % 16);
         let record = tree
             .router
-            .runs()
             .wait(&group, &id, Duration::from_secs(600))
             .await?;
         if record.status != RunStatus::Completed {

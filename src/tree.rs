@@ -125,6 +125,7 @@ impl Tree {
             limiters.clone(),
             intensity,
             &rag,
+            &workers.handles(),
         )?;
         let options = RegistryOptions {
             passivate_after: daemon.passivate_after,
@@ -149,6 +150,7 @@ impl Tree {
             RouterOptions {
                 owner: instance.clone(),
                 max_runs: daemon.max_runs,
+                arbiters: workers.handles(),
                 ..RouterOptions::default()
             },
             intensity,

@@ -41,11 +41,12 @@ pub fn build_agents(
     intensity: Intensity,
 ) -> Result<(SupervisorSpec, Arc<AgentDirectory>), AgentError> {
     let rag = Rag::from_config(config, store.clone(), usage.clone()).map_err(rag_setup)?;
-    build_agents_with(config, store, usage, limiters, intensity, &rag)
+    build_agents_with(config, store, usage, limiters, intensity, &rag, &[])
 }
 
 /// [`build_agents`] with the daemon's knowledge bases `rag` (shared with workflows and the
-/// CLI's view of the same store).
+/// CLI's view of the same store), the agents spread over `arbiters` (round-robin; none: the
+/// supervisor's).
 pub fn build_agents_with(
     config: &Config,
     store: Arc<dyn Store>,
@@ -53,6 +54,7 @@ pub fn build_agents_with(
     limiters: Limiters,
     intensity: Intensity,
     rag: &Rag,
+    arbiters: &[actix::ArbiterHandle],
 ) -> Result<(SupervisorSpec, Arc<AgentDirectory>), AgentError> {
     // `rag_search` tools are built here (they need the knowledge bases); the tools crate
     // builds the others.
@@ -70,7 +72,7 @@ pub fn build_agents_with(
     let mut models: BTreeMap<&str, Arc<dyn ModelService>> = BTreeMap::new();
     let mut supervisor = SupervisorSpec::new("agents", intensity);
     let mut directory = AgentDirectory::new();
-    for (name, settings) in &config.agents {
+    for (i, (name, settings)) in config.agents.iter().enumerate() {
         let model_settings =
             config
                 .models
@@ -105,9 +107,11 @@ pub fn build_agents_with(
             store: store.clone(),
             memory: settings.memory.as_ref().map(|_| memory.clone()),
         });
-        let actor = supervisor.child(name, ChildOptions::default(), move |_| {
-            AgentActor::new(spec.clone())
-        });
+        let options = ChildOptions {
+            arbiter: (!arbiters.is_empty()).then(|| arbiters[i % arbiters.len()].clone()),
+            ..ChildOptions::default()
+        };
+        let actor = supervisor.child(name, options, move |_| AgentActor::new(spec.clone()));
         directory.insert(
             name.clone(),
             AgentHandle {
@@ -268,6 +272,55 @@ impl Conversations {
             started: ask.started,
         };
         self.registry.send(&id, turn).await?
+    }
+
+    /// Asks `agent` once in a thread of its own, `new` (a workflow call): created with the
+    /// question in one batch, or continued when it exists already (the same call made
+    /// again). No thread actor is started: nothing else talks in such a thread while the
+    /// call runs. The thread is an ordinary thread afterwards (readable, listable, and a turn
+    /// paused for an approval can be approved through [`approve`](Self::approve)).
+    pub async fn ask_once(
+        &self,
+        new: NewThread,
+        agent: &str,
+        input: String,
+    ) -> Result<TurnOutcome, AgentError> {
+        check_name("group", &new.group)?;
+        if !self.agents.contains_key(agent) {
+            return Err(AgentError::NotFound {
+                what: "agent",
+                id: agent.to_owned(),
+            });
+        }
+        let user = new.user.clone();
+        let (id, next_seq, prelude) = self
+            .threads
+            .prepare_one_shot(new, |info| {
+                let event =
+                    serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
+                vec![EventLog::write(
+                    &info.group,
+                    EventKind::ThreadCreated,
+                    &event,
+                )]
+            })
+            .await?;
+        let turn = Turn {
+            agent: agent.to_owned(),
+            user,
+            input,
+            stream: false,
+            started: None,
+        };
+        crate::thread::one_shot(
+            self.threads.clone(),
+            self.agents.clone(),
+            id,
+            next_seq,
+            prelude,
+            turn,
+        )
+        .await
     }
 
     /// Resolves a paused turn's approval and resumes it.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use troupe_runtime::store::Write;
 use troupe_runtime::Life;
 
 use crate::agent::{AgentDirectory, AgentRun, Decided, RunAgent, RunStatus};
@@ -178,7 +179,7 @@ impl ThreadActor {
     }
 
     fn approval_key(&self) -> String {
-        format!("thread:{}:{}:approval", self.id.group(), self.id.thread())
+        self.id.approval_key()
     }
 
     fn remember(&mut self, messages: Vec<ThreadMessage>) {
@@ -214,22 +215,71 @@ impl ThreadActor {
 
     /// The model context for `agent`: its instructions, then the last messages.
     fn context(&self, agent: &str) -> Result<Vec<ChatMessage>, AgentError> {
-        let handle = self.agents.get(agent).ok_or_else(|| AgentError::NotFound {
-            what: "agent",
-            id: agent.to_owned(),
-        })?;
-        let settings = &handle.settings;
-        let mut context = Vec::with_capacity(settings.context_messages + 1);
-        if !settings.instructions.is_empty() {
-            context.push(ChatMessage::new(
-                Role::System,
-                settings.instructions.clone(),
-            ));
-        }
-        let start = self.recent.len().saturating_sub(settings.context_messages);
-        context.extend(self.recent[start..].iter().map(|m| m.message.clone()));
-        Ok(context)
+        context_of(&self.agents, agent, &self.recent)
     }
+}
+
+/// The model context for `agent`: its instructions, then the last of `recent`.
+fn context_of(
+    agents: &AgentDirectory,
+    agent: &str,
+    recent: &[ThreadMessage],
+) -> Result<Vec<ChatMessage>, AgentError> {
+    let handle = agents.get(agent).ok_or_else(|| AgentError::NotFound {
+        what: "agent",
+        id: agent.to_owned(),
+    })?;
+    let settings = &handle.settings;
+    let mut context = Vec::with_capacity(settings.context_messages.min(recent.len()) + 2);
+    if !settings.instructions.is_empty() {
+        context.push(ChatMessage::new(
+            Role::System,
+            settings.instructions.clone(),
+        ));
+    }
+    let start = recent.len().saturating_sub(settings.context_messages);
+    context.extend(recent[start..].iter().map(|m| m.message.clone()));
+    Ok(context)
+}
+
+/// A one-shot turn: `input` answered by `agent` in thread `id`, which no actor holds (a
+/// workflow call's own thread). The thread's metadata and the user's message (after the
+/// `next_seq` messages already there) are written in one batch with `prelude`, then the
+/// agent runs and its messages are written like a turn's. The thread is an ordinary thread
+/// afterwards: readable, and a turn paused for an approval can be approved through it.
+pub(crate) async fn one_shot(
+    threads: ThreadStore,
+    agents: Arc<AgentDirectory>,
+    id: ThreadId,
+    next_seq: u64,
+    prelude: Vec<Write>,
+    turn: Turn,
+) -> Result<TurnOutcome, AgentError> {
+    let user_message = ThreadMessage {
+        seq: next_seq,
+        at_ms: now_ms(),
+        agent: None,
+        message: ChatMessage::new(Role::User, turn.input),
+    };
+    let mut context = context_of(&agents, &turn.agent, &[])?;
+    context.push(user_message.message.clone());
+    let approval_key = id.approval_key();
+    let spec = Drive {
+        id,
+        threads,
+        agents,
+        agent: turn.agent,
+        user: turn.user,
+        context,
+        resume: Vec::new(),
+        first: vec![user_message],
+        prelude,
+        next_seq,
+        stream: turn.stream,
+        started: turn.started,
+        approval_key,
+    };
+    drive(spec).await.1
 }
 
 impl Actor for ThreadActor {
@@ -288,6 +338,8 @@ struct Drive {
     resume: Vec<Decided>,
     /// Messages to persist before the agent runs (the user's message).
     first: Vec<ThreadMessage>,
+    /// Other writes of the batch that persists `first` (a one-shot thread's metadata).
+    prelude: Vec<Write>,
     next_seq: u64,
     stream: bool,
     started: Option<StreamStarted>,
@@ -333,7 +385,7 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
     })?;
     let mut seq = d.next_seq;
     if !d.first.is_empty() {
-        persist(d, &d.first).await?;
+        persist(d, &d.first, d.prelude.clone()).await?;
         driven.written.extend(d.first.iter().cloned());
         seq += d.first.len() as u64;
     }
@@ -386,7 +438,7 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
             message,
         })
         .collect();
-    persist(d, &produced).await?;
+    persist(d, &produced, Vec::new()).await?;
     let last_seq = produced.last().map_or(seq.saturating_sub(1), |m| m.seq);
     driven.written.extend(produced);
     let status = match run.status {
@@ -420,26 +472,29 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
     })
 }
 
-/// Appends messages to the thread and records one event per message, in one batch.
-async fn persist(d: &Drive, messages: &[ThreadMessage]) -> Result<(), AgentError> {
+/// Appends messages to the thread and records one event per message, in one batch after
+/// `prelude`.
+async fn persist(
+    d: &Drive,
+    messages: &[ThreadMessage],
+    prelude: Vec<Write>,
+) -> Result<(), AgentError> {
     if messages.is_empty() {
         return Ok(());
     }
     let mut values = Vec::with_capacity(messages.len());
-    let mut writes = Vec::with_capacity(messages.len() + 1);
+    let mut writes = prelude;
+    writes.reserve(2 * messages.len() + 1);
     for m in messages {
         values.push(encode(m)?);
         let event = json!({"thread": d.id.thread(), "seq": m.seq, "role": m.message.role,
                            "agent": m.agent, "user": d.user});
         writes.push(EventLog::write(d.id.group(), EventKind::Message, &event));
     }
-    writes.insert(
-        0,
-        troupe_runtime::store::Write::Push {
-            key: d.id.messages_key(),
-            values,
-        },
-    );
+    writes.push(Write::Push {
+        key: d.id.messages_key(),
+        values,
+    });
     Ok(d.threads.store().apply(writes).await?)
 }
 
@@ -495,6 +550,7 @@ impl Handler<Turn> for ThreadActor {
             context,
             resume: Vec::new(),
             first: vec![user_message],
+            prelude: Vec::new(),
             next_seq: self.total,
             stream: msg.stream,
             started: msg.started,
@@ -539,6 +595,7 @@ impl Handler<Approve> for ThreadActor {
             context,
             resume,
             first: Vec::new(),
+            prelude: Vec::new(),
             next_seq: self.total,
             stream: pending.stream,
             started: None,

@@ -79,6 +79,10 @@ impl ThreadId {
         format!("thread:{}:{}:meta", self.group, self.thread)
     }
 
+    pub(crate) fn approval_key(&self) -> String {
+        format!("thread:{}:{}:approval", self.group, self.thread)
+    }
+
     pub(crate) fn owner_key(&self) -> String {
         owner_key(&self.thread)
     }
@@ -179,6 +183,35 @@ pub struct NewThread {
     pub metadata: serde_json::Value,
 }
 
+/// A new thread's metadata and the writes that create it: metadata and indexes.
+fn creation(id: &ThreadId, new: NewThread) -> Result<(ThreadInfo, Vec<Write>), AgentError> {
+    let info = ThreadInfo {
+        id: id.thread().to_owned(),
+        group: new.group.clone(),
+        user: new.user.clone(),
+        title: new.title,
+        metadata: new.metadata,
+        created_ms: now_ms(),
+        archived: false,
+    };
+    let writes = vec![
+        Write::Set {
+            key: id.meta_key(),
+            value: encode(&info)?,
+            ttl: None,
+        },
+        Write::Push {
+            key: group_index(&new.group),
+            values: vec![id.thread().as_bytes().to_vec()],
+        },
+        Write::Push {
+            key: user_index(&new.group, &new.user),
+            values: vec![id.thread().as_bytes().to_vec()],
+        },
+    ];
+    Ok((info, writes))
+}
+
 /// Thread persistence over a [`Store`]. Cheap to clone.
 #[derive(Clone)]
 pub struct ThreadStore {
@@ -209,6 +242,43 @@ impl ThreadStore {
         new: NewThread,
         also: impl FnOnce(&ThreadInfo) -> Vec<Write>,
     ) -> Result<ThreadInfo, AgentError> {
+        let (id, existing) = self.claim(&new).await?;
+        if existing {
+            return Err(AgentError::Conflict {
+                what: "thread",
+                id: id.thread().to_owned(),
+            });
+        }
+        let (info, mut writes) = creation(&id, new)?;
+        writes.extend(also(&info));
+        self.store.apply(writes).await?;
+        Ok(info)
+    }
+
+    /// Thread `new.id` for a one-shot turn, created or continued: its id, the position of its
+    /// next message, and the writes that create it (metadata, indexes, `also(info)`) to send
+    /// in the batch of its first message — none when the thread exists already (an earlier
+    /// attempt of the same call: the new turn follows its messages).
+    pub(crate) async fn prepare_one_shot(
+        &self,
+        new: NewThread,
+        also: impl FnOnce(&ThreadInfo) -> Vec<Write>,
+    ) -> Result<(ThreadId, u64, Vec<Write>), AgentError> {
+        let (id, existing) = self.claim(&new).await?;
+        if existing {
+            let next = self.store.len(&id.messages_key()).await?;
+            return Ok((id, next, Vec::new()));
+        }
+        let (info, mut writes) = creation(&id, new)?;
+        writes.extend(also(&info));
+        Ok((id, 0, writes))
+    }
+
+    /// Claims the id of `new` for its group: `(id, true)` if the group has a thread of that id
+    /// already, `(id, false)` if it is to be created (the id is now the group's: a creation
+    /// that died between the claim and its metadata is finished by the next one), and
+    /// [`AgentError::Conflict`] if another group owns it.
+    async fn claim(&self, new: &NewThread) -> Result<(ThreadId, bool), AgentError> {
         check_name("user", &new.user)?;
         let id = match &new.id {
             Some(id) => ThreadId::new(&new.group, id)?,
@@ -218,48 +288,20 @@ impl ThreadStore {
             .store
             .set_nx(&id.owner_key(), id.group().as_bytes(), None)
             .await?;
-        // A creation that died between claiming the id and writing the metadata left the id
-        // owned by this group with no thread: finish it instead of refusing the id forever.
-        let unfinished = !claimed
-            && self.store.get(&id.owner_key()).await?.as_deref() == Some(id.group().as_bytes())
-            && !self.store.exists(&id.meta_key()).await?;
-        if !claimed && !unfinished {
+        if claimed {
+            return Ok((id, false));
+        }
+        if self.store.get(&id.owner_key()).await?.as_deref() != Some(id.group().as_bytes()) {
             return Err(AgentError::Conflict {
                 what: "thread",
                 id: id.thread().to_owned(),
             });
         }
-        if unfinished {
-            tracing::warn!(group = %id.group(), thread = %id.thread(), "finishing an interrupted thread creation");
+        if self.store.exists(&id.meta_key()).await? {
+            return Ok((id, true));
         }
-        let info = ThreadInfo {
-            id: id.thread().to_owned(),
-            group: new.group.clone(),
-            user: new.user.clone(),
-            title: new.title,
-            metadata: new.metadata,
-            created_ms: now_ms(),
-            archived: false,
-        };
-        let meta = encode(&info)?;
-        let mut writes = vec![
-            Write::Set {
-                key: id.meta_key(),
-                value: meta,
-                ttl: None,
-            },
-            Write::Push {
-                key: group_index(&new.group),
-                values: vec![id.thread().as_bytes().to_vec()],
-            },
-            Write::Push {
-                key: user_index(&new.group, &new.user),
-                values: vec![id.thread().as_bytes().to_vec()],
-            },
-        ];
-        writes.extend(also(&info));
-        self.store.apply(writes).await?;
-        Ok(info)
+        tracing::warn!(group = %id.group(), thread = %id.thread(), "finishing an interrupted thread creation");
+        Ok((id, false))
     }
 
     /// Resolves `thread` for `group`: [`AgentError::NotFound`] if it does not exist,

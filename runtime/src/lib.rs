@@ -1,6 +1,7 @@
 //! troupe-runtime: the supervised actor tree, entity registries and the store.
 //!
-//! - [`guard`]: panic isolation for actix actors ([`Spawn`], [`Life`], [`Exit`]).
+//! - [`guard`]: panic isolation for actix actors ([`Spawn`], [`Life`], [`Exit`]);
+//!   [`detach`]: futures an actor awaits as tasks of their own.
 //! - [`supervisor`]: one-for-one supervisors with restart policies and escalation.
 //! - [`registry`]: per-entity actors, activated on demand and passivated when idle.
 //! - [`store`]: the persistence boundary, with memory and Redis backends.
@@ -11,6 +12,7 @@
 
 pub mod actor_ref;
 pub mod cron;
+pub mod detach;
 pub mod error;
 pub mod guard;
 pub mod health;

@@ -182,3 +182,73 @@ async fn a_creation_interrupted_after_claiming_the_id_is_finished_not_refused() 
         "{stolen:?}"
     );
 }
+
+#[actix::test]
+async fn a_one_shot_call_creates_its_thread_in_one_go_and_continues_it_when_repeated() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rig = start(store.clone()).await;
+    let talk = &rig.talk;
+    let new = troupe_agents::NewThread {
+        group: "acme".into(),
+        user: "alice".into(),
+        id: Some("wf-r1-step".into()),
+        title: "a workflow call".into(),
+        metadata: serde_json::json!({"run": "r1"}),
+    };
+    let first = talk
+        .ask_once(new.clone(), "echo", "first question".into())
+        .await
+        .expect("one-shot turn");
+    assert_eq!(first.thread, "wf-r1-step");
+    assert!(first.answer.contains("first question"), "{}", first.answer);
+    // No thread actor was started for it.
+    assert_eq!(talk.thread_stats().activations, 0);
+    // An ordinary thread afterwards: its metadata, listed, messages in order.
+    let info = talk.thread("acme", "wf-r1-step").await.expect("thread");
+    assert_eq!(
+        (info.title.as_str(), info.user.as_str()),
+        ("a workflow call", "alice")
+    );
+    let listed = talk.list_threads("acme", None, 0, 10).await.expect("list");
+    assert_eq!(listed.threads.len(), 1);
+    // The same call made again (after a crash) continues the thread, not a second one.
+    let again = talk
+        .ask_once(new.clone(), "echo", "second question".into())
+        .await
+        .expect("repeated call");
+    assert_eq!(again.thread, "wf-r1-step");
+    let page = talk
+        .messages("acme", "wf-r1-step", 0, 10)
+        .await
+        .expect("messages");
+    let roles: Vec<Role> = page.messages.iter().map(|m| m.message.role).collect();
+    assert_eq!(
+        roles,
+        [Role::User, Role::Assistant, Role::User, Role::Assistant]
+    );
+    let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 3]);
+    let listed = talk.list_threads("acme", None, 0, 10).await.expect("list");
+    assert_eq!(listed.threads.len(), 1, "indexed once");
+    // Another group cannot take the id, and an unknown agent is refused before anything.
+    let stolen = talk
+        .ask_once(
+            troupe_agents::NewThread {
+                group: "globex".into(),
+                ..new.clone()
+            },
+            "echo",
+            "mine?".into(),
+        )
+        .await;
+    assert!(
+        matches!(stolen, Err(AgentError::Conflict { .. })),
+        "{stolen:?}"
+    );
+    let unknown = talk.ask_once(new, "nobody", "hello".into()).await;
+    assert!(
+        matches!(unknown, Err(AgentError::NotFound { what: "agent", .. })),
+        "{unknown:?}"
+    );
+    rig.stop().await;
+}

@@ -773,7 +773,6 @@ impl Shared {
         // The entry stays claimed while the run goes on (see `keep_claimed`).
         let record = loop {
             match router
-                .runs()
                 .wait(&task.group, &run, self.settings.claim_idle)
                 .await
             {

@@ -356,11 +356,12 @@ impl Journal {
         self.key(&format!("out:{hash}"))
     }
 
-    /// The writes that create a run: record, snapshot, owner, index entry.
+    /// The writes that create a run: record, snapshot (`snapshot`, encoded), owner, index
+    /// entry.
     pub fn create_writes(
         &self,
         record: &RunRecord,
-        snapshot: &Snapshot,
+        snapshot: &[u8],
     ) -> Result<Vec<Write>, WorkflowError> {
         Ok(vec![
             Write::Set {
@@ -370,7 +371,7 @@ impl Journal {
             },
             Write::Set {
                 key: self.def_key(),
-                value: encode(snapshot)?,
+                value: snapshot.to_vec(),
                 ttl: None,
             },
             Write::Set {
@@ -541,7 +542,7 @@ pub fn now_ms() -> u64 {
     crate::thread_store::now_ms()
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WorkflowError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WorkflowError> {
     serde_json::to_vec(value).map_err(|err| WorkflowError::Invalid {
         what: "record",
         message: err.to_string(),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use troupe_runtime::pool::{handler_fn, Work, WorkError, WorkHandler};
 
-use crate::conversations::{Ask, Conversations};
+use crate::conversations::Conversations;
 use crate::error::AgentError;
 use crate::thread::TurnStatus;
 use crate::thread_store::NewThread;
@@ -83,7 +83,8 @@ impl Call {
         self.timeout_ms.map(Duration::from_millis)
     }
 
-    /// Makes the call: creates its thread if needed and asks the agent, within the timeout.
+    /// Makes the call in its own thread (created, or continued by a call made again), within
+    /// the timeout.
     pub async fn perform(&self, talk: &Conversations) -> Result<String, CallFailure> {
         let new = NewThread {
             group: self.group.clone(),
@@ -94,19 +95,7 @@ impl Call {
                 "workflow": self.workflow, "run": self.run, "step": self.step,
             }),
         };
-        match talk.create_thread(new).await {
-            Ok(_) | Err(AgentError::Conflict { .. }) => {}
-            Err(err) => return Err(err.into()),
-        }
-        let ask = talk.ask(Ask {
-            group: self.group.clone(),
-            user: self.user.clone(),
-            agent: self.agent.clone(),
-            thread: Some(self.thread.clone()),
-            input: self.input.clone(),
-            stream: false,
-            started: None,
-        });
+        let ask = talk.ask_once(new, &self.agent, self.input.clone());
         let outcome = match self.timeout() {
             Some(after) => tokio::time::timeout(after, ask)
                 .await

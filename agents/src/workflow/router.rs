@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use dashmap::DashMap;
+use tokio::sync::oneshot;
 use troupe_config::WorkflowSettings;
+use troupe_runtime::detach::{detach, Resume};
 use troupe_runtime::limit::Limiters;
 use troupe_runtime::pool::Pool;
 use troupe_runtime::store::Store;
@@ -56,6 +59,8 @@ pub struct RouterOptions {
     pub pool_poll: Duration,
     /// Called when a step (or one call of it) starts; `None` in the daemon.
     pub on_step_start: Option<StepHook>,
+    /// The arbiters (threads) runs are spread over, round-robin; none: the router's.
+    pub arbiters: Vec<ArbiterHandle>,
 }
 
 /// A function called with a step's journal key (`step`, `step/branch`) each time the step or
@@ -82,6 +87,37 @@ impl Default for RouterOptions {
             max_runs: 1000,
             pool_poll: Duration::from_secs(1),
             on_step_start: None,
+            arbiters: Vec::new(),
+        }
+    }
+}
+
+/// Who waits for the end of which run this daemon runs: run id -> senders told when it ends.
+#[derive(Clone, Default)]
+pub(crate) struct Endings(Arc<DashMap<String, Vec<oneshot::Sender<()>>>>);
+
+impl Endings {
+    /// A receiver told when `run` ends here (or dropped when it stops without ending).
+    fn listen(&self, run: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.0.entry(run.to_owned()).or_default().push(tx);
+        rx
+    }
+
+    /// Forgets the listeners of `run` that stopped listening.
+    fn prune(&self, run: &str) {
+        self.0.remove_if_mut(run, |_, senders| {
+            senders.retain(|tx| !tx.is_closed());
+            senders.is_empty()
+        });
+    }
+
+    /// Tells the listeners of `run` that it ended (or stopped here).
+    pub(crate) fn ended(&self, run: &str) {
+        if let Some((_, senders)) = self.0.remove(run) {
+            for tx in senders {
+                let _ = tx.send(());
+            }
         }
     }
 }
@@ -94,10 +130,12 @@ pub(crate) struct Env {
     /// The daemon's work pools, by name: steps that name one run their calls there.
     pub(crate) pools: BTreeMap<String, Pool>,
     /// The definitions of the current config (runs use their own snapshots).
-    pub(crate) workflows: Arc<BTreeMap<String, WorkflowSettings>>,
+    pub(crate) snapshots: Arc<Snapshots>,
     pub(crate) options: RouterOptions,
     /// Knowledge bases, for `knowledge` steps.
     pub(crate) rag: crate::rag::Rag,
+    /// Waiters for the end of runs.
+    pub(crate) endings: Endings,
 }
 
 /// A request to run a workflow.
@@ -138,28 +176,80 @@ pub struct RunView {
 #[derive(Clone)]
 pub struct Runs {
     store: Arc<dyn Store>,
+    snapshots: Arc<Snapshots>,
+}
+
+/// The definition snapshots of a config's workflows, made once: what runs submitted with it
+/// start with, and what runs compare their own snapshot to.
+pub(crate) struct Snapshots {
     workflows: Arc<BTreeMap<String, WorkflowSettings>>,
+    /// Workflow -> its snapshot and the snapshot encoded (as stored).
+    made: BTreeMap<String, (Arc<Snapshot>, Vec<u8>)>,
+}
+
+impl Snapshots {
+    pub(crate) fn new(workflows: Arc<BTreeMap<String, WorkflowSettings>>) -> Snapshots {
+        let made = workflows
+            .keys()
+            .filter_map(|name| {
+                let snapshot = Snapshot::of(name, &workflows).ok()?;
+                let bytes = super::journal::encode(&snapshot).ok()?;
+                Some((name.clone(), (Arc::new(snapshot), bytes)))
+            })
+            .collect();
+        Snapshots { workflows, made }
+    }
+
+    /// The snapshot of `workflow` and its encoding.
+    fn get(&self, workflow: &str) -> Result<(Arc<Snapshot>, &[u8]), WorkflowError> {
+        match self.made.get(workflow) {
+            Some((snapshot, bytes)) => Ok((snapshot.clone(), bytes)),
+            // Not made: say why.
+            None => Snapshot::of(workflow, &self.workflows).and_then(|_| {
+                Err(WorkflowError::Invalid {
+                    what: "workflow",
+                    message: format!("the definition of {workflow:?} cannot be encoded"),
+                })
+            }),
+        }
+    }
+
+    /// The hash of `workflow`'s current definition.
+    pub(crate) fn hash(&self, workflow: &str) -> Option<&str> {
+        self.made.get(workflow).map(|(s, _)| s.hash.as_str())
+    }
+}
+
+/// A run this daemon just submitted, handed to its actor so it need not read it back.
+pub(crate) struct Fresh {
+    pub(crate) record: RunRecord,
+    pub(crate) snapshot: Arc<Snapshot>,
 }
 
 impl Runs {
     /// The API over `store` with the config's `workflows` (what `submit` snapshots).
     pub fn new(store: Arc<dyn Store>, workflows: BTreeMap<String, WorkflowSettings>) -> Self {
-        Runs {
-            store,
-            workflows: Arc::new(workflows),
-        }
+        Runs::with(store, Arc::new(Snapshots::new(Arc::new(workflows))))
+    }
+
+    fn with(store: Arc<dyn Store>, snapshots: Arc<Snapshots>) -> Self {
+        Runs { store, snapshots }
     }
 
     /// Writes a new run (record, definition snapshot, index entry) and returns its id. A
     /// daemon adopts it at its next scan.
     pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
+        self.create(submit).await.map(|fresh| fresh.record.id)
+    }
+
+    async fn create(&self, submit: Submit) -> Result<Fresh, WorkflowError> {
         for (what, value) in [("group", &submit.group), ("user", &submit.user)] {
             check_name(what, value).map_err(|err| WorkflowError::Invalid {
                 what,
                 message: err.to_string(),
             })?;
         }
-        let snapshot = Snapshot::of(&submit.workflow, &self.workflows)?;
+        let (snapshot, encoded) = self.snapshots.get(&submit.workflow)?;
         let id = format!("r{:011x}{:08x}", now_ms(), rand::random::<u32>());
         let now = now_ms();
         let record = RunRecord {
@@ -178,10 +268,10 @@ impl Runs {
         };
         let journal = Journal::new(self.store.clone(), &record.group, &id);
         self.store
-            .apply(journal.create_writes(&record, &snapshot)?)
+            .apply(journal.create_writes(&record, encoded)?)
             .await?;
-        tracing::info!(workflow = %record.workflow, run = %id, group = %record.group, "workflow run submitted");
-        Ok(id)
+        tracing::debug!(workflow = %record.workflow, run = %id, group = %record.group, "workflow run submitted");
+        Ok(Fresh { record, snapshot })
     }
 
     fn journal(&self, group: &str, run: &str) -> Result<Journal, WorkflowError> {
@@ -324,7 +414,8 @@ impl Runs {
         Ok(())
     }
 
-    /// Waits until the run has ended (polling every 50 ms), at most `timeout`.
+    /// Waits until the run has ended (polling every 50 ms), at most `timeout`. A daemon's
+    /// [`Router::wait`] is told of the end of the runs it runs instead.
     pub async fn wait(
         &self,
         group: &str,
@@ -346,6 +437,11 @@ impl Runs {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct ScanRuns;
+
+/// Adopt this run now if there is room (it was just submitted here).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AdoptRun(Box<Fresh>);
 
 /// One of the router's runs ended.
 #[derive(Debug, Clone, Message)]
@@ -381,6 +477,10 @@ pub struct RouterActor {
     scanning: bool,
     stopping: bool,
     last_renew: Instant,
+    /// Runs whose lease is being taken to adopt them, not yet in `owned`.
+    adopting: usize,
+    /// Runs started so far (picks their arbiter).
+    started: usize,
 }
 
 impl RouterActor {
@@ -392,6 +492,8 @@ impl RouterActor {
             scanning: false,
             stopping: false,
             last_renew: Instant::now(),
+            adopting: 0,
+            started: 0,
         }
     }
 
@@ -410,7 +512,10 @@ impl RouterActor {
         if renew {
             self.last_renew = Instant::now();
         }
-        let room = env.options.max_runs.saturating_sub(owned.len());
+        let room = env
+            .options
+            .max_runs
+            .saturating_sub(owned.len() + self.adopting);
         let job = async move {
             let store = env.store.as_ref();
             let owner = env.options.owner.as_str();
@@ -482,28 +587,43 @@ impl RouterActor {
                 }
             }
             for (run, group) in adopted {
-                act.start_run(ctx, run, group);
+                act.start_run(ctx, run, group, None);
             }
         }));
     }
 
-    fn start_run(&mut self, ctx: &mut Context<Self>, run: String, group: String) {
+    /// Starts the actor of `run` (`fresh` when this daemon just submitted it).
+    fn start_run(
+        &mut self,
+        ctx: &mut Context<Self>,
+        run: String,
+        group: String,
+        fresh: Option<Box<Fresh>>,
+    ) {
         if self.owned.contains_key(&run) {
             return;
         }
-        tracing::info!(run = %run, group = %group, "adopting workflow run");
+        if fresh.is_none() {
+            tracing::info!(run = %run, group = %group, "adopting workflow run");
+        }
         let me = ctx.address();
         let ended = run.clone();
         let env = self.env.clone();
         let (id, g) = (run.clone(), group.clone());
-        let (addr, life) = Spawn::named(format!("run-{run}"))
+        let mut spawn = Spawn::named(format!("run-{run}"));
+        let arbiters = &self.env.options.arbiters;
+        if !arbiters.is_empty() {
+            spawn = spawn.on(arbiters[self.started % arbiters.len()].clone());
+        }
+        self.started = self.started.wrapping_add(1);
+        let (addr, life) = spawn
             .on_exit(move |exit| {
                 me.do_send(RunEndedEvent {
                     run: ended,
                     exit: exit.clone(),
                 })
             })
-            .start(move |_| RunActor::new(env, g, id));
+            .start(move |_| RunActor::new(env, g, id, fresh));
         self.owned.insert(run, Owned { group, addr, life });
     }
 }
@@ -542,6 +662,55 @@ impl Handler<ScanRuns> for RouterActor {
     }
 }
 
+impl Handler<AdoptRun> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, AdoptRun(fresh): AdoptRun, ctx: &mut Self::Context) {
+        let full = self.owned.len() + self.adopting >= self.env.options.max_runs;
+        if self.stopping || full || self.owned.contains_key(&fresh.record.id) {
+            return; // a scan adopts it when there is room
+        }
+        self.adopting += 1;
+        let env = self.env.clone();
+        let take = async move {
+            let lease = lease_key(&fresh.record.id);
+            env.store
+                .acquire_lease(&lease, &env.options.owner, env.options.lease)
+                .await
+                .map(|taken| (fresh, taken))
+        };
+        // Apart from the actor's context: thousands of adoptions may be in flight.
+        detach(ctx, take, |act: &mut Self, taken, ctx| {
+            act.adopting -= 1;
+            match taken {
+                Ok((fresh, true)) if !act.stopping => {
+                    let (run, group) = (fresh.record.id.clone(), fresh.record.group.clone());
+                    act.start_run(ctx, run, group, Some(fresh));
+                }
+                Ok((fresh, true)) => {
+                    let env = act.env.clone();
+                    ctx.spawn(fut::wrap_future(async move {
+                        let lease = lease_key(&fresh.record.id);
+                        let _ = env.store.release_lease(&lease, &env.options.owner).await;
+                    }));
+                }
+                Ok((_, false)) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "adopting a run: store error; a scan retries")
+                }
+            }
+        });
+    }
+}
+
+impl Handler<Resume<Self>> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, resume: Resume<Self>, ctx: &mut Self::Context) {
+        resume.run(self, ctx);
+    }
+}
+
 impl Handler<StopRuns> for RouterActor {
     type Result = ();
 
@@ -568,6 +737,9 @@ impl Handler<RunEndedEvent> for RouterActor {
         let Some(owned) = self.owned.remove(&msg.run) else {
             return;
         };
+        if !matches!(msg.exit, Exit::Panicked(_)) {
+            self.env.endings.ended(&msg.run);
+        }
         let Exit::Panicked(why) = &msg.exit else {
             self.panics.remove(&msg.run);
             return;
@@ -577,7 +749,7 @@ impl Handler<RunEndedEvent> for RouterActor {
         tracing::error!(run = %msg.run, panics = *panics, reason = %why, "workflow run panicked");
         if *panics < MAX_RUN_PANICS {
             // Still ours (the lease is held): start it again from its journal.
-            self.start_run(ctx, msg.run, owned.group);
+            self.start_run(ctx, msg.run, owned.group, None);
             return;
         }
         self.panics.remove(&msg.run);
@@ -596,6 +768,7 @@ impl Handler<RunEndedEvent> for RouterActor {
             env.store
                 .release_lease(&lease_key(&msg.run), &env.options.owner)
                 .await?;
+            env.endings.ended(&msg.run);
             Ok::<_, WorkflowError>(())
         };
         ctx.spawn(fut::wrap_future(async move {
@@ -612,6 +785,7 @@ impl Handler<RunEndedEvent> for RouterActor {
 pub struct Router {
     runs: Runs,
     actor: ActorRef<RouterActor>,
+    endings: Endings,
 }
 
 impl Router {
@@ -636,6 +810,8 @@ impl Router {
             );
         }
         let pools = pools.clone();
+        let endings = Endings::default();
+        let snapshots = Arc::new(Snapshots::new(Arc::new(config.workflows.clone())));
         let rag = match talk.rag() {
             Some(rag) => rag.clone(),
             None => {
@@ -655,9 +831,10 @@ impl Router {
             talk,
             limiters,
             pools,
-            workflows: Arc::new(config.workflows.clone()),
+            snapshots: snapshots.clone(),
             options,
             rag,
+            endings: endings.clone(),
         });
         let mut spec = troupe_runtime::SupervisorSpec::new("workflows", intensity);
         let actor = spec.child(
@@ -667,8 +844,9 @@ impl Router {
         );
         parent.supervisor(spec);
         Router {
-            runs: Runs::new(store, config.workflows.clone()),
+            runs: Runs::with(store, snapshots),
             actor,
+            endings,
         }
     }
 
@@ -677,11 +855,43 @@ impl Router {
         &self.runs
     }
 
-    /// Submits a run and has this daemon look for it at once.
+    /// Submits a run and has this daemon adopt it at once if it has room.
     pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
-        let id = self.runs.submit(submit).await?;
-        let _ = self.actor.try_send(ScanRuns);
-        Ok(id)
+        let fresh = self.runs.create(submit).await?;
+        let run = fresh.record.id.clone();
+        let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
+        Ok(run)
+    }
+
+    /// Waits until the run has ended, at most `timeout`: told at once when this daemon runs
+    /// it, and reading the record every second in case another daemon does.
+    pub async fn wait(
+        &self,
+        group: &str,
+        run: &str,
+        timeout: Duration,
+    ) -> Result<RunRecord, WorkflowError> {
+        const POLL: Duration = Duration::from_secs(1);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ended = self.endings.listen(run);
+            let read = self.runs.record(group, run).await;
+            let now = Instant::now();
+            let done = match &read {
+                Ok(record) => record.status.is_terminal() || now >= deadline,
+                Err(_) => true,
+            };
+            if !done {
+                let nap = deadline.saturating_duration_since(now).min(POLL);
+                let _ = tokio::time::timeout(nap, ended).await;
+            } else {
+                drop(ended);
+            }
+            self.endings.prune(run);
+            if done {
+                return read;
+            }
+        }
     }
 
     /// How many runs this daemon runs now.

@@ -27,7 +27,7 @@ use super::journal::{
 };
 use super::label::{parse_label, parse_score};
 use super::pool_call::{answer_of, Call, CallFailure, WORKFLOW_CALL};
-use super::router::Env;
+use super::router::{Env, Fresh};
 use super::template::{render, StepOutput};
 
 /// What the router tells a run.
@@ -63,18 +63,25 @@ pub struct RunActor {
     env: Arc<Env>,
     group: String,
     run: String,
+    fresh: Option<Box<Fresh>>,
     signal: watch::Sender<Signal>,
     waiting: Waiting,
 }
 
 impl RunActor {
-    /// The actor of run `run` of `group`.
-    pub(crate) fn new(env: Arc<Env>, group: String, run: String) -> Self {
+    /// The actor of run `run` of `group`; `fresh` when this daemon just submitted it.
+    pub(crate) fn new(
+        env: Arc<Env>,
+        group: String,
+        run: String,
+        fresh: Option<Box<Fresh>>,
+    ) -> Self {
         let (signal, _) = watch::channel(Signal::Go);
         RunActor {
             env,
             group,
             run,
+            fresh,
             signal,
             waiting: Arc::default(),
         }
@@ -94,6 +101,7 @@ impl Actor for RunActor {
             self.env.clone(),
             self.group.clone(),
             self.run.clone(),
+            self.fresh.take(),
             self.signal.subscribe(),
             completions,
         )
@@ -133,11 +141,12 @@ async fn drive(
     env: Arc<Env>,
     group: String,
     run: String,
+    fresh: Option<Box<Fresh>>,
     signal: watch::Receiver<Signal>,
     completions: Completions,
 ) {
     let journal = Journal::new(env.store.clone(), &group, &run);
-    match execute(&env, &journal, signal.clone(), completions).await {
+    match execute(&env, &journal, fresh, signal.clone(), completions).await {
         Ok(status) => tracing::info!(status = status.as_str(), "workflow run ended"),
         Err(err) if err.leaves_run_open() => {
             tracing::info!(reason = %err, "workflow run left for later")
@@ -153,23 +162,35 @@ async fn drive(
             tracing::warn!(error = %err, "could not release a run lease; it will expire");
         }
     }
+    env.endings.ended(&run);
 }
 
 async fn execute(
     env: &Arc<Env>,
     journal: &Journal,
+    fresh: Option<Box<Fresh>>,
     signal: watch::Receiver<Signal>,
     completions: Completions,
 ) -> Result<RunStatus, WorkflowError> {
-    let mut record = journal.require_record().await?;
-    let snapshot = journal.snapshot().await?;
+    // A run this daemon just submitted is as it wrote it: nothing to read back or replay.
+    let (mut record, snapshot, entries) = match fresh {
+        Some(fresh) => {
+            let Fresh { record, snapshot } = *fresh;
+            (record, snapshot, Vec::new())
+        }
+        None => (
+            journal.require_record().await?,
+            Arc::new(journal.snapshot().await?),
+            journal.entries().await?,
+        ),
+    };
     if record.status.is_terminal() {
         journal.finish(&record, &[], env.options.retention).await?;
         return Ok(record.status);
     }
-    let current = Snapshot::of(&record.workflow, &env.workflows).map(|s| s.hash);
-    if current.as_deref().ok() != Some(snapshot.hash.as_str()) {
-        let now = current.unwrap_or_else(|_| "none (removed from the config)".to_owned());
+    let current = env.snapshots.hash(&record.workflow);
+    if current != Some(snapshot.hash.as_str()) {
+        let now = current.unwrap_or("none (removed from the config)");
         tracing::warn!(
             workflow = %record.workflow,
             snapshot = %snapshot.hash,
@@ -187,7 +208,6 @@ async fn execute(
     journal
         .append(&Entry::new("", EntryKind::Adopted).detail(env.options.owner.clone()))
         .await?;
-    let entries = journal.entries().await?;
     let mut stored = Vec::new();
     for entry in &entries {
         if let Some(OutputRef::Stored { hash, .. }) = &entry.output {
@@ -257,7 +277,7 @@ struct Exec {
     env: Arc<Env>,
     journal: Journal,
     record: Mutex<RunRecord>,
-    snapshot: Snapshot,
+    snapshot: Arc<Snapshot>,
     replay: Mutex<Replay>,
     /// Hashes of outputs stored apart from the journal (they expire with it).
     stored: Mutex<Vec<String>>,
@@ -461,13 +481,14 @@ impl Exec {
     }
 
     /// Runs one step; returns its output and the step to jump to, if it routes to one.
-    async fn step(
-        &self,
-        step: &StepSettings,
-        key: &str,
-        text: &str,
-        outputs: &BTreeMap<String, StepOutput>,
-    ) -> Result<(StepOutput, Option<String>), WorkflowError> {
+    fn step<'a>(
+        &'a self,
+        step: &'a StepSettings,
+        key: &'a str,
+        text: &'a str,
+        outputs: &'a BTreeMap<String, StepOutput>,
+    ) -> BoxFuture<'a, Result<(StepOutput, Option<String>), WorkflowError>> {
+        async move {
         let plain = |output: String| StepOutput {
             output,
             branches: BTreeMap::new(),
@@ -694,6 +715,8 @@ impl Exec {
                 Ok((plain(output), None))
             }
         }
+        }
+        .boxed()
     }
 
     /// Searches the run's group's knowledge base with `query`: the passages found, numbered,
@@ -729,98 +752,104 @@ impl Exec {
     /// Asks `agent` with `input` in the call's own thread, with the step's retries, timeout,
     /// pool and limits; journaled under `key`. A step with a pool hands the call to the pool,
     /// whose retry policy then applies (the step's `retries`, when set, are its attempts).
-    async fn call(
-        &self,
-        step: &StepSettings,
-        key: &str,
-        agent: &str,
-        input: &str,
-    ) -> Result<String, WorkflowError> {
-        self.memo(key, async {
-            let attempts = if step.pool.is_some() {
-                1
-            } else {
-                step.retries.unwrap_or(0) + 1
-            };
-            let mut attempt = 1;
-            loop {
-                match self.attempt(step, key, agent, input).await {
-                    Ok(answer) => return Ok(answer),
-                    // Failures while the run is being stopped are the stop, not the step's.
-                    Err(_) if self.check().is_err() => self.check()?,
-                    Err(err) if attempt < attempts && err.is_retryable() => {
-                        self.journal
-                            .append(
-                                &Entry::new(key, EntryKind::AttemptFailed)
-                                    .detail(format!("attempt {attempt}: {err}")),
-                            )
-                            .await?;
-                        let backoff = Duration::from_millis(200 * (1 << attempt.min(5)));
-                        self.interruptible(tokio::time::sleep(backoff)).await?;
-                        attempt += 1;
+    fn call<'a>(
+        &'a self,
+        step: &'a StepSettings,
+        key: &'a str,
+        agent: &'a str,
+        input: &'a str,
+    ) -> BoxFuture<'a, Result<String, WorkflowError>> {
+        async move {
+            self.memo(key, async {
+                let attempts = if step.pool.is_some() {
+                    1
+                } else {
+                    step.retries.unwrap_or(0) + 1
+                };
+                let mut attempt = 1;
+                loop {
+                    match self.attempt(step, key, agent, input).await {
+                        Ok(answer) => return Ok(answer),
+                        // Failures while the run is being stopped are the stop, not the step's.
+                        Err(_) if self.check().is_err() => self.check()?,
+                        Err(err) if attempt < attempts && err.is_retryable() => {
+                            self.journal
+                                .append(
+                                    &Entry::new(key, EntryKind::AttemptFailed)
+                                        .detail(format!("attempt {attempt}: {err}")),
+                                )
+                                .await?;
+                            let backoff = Duration::from_millis(200 * (1 << attempt.min(5)));
+                            self.interruptible(tokio::time::sleep(backoff)).await?;
+                            attempt += 1;
+                        }
+                        Err(err) => return Err(err),
                     }
-                    Err(err) => return Err(err),
                 }
-            }
-        })
-        .await
+            })
+            .await
+        }
+        .boxed()
     }
 
-    async fn attempt(
-        &self,
-        step: &StepSettings,
-        key: &str,
-        agent: &str,
-        input: &str,
-    ) -> Result<String, WorkflowError> {
-        let record = self.record();
-        if let Some(limiters) = &self.env.limiters {
-            for limit in &step.limits {
-                let scope = Scope {
-                    group: &record.group,
-                    user: Some(&record.user),
-                };
-                let agent_error = |source: LimitError| WorkflowError::Agent {
-                    step: key.to_owned(),
-                    source: source.into(),
-                };
-                let limit_key = limiters.key_for(limit, scope).map_err(agent_error)?;
-                self.interruptible(limiters.acquire(limit, &limit_key, 1, None))
-                    .await?
-                    .map_err(agent_error)?;
+    fn attempt<'a>(
+        &'a self,
+        step: &'a StepSettings,
+        key: &'a str,
+        agent: &'a str,
+        input: &'a str,
+    ) -> BoxFuture<'a, Result<String, WorkflowError>> {
+        async move {
+            let record = self.record();
+            if let Some(limiters) = &self.env.limiters {
+                for limit in &step.limits {
+                    let scope = Scope {
+                        group: &record.group,
+                        user: Some(&record.user),
+                    };
+                    let agent_error = |source: LimitError| WorkflowError::Agent {
+                        step: key.to_owned(),
+                        source: source.into(),
+                    };
+                    let limit_key = limiters.key_for(limit, scope).map_err(agent_error)?;
+                    self.interruptible(limiters.acquire(limit, &limit_key, 1, None))
+                        .await?
+                        .map_err(agent_error)?;
+                }
             }
+            let mut thread = format!("wf-{}-{}", record.id, key.replace('/', "-"));
+            if record.restarts > 0 {
+                thread.push_str(&format!("-r{}", record.restarts));
+            }
+            let call = Call {
+                workflow: record.workflow.clone(),
+                run: record.id.clone(),
+                step: key.to_owned(),
+                group: record.group.clone(),
+                user: record.user.clone(),
+                agent: agent.to_owned(),
+                thread,
+                input: input.to_owned(),
+                timeout_ms: step
+                    .timeout
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            };
+            if let Some(name) = &step.pool {
+                let pool = self
+                    .env
+                    .pools
+                    .get(name)
+                    .ok_or_else(|| WorkflowError::NotFound {
+                        what: "pool",
+                        id: name.clone(),
+                    })?;
+                return self.pooled(pool, step, call).await;
+            }
+            self.interruptible(call.perform(&self.env.talk))
+                .await?
+                .map_err(|failure| failed(key, failure))
         }
-        let mut thread = format!("wf-{}-{}", record.id, key.replace('/', "-"));
-        if record.restarts > 0 {
-            thread.push_str(&format!("-r{}", record.restarts));
-        }
-        let call = Call {
-            workflow: record.workflow.clone(),
-            run: record.id.clone(),
-            step: key.to_owned(),
-            group: record.group.clone(),
-            user: record.user.clone(),
-            agent: agent.to_owned(),
-            thread,
-            input: input.to_owned(),
-            timeout_ms: step
-                .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        };
-        if let Some(name) = &step.pool {
-            let pool = self
-                .env
-                .pools
-                .get(name)
-                .ok_or_else(|| WorkflowError::NotFound {
-                    what: "pool",
-                    id: name.clone(),
-                })?;
-            return self.pooled(pool, step, call).await;
-        }
-        self.interruptible(call.perform(&self.env.talk))
-            .await?
-            .map_err(|failure| failed(key, failure))
+        .boxed()
     }
 
     /// Runs `call` as a work item of `pool` and awaits its end. The item's id is the call's

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::messages::{CancelOutcome, PoolStats, WorkCompletedEvent};
@@ -28,6 +29,7 @@ use super::work::{now_ms, Work, WorkError, WorkRecord, WorkState};
 /// How often a pool publishes its occupancy gauges.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 use super::{PoolError, PoolOptions, Shared};
+use crate::detach::detach;
 use crate::guard::{isolate, Life};
 use crate::retrier::{RetryDecision, RetryPolicy};
 use crate::store::{Store, StoreError};
@@ -47,7 +49,7 @@ enum Phase {
     /// A state write is in flight.
     Writing,
     /// An attempt is running.
-    Running(SpawnHandle),
+    Running(AbortHandle),
 }
 
 /// What a state write was for, which decides what follows it.
@@ -450,11 +452,9 @@ impl PoolActor {
         }
         .instrument(span);
         let key = id.to_owned();
-        let handle = ctx.spawn(
-            attempt
-                .into_actor(self)
-                .map(move |result, act, ctx| act.attempt_done(&key, result, ctx)),
-        );
+        let handle = detach(ctx, attempt, move |act: &mut Self, result, ctx| {
+            act.attempt_done(&key, result, ctx)
+        });
         if let Some(slot) = self.slots.get_mut(id) {
             slot.phase = Phase::Running(handle);
         }
@@ -518,15 +518,16 @@ impl PoolActor {
         let expected = slot.bytes.clone();
         let (store, keys) = (self.store.clone(), self.keys.clone());
         let key = id.to_owned();
-        ctx.spawn(
-            async move {
-                let result = persist::transition(store.as_ref(), &keys, &expected, &next).await;
-                (next, result)
-            }
-            .into_actor(self)
-            .map(move |(next, result), act, ctx| {
+        let transition = async move {
+            let result = persist::transition(store.as_ref(), &keys, &expected, &next).await;
+            (next, result)
+        };
+        detach(
+            ctx,
+            transition,
+            move |act: &mut Self, (next, result), ctx| {
                 act.written(&key, next, step, try_no, result, ctx)
-            }),
+            },
         );
     }
 
@@ -667,7 +668,7 @@ impl PoolActor {
         let Some(outcome) = record.outcome() else {
             return;
         };
-        tracing::info!(pool = %self.name, work = %id, attempts = record.attempts, status = ?record.status(), "work ended");
+        tracing::debug!(pool = %self.name, work = %id, attempts = record.attempts, status = ?record.status(), "work ended");
         let event = WorkCompletedEvent {
             pool: self.name.to_string(),
             id: record.id.clone(),
@@ -690,21 +691,18 @@ impl PoolActor {
     fn finalize(&mut self, record: WorkRecord, ctx: &mut Context<Self>) {
         let (store, keys) = (self.store.clone(), self.keys.clone());
         let (max_attempts, retention) = (self.policy.max_attempts, self.retention);
-        ctx.spawn(
-            async move {
-                persist::finalize(store.as_ref(), &keys, &record, max_attempts, retention)
-                    .await
-                    .map_err(|err| (record.id, err))
+        let finalize = async move {
+            persist::finalize(store.as_ref(), &keys, &record, max_attempts, retention)
+                .await
+                .map_err(|err| (record.id, err))
+        };
+        detach(ctx, finalize, |act: &mut Self, result, ctx| match result {
+            Ok(Some(follow_up)) => act.admit(follow_up, None, ctx),
+            Ok(None) => {}
+            Err((id, err)) => {
+                tracing::warn!(pool = %act.name, work = %id, error = %err, "could not finalize; the next load will")
             }
-            .into_actor(self)
-            .map(|result, act, ctx| match result {
-                Ok(Some(follow_up)) => act.admit(follow_up, None, ctx),
-                Ok(None) => {}
-                Err((id, err)) => {
-                    tracing::warn!(pool = %act.name, work = %id, error = %err, "could not finalize; the next load will")
-                }
-            }),
-        );
+        });
     }
 
     // ---- cancel ------------------------------------------------------------------------------
@@ -732,7 +730,7 @@ impl PoolActor {
             }
             Phase::Running(handle) => {
                 tracing::info!(pool = %self.name, work = %id, "canceling a running attempt");
-                ctx.cancel_future(handle);
+                handle.abort();
                 self.cancel_now(id, ctx);
             }
             Phase::Parked => {
@@ -984,6 +982,11 @@ impl Actor for PoolActor {
             });
         }
         for (_, slot) in self.slots.drain() {
+            // Attempts run as tasks of their own: they end with the pool, as they would
+            // have in its context.
+            if let Phase::Running(handle) = &slot.phase {
+                handle.abort();
+            }
             fail(slot.cancellers, || PoolError::Stopping {
                 pool: self.name.to_string(),
             });

@@ -11,14 +11,23 @@ use super::messages::{
 use super::persist;
 use super::work::{now_ms, to_ms_ceil, WorkId, WorkRecord, WorkState};
 use super::PoolError;
+use crate::detach::{detach, Resume};
+
+impl Handler<Resume<Self>> for PoolActor {
+    type Result = ();
+
+    fn handle(&mut self, resume: Resume<Self>, ctx: &mut Context<Self>) {
+        resume.run(self, ctx);
+    }
+}
 
 impl Handler<Enqueue> for PoolActor {
-    type Result = ResponseActFuture<Self, Result<WorkId, PoolError>>;
+    type Result = ResponseFuture<Result<WorkId, PoolError>>;
 
-    fn handle(&mut self, Enqueue(spec): Enqueue, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Enqueue(spec): Enqueue, ctx: &mut Context<Self>) -> Self::Result {
         if self.is_draining() {
             let pool = self.name().to_owned();
-            return Box::pin(fut::ready(Err(PoolError::Stopping { pool })));
+            return Box::pin(std::future::ready(Err(PoolError::Stopping { pool })));
         }
         let now = now_ms();
         let chosen = spec.id.is_some();
@@ -61,13 +70,22 @@ impl Handler<Enqueue> for PoolActor {
             }
             Ok((record, bytes))
         };
-        Box::pin(write.into_actor(self).map(move |result, act, ctx| {
-            let (record, bytes) = result?;
-            let id = record.id.clone();
-            tracing::debug!(pool = %act.name(), work = %id, "work enqueued");
-            act.admit((record, bytes), notify, ctx);
-            Ok(id)
-        }))
+        // The write runs apart from the actor's context (see `detach`); the actor admits the
+        // item once it is stored, then answers.
+        let (reply, answer) = oneshot::channel();
+        let stopping = PoolError::Stopping {
+            pool: self.name().to_owned(),
+        };
+        detach(ctx, write, move |act: &mut Self, result, ctx| {
+            let admitted = result.map(|(record, bytes)| {
+                let id = record.id.clone();
+                tracing::debug!(pool = %act.name(), work = %id, "work enqueued");
+                act.admit((record, bytes), notify, ctx);
+                id
+            });
+            let _ = reply.send(admitted);
+        });
+        Box::pin(async move { answer.await.unwrap_or(Err(stopping)) })
     }
 }
 
