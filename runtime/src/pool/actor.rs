@@ -432,7 +432,7 @@ impl PoolActor {
             max_attempts: record.max_attempts,
         };
         let span = tracing::info_span!(
-            "work",
+            "pool.work",
             pool = %self.name,
             work = %record.id,
             kind = %record.kind,
