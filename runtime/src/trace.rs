@@ -43,10 +43,13 @@
 //!
 //! Elsewhere: `pool.work` (pool, work, kind, attempt), `pool.enqueue` (debug), `cron.tick`
 //! (cron, tick), `rag.ingest` and `rag.search` (group, namespace), `limit.*` (debug; limit,
-//! key, count). Workflows use `workflow.run` (run, group, workflow), `workflow.step`
+//! key, count). Workflows are to use `workflow.run` (run, group, workflow), `workflow.step`
 //! (workflow, run, step, group) and `workflow.call` (the pooled call: workflow, run, step,
-//! group, agent, attempt); a step's agent call goes through the thread registry, so its
-//! `thread.turn` is a child of the step's span without more work.
+//! group, agent, attempt) — the engine still names them `run`, `step` and `workflow_call`.
+//! A step's agent call goes through the thread registry, so its `thread.turn` is a child of
+//! the step's span without more work. A run started for an ingress task should link to the
+//! task's span with `follows_from` (the submit carrying `Span::current()`); until then the
+//! task span records the `run` id.
 //!
 //! # Following a task across actors
 //!
@@ -170,9 +173,10 @@ impl<M: Message> Message for Traced<M> {
 /// troupe_runtime::forward_traced!(MyEntity => Get, Put);
 /// ```
 ///
-/// Only the synchronous part of the handler runs in the span; a handler returning a future
-/// that should stay in the sender's tree implements `Handler<Traced<M>>` itself and
-/// instruments its future (see the module documentation).
+/// The calling crate must depend on `actix` (the impls name `::actix`). Only the synchronous
+/// part of the handler runs in the span; a handler returning a future that should stay in
+/// the sender's tree implements `Handler<Traced<M>>` itself and instruments its future (see
+/// the module documentation).
 #[macro_export]
 macro_rules! forward_traced {
     ($actor:ty => $($msg:ty),+ $(,)?) => {$(
