@@ -25,6 +25,9 @@ impl Handler<Ping> for Echo {
     }
 }
 
+// The registry delivers each message with its sender's span.
+troupe_runtime::forward_traced!(Echo => Ping);
+
 fn round_trips(c: &mut Criterion) {
     let system = System::new();
     let (addr, child, registry) = system.block_on(async {

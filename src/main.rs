@@ -149,16 +149,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The guard lives until `main` returns: dropping it flushes exported spans.
+    let _logging = log_level(&cli.command).map(|level| logging::init(cli.log_format, level));
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Serve { config } => {
-            logging::init(cli.log_format, "info");
-            with_config(&config, serve::run)
-        }
-        Command::Demo => {
-            logging::init(cli.log_format, "warn");
-            report(demo::run())
-        }
+        Command::Serve { config } => with_config(&config, serve::run),
+        Command::Demo => report(demo::run()),
         Command::Tail {
             thread,
             group,
@@ -166,7 +162,6 @@ fn main() -> ExitCode {
             no_follow,
             max_time,
         } => {
-            logging::init(cli.log_format, "warn");
             let args = tail::TailArgs {
                 thread,
                 group,
@@ -175,14 +170,8 @@ fn main() -> ExitCode {
             };
             with_config(&config, |config| tail::run(config, args))
         }
-        Command::MockLlm { port, config } => {
-            logging::init(cli.log_format, "info");
-            report(mock_llm(port, config))
-        }
-        Command::Limits { command } => {
-            logging::init(cli.log_format, "warn");
-            report(limits_cmd::run(command))
-        }
+        Command::MockLlm { port, config } => report(mock_llm(port, config)),
+        Command::Limits { command } => report(limits_cmd::run(command)),
         Command::Publish {
             agent,
             workflow,
@@ -195,7 +184,6 @@ fn main() -> ExitCode {
             json,
             stream,
         } => {
-            logging::init(cli.log_format, "warn");
             let args = publish_cmd::PublishArgs {
                 agent,
                 workflow,
@@ -209,26 +197,20 @@ fn main() -> ExitCode {
             };
             with_config(&config, |config| publish_cmd::run(config, args))
         }
-        Command::Workflow { command } => {
-            logging::init(cli.log_format, "warn");
-            report(workflow_cmd::run(command))
-        }
-        Command::Rag { command } => {
-            logging::init(cli.log_format, "warn");
-            report(rag_cmd::run(command))
-        }
-        Command::Status { config } => {
-            logging::init(cli.log_format, "warn");
-            with_config(&config, status_cmd::run)
-        }
-        Command::Bench { command } => {
-            logging::init(cli.log_format, "warn");
-            report(bench_cmd::run(command))
-        }
-        Command::DeadLetters { command } => {
-            logging::init(cli.log_format, "warn");
-            report(dead_letters_cmd::run(command))
-        }
+        Command::Workflow { command } => report(workflow_cmd::run(command)),
+        Command::Rag { command } => report(rag_cmd::run(command)),
+        Command::Status { config } => with_config(&config, status_cmd::run),
+        Command::Bench { command } => report(bench_cmd::run(command)),
+        Command::DeadLetters { command } => report(dead_letters_cmd::run(command)),
+    }
+}
+
+/// The default log level of a command; `check` logs nothing.
+fn log_level(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Check { .. } => None,
+        Command::Serve { .. } | Command::MockLlm { .. } => Some("info"),
+        _ => Some("warn"),
     }
 }
 

@@ -281,6 +281,8 @@ fn pools(
     let mut spec = SupervisorSpec::new("pools", intensity);
     let options = PoolOptions {
         instance: instance.to_owned(),
+        // Two live daemons must not share a name (see `daemon.name`).
+        instance_is_unique: true,
         ..PoolOptions::default()
     };
     let pools = config

@@ -6,6 +6,9 @@
 //! The actor holds no conversation state (threads do), so runs proceed concurrently: each is
 //! a future under [`isolate`], so a panic inside a run (a tool, the model client) becomes an
 //! error for that run alone.
+//!
+//! A run is traced as `agent.run` under the span [`RunAgent`] carries (the thread's turn), with
+//! `model.call` and `tool` spans inside (see [`troupe_runtime::trace`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,6 +87,8 @@ pub struct Decided {
 #[derive(Message)]
 #[rtype(result = "Result<AgentRun, AgentError>")]
 pub struct RunAgent {
+    /// The sender's span (the thread's turn): the run's span is its child.
+    pub span: tracing::Span,
     /// The thread the turn belongs to.
     pub thread: ThreadId,
     /// The user the turn runs for.
@@ -147,6 +152,7 @@ impl Handler<RunAgent> for AgentActor {
     fn handle(&mut self, msg: RunAgent, _: &mut Context<Self>) -> Self::Result {
         let spec = self.spec.clone();
         let span = tracing::info_span!(
+            parent: &msg.span,
             "agent.run",
             agent = %spec.name,
             group = %msg.thread.group(),
@@ -208,7 +214,7 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
             .acquire_call(&settings.limits, scope, estimated)
             .await?;
         let started = Instant::now();
-        let span = tracing::info_span!("model.call", model = %spec.model.name(), step);
+        let span = tracing::info_span!("model.call", model = %spec.model.name(), call = step);
         let response = spec
             .model
             .chat(&request, msg.deltas.clone())

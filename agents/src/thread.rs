@@ -9,14 +9,19 @@
 //! Turns, approvals, archive and delete are handled one at a time (`AtomicResponse`): concurrent
 //! messages to one thread are serialized, and user, assistant, tool-call and tool-result
 //! messages are persisted in order.
+//!
+//! The registry delivers each message as [`Traced`] with its sender's span: a turn runs in a
+//! `thread.turn` span (`group`, `thread`, `agent`) under it, and hands that span on to the
+//! agent with [`RunAgent`] (see [`troupe_runtime::trace`]).
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::{Instrument, Span};
 use troupe_runtime::store::Write;
-use troupe_runtime::Life;
+use troupe_runtime::{Life, Traced};
 
 use crate::agent::{AgentDirectory, AgentRun, Decided, RunAgent, RunStatus};
 use crate::error::AgentError;
@@ -279,7 +284,13 @@ pub(crate) async fn one_shot(
         started: turn.started,
         approval_key,
     };
-    drive(spec).await.1
+    let span = tracing::info_span!(
+        "thread.turn",
+        group = %spec.id.group(),
+        thread = %spec.id.thread(),
+        agent = %spec.agent,
+    );
+    drive(spec).instrument(span).await.1
 }
 
 impl Actor for ThreadActor {
@@ -409,6 +420,7 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
         }
     }
     let request = RunAgent {
+        span: Span::current(),
         thread: d.id.clone(),
         user: d.user.clone(),
         messages: d.context.clone(),
@@ -499,11 +511,24 @@ async fn persist(
 }
 
 impl ThreadActor {
+    /// The span of a turn of this thread for `agent`, under the sender's span.
+    fn turn_span(&self, caller: &Span, agent: &str) -> Span {
+        tracing::info_span!(
+            parent: caller,
+            "thread.turn",
+            group = %self.id.group(),
+            thread = %self.id.thread(),
+            agent = %agent,
+        )
+    }
+
     fn start_drive(
         &mut self,
         drive_spec: Drive,
+        span: Span,
     ) -> AtomicResponse<Self, Result<TurnOutcome, AgentError>> {
-        AtomicResponse::new(Box::pin(drive(drive_spec).into_actor(self).map(
+        let driven = drive(drive_spec).instrument(span);
+        AtomicResponse::new(Box::pin(driven.into_actor(self).map(
             |(driven, result), act, _| {
                 act.remember(driven.written);
                 if result.is_ok() {
@@ -522,11 +547,13 @@ impl ThreadActor {
     }
 }
 
-impl Handler<Turn> for ThreadActor {
+impl Handler<Traced<Turn>> for ThreadActor {
     type Result = AtomicResponse<Self, Result<TurnOutcome, AgentError>>;
 
-    fn handle(&mut self, msg: Turn, _: &mut Context<Self>) -> Self::Result {
-        let _span = tracing::info_span!("thread.turn", group = %self.id.group(), thread = %self.id.thread(), agent = %msg.agent).entered();
+    fn handle(&mut self, traced: Traced<Turn>, _: &mut Context<Self>) -> Self::Result {
+        let Traced { msg, span: caller } = traced;
+        let span = self.turn_span(&caller, &msg.agent);
+        let _entered = span.enter();
         if let Err(err) = self.ready_for_turn() {
             return self.failed(err);
         }
@@ -556,20 +583,22 @@ impl Handler<Turn> for ThreadActor {
             started: msg.started,
             approval_key: self.approval_key(),
         };
-        self.start_drive(spec)
+        self.start_drive(spec, span.clone())
     }
 }
 
-impl Handler<Approve> for ThreadActor {
+impl Handler<Traced<Approve>> for ThreadActor {
     type Result = AtomicResponse<Self, Result<TurnOutcome, AgentError>>;
 
-    fn handle(&mut self, msg: Approve, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, traced: Traced<Approve>, _: &mut Context<Self>) -> Self::Result {
+        let Traced { msg, span: caller } = traced;
         let Some(pending) = self.pending.clone().filter(|p| p.id == msg.approval) else {
             return self.failed(AgentError::NotFound {
                 what: "approval",
                 id: msg.approval,
             });
         };
+        let span = self.turn_span(&caller, &pending.agent);
         let context = match self.context(&pending.agent) {
             Ok(context) => context,
             Err(err) => return self.failed(err),
@@ -611,6 +640,7 @@ impl Handler<Approve> for ThreadActor {
                 }
                 (driven, result)
             }
+            .instrument(span)
             .into_actor(self)
             .map(move |(driven, result), act, _| {
                 act.remember(driven.written);
@@ -623,6 +653,9 @@ impl Handler<Approve> for ThreadActor {
         ))
     }
 }
+
+// Reads, archive and delete continue no task: the sender's span is enough.
+troupe_runtime::forward_traced!(ThreadActor => ReadMessages, Archive, Delete);
 
 impl Handler<ReadMessages> for ThreadActor {
     type Result = ResponseFuture<Result<MessagePage, AgentError>>;

@@ -9,6 +9,7 @@
 //! - [`limit`]: rate limits (token buckets, fixed windows; local or shared through the store).
 //! - [`pool`]: persisted work pools; [`retrier`]: backoff policy and persistent retried runs.
 //! - [`cron`]: schedules firing exactly once per tick across daemons.
+//! - [`trace`]: span names, fixed field names, and [`trace::Traced`] (a span across a mailbox).
 
 pub mod actor_ref;
 pub mod cron;
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod retrier;
 pub mod store;
 pub mod supervisor;
+pub mod trace;
 pub mod workers;
 
 pub use actor_ref::ActorRef;
@@ -31,4 +33,5 @@ pub use guard::{isolate, Exit, Life, Spawn};
 pub use health::{Readiness, StoreHealth};
 pub use registry::{Registry, RegistryOptions, RegistryStats};
 pub use supervisor::{ChildOptions, Intensity, Restart, Supervisor, SupervisorSpec};
+pub use trace::Traced;
 pub use workers::Workers;

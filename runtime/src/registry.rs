@@ -5,6 +5,10 @@
 //! get [`ActorError::Panicked`]) and the next message activates a fresh one, which reloads its
 //! state from the store. Entities are spread over the registry's arbiters round-robin.
 //!
+//! Every message is delivered wrapped in [`Traced`] with the sender's current span, so an
+//! entity's handler continues the sender's trace (see [`crate::trace`]); entity actors
+//! implement `Handler<Traced<M>>` (or use [`forward_traced!`](crate::forward_traced)).
+//!
 //! Invariants: no map guard is held across an `.await`; an entity is only passivated while no
 //! request to it is in flight, so a passivation never drops a message.
 
@@ -20,6 +24,7 @@ use dashmap::DashMap;
 
 use crate::error::ActorError;
 use crate::guard::{request_error, Life, Spawn};
+use crate::trace::Traced;
 
 type Factory<K, A> = Arc<dyn Fn(&K, &Life) -> A + Send + Sync>;
 
@@ -117,14 +122,16 @@ where
         }
     }
 
-    /// Sends `msg` to the entity `id`, activating it first if it is not live.
+    /// Sends `msg` to the entity `id`, activating it first if it is not live. The entity
+    /// gets it as [`Traced`] with the caller's current span.
     pub async fn send<M>(&self, id: &K, msg: M) -> Result<M::Result, ActorError>
     where
         M: Message + Send + 'static,
         M::Result: Send,
-        A: Handler<M>,
-        A::Context: ToEnvelope<A, M>,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
     {
+        let msg = Traced::new(msg);
         let (addr, life, inflight, last_used) = {
             let entry = self
                 .inner

@@ -330,6 +330,9 @@ impl Handler<Slow> for Entity {
     }
 }
 
+// The registry delivers each message with its sender's span.
+troupe_runtime::forward_traced!(Entity => Incr, Boom, Slow);
+
 fn entities(passivate_after: Duration) -> Registry<String, Entity> {
     let options = RegistryOptions {
         passivate_after,

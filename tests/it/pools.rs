@@ -46,6 +46,7 @@ fn fast_options() -> PoolOptions {
         runner_lease: Duration::from_millis(300),
         rescan: Duration::from_millis(100),
         store_retry: Duration::from_millis(50),
+        instance_is_unique: false,
     }
 }
 

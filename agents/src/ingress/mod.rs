@@ -438,6 +438,8 @@ impl Shared {
             agent = tracing::field::Empty,
             workflow = tracing::field::Empty,
             entry = %entry.id,
+            thread = tracing::field::Empty,
+            run = tracing::field::Empty,
         );
         match &task.target {
             Target::Agent(name) => span.record("agent", name.as_str()),
@@ -689,6 +691,7 @@ impl Shared {
                 let (asked, ()) = tokio::join!(self.conversations.ask(ask), announce);
                 match asked {
                     Ok(outcome) => {
+                        tracing::Span::current().record("thread", outcome.thread.as_str());
                         let (status, output, error) = match outcome.status {
                             TurnStatus::Completed => (Status::Ok, Some(outcome.answer), None),
                             TurnStatus::AwaitingApproval { approval, .. } => (
@@ -766,6 +769,7 @@ impl Shared {
                 run
             }
         };
+        tracing::Span::current().record("run", run.as_str());
         if task.stream {
             let notice = TaskResult::accepted(&task.id, None, Some(run.clone()), None);
             self.accepted(task, notice).await;

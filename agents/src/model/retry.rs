@@ -1,5 +1,6 @@
 //! Retries of model calls: exponential backoff with jitter (or the server's Retry-After),
-//! bounded in attempts and in total time; one span per attempt with `model` and `attempt`.
+//! bounded in attempts and in total time; one `model.attempt` span per attempt with `model` and
+//! `attempt`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -69,7 +70,7 @@ where
     let started = Instant::now();
     let mut retries = 0_u32;
     loop {
-        let span = tracing::info_span!("model_attempt", model = %model, attempt = retries + 1);
+        let span = tracing::info_span!("model.attempt", model = %model, attempt = retries + 1);
         let failure = match attempt().instrument(span).await {
             Ok(value) => return Ok(value),
             Err(failure) => failure,

@@ -126,7 +126,7 @@ pub fn handler(talk: Conversations) -> Arc<dyn WorkHandler> {
                 WorkError::non_retryable(format!("not a workflow call payload: {err}"))
             })?;
             let span = tracing::info_span!(
-                "workflow_call",
+                "workflow.call",
                 workflow = %call.workflow,
                 run = %call.run,
                 step = %call.step,

@@ -224,6 +224,8 @@ impl Snapshots {
 pub(crate) struct Fresh {
     pub(crate) record: RunRecord,
     pub(crate) snapshot: Arc<Snapshot>,
+    /// The submitter's span, which the run's span follows from.
+    pub(crate) span: tracing::Span,
 }
 
 impl Runs {
@@ -271,7 +273,11 @@ impl Runs {
             .apply(journal.create_writes(&record, encoded)?)
             .await?;
         tracing::debug!(workflow = %record.workflow, run = %id, group = %record.group, "workflow run submitted");
-        Ok(Fresh { record, snapshot })
+        Ok(Fresh {
+            record,
+            snapshot,
+            span: tracing::Span::current(),
+        })
     }
 
     fn journal(&self, group: &str, run: &str) -> Result<Journal, WorkflowError> {

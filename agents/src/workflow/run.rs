@@ -92,7 +92,12 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let span = tracing::info_span!("run", run = %self.run, group = %self.group);
+        let span = tracing::info_span!("workflow.run", run = %self.run, group = %self.group);
+        if let Some(fresh) = &self.fresh {
+            // Submitted here (for an ingress task, say): linked, not a child, since a run
+            // outlives its submitter and may be adopted by another daemon.
+            span.follows_from(&fresh.span);
+        }
         let completions = Completions {
             waiting: self.waiting.clone(),
             recipient: ctx.address().recipient(),
@@ -175,7 +180,9 @@ async fn execute(
     // A run this daemon just submitted is as it wrote it: nothing to read back or replay.
     let (mut record, snapshot, entries) = match fresh {
         Some(fresh) => {
-            let Fresh { record, snapshot } = *fresh;
+            let Fresh {
+                record, snapshot, ..
+            } = *fresh;
             (record, snapshot, Vec::new())
         }
         None => (
@@ -444,7 +451,7 @@ impl Exec {
             while let Some(step) = def.steps.get(index) {
                 let key = format!("{prefix}{}", step.name);
                 let span = tracing::info_span!(
-                    "step",
+                    "workflow.step",
                     workflow = name,
                     run = %self.record().id,
                     step = %key,

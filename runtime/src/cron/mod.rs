@@ -373,7 +373,7 @@ struct FireJob {
 
 impl FireJob {
     async fn run(self) {
-        let span = tracing::info_span!("cron", cron = %self.cron, tick = self.tick);
+        let span = tracing::info_span!("cron.tick", cron = %self.cron, tick = self.tick);
         let _ = tracing::Instrument::instrument(self.run_inner(), span).await;
     }
 

@@ -314,7 +314,7 @@ impl Limiters {
 
     /// Takes `count` units from `key` if it has them now.
     pub async fn limit(&self, name: &str, key: &str, count: u64) -> Result<Admission, LimitError> {
-        let span = tracing::debug_span!("limit", limit = name, key, count);
+        let span = tracing::debug_span!("limit.admit", limit = name, key, count);
         async {
             let limit = self.get(name)?;
             if count == 0 {
@@ -347,7 +347,7 @@ impl Limiters {
 
     /// Whether `count` units would be admitted now, taking nothing.
     pub async fn check(&self, name: &str, key: &str, count: u64) -> Result<Admission, LimitError> {
-        let span = tracing::debug_span!("limit_check", limit = name, key, count);
+        let span = tracing::debug_span!("limit.check", limit = name, key, count);
         async {
             let limit = self.get(name)?;
             if count == 0 {
@@ -364,7 +364,7 @@ impl Limiters {
 
     /// What `key` has left in limit `name`.
     pub async fn status(&self, name: &str, key: &str) -> Result<LimitStatus, LimitError> {
-        let span = tracing::debug_span!("limit_status", limit = name, key);
+        let span = tracing::debug_span!("limit.status", limit = name, key);
         async {
             let limit = self.get(name)?;
             let mut status = LimitStatus {
@@ -387,7 +387,7 @@ impl Limiters {
 
     /// Forgets `key`'s usage in limit `name`: it is back to full (penalties included).
     pub async fn reset(&self, name: &str, key: &str) -> Result<(), LimitError> {
-        let span = tracing::debug_span!("limit_reset", limit = name, key);
+        let span = tracing::debug_span!("limit.reset", limit = name, key);
         async {
             let limit = self.get(name)?;
             match &limit.engine {
@@ -418,7 +418,7 @@ impl Limiters {
         key: &str,
         count: u64,
     ) -> Result<Reservation, LimitError> {
-        let span = tracing::debug_span!("limit_reserve", limit = name, key, count);
+        let span = tracing::debug_span!("limit.reserve", limit = name, key, count);
         async {
             let limit = self.get(name)?;
             let (o, _shard) = limit.take(key, count, limit.max_reserved).await?;
@@ -452,7 +452,7 @@ impl Limiters {
         count: u64,
         max_wait: Option<Duration>,
     ) -> Result<Acquired, LimitError> {
-        let span = tracing::debug_span!("limit_acquire", limit = name, key, count);
+        let span = tracing::debug_span!("limit.acquire", limit = name, key, count);
         async {
             let limit = self.get(name)?;
             let max_wait = max_wait.unwrap_or(limit.settings.max_wait);
@@ -492,7 +492,7 @@ impl Limiters {
 
     /// Gives `count` units back to `key` (taken but not used).
     pub async fn refund(&self, name: &str, key: &str, count: u64) -> Result<(), LimitError> {
-        let span = tracing::debug_span!("limit_refund", limit = name, key, count);
+        let span = tracing::debug_span!("limit.refund", limit = name, key, count);
         async {
             let limit = self.get(name)?;
             if count > 0 {
@@ -515,7 +515,7 @@ impl Limiters {
         key: &str,
         retry_after: Duration,
     ) -> Result<(), LimitError> {
-        let span = tracing::debug_span!("limit_penalize", limit = name, key, ?retry_after);
+        let span = tracing::debug_span!("limit.penalize", limit = name, key, ?retry_after);
         async {
             let limit = self.get(name)?;
             for shard in 0..limit.shards {
@@ -592,7 +592,7 @@ impl Limiters {
                     count,
                     max_ahead: limit.max_reserved.saturating_add(limit.capacity),
                 };
-                let span = tracing::debug_span!("limit_charge", limit = name.as_str(), key, count);
+                let span = tracing::debug_span!("limit.charge", limit = name.as_str(), key, count);
                 limit
                     .run(&key, limit.pick_shard(), charge, false)
                     .instrument(span)

@@ -434,7 +434,7 @@ impl PoolActor {
             max_attempts: record.max_attempts,
         };
         let span = tracing::info_span!(
-            "work",
+            "pool.work",
             pool = %self.name,
             work = %record.id,
             kind = %record.kind,
@@ -822,7 +822,8 @@ impl PoolActor {
                 WorkState::Running { runner } => {
                     let orphan = *runner == self.runner
                         || dead.contains(runner)
-                        || self.shared.is_previous_runner(runner);
+                        || self.shared.is_previous_runner(runner)
+                        || self.is_earlier_process(runner);
                     if orphan {
                         reclaimed += 1;
                         self.reclaim((record, bytes), ctx);
@@ -875,6 +876,19 @@ impl PoolActor {
         self.slots
             .insert(id.clone(), Slot::new(versioned, Phase::Writing, None));
         self.write(&id, next, Step::Reclaim, 1, ctx);
+    }
+
+    /// Whether `runner` is another runner of this pool's instance (`{instance}-{12 hex}`)
+    /// when the instance names one live process at most: then it ran in an earlier process
+    /// under the same name, which is dead (this process's earlier incarnations are
+    /// recognized by `is_previous_runner`).
+    fn is_earlier_process(&self, runner: &str) -> bool {
+        self.options.instance_is_unique
+            && runner != self.runner
+            && runner
+                .strip_prefix(self.options.instance.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
     /// Sets this pool's occupancy gauges.

@@ -48,8 +48,7 @@ impl Handler<Enqueue> for PoolActor {
             state: WorkState::Pending,
             rev: rand::random(),
         };
-        let span =
-            tracing::debug_span!("enqueue", pool = %self.name(), work = %id, kind = %record.kind);
+        let span = tracing::debug_span!("pool.enqueue", pool = %self.name(), work = %id, kind = %record.kind);
         let _entered = span.enter();
         let bytes = record.encode();
         let (store, keys, pool) = (self.store(), self.keys().clone(), self.name().to_owned());

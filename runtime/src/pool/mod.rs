@@ -64,6 +64,10 @@ pub struct PoolOptions {
     pub rescan: Duration,
     /// Pause before retrying a failed state write.
     pub store_retry: Duration,
+    /// `instance` names one live process at most (a daemon's name): items left running by
+    /// another runner of this instance — an earlier process under the same name, killed — are
+    /// retried at once on loading, without waiting for its lease to expire.
+    pub instance_is_unique: bool,
 }
 
 impl Default for PoolOptions {
@@ -73,6 +77,7 @@ impl Default for PoolOptions {
             runner_lease: Duration::from_secs(10),
             rescan: Duration::from_secs(5),
             store_retry: Duration::from_millis(500),
+            instance_is_unique: false,
         }
     }
 }
