@@ -226,17 +226,7 @@ impl Conversations {
     /// Creates a thread.
     pub async fn create_thread(&self, new: NewThread) -> Result<ThreadInfo, AgentError> {
         // The creation event is written in the thread's own batch: one round trip.
-        self.threads
-            .create_with(new, |info| {
-                let event =
-                    serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
-                vec![EventLog::write(
-                    &info.group,
-                    EventKind::ThreadCreated,
-                    &event,
-                )]
-            })
-            .await
+        self.threads.create_with(new, creation_event).await
     }
 
     /// Asks `ask.agent` in a thread (a new one if none is given) and waits for the turn.
@@ -293,18 +283,7 @@ impl Conversations {
             });
         }
         let user = new.user.clone();
-        let (id, next_seq, prelude) = self
-            .threads
-            .prepare_one_shot(new, |info| {
-                let event =
-                    serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
-                vec![EventLog::write(
-                    &info.group,
-                    EventKind::ThreadCreated,
-                    &event,
-                )]
-            })
-            .await?;
+        let (id, next_seq, prelude) = self.threads.prepare_one_shot(new, creation_event).await?;
         let turn = Turn {
             agent: agent.to_owned(),
             user,
@@ -418,6 +397,16 @@ impl Conversations {
     pub async fn shutdown(&self, grace: Duration) {
         self.registry.shutdown(grace).await;
     }
+}
+
+/// The audit event of a thread's creation, written in the thread's own batch.
+fn creation_event(info: &ThreadInfo) -> Vec<troupe_runtime::store::Write> {
+    let event = serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
+    vec![EventLog::write(
+        &info.group,
+        EventKind::ThreadCreated,
+        &event,
+    )]
 }
 
 /// A title from the first words of a message.
