@@ -26,13 +26,17 @@ pub struct ThreadId {
     thread: String,
 }
 
-/// Checks that `value` can be part of a store key.
-pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), AgentError> {
-    let ok = !value.is_empty()
+/// Whether `value` can be part of a store key: 1-128 characters, no `:` or white space.
+pub(crate) fn is_key_name(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 128
         && !value.contains(':')
-        && !value.chars().any(char::is_whitespace);
-    if ok {
+        && !value.chars().any(char::is_whitespace)
+}
+
+/// Checks that `value` can be part of a store key.
+pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), AgentError> {
+    if is_key_name(value) {
         Ok(())
     } else {
         Err(AgentError::Invalid {

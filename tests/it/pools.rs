@@ -56,6 +56,16 @@ async fn start_pool(
     settings: &PoolSettings,
     restart: Restart,
 ) -> (Pool, Life) {
+    start_pool_with(store, settings, restart, fast_options()).await
+}
+
+/// [`start_pool`] with its options.
+async fn start_pool_with(
+    store: Arc<dyn Store>,
+    settings: &PoolSettings,
+    restart: Restart,
+    options: PoolOptions,
+) -> (Pool, Life) {
     let mut supervisor = SupervisorSpec::new("pools", Intensity::default());
     let child = ChildOptions {
         restart,
@@ -63,7 +73,7 @@ async fn start_pool(
         mailbox: 1024,
         ..ChildOptions::default()
     };
-    let pool = Pool::child_of(&mut supervisor, "p", settings, store, fast_options(), child);
+    let pool = Pool::child_of(&mut supervisor, "p", settings, store, options, child);
     let (_, life) = supervisor.start();
     eventually("the pool actor starts", || async {
         pool.actor().addr().is_some()
@@ -624,6 +634,51 @@ async fn an_item_whose_runner_died_is_retried_by_another_daemon() {
     assert!(record
         .last_error
         .is_some_and(|e| e.contains("runner stopped during attempt 1")));
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    b_life.shutdown(WAIT).await;
+    a_life.shutdown(WAIT).await;
+}
+
+#[actix::test]
+async fn a_daemon_restarted_under_its_name_retries_its_predecessors_items_at_once() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Runner leases far longer than the wait: only the name can explain a quick retry.
+    let options = PoolOptions {
+        runner_lease: Duration::from_secs(60),
+        instance_is_unique: true,
+        ..fast_options()
+    };
+    let (a, a_life) = start_pool_with(
+        store.clone(),
+        &settings(2),
+        Restart::Temporary,
+        options.clone(),
+    )
+    .await;
+    let started = Arc::new(AtomicUsize::new(0));
+    a.register_handler("k", hangs_first_time(started.clone()));
+    let id = a
+        .enqueue(WorkSpec::new("k", Value::Null))
+        .await
+        .expect("enqueue");
+    eventually("A runs the item", || async {
+        a.status(&id).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
+    })
+    .await;
+    a.actor().life().expect("A's pool is running").kill();
+
+    // The same daemon name in a new process: a new pool of the same instance.
+    let (b, b_life) = start_pool_with(store, &settings(2), Restart::Permanent, options).await;
+    let (recipient, mut rx) = sink();
+    b.subscribe(recipient);
+    b.register_handler("k", hangs_first_time(started.clone()));
+    let events = collect(&mut rx, 1).await;
+    assert_eq!(events[0].id, id);
+    assert_eq!(events[0].attempts, 2);
+    assert_eq!(
+        events[0].outcome,
+        WorkOutcome::Succeeded { output: json!(2) }
+    );
     assert_eq!(started.load(Ordering::SeqCst), 2);
     b_life.shutdown(WAIT).await;
     a_life.shutdown(WAIT).await;

@@ -107,11 +107,7 @@ impl Keys {
 
 /// Checks that `value` can be part of a store key: 1-128 characters, no `:` or white space.
 pub fn check_name(what: &'static str, value: &str) -> Result<(), RagError> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && !value.contains(':')
-        && !value.chars().any(char::is_whitespace);
-    if ok {
+    if crate::thread_store::is_key_name(value) {
         Ok(())
     } else {
         Err(RagError::Invalid {
