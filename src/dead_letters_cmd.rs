@@ -137,7 +137,7 @@ async fn retry(store: &dyn Store, config: &Config, entry: &StreamEntry) -> anyho
     let fields = letter
         .fields
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
         .collect();
     store
         .apply(vec![

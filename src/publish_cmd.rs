@@ -3,16 +3,19 @@
 //! a private reply stream `<results>:<random>` and prints it; with `--stream`, prints the answer
 //! live from the delta stream named in the task's acceptance. A task dead-lettered instead
 //! (malformed, unknown agent, …) ends the wait at once with the reason. Needs a running daemon
-//! on the same Redis.
+//! on the same Redis. With `[ingress.auth] mode = "hmac"` the task is signed with the group's
+//! secret (read from the variable the config names) and expires when the wait ends.
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use troupe_agents::ingress::wire::{RawTask, Status, DEAD_FIELD, RESULT_FIELD, TASK_FIELD};
-use troupe_agents::ingress::{DeadLetter, TaskResult};
-use troupe_config::Config;
+use troupe_agents::ingress::wire::{
+    RawTask, Status, DEAD_FIELD, RESULT_FIELD, SIG_FIELD, TASK_FIELD,
+};
+use troupe_agents::ingress::{sign, DeadLetter, TaskResult};
+use troupe_config::{Config, IngressAuth};
 use troupe_runtime::store::Store;
 
 use crate::serve::open_store;
@@ -53,7 +56,39 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         let id = args
             .id
             .unwrap_or_else(|| format!("cli-{:016x}", rand::random::<u64>()));
-        let reply_to = format!("{}:{:016x}", ingress.results, rand::random::<u64>());
+        let reply_to = format!(
+            "{}:{}:cli{:016x}",
+            ingress.results,
+            args.group,
+            rand::random::<u64>()
+        );
+        let secret = match &ingress.auth {
+            IngressAuth::None => None,
+            IngressAuth::Hmac { secrets, .. } => {
+                let Some(var) = secrets.get(&args.group) else {
+                    bail!(
+                        "[ingress.auth] is on and group {:?} has no secret configured \
+                         ([ingress.auth.groups.{}] secret_env)",
+                        args.group,
+                        args.group
+                    );
+                };
+                match std::env::var(var) {
+                    Ok(secret) if !secret.is_empty() => Some(secret),
+                    _ => bail!(
+                        "[ingress.auth] is on: set {var} to group {:?}'s producer secret",
+                        args.group
+                    ),
+                }
+            }
+        };
+        let expires = match &ingress.auth {
+            IngressAuth::None => None,
+            IngressAuth::Hmac { max_expiry, .. } => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+                Some((now + args.timeout.min(*max_expiry)).as_secs())
+            }
+        };
         let task = RawTask {
             id: Some(id.clone()),
             agent: args.agent,
@@ -64,11 +99,26 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             thread: None,
             reply_to: Some(reply_to.clone()),
             stream: args.stream,
+            expires,
         };
         let json = serde_json::to_vec(&task)?;
-        let entry = store
-            .xadd(&ingress.stream, &[(TASK_FIELD, &json)], None)
-            .await?;
+        let entry = match secret {
+            Some(secret) => {
+                let sig = sign(secret.as_bytes(), &json);
+                store
+                    .xadd(
+                        &ingress.stream,
+                        &[(TASK_FIELD, &json), (SIG_FIELD, sig.as_bytes())],
+                        None,
+                    )
+                    .await?
+            }
+            None => {
+                store
+                    .xadd(&ingress.stream, &[(TASK_FIELD, &json)], None)
+                    .await?
+            }
+        };
         eprintln!("published task {id} as entry {entry}; waiting on {reply_to}");
         let deadline = Instant::now() + args.timeout;
         let mut after = "0".to_owned();

@@ -15,8 +15,9 @@ use crate::error::AgentError;
 use crate::thread_store::NewThread;
 use crate::workflow::{Router, Submit};
 
-/// The group cron-fired agent turns and workflow runs belong to.
-pub const CRON_GROUP: &str = "system";
+/// The group cron-fired agent turns and workflow runs belong to (reserved: see
+/// [`troupe_config::SYSTEM_GROUP`]).
+pub const CRON_GROUP: &str = troupe_config::SYSTEM_GROUP;
 
 /// The handler of cron fires (see the module documentation).
 pub fn cron_targets(talk: Conversations, router: Router) -> Arc<dyn CronHandler> {

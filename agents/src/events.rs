@@ -60,8 +60,8 @@ impl EventLog {
         Write::XAdd {
             stream: stream(group),
             fields: vec![
-                ("kind".to_owned(), kind.as_str().as_bytes().to_vec()),
-                ("data".to_owned(), data.to_string().into_bytes()),
+                (b"kind".to_vec(), kind.as_str().as_bytes().to_vec()),
+                (b"data".to_vec(), data.to_string().into_bytes()),
             ],
             trim: Some(Trim::MaxLen(MAX_EVENTS)),
         }

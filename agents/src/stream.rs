@@ -60,7 +60,7 @@ impl DeltaWriter {
             tracing::warn!(stream = %self.stream, error = %err, "delta writer failed");
         }
         let mut fields = vec![(
-            "done".to_owned(),
+            b"done".to_vec(),
             if error.is_some() {
                 b"error".to_vec()
             } else {
@@ -68,7 +68,7 @@ impl DeltaWriter {
             },
         )];
         if let Some(error) = error {
-            fields.push(("error".to_owned(), error.as_bytes().to_vec()));
+            fields.push((b"error".to_vec(), error.as_bytes().to_vec()));
         }
         let writes = vec![
             Write::XAdd {

@@ -51,6 +51,12 @@ pub(crate) const INGRESS_MAX_DELIVERIES: u32 = 5;
 pub(crate) const INGRESS_MAX_IN_FLIGHT: usize = 512;
 /// Largest accepted task input, in bytes.
 pub(crate) const INGRESS_MAX_INPUT_BYTES: usize = 65_536;
+/// Largest accepted stream entry (every field name and value), in bytes: the default input
+/// plus room for the task's other fields and a signature.
+pub(crate) const INGRESS_MAX_ENTRY_BYTES: usize = 131_072;
+/// How far ahead of now a signed task's `expires` may be (`[ingress.auth] max_expiry`); it
+/// bounds how long a captured task could be replayed and how long its nonce is kept.
+pub(crate) const INGRESS_AUTH_MAX_EXPIRY: Duration = Duration::from_secs(15 * 60);
 /// Approximate MAXLEN of the results and dead streams.
 pub(crate) const INGRESS_MAX_LEN: u64 = 1_000_000;
 

@@ -28,8 +28,9 @@ mod validate;
 pub use error::{ConfigError, Diagnostic, Location, Origin};
 pub use load::{embedded, load, load_str};
 pub use locate::locate;
+pub use settings::SYSTEM_GROUP;
 pub use settings::{
-    AgentSettings, BudgetSettings, Config, CronSettings, CronTarget, DaemonSettings,
+    AgentSettings, BudgetSettings, Config, CronSettings, CronTarget, DaemonSettings, IngressAuth,
     IngressSettings, LimitBackend, LimitKey, LimitKind, LimitSettings, LimitUnit, ModelSettings,
     OnStoreError, PoolSettings, Provider, RedisSettings, RouteTarget, Schedule, StepKind,
     StepSettings, StoreSettings, ToolSettings, WorkflowSettings,

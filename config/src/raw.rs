@@ -114,7 +114,27 @@ pub(crate) struct RawIngress {
     pub max_deliveries: Option<u32>,
     pub max_in_flight: Option<usize>,
     pub max_input_bytes: Option<usize>,
+    pub max_entry_bytes: Option<usize>,
     pub max_len: Option<u64>,
+    #[serde(default)]
+    pub auth: RawIngressAuth,
+}
+
+/// `[ingress.auth]`: producer authentication.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIngressAuth {
+    pub mode: Option<String>,
+    pub max_expiry: Option<String>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, RawIngressAuthGroup>,
+}
+
+/// `[ingress.auth.groups.GROUP]`: one producer secret per group.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIngressAuthGroup {
+    pub secret_env: Option<String>,
 }
 
 /// `[models.X]`: keys of every provider; validation rejects another provider's keys.

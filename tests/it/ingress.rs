@@ -12,7 +12,7 @@ use actix::Actor;
 use troupe_agents::ingress::wire::Status;
 use troupe_agents::ingress::{DeadLetter, IngressActor, TaskResult};
 use troupe_config::IngressSettings;
-use troupe_runtime::store::{GroupRead, ReadFrom, Store};
+use troupe_runtime::store::{GroupRead, ReadFrom, Store, Write};
 
 use crate::support::agents::Rig;
 use crate::support::redis::{self, unique_prefix};
@@ -158,35 +158,63 @@ async fn valid_tasks_are_answered_and_malformed_ones_dead_lettered() {
             r#"{"agent":"echo","input":"x","group":"acme","user":"u","reply_to":"thread:acme"}"#,
             "reply_to",
         ),
+        // A producer of one group never writes into a stream another group's client reads.
+        (
+            r#"{"agent":"echo","input":"x","group":"acme","user":"u","reply_to":"results:beta:me"}"#,
+            "reply_to",
+        ),
+        (
+            r#"{"agent":"echo","input":"x","group":"system","user":"u"}"#,
+            "reserved_group",
+        ),
+        (
+            r#"{"agent":"echo","input":"x","group":"acme","user":"u","id":"a:b"}"#,
+            "invalid_field",
+        ),
     ]
     .map(|(t, k)| (t.to_owned(), k));
     for (i, (bad, _)) in malformed.iter().enumerate() {
         publish(&store, &task(&format!("t{i}"), &format!("hello {i}"))).await;
         publish(&store, bad).await;
     }
+    // A field name that is not UTF-8, between valid tasks read in the same batch.
+    store
+        .apply(vec![Write::XAdd {
+            stream: s.stream.clone(),
+            fields: vec![
+                (b"\xff\xfe".to_vec(), b"x".to_vec()),
+                (b"task".to_vec(), task("bytes", "x").into_bytes()),
+            ],
+            trim: None,
+        }])
+        .await
+        .expect("xadd");
     store
         .xadd(&s.stream, &[("other", b"x".as_slice())], None)
         .await
         .expect("xadd");
     let mine = serde_json::json!({"id": "mine", "agent": "echo", "input": {"q": 1},
-        "group": "acme", "user": "alice", "reply_to": "results:me"});
+        "group": "acme", "user": "alice", "reply_to": "results:acme:me"});
     publish(&store, &mine.to_string()).await;
 
-    let answered = results(&store, &s.results, 5).await;
-    for i in 0..5 {
+    let answered = results(&store, &s.results, malformed.len()).await;
+    for i in 0..malformed.len() {
         let result = &answered[&format!("t{i}")];
         assert_eq!(result.status, Status::Ok, "{result:?}");
         assert!(result.output.as_deref().is_some_and(|o| !o.is_empty()));
         assert!(result.thread.is_some() && result.usage.is_some());
+        assert_eq!(result.group, "acme", "results name their group");
     }
-    let private = results(&store, "results:me", 1).await;
+    let private = results(&store, "results:acme:me", 1).await;
     assert_eq!(private["mine"].status, Status::Ok);
+    assert!(store.xlen("results:beta:me").await.expect("xlen") == 0);
 
-    let letters = dead(&store, 6).await;
+    let letters = dead(&store, malformed.len() + 2).await;
     let mut kinds: Vec<&str> = letters.iter().map(|l| l.kind.as_str()).collect();
     kinds.sort_unstable();
     let mut expected: Vec<&str> = malformed.iter().map(|(_, k)| *k).collect();
     expected.push("no_task_field");
+    expected.push("malformed_entry");
     expected.sort_unstable();
     assert_eq!(kinds, expected);
     for letter in &letters {

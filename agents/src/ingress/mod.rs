@@ -14,11 +14,12 @@
 //! stored result for [`DONE_TTL`] instead of running again; a task id running anywhere holds a
 //! lease and is not started twice while the lease lasts.
 
+pub mod auth;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,6 +33,7 @@ use crate::conversations::{Ask, Conversations};
 use crate::thread::TurnStatus;
 use crate::workflow::{Router, RunStatus, Submit};
 
+pub use auth::{sign, ProducerAuth};
 pub use wire::{DeadLetter, Rejection, Target, Task, TaskResult};
 use wire::{ErrorBody, Limits, Status};
 
@@ -57,6 +59,12 @@ fn running_key(group: &str, id: &str) -> String {
     format!("ingress:running:{group}:{id}")
 }
 
+/// Store key recording the first entry of a signed task id until the task expires: a
+/// second entry with the same id is a replay.
+fn nonce_key(group: &str, id: &str) -> String {
+    format!("ingress:nonce:{group}:{id}")
+}
+
 /// Store key of the run a workflow task started.
 fn run_key(group: &str, id: &str) -> String {
     format!("ingress:run:{group}:{id}")
@@ -74,6 +82,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// Told whether the consumer reads (the daemon's readiness).
     readiness: Readiness,
+    /// Producer authentication, when `[ingress.auth]` asks for it.
+    auth: Option<ProducerAuth>,
 }
 
 /// The ingress consumer. Reads in a loop on its own context; each valid task runs as its own
@@ -103,6 +113,7 @@ impl IngressActor {
             BTreeSet::new()
         };
         let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        let auth = ProducerAuth::from_settings(&settings.auth);
         IngressActor {
             shared: Arc::new(Shared {
                 store,
@@ -114,6 +125,7 @@ impl IngressActor {
                 consumer,
                 permits,
                 readiness: Readiness::default(),
+                auth,
             }),
         }
     }
@@ -183,6 +195,7 @@ impl Shared {
         let mut next_trim = Instant::now() + TRIM_EVERY;
         let mut claim_cursor = "0-0".to_owned();
         let mut failures = Failures::default();
+        let mut trim_failures = Failures::default();
         loop {
             // Capacity first: stop reading while every slot is taken.
             let Ok(first) = self.permits.clone().acquire_owned().await else {
@@ -236,8 +249,17 @@ impl Shared {
             };
             if Instant::now() >= next_trim {
                 next_trim = Instant::now() + TRIM_EVERY;
-                if let Err(err) = self.trim().await {
-                    tracing::debug!(error = %err, "ingress could not trim its stream");
+                match self.trim().await {
+                    Ok(_) => trim_failures.recovered(),
+                    Err(err) => {
+                        if let Some(suppressed) = trim_failures.failed() {
+                            tracing::warn!(
+                                error = %err,
+                                failures_since_last_warning = suppressed,
+                                "ingress could not trim its stream; it grows until a trim works"
+                            );
+                        }
+                    }
                 }
             }
             let deliveries = match &pending_after {
@@ -408,11 +430,18 @@ impl Shared {
             agents: &self.agents,
             workflows: &self.workflows,
             max_input_bytes: s.max_input_bytes,
+            max_entry_bytes: s.max_entry_bytes,
             results: &s.results,
             prefix: self.store.key_prefix(),
         };
-        let task = match wire::parse(&entry.id, entry.field(wire::TASK_FIELD), &limits) {
-            Ok(task) => task,
+        let checked = wire::parse_entry(&entry, &limits).and_then(|task| match &self.auth {
+            Some(auth) => auth
+                .verify(&entry, &task, SystemTime::now())
+                .map(|left| (task, Some(left))),
+            None => Ok((task, None)),
+        });
+        let (task, expires_in) = match checked {
+            Ok(checked) => checked,
             Err(rejection) => {
                 let kind = rejection.kind();
                 self.dead_letter(&entry, None, kind, rejection.to_string(), deliveries)
@@ -451,7 +480,7 @@ impl Shared {
                 let _permit = permit;
                 let m = metrics();
                 m.tasks_in_flight.inc();
-                shared.handle(entry.id, task).await;
+                shared.handle(entry, task, expires_in, deliveries).await;
                 m.tasks_in_flight.dec();
             }
             .instrument(span),
@@ -471,17 +500,7 @@ impl Shared {
         let (target, name) = task.map_or(("none", ""), labels);
         metrics().task(target, name, "dead_lettered");
         tracing::warn!(entry = %entry.id, %kind, %reason, deliveries, "ingress dead-letters an entry");
-        let letter = DeadLetter {
-            entry: entry.id.clone(),
-            fields: entry
-                .fields
-                .iter()
-                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                .collect(),
-            reason,
-            kind: kind.to_owned(),
-            deliveries,
-        };
+        let letter = DeadLetter::new(entry, s.max_entry_bytes, kind, reason, deliveries);
         let json = match serde_json::to_vec(&letter) {
             Ok(json) => json,
             Err(err) => {
@@ -492,7 +511,7 @@ impl Shared {
         let writes = vec![
             Write::XAdd {
                 stream: s.dead.clone(),
-                fields: vec![(wire::DEAD_FIELD.to_owned(), json)],
+                fields: vec![(wire::DEAD_FIELD.as_bytes().to_vec(), json)],
                 trim: Some(Trim::MaxLen(s.max_len)),
             },
             Write::XAck {
@@ -507,9 +526,55 @@ impl Shared {
         }
     }
 
+    /// Whether `entry` is the first entry of its signed task id (or a redelivery of it), as
+    /// recorded under the id's nonce key until the task expires. `None`: the store failed
+    /// (the entry is left pending).
+    async fn first_entry(&self, entry: &str, task: &Task, expires_in: Duration) -> Option<bool> {
+        let key = nonce_key(&task.group, &task.id);
+        let ttl = expires_in + Duration::from_secs(1);
+        match self.store.set_nx(&key, entry.as_bytes(), Some(ttl)).await {
+            Ok(true) => Some(true),
+            Ok(false) => match self.store.get(&key).await {
+                Ok(first) => Some(first.as_deref() == Some(entry.as_bytes())),
+                Err(err) => {
+                    tracing::warn!(error = %err, "ingress cannot read a task's nonce; left pending");
+                    None
+                }
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "ingress cannot record a task's nonce; left pending");
+                None
+            }
+        }
+    }
+
     /// Runs one task (or answers it from its stored result), then writes its result and acks
-    /// its entry in one batch.
-    async fn handle(&self, entry: String, task: Task) {
+    /// its entry in one batch. A signed task (`expires_in` set) is first checked for replay.
+    async fn handle(
+        &self,
+        entry: StreamEntry,
+        task: Task,
+        expires_in: Option<Duration>,
+        deliveries: u64,
+    ) {
+        if let Some(expires_in) = expires_in {
+            match self.first_entry(&entry.id, &task, expires_in).await {
+                Some(true) => {}
+                Some(false) => {
+                    let reason = format!(
+                        "unauthenticated: replayed: task id {} of group {:?} was already \
+                         published in another entry",
+                        wire::quote(&task.id),
+                        task.group
+                    );
+                    self.dead_letter(&entry, Some(&task), "unauthenticated", reason, deliveries)
+                        .await;
+                    return;
+                }
+                None => return,
+            }
+        }
+        let entry = entry.id;
         let done = done_key(&task.group, &task.id);
         let stored = match self.store.get(&done).await {
             Ok(stored) => stored,
@@ -614,7 +679,7 @@ impl Shared {
         };
         let write = Write::XAdd {
             stream: task.reply_to.clone(),
-            fields: vec![(wire::RESULT_FIELD.to_owned(), json)],
+            fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json)],
             trim: Some(Trim::MaxLen(self.settings.max_len)),
         };
         if let Err(err) = self.store.apply(vec![write]).await {
@@ -636,7 +701,7 @@ impl Shared {
         let s = &self.settings;
         let mut writes = vec![Write::XAdd {
             stream: task.reply_to.clone(),
-            fields: vec![(wire::RESULT_FIELD.to_owned(), result.clone())],
+            fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), result.clone())],
             trim: Some(Trim::MaxLen(s.max_len)),
         }];
         if let Some((done, lease)) = record {
@@ -683,8 +748,7 @@ impl Shared {
                 let announce = async {
                     if let Some(s) = start.recv().await {
                         let stream = self.redis_key(&s.stream);
-                        let notice =
-                            TaskResult::accepted(&task.id, Some(s.thread), None, Some(stream));
+                        let notice = TaskResult::accepted(task, Some(s.thread), None, Some(stream));
                         self.accepted(task, notice).await;
                     }
                 };
@@ -712,21 +776,20 @@ impl Shared {
                             ),
                         };
                         Some(TaskResult {
-                            task_id: task.id.clone(),
                             status,
                             output,
                             thread: Some(outcome.thread),
-                            run: None,
                             error,
                             usage: Some(outcome.usage),
                             delta_stream: outcome.delta_stream.map(|s| self.redis_key(&s)),
+                            ..TaskResult::ok(task)
                         })
                     }
                     Err(err) if err.is_retryable() => {
                         tracing::warn!(error = %err, "task failed transiently; left pending");
                         None
                     }
-                    Err(err) => Some(TaskResult::error(&task.id, err.kind(), err.to_string())),
+                    Err(err) => Some(TaskResult::error(task, err.kind(), err.to_string())),
                 }
             }
             Target::Workflow(workflow) => self.run_workflow(task, workflow).await,
@@ -759,9 +822,7 @@ impl Shared {
                         tracing::warn!(error = %err, "workflow submit failed; left pending");
                         return None;
                     }
-                    Err(err) => {
-                        return Some(TaskResult::error(&task.id, "workflow", err.to_string()))
-                    }
+                    Err(err) => return Some(TaskResult::error(task, "workflow", err.to_string())),
                 };
                 if let Err(err) = self.store.set(&key, run.as_bytes(), Some(DONE_TTL)).await {
                     tracing::warn!(error = %err, %run, "ingress could not record the task's run");
@@ -771,7 +832,7 @@ impl Shared {
         };
         tracing::Span::current().record("run", run.as_str());
         if task.stream {
-            let notice = TaskResult::accepted(&task.id, None, Some(run.clone()), None);
+            let notice = TaskResult::accepted(task, None, Some(run.clone()), None);
             self.accepted(task, notice).await;
         }
         // The entry stays claimed while the run goes on (see `keep_claimed`).
@@ -789,14 +850,9 @@ impl Shared {
             }
         };
         let mut result = TaskResult {
-            task_id: task.id.clone(),
-            status: Status::Ok,
             output: record.output.clone(),
-            thread: None,
             run: Some(run),
-            error: None,
-            usage: None,
-            delta_stream: None,
+            ..TaskResult::ok(task)
         };
         match record.status {
             RunStatus::Completed => {}

@@ -6,46 +6,67 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use troupe_runtime::store::StreamEntry;
+
 use crate::model::Usage;
 
 /// The stream field holding a task's JSON.
 pub const TASK_FIELD: &str = "task";
+/// The stream field holding a task's signature (`[ingress.auth] mode = "hmac"`): the
+/// lowercase hex HMAC-SHA256 of the `task` field's bytes with the group's secret.
+pub const SIG_FIELD: &str = "sig";
 /// The stream field holding a result's JSON.
 pub const RESULT_FIELD: &str = "result";
 /// The stream field holding a dead letter's JSON.
 pub const DEAD_FIELD: &str = "dead";
 
+/// Most fields an ingress entry may have (troupe reads `task` and `sig`; a few more are
+/// tolerated for producers' own bookkeeping).
+pub const MAX_FIELDS: usize = 16;
+/// Longest field name of an ingress entry, in bytes.
+pub const MAX_FIELD_NAME: usize = 64;
+/// Longest `group`, in bytes.
+pub const MAX_GROUP: usize = 64;
+/// Longest `id`, `user`, `thread` and `reply_to` suffix, in bytes.
+pub const MAX_NAME: usize = 128;
+/// How much of a bad value an error message quotes.
+const QUOTED: usize = 32;
+
 /// A task as published: `{"id", "agent" | "workflow", "input", "group", "user", "thread",
-/// "reply_to", "stream"}`. Unknown fields are ignored.
+/// "reply_to", "stream", "expires"}`. Unknown fields are ignored.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RawTask {
-    /// Idempotency key; the entry id when absent.
-    #[serde(default)]
+    /// Idempotency key; the entry id when absent (mandatory with producer authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The agent to ask.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// The workflow to run.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
     /// Text, or any JSON (passed on as its JSON text).
     #[serde(default)]
     pub input: serde_json::Value,
     /// Tenant group.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// End user.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// An existing thread of the group to continue (agents only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<String>,
-    /// The stream the result goes to (must be `<results>:<suffix>`).
-    #[serde(default)]
+    /// The stream the result goes to: `<results>:<group>` or `<results>:<group>:<suffix>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
     /// Stream the answer's deltas (agents only).
     #[serde(default)]
     pub stream: bool,
+    /// Unix time in seconds after which the task must not run (mandatory with producer
+    /// authentication, optional otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
 }
 
 /// What a task runs.
@@ -62,6 +83,8 @@ pub enum Target {
 pub struct Task {
     /// Idempotency key (the entry id when the producer gave none).
     pub id: String,
+    /// Whether the producer gave the id (rather than it being the entry id).
+    pub id_given: bool,
     /// What to run.
     pub target: Target,
     /// The input text.
@@ -76,11 +99,25 @@ pub struct Task {
     pub reply_to: String,
     /// Stream the deltas.
     pub stream: bool,
+    /// Unix time in seconds after which the task must not run.
+    pub expires: Option<u64>,
 }
 
 /// Why an entry was refused without running it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// The entry itself is unusable: a field name that is not UTF-8, empty or too long, too
+    /// many fields, the `task` field twice.
+    #[error("malformed entry: {0}")]
+    MalformedEntry(String),
+    /// The entry is larger than `max_entry_bytes`.
+    #[error("entry of {bytes} bytes is over the limit of {max} bytes (max_entry_bytes)")]
+    EntryTooLarge {
+        /// The entry's size (field names and values).
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// No `task` field.
     #[error("the entry has no `task` field")]
     NoTaskField,
@@ -90,14 +127,22 @@ pub enum Rejection {
     /// A required field is missing or empty.
     #[error("missing field `{0}`")]
     Missing(&'static str),
+    /// A field's value breaks its rule (charset, length).
+    #[error("field `{field}` {reason}")]
+    Invalid {
+        /// The task field.
+        field: &'static str,
+        /// What is wrong, quoting at most a short prefix of the value.
+        reason: String,
+    },
     /// Neither or both of `agent` and `workflow`.
     #[error("a task names exactly one of `agent` and `workflow`")]
     Target,
     /// No such agent.
-    #[error("unknown agent {0:?}")]
+    #[error("unknown agent {0}")]
     UnknownAgent(String),
     /// No such workflow.
-    #[error("unknown workflow {0:?}")]
+    #[error("unknown workflow {0}")]
     UnknownWorkflow(String),
     /// The input is larger than `max_input_bytes`.
     #[error("input of {bytes} bytes is over the limit of {max} bytes")]
@@ -107,27 +152,94 @@ pub enum Rejection {
         /// The limit.
         max: usize,
     },
-    /// `reply_to` is not a stream under the results stream.
+    /// The group is reserved for the daemon itself.
+    #[error("the group {0:?} is reserved for crons: no task may be published for it")]
+    ReservedGroup(&'static str),
+    /// `reply_to` is not a results stream of the task's group.
     #[error(
-        "reply_to {0:?} must be the results stream or start with it followed by ':' \
-         (with or without the store's key prefix)"
+        "reply_to {shown} must be {results}:{group} or start with {results}:{group}: \
+         (a results stream of the task's own group, with or without the store's key prefix)"
     )]
-    ReplyTo(String),
+    ReplyTo {
+        /// A short prefix of the value given.
+        shown: String,
+        /// The results stream.
+        results: String,
+        /// The task's group.
+        group: String,
+    },
+    /// Producer authentication failed: unsigned, forged, expired, replayed, or no id.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
 }
 
 impl Rejection {
     /// A short machine-readable kind.
     pub fn kind(&self) -> &'static str {
         match self {
+            Rejection::MalformedEntry(_) => "malformed_entry",
+            Rejection::EntryTooLarge { .. } => "entry_too_large",
             Rejection::NoTaskField => "no_task_field",
             Rejection::NotJson(_) => "not_json",
             Rejection::Missing(_) => "missing_field",
+            Rejection::Invalid { .. } => "invalid_field",
             Rejection::Target => "target",
             Rejection::UnknownAgent(_) => "unknown_agent",
             Rejection::UnknownWorkflow(_) => "unknown_workflow",
             Rejection::InputTooLarge { .. } => "input_too_large",
-            Rejection::ReplyTo(_) => "reply_to",
+            Rejection::ReservedGroup(_) => "reserved_group",
+            Rejection::ReplyTo { .. } => "reply_to",
+            Rejection::Unauthenticated(_) => "unauthenticated",
         }
+    }
+}
+
+/// At most [`QUOTED`] characters of `value`, quoted, with its size when cut: what an error
+/// message may show of a value a producer sent.
+pub fn quote(value: &str) -> String {
+    let mut chars = value.char_indices();
+    match chars.nth(QUOTED) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &value[..end], value.len()),
+    }
+}
+
+/// Whether `value` is 1 to `max` bytes of ASCII letters, digits and `extra`.
+fn is_token(value: &str, max: usize, extra: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= max
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
+/// Characters of ids, users and threads besides letters and digits: enough for UUIDs,
+/// e-mail addresses and base64, never `:` (the key separator), white space, glob or hash-tag
+/// characters.
+const NAME_EXTRA: &[u8] = b"_-.@+=";
+
+/// Checks a value that becomes part of store keys: `group` (`[A-Za-z0-9_-]{1,64}`) or an
+/// id, user or thread (`[A-Za-z0-9_.@+=-]{1,128}`). Two different (group, id) pairs can then
+/// never name the same key.
+pub fn check_name(field: &'static str, value: &str) -> Result<(), Rejection> {
+    let (ok, rule) = if field == "group" {
+        (
+            is_token(value, MAX_GROUP, b"_-"),
+            "1-64 ASCII letters, digits, '_' or '-'",
+        )
+    } else {
+        (
+            is_token(value, MAX_NAME, NAME_EXTRA),
+            "1-128 ASCII letters, digits or any of _ - . @ + =",
+        )
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::Invalid {
+            field,
+            reason: format!("is {}: it must be {rule}", quote(value)),
+        })
     }
 }
 
@@ -140,11 +252,71 @@ pub struct Limits<'a> {
     pub workflows: &'a BTreeSet<String>,
     /// Largest input in bytes.
     pub max_input_bytes: usize,
-    /// The default results stream.
+    /// Largest entry (field names and values) in bytes.
+    pub max_entry_bytes: usize,
+    /// The results stream: a task's `reply_to` is `{results}:{group}[:suffix]`.
     pub results: &'a str,
     /// The store's key prefix: a `reply_to` may name its stream with it (the Redis key) or
     /// without (the store key).
     pub prefix: &'a str,
+}
+
+/// Checks the entry as a whole before anything in it is read: its size, its field names
+/// (UTF-8, non-empty, short), how many there are, one `task` field. Returns the `task`
+/// field's bytes.
+pub fn check_entry<'e>(entry: &'e StreamEntry, limits: &Limits<'_>) -> Result<&'e [u8], Rejection> {
+    let bytes = entry.byte_len();
+    if bytes > limits.max_entry_bytes {
+        return Err(Rejection::EntryTooLarge {
+            bytes,
+            max: limits.max_entry_bytes,
+        });
+    }
+    if entry.fields.len() > MAX_FIELDS {
+        return Err(Rejection::MalformedEntry(format!(
+            "{} fields, more than {MAX_FIELDS}",
+            entry.fields.len()
+        )));
+    }
+    let mut task = None;
+    for (index, (name, value)) in entry.fields.iter().enumerate() {
+        let name = match std::str::from_utf8(name) {
+            Ok(name) => name,
+            Err(_) => {
+                let shown = String::from_utf8_lossy(&name[..name.len().min(QUOTED)]).into_owned();
+                return Err(Rejection::MalformedEntry(format!(
+                    "field {index}'s name is not UTF-8 ({} bytes, starting {shown:?})",
+                    name.len()
+                )));
+            }
+        };
+        if name.is_empty() {
+            return Err(Rejection::MalformedEntry(format!(
+                "field {index} has an empty name"
+            )));
+        }
+        if name.len() > MAX_FIELD_NAME {
+            return Err(Rejection::MalformedEntry(format!(
+                "field {index}'s name {} is longer than {MAX_FIELD_NAME} bytes",
+                quote(name)
+            )));
+        }
+        if name == TASK_FIELD {
+            if task.is_some() {
+                return Err(Rejection::MalformedEntry(
+                    "the `task` field is given twice".to_owned(),
+                ));
+            }
+            task = Some(value.as_slice());
+        }
+    }
+    task.ok_or(Rejection::NoTaskField)
+}
+
+/// Checks the entry (see [`check_entry`]), then parses and validates its `task` field.
+pub fn parse_entry(entry: &StreamEntry, limits: &Limits<'_>) -> Result<Task, Rejection> {
+    let task = check_entry(entry, limits)?;
+    parse(&entry.id, Some(task), limits)
 }
 
 fn required(value: Option<String>, name: &'static str) -> Result<String, Rejection> {
@@ -153,20 +325,49 @@ fn required(value: Option<String>, name: &'static str) -> Result<String, Rejecti
         .ok_or(Rejection::Missing(name))
 }
 
+/// A serde_json error as a short message (its text may quote the value).
+fn json_error(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.char_indices().nth(200) {
+        None => text,
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
 /// Parses and validates the `task` field of the entry `entry_id`.
 pub fn parse(entry_id: &str, field: Option<&[u8]>, limits: &Limits<'_>) -> Result<Task, Rejection> {
     let bytes = field.ok_or(Rejection::NoTaskField)?;
     let raw: RawTask =
-        serde_json::from_slice(bytes).map_err(|err| Rejection::NotJson(err.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|err| Rejection::NotJson(json_error(&err)))?;
     let group = required(raw.group, "group")?;
+    check_name("group", &group)?;
+    if group == troupe_config::SYSTEM_GROUP {
+        return Err(Rejection::ReservedGroup(troupe_config::SYSTEM_GROUP));
+    }
     let user = required(raw.user, "user")?;
+    check_name("user", &user)?;
+    let id_given = raw.id.as_deref().is_some_and(|id| !id.is_empty());
+    let id = match raw.id.filter(|id| !id.is_empty()) {
+        Some(id) => {
+            check_name("id", &id)?;
+            id
+        }
+        None => entry_id.to_owned(),
+    };
+    let thread = match raw.thread.filter(|t| !t.is_empty()) {
+        Some(thread) => {
+            check_name("thread", &thread)?;
+            Some(thread)
+        }
+        None => None,
+    };
     let target = match (raw.agent, raw.workflow) {
         (Some(agent), None) if limits.agents.contains(&agent) => Target::Agent(agent),
-        (Some(agent), None) => return Err(Rejection::UnknownAgent(agent)),
+        (Some(agent), None) => return Err(Rejection::UnknownAgent(quote(&agent))),
         (None, Some(workflow)) if limits.workflows.contains(&workflow) => {
             Target::Workflow(workflow)
         }
-        (None, Some(workflow)) => return Err(Rejection::UnknownWorkflow(workflow)),
+        (None, Some(workflow)) => return Err(Rejection::UnknownWorkflow(quote(&workflow))),
         _ => return Err(Rejection::Target),
     };
     let input = match raw.input {
@@ -182,35 +383,48 @@ pub fn parse(entry_id: &str, field: Option<&[u8]>, limits: &Limits<'_>) -> Resul
     }
     let reply_to = match raw.reply_to {
         None => limits.results.to_owned(),
-        Some(stream) => {
-            let stream = match stream.strip_prefix(limits.prefix) {
-                Some(local) if !limits.prefix.is_empty() => local.to_owned(),
-                _ => stream,
-            };
-            let ok = stream == limits.results
-                || stream
-                    .strip_prefix(limits.results)
-                    .and_then(|rest| rest.strip_prefix(':'))
-                    .is_some_and(|suffix| !suffix.is_empty());
-            if !ok {
-                return Err(Rejection::ReplyTo(stream));
-            }
-            stream
-        }
+        Some(stream) => reply_to(stream, &group, limits)?,
     };
     Ok(Task {
-        id: raw
-            .id
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| entry_id.to_owned()),
+        id,
+        id_given,
         target,
         input,
         group,
         user,
-        thread: raw.thread.filter(|t| !t.is_empty()),
+        thread,
         reply_to,
         stream: raw.stream,
+        expires: raw.expires,
     })
+}
+
+/// Checks that `stream` is a results stream of `group`: `{results}:{group}` or
+/// `{results}:{group}:{suffix}` (suffix: a name), with or without the store's prefix.
+fn reply_to(stream: String, group: &str, limits: &Limits<'_>) -> Result<String, Rejection> {
+    let local = match stream.strip_prefix(limits.prefix) {
+        Some(local) if !limits.prefix.is_empty() => local,
+        _ => stream.as_str(),
+    };
+    let ok = local
+        .strip_prefix(limits.results)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .and_then(|rest| rest.strip_prefix(group))
+        .is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix(':')
+                    .is_some_and(|suffix| is_token(suffix, MAX_NAME, NAME_EXTRA))
+        });
+    if ok {
+        Ok(local.to_owned())
+    } else {
+        Err(Rejection::ReplyTo {
+            shown: quote(&stream),
+            results: limits.results.to_owned(),
+            group: group.to_owned(),
+        })
+    }
 }
 
 /// `"ok"` or `"error"` for the final result; `"accepted"` for the early notice of a streamed
@@ -247,6 +461,9 @@ pub struct ErrorBody {
 pub struct TaskResult {
     /// The task's id.
     pub task_id: String,
+    /// The task's group: a reader of a shared stream knows whose result this is.
+    #[serde(default)]
+    pub group: String,
     /// How it ended.
     pub status: Status,
     /// The answer or the run's output.
@@ -265,54 +482,270 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
+    /// A successful result of `task`, with nothing filled in yet.
+    pub fn ok(task: &Task) -> TaskResult {
+        TaskResult {
+            task_id: task.id.clone(),
+            group: task.group.clone(),
+            status: Status::Ok,
+            output: None,
+            thread: None,
+            run: None,
+            error: None,
+            usage: None,
+            delta_stream: None,
+        }
+    }
+
     /// The notice that a streamed task runs, naming what to follow.
     pub fn accepted(
-        task_id: &str,
+        task: &Task,
         thread: Option<String>,
         run: Option<String>,
         delta_stream: Option<String>,
     ) -> TaskResult {
         TaskResult {
-            task_id: task_id.to_owned(),
             status: Status::Accepted,
-            output: None,
             thread,
             run,
-            error: None,
-            usage: None,
             delta_stream,
+            ..TaskResult::ok(task)
         }
     }
 
     /// A failed task.
-    pub fn error(task_id: &str, kind: &str, message: String) -> TaskResult {
+    pub fn error(task: &Task, kind: &str, message: String) -> TaskResult {
         TaskResult {
-            task_id: task_id.to_owned(),
             status: Status::Error,
-            output: None,
-            thread: None,
-            run: None,
             error: Some(ErrorBody {
                 kind: kind.to_owned(),
                 message,
             }),
-            usage: None,
-            delta_stream: None,
+            ..TaskResult::ok(task)
         }
     }
 }
+
+/// Most bytes of one field value a dead letter keeps (an entry refused for its size keeps
+/// a prefix; every other dead letter holds its entry whole, so it can be retried).
+pub const DEAD_VALUE_BYTES: usize = 4096;
 
 /// A dead letter, written to the dead stream in the field `dead`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The ingress entry's id.
     pub entry: String,
-    /// The entry's fields (values as text, lossy for non-UTF-8 bytes).
+    /// The entry's fields (names and values as text, lossy for non-UTF-8 bytes).
     pub fields: Vec<(String, String)>,
+    /// Whether `fields` holds only a part of the entry (the first [`MAX_FIELDS`] fields,
+    /// the first [`DEAD_VALUE_BYTES`] of each value): set for entries refused for their size.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// Why it was dead-lettered.
     pub reason: String,
     /// Machine-readable reason kind (`not_json`, …, `max_deliveries`).
     pub kind: String,
     /// How many times it had been delivered.
     pub deliveries: u64,
+}
+
+impl DeadLetter {
+    /// The dead letter of `entry`: its fields as text, cut to a bounded size when the entry
+    /// is over `max_entry_bytes` or has too many fields.
+    pub fn new(
+        entry: &StreamEntry,
+        max_entry_bytes: usize,
+        kind: &str,
+        reason: String,
+        deliveries: u64,
+    ) -> DeadLetter {
+        let cut = entry.byte_len() > max_entry_bytes || entry.fields.len() > MAX_FIELDS;
+        let text = |bytes: &[u8], max: usize| -> String {
+            let bytes = if cut {
+                &bytes[..bytes.len().min(max)]
+            } else {
+                bytes
+            };
+            String::from_utf8_lossy(bytes).into_owned()
+        };
+        let fields = entry
+            .fields
+            .iter()
+            .take(if cut { MAX_FIELDS } else { usize::MAX })
+            .map(|(k, v)| (text(k, MAX_FIELD_NAME), text(v, DEAD_VALUE_BYTES)))
+            .collect();
+        DeadLetter {
+            entry: entry.id.clone(),
+            fields,
+            truncated: cut,
+            reason,
+            kind: kind.to_owned(),
+            deliveries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESULTS: &str = "results";
+
+    fn entry(fields: &[(&[u8], &[u8])]) -> StreamEntry {
+        StreamEntry {
+            id: "1-0".to_owned(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+        }
+    }
+
+    /// Parses `task` (a JSON text) as the only field of an entry and returns the rejection's
+    /// kind, or `"ok"`.
+    fn check(task: &str, expected: &str) {
+        let agents = BTreeSet::from(["echo".to_owned()]);
+        let workflows = BTreeSet::from(["triage".to_owned()]);
+        let limits = Limits {
+            agents: &agents,
+            workflows: &workflows,
+            max_input_bytes: 64,
+            max_entry_bytes: 1024,
+            results: RESULTS,
+            prefix: "tp:",
+        };
+        let got = match parse_entry(&entry(&[(b"task", task.as_bytes())]), &limits) {
+            Ok(_) => "ok",
+            Err(rejection) => {
+                let message = rejection.to_string();
+                assert!(message.len() < 400, "{task}: long message {message}");
+                rejection.kind()
+            }
+        };
+        assert_eq!(got, expected, "{task}");
+    }
+
+    #[test]
+    fn names_that_become_keys_are_checked_at_parse_time() {
+        let base = r#""agent":"echo","input":"hi","user":"alice""#;
+        check(&format!(r#"{{{base},"group":"acme"}}"#), "ok");
+        check(
+            &format!(r#"{{{base},"group":"acme","id":"a.b@c+d=e_f-1"}}"#),
+            "ok",
+        );
+        // A ':' would let (group "a:b", id "c") and (group "a", id "b:c") share keys.
+        check(&format!(r#"{{{base},"group":"a:b"}}"#), "invalid_field");
+        check(
+            &format!(r#"{{{base},"group":"acme","id":"b:c"}}"#),
+            "invalid_field",
+        );
+        check(&format!(r#"{{{base},"group":"ac*"}}"#), "invalid_field");
+        check(&format!(r#"{{{base},"group":"a{{b}}"}}"#), "invalid_field");
+        check(
+            &format!(r#"{{{base},"group":"acme","thread":"t 1"}}"#),
+            "invalid_field",
+        );
+        check(
+            &format!(r#"{{{base},"group":"{}"}}"#, "g".repeat(65)),
+            "invalid_field",
+        );
+        check(
+            &format!(r#"{{{base},"group":"acme","id":"{}"}}"#, "i".repeat(129)),
+            "invalid_field",
+        );
+        check(
+            r#"{"agent":"echo","input":"hi","group":"acme","user":"al\u0000ice"}"#,
+            "invalid_field",
+        );
+        check(&format!(r#"{{{base},"group":"system"}}"#), "reserved_group");
+    }
+
+    #[test]
+    fn reply_to_is_a_results_stream_of_the_tasks_own_group() {
+        let base = r#""agent":"echo","input":"hi","user":"alice","group":"acme""#;
+        for (reply_to, expected) in [
+            ("results:acme", "ok"),
+            ("results:acme:client-7", "ok"),
+            ("tp:results:acme:client-7", "ok"),
+            ("results", "reply_to"),
+            ("results:beta", "reply_to"),
+            ("results:beta:x", "reply_to"),
+            ("results:acme2", "reply_to"),
+            ("results:acme:", "reply_to"),
+            ("results:acme:a:b", "reply_to"),
+            ("events:acme", "reply_to"),
+            ("tp:events:acme", "reply_to"),
+        ] {
+            check(&format!(r#"{{{base},"reply_to":"{reply_to}"}}"#), expected);
+        }
+    }
+
+    #[test]
+    fn entries_are_checked_as_a_whole_before_their_task() {
+        let agents = BTreeSet::from(["echo".to_owned()]);
+        let workflows = BTreeSet::new();
+        let limits = Limits {
+            agents: &agents,
+            workflows: &workflows,
+            max_input_bytes: 64,
+            max_entry_bytes: 256,
+            results: RESULTS,
+            prefix: "",
+        };
+        let task = br#"{"agent":"echo","input":"hi","user":"u","group":"g"}"#;
+        let big = vec![b'x'; 300];
+        let many: Vec<(Vec<u8>, Vec<u8>)> = (0..=MAX_FIELDS)
+            .map(|i| (format!("f{i}").into_bytes(), Vec::new()))
+            .collect();
+        let many: Vec<(&[u8], &[u8])> = many
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        let cases: Vec<(StreamEntry, &str)> = vec![
+            (entry(&[(b"task", task)]), "ok"),
+            (entry(&[(b"task", task), (b"trace", b"x")]), "ok"),
+            (
+                entry(&[(b"\xff\xfe", b"x"), (b"task", task)]),
+                "malformed_entry",
+            ),
+            (entry(&[(b"", b"x"), (b"task", task)]), "malformed_entry"),
+            (
+                entry(&[(b"task", task), (b"task", task)]),
+                "malformed_entry",
+            ),
+            (
+                entry(&[(&[b'n'; 65], b"x"), (b"task", task)]),
+                "malformed_entry",
+            ),
+            (entry(&many), "malformed_entry"),
+            (entry(&[(b"task", task), (b"pad", &big)]), "entry_too_large"),
+            (entry(&[(b"other", b"x")]), "no_task_field"),
+        ];
+        for (entry, expected) in cases {
+            let got = parse_entry(&entry, &limits).map_or_else(|r| r.kind(), |_| "ok");
+            assert_eq!(got, expected, "{entry:?}");
+        }
+    }
+
+    #[test]
+    fn messages_quote_only_a_prefix_of_bad_values() {
+        let long = "z".repeat(10_000);
+        let message = check_name("user", &long).expect_err("too long").to_string();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("10000 bytes"), "{message}");
+        assert_eq!(quote("short"), "\"short\"");
+    }
+
+    #[test]
+    fn dead_letters_of_oversized_entries_are_bounded() {
+        let big = vec![b'x'; 1 << 20];
+        let e = entry(&[(b"task", &big)]);
+        let letter = DeadLetter::new(&e, 1024, "entry_too_large", "big".into(), 1);
+        assert!(letter.truncated);
+        assert_eq!(letter.fields[0].1.len(), DEAD_VALUE_BYTES);
+        let small = entry(&[(b"task", b"{}")]);
+        let letter = DeadLetter::new(&small, 1024, "not_json", "x".into(), 1);
+        assert!(!letter.truncated);
+        assert_eq!(letter.fields, vec![("task".to_owned(), "{}".to_owned())]);
+    }
 }

@@ -9,6 +9,10 @@ use std::time::Duration;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
+/// The group cron-fired agent turns and workflow runs belong to. Reserved: the ingress
+/// refuses tasks for it, so no producer can act in (or read) what crons do.
+pub const SYSTEM_GROUP: &str = "system";
+
 /// One cron entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CronSettings {

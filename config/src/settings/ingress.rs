@@ -1,5 +1,6 @@
 //! `[ingress]`: how tasks are read from and results written to Redis streams.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::defaults;
@@ -28,8 +29,29 @@ pub struct IngressSettings {
     pub max_in_flight: usize,
     /// Largest accepted task input in bytes (> 0).
     pub max_input_bytes: usize,
+    /// Largest accepted stream entry, every field name and value counted, in bytes (> 0).
+    pub max_entry_bytes: usize,
     /// Approximate MAXLEN of the results and dead streams (> 0).
     pub max_len: u64,
+    /// Producer authentication.
+    pub auth: IngressAuth,
+}
+
+/// `[ingress.auth]`: whether and how producers prove which group they publish for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IngressAuth {
+    /// Any producer that can write the stream may publish for any group (the default): fit
+    /// for one trusted producer, or Redis ACLs that already separate them.
+    #[default]
+    None,
+    /// Every task carries an HMAC-SHA256 of its `task` bytes with its group's secret, an
+    /// expiry and an id.
+    Hmac {
+        /// How far ahead of now a task's `expires` may be.
+        max_expiry: Duration,
+        /// The environment variable holding each group's secret, by group.
+        secrets: BTreeMap<String, String>,
+    },
 }
 
 impl Default for IngressSettings {
@@ -45,7 +67,9 @@ impl Default for IngressSettings {
             max_deliveries: defaults::INGRESS_MAX_DELIVERIES,
             max_in_flight: defaults::INGRESS_MAX_IN_FLIGHT,
             max_input_bytes: defaults::INGRESS_MAX_INPUT_BYTES,
+            max_entry_bytes: defaults::INGRESS_MAX_ENTRY_BYTES,
             max_len: defaults::INGRESS_MAX_LEN,
+            auth: IngressAuth::None,
         }
     }
 }

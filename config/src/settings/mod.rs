@@ -19,10 +19,10 @@ use std::time::Duration;
 
 pub use agent::AgentSettings;
 pub use budget::BudgetSettings;
-pub use cron::{CronSettings, CronTarget, Schedule};
+pub use cron::{CronSettings, CronTarget, Schedule, SYSTEM_GROUP};
 pub(crate) use daemon::default_name;
 pub use daemon::DaemonSettings;
-pub use ingress::IngressSettings;
+pub use ingress::{IngressAuth, IngressSettings};
 pub use limit::{LimitBackend, LimitKey, LimitKind, LimitSettings, LimitUnit, OnStoreError};
 pub use model::{ModelSettings, Provider};
 pub use pool::PoolSettings;
@@ -107,6 +107,13 @@ impl Config {
                 ingress.stream, ingress.results, ingress.group, ingress.dead
             ),
         );
+        if let IngressAuth::Hmac { secrets, .. } = &ingress.auth {
+            let groups: Vec<&str> = secrets.keys().map(String::as_str).collect();
+            line(
+                &mut out,
+                format_args!("ingress auth: hmac (groups {})", groups.join(", ")),
+            );
+        }
         section(&mut out, "models", &self.models, |model| {
             match &model.provider {
                 Provider::Openai { model, .. } => format!("openai {model}"),

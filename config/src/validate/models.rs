@@ -156,7 +156,7 @@ fn path(
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`
-fn is_env_var_name(name: &str) -> bool {
+pub(super) fn is_env_var_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

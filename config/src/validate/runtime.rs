@@ -5,9 +5,13 @@ use std::net::SocketAddr;
 use super::Ctx;
 use crate::defaults;
 use crate::locate::KeyPath;
-use crate::raw::{RawDaemon, RawIngress, RawStore};
+use std::collections::BTreeMap;
+
+use super::models::is_env_var_name;
+use crate::raw::{RawDaemon, RawIngress, RawIngressAuth, RawStore};
 use crate::settings::{
-    default_name, DaemonSettings, IngressSettings, RedisSettings, StoreSettings,
+    default_name, DaemonSettings, IngressAuth, IngressSettings, RedisSettings, StoreSettings,
+    SYSTEM_GROUP as RESERVED_GROUP,
 };
 
 pub(super) fn daemon(
@@ -169,6 +173,66 @@ pub(super) fn ingress(ctx: &mut Ctx<'_>, raw: &RawIngress) -> IngressSettings {
             raw.max_input_bytes,
             defaults::INGRESS_MAX_INPUT_BYTES,
         ),
+        max_entry_bytes: ctx.positive(
+            &at.key("max_entry_bytes"),
+            raw.max_entry_bytes,
+            defaults::INGRESS_MAX_ENTRY_BYTES,
+        ),
         max_len: ctx.positive(&at.key("max_len"), raw.max_len, defaults::INGRESS_MAX_LEN),
+        auth: ingress_auth(ctx, &at.key("auth"), &raw.auth),
+    }
+}
+
+fn ingress_auth(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawIngressAuth) -> IngressAuth {
+    match raw.mode.as_deref().map(str::trim) {
+        None | Some("none") => {
+            ctx.only_with(
+                &at.key("max_expiry"),
+                raw.max_expiry.is_some(),
+                "mode = \"hmac\"",
+            );
+            ctx.only_with(&at.key("groups"), !raw.groups.is_empty(), "mode = \"hmac\"");
+            IngressAuth::None
+        }
+        Some("hmac") => {
+            let max_expiry = ctx.positive_duration(
+                &at.key("max_expiry"),
+                raw.max_expiry.as_deref(),
+                defaults::INGRESS_AUTH_MAX_EXPIRY,
+            );
+            if raw.groups.is_empty() {
+                ctx.error(
+                    &at.key("groups"),
+                    "mode = \"hmac\" needs [ingress.auth.groups.GROUP] secret_env = \"VAR\" for each producing group",
+                );
+            }
+            let mut secrets = BTreeMap::new();
+            for (group, entry) in &raw.groups {
+                let path = at.key("groups").key(group);
+                ctx.check_name(&path, group);
+                if group == RESERVED_GROUP {
+                    ctx.error(&path, format!("the group \"{RESERVED_GROUP}\" is reserved for crons: no producer publishes for it"));
+                }
+                match ctx.required(&path.key("secret_env"), entry.secret_env.as_deref()) {
+                    // Never echo the value: it may be a secret pasted in the wrong place.
+                    Some(var) if !is_env_var_name(var) => ctx.error(
+                        &path.key("secret_env"),
+                        "must be the NAME of the environment variable holding the secret (letters, digits and \"_\"), never the secret itself",
+                    ),
+                    Some(var) => {
+                        secrets.insert(group.clone(), var.to_owned());
+                    }
+                    None => {}
+                }
+            }
+            IngressAuth::Hmac {
+                max_expiry,
+                secrets,
+            }
+        }
+        Some(_) => {
+            ctx.error(&at.key("mode"), "must be \"none\" or \"hmac\"");
+            IngressAuth::None
+        }
     }
 }

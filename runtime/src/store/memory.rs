@@ -202,7 +202,7 @@ fn range_end(op: &'static str, s: &str) -> StoreResult<Option<Id>> {
         .ok_or_else(|| invalid_id(op, s))
 }
 
-type Fields = Vec<(String, Vec<u8>)>;
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[derive(Debug)]
 struct Pending {
@@ -481,7 +481,7 @@ impl Keyspace {
     fn xadd(
         &mut self,
         stream: &str,
-        fields: &[(&str, &[u8])],
+        fields: &[(&[u8], &[u8])],
         trim: Option<&Trim>,
         now: Instant,
     ) -> StoreResult<EntryId> {
@@ -509,7 +509,7 @@ impl Keyspace {
         s.last_id = id;
         let fields = fields
             .iter()
-            .map(|(f, v)| ((*f).to_owned(), v.to_vec()))
+            .map(|(f, v)| (f.to_vec(), v.to_vec()))
             .collect();
         s.entries.insert(id, fields);
         if let Some(trim) = trim {
@@ -575,9 +575,9 @@ impl Keyspace {
                 fields,
                 trim,
             } => {
-                let fields: Vec<(&str, &[u8])> = fields
+                let fields: Vec<(&[u8], &[u8])> = fields
                     .iter()
-                    .map(|(f, v)| (f.as_str(), v.as_slice()))
+                    .map(|(f, v)| (f.as_slice(), v.as_slice()))
                     .collect();
                 self.xadd(stream, &fields, trim.as_ref(), now)?;
                 appended = true;
@@ -925,10 +925,11 @@ impl Store for MemoryStore {
         fields: &[(&str, &[u8])],
         trim: Option<Trim>,
     ) -> StoreResult<EntryId> {
+        let fields: Vec<(&[u8], &[u8])> = fields.iter().map(|(f, v)| (f.as_bytes(), *v)).collect();
         let id = self
             .keys
             .lock()
-            .xadd(stream, fields, trim.as_ref(), Instant::now())?;
+            .xadd(stream, &fields, trim.as_ref(), Instant::now())?;
         self.appended.notify_waiters();
         Ok(id)
     }

@@ -28,12 +28,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub type EntryId = String;
 
 /// One entry read from a stream: its id and its field/value pairs in insertion order.
+///
+/// Field names are bytes, as Redis keeps them: any client can `XADD` a name that is not UTF-8,
+/// and a reader must still see the entry (to dead-letter it) rather than fail its whole read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
     /// The entry id.
     pub id: EntryId,
     /// Field/value pairs, in the order they were added.
-    pub fields: Vec<(String, Vec<u8>)>,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl StreamEntry {
@@ -41,8 +44,13 @@ impl StreamEntry {
     pub fn field(&self, name: &str) -> Option<&[u8]> {
         self.fields
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| k == name.as_bytes())
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// The entry's size: the bytes of every field name and value.
+    pub fn byte_len(&self) -> usize {
+        self.fields.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 }
 
@@ -164,10 +172,10 @@ pub enum Write {
     },
     /// `RPUSH key value...`.
     Push { key: String, values: Vec<Vec<u8>> },
-    /// `XADD stream [MAXLEN|MINID] * field value...`.
+    /// `XADD stream [MAXLEN|MINID] * field value...`. Field names are bytes, as in Redis.
     XAdd {
         stream: String,
-        fields: Vec<(String, Vec<u8>)>,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
         trim: Option<Trim>,
     },
     /// `XACK stream group id...`.

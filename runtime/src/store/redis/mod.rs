@@ -197,7 +197,7 @@ impl RedisStore {
                 };
                 c.arg("*");
                 for (f, v) in fields {
-                    c.arg(f.as_str()).arg(v.as_slice());
+                    c.arg(f.as_slice()).arg(v.as_slice());
                 }
             }
             Write::XAck { stream, group, ids } => {

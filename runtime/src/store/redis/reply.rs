@@ -111,8 +111,23 @@ impl Reply {
         }
     }
 
-    /// Field/value pairs from a flat array or a RESP3 map.
+    /// Field/value pairs with text names (hashes) from a flat array or a RESP3 map.
     pub(super) fn pairs(&self, v: Value) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.byte_pairs(v)?
+            .into_iter()
+            .map(|(f, v)| match String::from_utf8(f) {
+                Ok(f) => Ok((f, v)),
+                Err(e) => Err(StoreError::Protocol {
+                    op: self.op,
+                    message: format!("expected a UTF-8 field name: {e}"),
+                }),
+            })
+            .collect()
+    }
+
+    /// Field/value pairs with byte names (stream entries: Redis allows any bytes) from a flat
+    /// array or a RESP3 map.
+    pub(super) fn byte_pairs(&self, v: Value) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let pairs: Vec<(Value, Value)> = match v {
             Value::Map(pairs) => pairs,
             Value::Nil => Vec::new(),
@@ -138,7 +153,10 @@ impl Reply {
                 let value = self
                     .bytes_opt(v)?
                     .ok_or_else(|| self.bad("a field value", &Value::Nil))?;
-                Ok((self.string(f)?, value))
+                let name = self
+                    .bytes_opt(f)?
+                    .ok_or_else(|| self.bad("a field name", &Value::Nil))?;
+                Ok((name, value))
             })
             .collect()
     }
@@ -156,7 +174,7 @@ impl Reply {
         }
         Ok(Ok(StreamEntry {
             id,
-            fields: self.pairs(fields)?,
+            fields: self.byte_pairs(fields)?,
         }))
     }
 
