@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use troupe_agents::ingress::sign;
 use troupe_tools::{Tool, ToolContext, ToolError, ToolOutput, ToolRegistry};
 
 use crate::support::llm::{self, Fault};
@@ -291,6 +292,197 @@ fn the_api_key_never_appears_in_the_logs() {
     assert!(logs.lines().count() > 100, "trace logging is on");
     let leaks: Vec<&str> = logs.lines().filter(|l| l.contains(KEY)).collect();
     assert!(leaks.is_empty(), "the API key is in the log: {leaks:#?}");
+}
+
+/// A task of the agent `echo` for `group`, as JSON text, with `extra` fields merged in.
+fn task_json(id: &str, input: &str, group: &str, extra: serde_json::Value) -> String {
+    let mut task = serde_json::json!({
+        "id": id, "agent": "echo", "input": input, "group": group, "user": "u",
+    });
+    if let (Some(task), serde_json::Value::Object(extra)) = (task.as_object_mut(), extra) {
+        task.extend(extra);
+    }
+    task.to_string()
+}
+
+/// Hostile entries a producer (or anything with write access to the stream) can send: field
+/// names that are not UTF-8 or empty, thousands of fields, a megabyte entry, names that
+/// would share keys, the reserved group, and a reply_to into another group's stream. Each
+/// must be dead-lettered with a reason, none may hold up the valid tasks read with it, and
+/// the first batch is left pending with the daemon's own consumer name when it starts, as a
+/// daemon that died right after its read leaves it (`own pending first` must get past it).
+#[test]
+fn poisoned_entries_in_a_batch_then_a_restart_under_the_same_name() {
+    let mut s = Scenario::start(Setup {
+        mock: mock_with(0),
+        ..Setup::default()
+    });
+    s.kill(0);
+    let mega = vec![b'x'; 1 << 20];
+    let many: Vec<(Vec<u8>, Vec<u8>)> = (0..5_000)
+        .map(|i| (format!("f{i}").into_bytes(), b"v".to_vec()))
+        .collect();
+    let mut n = 0;
+    let mut round = |s: &mut Scenario| {
+        for _ in 0..10 {
+            let id = format!("p{n}");
+            let input = format!("poisoned batch task {n}");
+            let task = task_json(&id, &input, "g0", serde_json::json!({}));
+            assert!(s.publish_entry(&[(b"task", task.as_bytes())], Some((&id, &input))));
+            let valid = task_json(&format!("bad{n}"), "x", "g0", serde_json::json!({}));
+            let bad: Vec<(&[u8], &[u8])> = match n % 8 {
+                0 => vec![(b"\xff\xfe", b"x"), (b"task", valid.as_bytes())],
+                1 => vec![(b"", b"x"), (b"task", valid.as_bytes())],
+                2 => many
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect(),
+                3 => vec![(b"task", valid.as_bytes()), (b"pad", &mega)],
+                _ => vec![],
+            };
+            let cross = task_json(
+                "cross",
+                "x",
+                "g0",
+                serde_json::json!({"reply_to": "results:g1:inbox"}),
+            );
+            let system = task_json("sys", "x", "system", serde_json::json!({}));
+            let colliding = task_json("a:b", "x", "g0", serde_json::json!({}));
+            let bad: Vec<(&[u8], &[u8])> = match n % 8 {
+                4 => vec![(b"task", cross.as_bytes())],
+                5 => vec![(b"task", system.as_bytes())],
+                6 => vec![(b"task", colliding.as_bytes())],
+                7 => vec![(b"task", b"\xc3\x28 not utf-8 json")],
+                _ => bad,
+            };
+            assert!(s.publish_entry(&bad, None));
+            n += 1;
+        }
+    };
+    round(&mut s);
+    // The first batch is pending with consumer d0, which then starts under that name.
+    assert_eq!(s.read_as("d0"), 20);
+    s.spawn(0);
+    round(&mut s);
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(report.statuses.get("ok"), Some(&20), "{report:?}");
+    for kind in [
+        "malformed_entry",
+        "entry_too_large",
+        "reply_to",
+        "reserved_group",
+        "invalid_field",
+        "not_json",
+    ] {
+        assert!(report.dead_kinds.contains_key(kind), "{kind}: {report:?}");
+    }
+    let other: usize = s.redis_len("results:g1:inbox");
+    assert_eq!(other, 0, "nothing reached another group's stream");
+}
+
+/// With `[ingress.auth] mode = "hmac"`, only tasks signed with their group's secret, with an
+/// id and not expired, run; a signed task published again in another entry is a replay.
+/// Everything else is dead-lettered as `unauthenticated` and never reaches the model.
+#[test]
+fn producer_auth_refuses_unsigned_forged_expired_and_replayed_tasks() {
+    const SECRET: &str = "g0-producer-secret-1d9f";
+    let mut s = Scenario::start(Setup {
+        mock: mock_with(0),
+        env: vec![("TROUPE_FAULTS_G0_SECRET".to_owned(), SECRET.to_owned())],
+        config_extra: "[ingress.auth]\nmode = \"hmac\"\nmax_expiry = \"10m\"\n\n\
+                       [ingress.auth.groups.g0]\nsecret_env = \"TROUPE_FAULTS_G0_SECRET\"\n"
+            .to_owned(),
+        ..Setup::default()
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let fresh = serde_json::json!({"expires": now + 300});
+    let mut signed = Vec::new();
+    for i in 0..20 {
+        let (id, input) = (format!("s{i}"), format!("signed task {i}"));
+        let task = task_json(&id, &input, "g0", fresh.clone());
+        let sig = sign(SECRET.as_bytes(), task.as_bytes());
+        assert!(s.publish_entry(
+            &[(b"task", task.as_bytes()), (b"sig", sig.as_bytes())],
+            Some((&id, &input))
+        ));
+        signed.push((task, sig));
+    }
+    let refused = |i: usize| {
+        let task = task_json(
+            &format!("r{i}"),
+            &format!("refused task {i}"),
+            "g0",
+            fresh.clone(),
+        );
+        let sig = sign(SECRET.as_bytes(), task.as_bytes());
+        match i % 6 {
+            // Unsigned.
+            0 => (task, None),
+            // Forged: another key.
+            1 => {
+                let forged = sign(b"not the secret", task.as_bytes());
+                (task, Some(forged))
+            }
+            // The signature of other bytes.
+            2 => (task.replace("refused", "changed"), Some(sig)),
+            // Expired.
+            3 => {
+                let old = serde_json::json!({"expires": now - 5});
+                let task = task_json(&format!("r{i}"), "expired", "g0", old);
+                let sig = sign(SECRET.as_bytes(), task.as_bytes());
+                (task, Some(sig))
+            }
+            // No id: the entry id would not stop a replay.
+            4 => {
+                let task = serde_json::json!({"agent": "echo", "input": "no id", "group": "g0",
+                    "user": "u", "expires": now + 300})
+                .to_string();
+                let sig = sign(SECRET.as_bytes(), task.as_bytes());
+                (task, Some(sig))
+            }
+            // A group without a secret, signed with g0's.
+            _ => {
+                let task = task_json(&format!("r{i}"), "other group", "g1", fresh.clone());
+                let sig = sign(SECRET.as_bytes(), task.as_bytes());
+                (task, Some(sig))
+            }
+        }
+    };
+    for i in 0..30 {
+        let (task, sig) = refused(i);
+        let mut fields: Vec<(&[u8], &[u8])> = vec![(b"task", task.as_bytes())];
+        if let Some(sig) = &sig {
+            fields.push((b"sig", sig.as_bytes()));
+        }
+        assert!(s.publish_entry(&fields, None));
+    }
+    s.wait_results(20);
+    // Replays: the same signed bytes in new entries, after the originals were answered.
+    for (task, sig) in signed.iter().take(10) {
+        assert!(s.publish_entry(
+            &[(b"task", task.as_bytes()), (b"sig", sig.as_bytes())],
+            None
+        ));
+    }
+    let report = s.check(Calls::AtMostOnce);
+    assert_eq!(report.statuses.get("ok"), Some(&20), "{report:?}");
+    assert_eq!(
+        report.dead_kinds.get("unauthenticated"),
+        Some(&40),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.model_requests, 20,
+        "refused tasks never reach the model"
+    );
+    let logs = s.all_logs();
+    assert!(
+        !logs.contains(SECRET),
+        "the producer secret is never logged"
+    );
 }
 
 /// A tool that panics on every call.

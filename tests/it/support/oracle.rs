@@ -59,6 +59,8 @@ pub struct Setup {
     pub mock: MockConfig,
     /// Environment of the daemons (`RUST_LOG` overrides `info`).
     pub env: Vec<(String, String)>,
+    /// TOML appended to the daemons' config (whole tables, e.g. `[ingress.auth]`).
+    pub config_extra: String,
 }
 
 impl Default for Setup {
@@ -75,6 +77,7 @@ impl Default for Setup {
             model_extra: String::new(),
             mock: MockConfig::default(),
             env: Vec::new(),
+            config_extra: String::new(),
         }
     }
 }
@@ -387,6 +390,55 @@ impl Scenario {
         accepted
     }
 
+    /// `XADD`s one entry of any fields (bytes, as any Redis client may send). `task`: the id
+    /// and input of a task expected to be answered; `None`: the entry must be dead-lettered.
+    /// Returns whether Redis accepted it.
+    pub fn publish_entry(&mut self, fields: &[(&[u8], &[u8])], task: Option<(&str, &str)>) -> bool {
+        let stream_key = format!("{PREFIX}tasks");
+        let added: redis::RedisResult<String> =
+            self.with_conn(|c| c.xadd(&stream_key, "*", fields));
+        let Ok(entry) = added else { return false };
+        self.published.push(Published {
+            entry,
+            task: task.map(|(id, _)| id.to_owned()),
+            input: task.map(|(_, input)| input.to_owned()).unwrap_or_default(),
+        });
+        true
+    }
+
+    /// Reads every new entry of the consumer group as `consumer` with plain `XREADGROUP`,
+    /// leaving them pending with it (as a consumer that died right after its read would).
+    /// Returns how many it read.
+    pub fn read_as(&mut self, consumer: &str) -> usize {
+        let key = format!("{PREFIX}tasks");
+        // A raw reply: the crate's typed stream replies cannot hold a non-UTF-8 field name.
+        let reply: redis::RedisResult<redis::Value> = self.with_conn(|c| {
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(consumer)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(">")
+                .query(c)
+        });
+        match reply {
+            Ok(redis::Value::Array(streams)) => streams
+                .iter()
+                .map(|s| match s {
+                    redis::Value::Array(pair) => match pair.get(1) {
+                        Some(redis::Value::Array(entries)) => entries.len(),
+                        _ => 0,
+                    },
+                    _ => 0,
+                })
+                .sum(),
+            Ok(redis::Value::Nil) => 0,
+            Ok(_) => panic!("XREADGROUP: an unexpected reply"),
+            Err(err) => panic!("XREADGROUP: {err}"),
+        }
+    }
+
     /// Waits until the results stream holds at least `n` entries.
     pub fn wait_results(&mut self, n: usize) {
         let key = format!("{PREFIX}results");
@@ -414,6 +466,12 @@ impl Scenario {
             .filter_map(|e| e.get::<String>(field))
             .filter_map(|t| serde_json::from_str(&t).ok())
             .collect())
+    }
+
+    /// `XLEN` of the stream `key` (prefix added); 0 when Redis cannot tell.
+    pub fn redis_len(&mut self, key: &str) -> usize {
+        let key = format!("{PREFIX}{key}");
+        self.with_conn(|c| c.xlen(&key)).unwrap_or(0)
     }
 
     /// Entries pending in the consumer group now.
@@ -641,6 +699,8 @@ max_backoff = "50ms"
 
 [agents.echo]
 model = "mock"
+
+{config_extra}
 "#,
         grace = setup.shutdown_grace,
         claim_idle = setup.claim_idle,
@@ -649,6 +709,7 @@ model = "mock"
         base_url = mock.base_url(),
         idle = setup.idle_timeout,
         extra = setup.model_extra,
+        config_extra = setup.config_extra,
     )
     .expect("write config");
     file
