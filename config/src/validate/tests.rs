@@ -114,6 +114,48 @@ api_key = "sk-secret"
 }
 
 #[test]
+fn producer_auth_names_a_variable_per_group_and_never_the_system_group() {
+    let config = ok(r#"
+[ingress.auth]
+mode = "hmac"
+max_expiry = "5m"
+
+[ingress.auth.groups.acme]
+secret_env = "ACME_TASK_SECRET"
+"#);
+    assert_eq!(
+        config.ingress.auth,
+        crate::IngressAuth::Hmac {
+            max_expiry: Duration::from_secs(300),
+            secrets: [("acme".to_owned(), "ACME_TASK_SECRET".to_owned())].into(),
+        }
+    );
+    check(
+        r#"
+[ingress.auth]
+mode = "hmac"
+
+[ingress.auth.groups.system]
+secret_env = "SYSTEM_SECRET"
+
+[ingress.auth.groups.beta]
+secret_env = "s3cr3t value!"
+"#,
+        &[
+            r#"bad.toml:4:1: ingress.auth.groups.system: the group "system" is reserved for crons: no producer publishes for it"#,
+            r#"bad.toml:8:14: ingress.auth.groups.beta.secret_env: must be the NAME of the environment variable holding the secret (letters, digits and "_"), never the secret itself"#,
+        ],
+    );
+    check(
+        r#"
+[ingress.auth]
+mode = "token"
+"#,
+        &[r#"bad.toml:2:8: ingress.auth.mode: must be "none" or "hmac""#],
+    );
+}
+
+#[test]
 fn wrong_types_and_syntax_errors_have_positions() {
     check(
         "[daemon]\nmailbox_capacity = \"lots\"\n",
