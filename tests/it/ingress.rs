@@ -456,7 +456,7 @@ async fn trimming_never_drops_a_pending_entry() {
 }
 
 /// A config file for a daemon on the private Redis: the echo agent and a two-step workflow.
-fn daemon_config(prefix: &str) -> tempfile::NamedTempFile {
+fn daemon_config(prefix: &str, extra: &str) -> tempfile::NamedTempFile {
     use std::io::Write as _;
     let mut file = tempfile::Builder::new()
         .suffix(".toml")
@@ -484,6 +484,7 @@ name = "second"
 kind = "agent"
 agent = "echo"
 input = "SECOND {{{{steps.first.output}}}}"
+{extra}
 "#,
         redis::redis_url()
     );
@@ -493,8 +494,14 @@ input = "SECOND {{{{steps.first.output}}}}"
 
 /// Runs `troupe ARGS...`; returns (success, stdout, stderr).
 fn troupe(args: &[&str]) -> (bool, String, String) {
+    troupe_env(args, &[])
+}
+
+/// Runs `troupe ARGS...` with `env` added to its environment.
+fn troupe_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run troupe");
     (
@@ -508,7 +515,7 @@ fn troupe(args: &[&str]) -> (bool, String, String) {
 fn the_cli_publishes_streams_reports_status_and_retries_dead_letters() {
     use crate::support::daemon::Daemon;
 
-    let file = daemon_config(&unique_prefix("ingress-cli"));
+    let file = daemon_config(&unique_prefix("ingress-cli"), "");
     let path = file.path().to_str().expect("utf-8 path");
     let mut daemon = Daemon::spawn(&["serve", "--config", path]);
     daemon.wait_for_log("ingress consumer started", Duration::from_secs(20));
@@ -615,6 +622,65 @@ fn the_cli_publishes_streams_reports_status_and_retries_dead_letters() {
     }
     let (ok, _, err) = troupe(&["dead-letters", "retry", "0-1", "--config", path]);
     assert!(!ok && err.contains("no dead letter 0-1"), "{err}");
+
+    daemon.signal("TERM");
+    assert!(daemon
+        .wait_exit(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+}
+
+#[test]
+fn the_cli_signs_its_tasks_when_producer_auth_is_on() {
+    use crate::support::daemon::Daemon;
+
+    const VAR: &str = "TROUPE_TEST_ACME_TASK_SECRET";
+    let auth = format!(
+        "[ingress.auth]\nmode = \"hmac\"\n[ingress.auth.groups.acme]\nsecret_env = \"{VAR}\"\n"
+    );
+    let file = daemon_config(&unique_prefix("ingress-cli-auth"), &auth);
+    let path = file.path().to_str().expect("utf-8 path");
+    let secret = [(VAR, "acme-cli-secret")];
+    let mut daemon = Daemon::spawn_with_env(&["serve", "--config", path], &secret);
+    daemon.wait_for_log("ingress consumer started", Duration::from_secs(20));
+    let publish = [
+        "publish",
+        "--agent",
+        "echo",
+        "--user",
+        "alice",
+        "--config",
+        path,
+        "--timeout",
+        "20s",
+    ];
+
+    let (ok, out, err) = troupe_env(
+        &[&publish[..], &["--group", "acme", "signed"]].concat(),
+        &secret,
+    );
+    assert!(ok, "signed publish failed: {err}\n{}", daemon.log());
+    assert!(out.contains("signed"), "{out}");
+
+    // Without the secret the CLI says what to set, and publishes nothing.
+    let (ok, _, err) = troupe(&[&publish[..], &["--group", "acme", "unsigned"]].concat());
+    assert!(!ok && err.contains(VAR), "{err}");
+    // A group without a secret cannot publish at all.
+    let (ok, _, err) = troupe_env(&[&publish[..], &["--group", "beta", "x"]].concat(), &secret);
+    assert!(!ok && err.contains("has no secret configured"), "{err}");
+    // Signed with the wrong secret: the daemon dead-letters it, and the CLI reports why.
+    let wrong = [(VAR, "not-the-secret")];
+    let (ok, _, err) = troupe_env(
+        &[&publish[..], &["--group", "acme", "forged"]].concat(),
+        &wrong,
+    );
+    assert!(
+        !ok && err.contains("dead-lettered (unauthenticated)"),
+        "{err}"
+    );
+    assert!(
+        !daemon.log().contains("acme-cli-secret"),
+        "the secret is never logged"
+    );
 
     daemon.signal("TERM");
     assert!(daemon
