@@ -218,22 +218,32 @@ fn is_token(value: &str, max: usize, extra: &[u8]) -> bool {
 /// characters.
 const NAME_EXTRA: &[u8] = b"_-.@+=";
 
-/// Checks a value that becomes part of store keys: `group` (`[A-Za-z0-9_-]{1,64}`) or an
-/// id, user or thread (`[A-Za-z0-9_.@+=-]{1,128}`). Two different (group, id) pairs can then
-/// never name the same key.
+/// Checks a `group`: 1-64 ASCII letters, digits, `_` or `-` (it becomes part of store keys).
+pub fn check_group(value: &str) -> Result<(), Rejection> {
+    check_token(
+        "group",
+        value,
+        MAX_GROUP,
+        b"_-",
+        "1-64 ASCII letters, digits, '_' or '-'",
+    )
+}
+
+/// Checks an `id`, `user` or `thread`: 1-128 ASCII letters, digits or any of `_-.@+=`. With
+/// [`check_group`], two different (group, id) pairs can never name the same key.
 pub fn check_name(field: &'static str, value: &str) -> Result<(), Rejection> {
-    let (ok, rule) = if field == "group" {
-        (
-            is_token(value, MAX_GROUP, b"_-"),
-            "1-64 ASCII letters, digits, '_' or '-'",
-        )
-    } else {
-        (
-            is_token(value, MAX_NAME, NAME_EXTRA),
-            "1-128 ASCII letters, digits or any of _ - . @ + =",
-        )
-    };
-    if ok {
+    let rule = "1-128 ASCII letters, digits or any of _ - . @ + =";
+    check_token(field, value, MAX_NAME, NAME_EXTRA, rule)
+}
+
+fn check_token(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    extra: &[u8],
+    rule: &str,
+) -> Result<(), Rejection> {
+    if is_token(value, max, extra) {
         Ok(())
     } else {
         Err(Rejection::Invalid {
@@ -340,7 +350,7 @@ pub fn parse(entry_id: &str, field: Option<&[u8]>, limits: &Limits<'_>) -> Resul
     let raw: RawTask =
         serde_json::from_slice(bytes).map_err(|err| Rejection::NotJson(json_error(&err)))?;
     let group = required(raw.group, "group")?;
-    check_name("group", &group)?;
+    check_group(&group)?;
     if group == troupe_config::SYSTEM_GROUP {
         return Err(Rejection::ReservedGroup(troupe_config::SYSTEM_GROUP));
     }
