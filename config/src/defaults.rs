@@ -2,6 +2,14 @@
 
 use std::time::Duration;
 
+// Bounds of every key
+/// The longest duration any key accepts: 10 years (of 365.25 days). Anything longer is a
+/// mistake, and clock arithmetic (`Instant::now() + d`, timers) must never overflow on it.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
+/// The largest count or size any integer key accepts (10^12), unless the key has a lower
+/// maximum of its own below.
+pub(crate) const MAX_COUNT: u64 = 1_000_000_000_000;
+
 // [daemon]
 /// Time given to actors to finish their current message on shutdown before they are stopped.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -17,6 +25,8 @@ pub(crate) const RESTART_WINDOW: Duration = Duration::from_secs(10);
 pub(crate) const WORKERS: usize = 0;
 /// Workflow runs one daemon executes at once.
 pub(crate) const MAX_RUNS: usize = 1000;
+/// Most actor threads `workers` may ask for.
+pub(crate) const MAX_WORKERS: u64 = 1024;
 /// Daemon name when neither `/etc/hostname` nor `HOSTNAME` gives a host name.
 pub(crate) const HOSTNAME_FALLBACK: &str = "troupe";
 
@@ -75,6 +85,12 @@ pub(crate) const MODEL_MAX_RETRY_TIME: Duration = Duration::from_secs(60);
 pub(crate) const MODEL_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// ... up to this; a server's Retry-After takes precedence.
 pub(crate) const MODEL_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Largest response read from a model server, in bytes (8 MiB): a non-streamed body, one
+/// SSE event, and a streamed answer's assembled text and tool calls. Past it the call fails
+/// (`ResponseTooLarge`, not retried); nothing is buffered beyond it.
+pub(crate) const MODEL_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// The largest `max_response_bytes` accepted (1 GiB).
+pub(crate) const MODEL_MAX_RESPONSE_BYTES_LIMIT: u64 = 1 << 30;
 /// Cost per million input / output tokens (free unless told).
 pub(crate) const MODEL_COST_PER_MILLION: f64 = 0.0;
 /// Artificial latency of the scripted model.
@@ -89,6 +105,14 @@ pub(crate) const AGENT_MAX_STEPS: u32 = 8;
 pub(crate) const AGENT_TEMPERATURE: f32 = 0.2;
 /// Recent thread messages sent to the model.
 pub(crate) const AGENT_CONTEXT_MESSAGES: usize = 20;
+/// Tool calls run per model response; the calls beyond it are answered "refused" to the model.
+pub(crate) const AGENT_MAX_TOOL_CALLS: usize = 16;
+/// The largest `max_tool_calls` accepted.
+pub(crate) const AGENT_MAX_TOOL_CALLS_LIMIT: u64 = 1_000;
+/// Tool calls of one response running at once.
+pub(crate) const AGENT_TOOL_CONCURRENCY: usize = 8;
+/// The largest `tool_concurrency` accepted.
+pub(crate) const AGENT_TOOL_CONCURRENCY_LIMIT: u64 = 256;
 
 // [tools.X]
 /// Time allowed for one tool call.
@@ -130,6 +154,8 @@ pub(crate) const CRON_INPUT: &str = "";
 pub(crate) const RAG_EMBEDDER: &str = "local";
 /// Dimensions of the local embedder's vectors.
 pub(crate) const RAG_DIMENSIONS: usize = 384;
+/// The largest `dimensions` accepted (vectors are allocated at this size).
+pub(crate) const RAG_MAX_DIMENSIONS: u64 = 65_536;
 /// Target chunk length, in characters (about 200 tokens).
 pub(crate) const RAG_CHUNK_SIZE: usize = 800;
 /// Characters of the previous chunk repeated at the start of the next one.
@@ -142,6 +168,8 @@ pub(crate) const RAG_EMBED_BATCH: usize = 64;
 pub(crate) const RAG_EMBED_PARALLELISM: usize = 4;
 /// Hits returned by a search when the caller gives no `top_k`.
 pub(crate) const RAG_TOP_K: usize = 5;
+/// The largest `top_k` accepted (a search keeps a heap of this size).
+pub(crate) const RAG_MAX_TOP_K: u64 = 1_000;
 /// Vector hits scoring below this are dropped (cosine similarity, -1..1).
 pub(crate) const RAG_VECTOR_SCORE_THRESHOLD: f32 = 0.0;
 /// Search type when the caller gives none.
@@ -159,7 +187,11 @@ pub(crate) const RAG_APPROXIMATE_ABOVE: usize = 50_000;
 // [agents.X.memory]
 /// Earlier messages recalled per turn.
 pub(crate) const MEMORY_LIMIT: usize = 3;
+/// The largest memory `limit` accepted (a recall searches for three times as many).
+pub(crate) const MEMORY_MAX_LIMIT: u64 = 100;
 /// Messages before and after each recalled one.
 pub(crate) const MEMORY_RANGE: usize = 1;
+/// The largest memory `range` accepted.
+pub(crate) const MEMORY_MAX_RANGE: u64 = 100;
 /// Recalled messages scoring below this are dropped.
 pub(crate) const MEMORY_MIN_SCORE: f32 = 0.1;

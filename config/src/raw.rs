@@ -154,6 +154,7 @@ pub(crate) struct RawModel {
     pub max_backoff: Option<String>,
     pub input_cost_per_million: Option<f64>,
     pub output_cost_per_million: Option<f64>,
+    pub max_response_bytes: Option<usize>,
     pub record: Option<String>,
     pub script: Option<String>,
     pub cassette: Option<String>,
@@ -173,6 +174,8 @@ pub(crate) struct RawAgent {
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
     pub context_messages: Option<usize>,
+    pub max_tool_calls: Option<usize>,
+    pub tool_concurrency: Option<usize>,
     pub memory: Option<RawMemory>,
 }
 

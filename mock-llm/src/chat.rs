@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`: the scripted reply as a JSON body or an SSE stream, with
-//! faults (stall, truncate, malformed chunk) and quirks applied.
+//! faults (stall, truncate, malformed chunk, huge or endless answers, a huge header) and
+//! quirks applied.
 
 use std::sync::Arc;
 
@@ -13,8 +14,8 @@ use serde_json::{json, Value};
 use crate::config::{Fault, Quirk};
 use crate::script::{self, Reply, Turn};
 use crate::server::{
-    bad_request, channel_body, error_response, stalled_body, stopping_response, Endpoint, Options,
-    Shared,
+    bad_request, channel_body, echo_response, endless_body, error_response, padded_body,
+    stalled_body, stopping_response, with_huge_header, Endpoint, Options, Shared,
 };
 
 /// The parts of a chat completion request the mock reads; everything else is ignored.
@@ -97,7 +98,10 @@ pub(crate) async fn chat_completions(
     if !shared.sleep(options.latency).await {
         return stopping_response();
     }
-    if let Some(response) = fault.and_then(|fault| error_response(fault, &options)) {
+    if fault == Some(Fault::Echo) {
+        return echo_response(&headers, "/v1/chat/completions");
+    }
+    if let Some(response) = fault.and_then(|fault| error_response(&shared, fault, &options)) {
         return response;
     }
     if fault == Some(Fault::Hang) {
@@ -150,7 +154,7 @@ pub(crate) async fn chat_completions(
         finish_reason,
     };
 
-    if request.stream == Some(true) {
+    let response = if request.stream == Some(true) {
         let include_usage = request
             .stream_options
             .as_ref()
@@ -159,7 +163,16 @@ pub(crate) async fn chat_completions(
         stream(shared, answer, options, fault, include_usage)
     } else {
         whole(shared, answer, &options, fault)
+    };
+    if fault == Some(Fault::HugeHeader) {
+        return with_huge_header(response);
     }
+    response
+}
+
+/// The text of a JSON string, for answers written by hand.
+fn quoted(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
 }
 
 fn usage_json(answer: &Answer) -> Value {
@@ -209,6 +222,18 @@ fn whole(shared: Arc<Shared>, answer: Answer, options: &Options, fault: Option<F
     let half = Bytes::copy_from_slice(&text.as_bytes()[..text.len() / 2]);
     let json_type = [(header::CONTENT_TYPE, "application/json")];
     match fault {
+        Some(Fault::HugeBody | Fault::Endless) => {
+            // A valid completion whose text is huge (or never ends).
+            let filler = (fault == Some(Fault::HugeBody)).then_some(shared.config.huge_bytes);
+            let head = format!(
+                r#"{{"id":{},"object":"chat.completion","created":0,"model":{},"choices":[{{"index":0,"message":{{"role":"assistant","content":""#,
+                quoted(&answer.id),
+                quoted(&answer.model)
+            );
+            let tail = r#""},"finish_reason":"stop"}]}"#.to_owned();
+            let body = padded_body(shared, head, filler, tail);
+            (StatusCode::OK, json_type, body).into_response()
+        }
         Some(Fault::Malformed) => (
             StatusCode::OK,
             json_type,
@@ -304,6 +329,34 @@ fn stream(
         chunk.to_string()
     });
     let tokens = (answer.prompt_tokens, answer.completion_tokens);
+    let sse = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    match fault {
+        Some(Fault::HugeBody) => {
+            // One event whose text is huge, then a proper end.
+            let head = format!(
+                r#"data: {{"id":{},"object":"chat.completion.chunk","created":0,"model":{},"choices":[{{"index":0,"delta":{{"role":"assistant","content":""#,
+                quoted(&answer.id),
+                quoted(&answer.model)
+            );
+            let tail =
+                format!("\"}},\"finish_reason\":null}}]}}\n\ndata: {finish}\n\ndata: [DONE]\n\n");
+            let size = shared.config.huge_bytes;
+            let body = padded_body(shared, head, Some(size), tail);
+            return (StatusCode::OK, sse, body).into_response();
+        }
+        Some(Fault::Endless) => {
+            // Valid chunks of text, each small, without end.
+            let piece = "a".repeat(16 * 1024);
+            let event =
+                chunk(json!([{"index": 0, "delta": {"content": piece}, "finish_reason": null}]));
+            let body = endless_body(shared, Bytes::from(format!("data: {event}\n\n")));
+            return (StatusCode::OK, sse, body).into_response();
+        }
+        _ => {}
+    }
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
@@ -374,13 +427,5 @@ fn stream(
         }
         let _ = send("[DONE]".to_owned(), sent).await;
     });
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        channel_body(rx),
-    )
-        .into_response()
+    (StatusCode::OK, sse, channel_body(rx)).into_response()
 }

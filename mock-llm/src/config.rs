@@ -7,6 +7,9 @@
 //! latency = "0ms"             # before each response
 //! token_latency = "0ms"       # between streamed chunks
 //! retry_after = "1s"          # of 429 answers (whole seconds: `Retry-After`; else also `retry-after-ms`)
+//! retry_after_values = ["1e30", "-1", "NaN", "Fri, 31 Dec 9999 23:59:59 GMT"]  # raw, in turn
+//! retry_after_ms_values = []  # raw `retry-after-ms` values of 429 answers, in turn
+//! huge_bytes = 104857600      # size of `huge_body` answers
 //! fault = "503"               # every request fails so (optional)
 //! faults = ["429", "pass", "500"]  # the first requests fail so, in order ("pass": no fault)
 //! quirks = ["empty_finish_reason", "late_tool_ids", "no_usage"]
@@ -26,6 +29,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::MockError;
 use crate::script::{Rule, Script, DEFAULT_DIMENSIONS};
 
+/// `huge_bytes` unless configured: 100 MiB.
+pub const DEFAULT_HUGE_BYTES: u64 = 100 * 1024 * 1024;
+/// Bytes of the header value of a `huge_header` answer: past any client's header limit.
+pub const HUGE_HEADER_BYTES: usize = 1024 * 1024;
+
 /// Configuration of the mock server.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,6 +51,14 @@ pub struct MockConfig {
     /// Retry-After of `429` faults.
     #[serde(deserialize_with = "duration")]
     pub retry_after: Duration,
+    /// Raw `Retry-After` header values of `429` faults, one per fault served, in turn (and
+    /// again from the first); empty: derived from `retry_after`. Anything a hostile server
+    /// might send: `"1e30"`, `"-1"`, `"NaN"`, an HTTP date.
+    pub retry_after_values: Vec<String>,
+    /// Raw `retry-after-ms` header values of `429` faults, likewise (sent only when given).
+    pub retry_after_ms_values: Vec<String>,
+    /// Bytes of filler in a `huge_body` answer (a body, or one SSE event).
+    pub huge_bytes: u64,
     /// A fault served on every request (after the queue is empty).
     pub fault: Option<Fault>,
     /// Faults served to the first requests, in order.
@@ -65,6 +81,9 @@ impl Default for MockConfig {
             latency: Duration::ZERO,
             token_latency: Duration::ZERO,
             retry_after: Duration::from_secs(1),
+            retry_after_values: Vec::new(),
+            retry_after_ms_values: Vec::new(),
+            huge_bytes: DEFAULT_HUGE_BYTES,
             fault: None,
             faults: Vec::new(),
             quirks: Vec::new(),
@@ -143,6 +162,21 @@ pub enum Fault {
     /// `500` with an HTML body, as from a proxy.
     #[serde(rename = "html_error")]
     HtmlError,
+    /// A `200` whose answer text is `huge_bytes` long (100 MiB by default): one body, or one
+    /// SSE event, made as it is sent.
+    #[serde(rename = "huge_body")]
+    HugeBody,
+    /// A `200` that never ends: a body of endless answer text, or endless valid stream
+    /// chunks, until the client goes away.
+    #[serde(rename = "endless")]
+    Endless,
+    /// A `200` with one header value of [`HUGE_HEADER_BYTES`].
+    #[serde(rename = "huge_header")]
+    HugeHeader,
+    /// `400` whose error message echoes the request (its URL and `Authorization` header), as
+    /// some proxies do.
+    #[serde(rename = "echo")]
+    Echo,
 }
 
 impl Fault {
@@ -159,6 +193,10 @@ impl Fault {
             Fault::Truncate => "truncate",
             Fault::Malformed => "malformed",
             Fault::HtmlError => "html_error",
+            Fault::HugeBody => "huge_body",
+            Fault::Endless => "endless",
+            Fault::HugeHeader => "huge_header",
+            Fault::Echo => "echo",
         }
     }
 }
@@ -208,6 +246,8 @@ mod tests {
             r#"
 latency = "20ms"
 retry_after = "250ms"
+retry_after_values = ["1e30", "Wed, 21 Oct 2015 07:28:00 GMT"]
+huge_bytes = 1000
 fault = "503"
 faults = ["429", "pass", "insufficient_quota"]
 quirks = ["no_usage"]
@@ -224,6 +264,8 @@ reply = "hello"
             Err(err) => panic!("{err}"),
         };
         assert_eq!(config.latency, Duration::from_millis(20));
+        assert_eq!(config.retry_after_values.len(), 2);
+        assert_eq!(config.huge_bytes, 1000);
         assert_eq!(config.fault, Some(Fault::Unavailable));
         assert_eq!(
             config.faults,
@@ -240,6 +282,9 @@ reply = "hello"
         assert!(MockConfig::from_toml("fault = \"404\"", "m").is_err());
         assert!(MockConfig::from_toml("dimensions = 0", "m").is_err());
         assert_eq!("stall".parse(), Ok(Fault::Stall));
+        assert_eq!("huge_body".parse(), Ok(Fault::HugeBody));
+        assert_eq!("endless".parse(), Ok(Fault::Endless));
+        assert_eq!(Fault::HugeHeader.name(), "huge_header");
         assert!("nope".parse::<Fault>().is_err());
         assert_eq!(" late_tool_ids".parse(), Ok(Quirk::LateToolIds));
     }

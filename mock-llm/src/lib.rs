@@ -19,6 +19,14 @@
 //! `x-mock-fault` (a [`Fault`] name, overrides the queue), `x-mock-quirks` (comma-separated
 //! [`Quirk`] names, added to the configured ones), `x-mock-latency-ms`,
 //! `x-mock-token-latency-ms`, `x-mock-retry-after-ms`.
+//!
+//! # Hostile answers
+//!
+//! For the client's defences: `429`s with raw `Retry-After` values (`retry_after_values`:
+//! huge, negative, NaN, dates), `huge_body` (a 100 MiB answer or SSE event, made as it is
+//! sent), `endless` (a body or stream without end), `huge_header` (a 1 MiB header value),
+//! `echo` (a 400 repeating the request's URL and `Authorization`), and
+//! rules whose tool call is repeated (`repeat`: thousands of calls in one reply).
 
 mod error;
 pub mod script;
@@ -36,7 +44,7 @@ pub use error::MockError;
 pub use script::Script;
 
 #[cfg(feature = "server")]
-pub use config::{Fault, MockConfig, Quirk};
+pub use config::{Fault, MockConfig, Quirk, DEFAULT_HUGE_BYTES, HUGE_HEADER_BYTES};
 #[cfg(feature = "server")]
 pub use server::{serve, MockHandle, MockServer};
 #[cfg(feature = "server")]

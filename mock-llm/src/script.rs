@@ -19,6 +19,10 @@
 //! contains = "2 + 2"
 //! tool_calls = [{ name = "calculator", arguments = { expression = "2 + 2" } }]
 //! follow_up = "2 + 2 = {tool_results}."
+//!
+//! [[rules]]
+//! contains = "flood"
+//! tool_calls = [{ name = "current_time", repeat = 5000 }]   # the same call 5,000 times
 //! ```
 //!
 //! Rules are tried in order; the first whose `contains` occurs in the last user message wins.
@@ -41,6 +45,8 @@ use crate::error::MockError;
 pub const DEFAULT_REPLY: &str = "You said: {input}";
 /// The answer after tool results, unless the rule or the script sets `follow_up`.
 pub const DEFAULT_FOLLOW_UP: &str = "Here is what the tools returned: {tool_results}";
+/// The most times a rule's call is repeated (`repeat`), whatever it asks.
+pub const MAX_REPEAT: usize = 100_000;
 /// Dimension of embeddings unless configured otherwise.
 pub const DEFAULT_DIMENSIONS: usize = 384;
 
@@ -85,6 +91,10 @@ pub struct ScriptedCall {
     /// The arguments: a table is sent as JSON, a string verbatim; absent means `{}`.
     #[serde(default)]
     pub arguments: Option<serde_json::Value>,
+    /// How many times the call is requested in the one reply (default once, at most
+    /// [`MAX_REPEAT`]): a flood of tool calls.
+    #[serde(default)]
+    pub repeat: Option<usize>,
 }
 
 /// One message of the conversation, as the script sees it.
@@ -177,6 +187,9 @@ impl Script {
             let tool_calls: Vec<ReplyCall> = rule
                 .tool_calls
                 .iter()
+                .flat_map(|call| {
+                    std::iter::repeat_n(call, call.repeat.unwrap_or(1).min(MAX_REPEAT))
+                })
                 .enumerate()
                 .map(|(i, call)| ReplyCall {
                     id: call_id(i),
@@ -373,6 +386,38 @@ follow_up = "It is {tool_results}."
         assert_eq!(reply.tool_calls[0].arguments, "{}");
         let reply = Script::default().reply(&[user("no tools here")], &["calculator"]);
         assert!(reply.tool_calls.is_empty());
+    }
+
+    #[test]
+    fn a_repeated_call_floods_one_reply_with_unique_ids() {
+        let script = script(
+            r#"
+[[rules]]
+contains = "flood"
+tool_calls = [{ name = "a", repeat = 3 }, { name = "b" }, { name = "c", repeat = 0 }]
+
+[[rules]]
+contains = "absurd"
+tool_calls = [{ name = "a", repeat = 1000000000000 }]
+"#,
+        );
+        let reply = script.reply(&[user("flood me")], &[]);
+        let calls: Vec<(&str, &str)> = reply
+            .tool_calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("call_1", "a"),
+                ("call_2", "a"),
+                ("call_3", "a"),
+                ("call_4", "b")
+            ]
+        );
+        let reply = script.reply(&[user("absurd")], &[]);
+        assert_eq!(reply.tool_calls.len(), MAX_REPEAT);
     }
 
     #[test]

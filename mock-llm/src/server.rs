@@ -1,9 +1,10 @@
 //! The HTTP server: shared state (fault queue, stats), the router, embeddings, error responses
-//! for faults, and [`MockServer`]/[`MockHandle`]/[`serve`].
+//! for faults, the bodies of hostile answers (huge, endless, huge headers), and
+//! [`MockServer`]/[`MockHandle`]/[`serve`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Fault, MockConfig, Quirk};
+use crate::config::{Fault, MockConfig, Quirk, HUGE_HEADER_BYTES};
 use crate::error::MockError;
 use crate::script::{self, Script};
 use crate::stats::{RecordedRequest, Stats};
@@ -139,6 +140,8 @@ pub(crate) struct Shared {
     stats: Mutex<Stats>,
     requests: Mutex<Vec<RecordedRequest>>,
     sequence: AtomicU64,
+    /// `429` answers so far (which of `retry_after_values` is next).
+    rate_limited: AtomicUsize,
     stopped: watch::Receiver<bool>,
 }
 
@@ -159,6 +162,7 @@ impl Shared {
             stats: Mutex::new(Stats::default()),
             requests: Mutex::new(Vec::new()),
             sequence: AtomicU64::new(0),
+            rate_limited: AtomicUsize::new(0),
             stopped,
         }
     }
@@ -217,6 +221,15 @@ impl Shared {
         stats.completion_tokens += completion;
     }
 
+    /// The raw `Retry-After` and `retry-after-ms` values of the next `429`, when configured.
+    fn next_retry_after(&self) -> (Option<&str>, Option<&str>) {
+        let n = self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        (
+            pick(&self.config.retry_after_values, n),
+            pick(&self.config.retry_after_ms_values, n),
+        )
+    }
+
     /// A fresh response id.
     pub(crate) fn next_id(&self) -> u64 {
         self.sequence.fetch_add(1, Ordering::Relaxed) + 1
@@ -237,6 +250,11 @@ impl Shared {
             () = self.stopping() => false,
         }
     }
+}
+
+/// Value `n` of `values`, cycling; `None` when there are none.
+fn pick(values: &[String], n: usize) -> Option<&str> {
+    (!values.is_empty()).then(|| values[n % values.len()].as_str())
 }
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>) {
@@ -303,7 +321,7 @@ impl Options {
 }
 
 /// The response of a fault answered with an HTTP error, or `None` for other faults.
-pub(crate) fn error_response(fault: Fault, options: &Options) -> Option<Response> {
+pub(crate) fn error_response(shared: &Shared, fault: Fault, options: &Options) -> Option<Response> {
     let (status, message, kind, code) = match fault {
         Fault::RateLimited => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -340,12 +358,30 @@ pub(crate) fn error_response(fault: Fault, options: &Options) -> Option<Response
                     .into_response(),
             );
         }
-        Fault::Pass | Fault::Hang | Fault::Stall | Fault::Truncate | Fault::Malformed => {
-            return None
-        }
+        Fault::Pass
+        | Fault::Hang
+        | Fault::Stall
+        | Fault::Truncate
+        | Fault::Malformed
+        | Fault::HugeBody
+        | Fault::Endless
+        | Fault::HugeHeader
+        | Fault::Echo => return None,
     };
     let mut headers = HeaderMap::new();
-    if fault == Fault::RateLimited {
+    let raw = if fault == Fault::RateLimited {
+        shared.next_retry_after()
+    } else {
+        (None, None)
+    };
+    if let (Some(_), _) | (_, Some(_)) = raw {
+        // Sent as configured, whatever they say (a value that is no valid header is skipped).
+        for (name, value) in [("retry-after", raw.0), ("retry-after-ms", raw.1)] {
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(name, value);
+            }
+        }
+    } else if fault == Fault::RateLimited {
         let millis = options.retry_after.as_millis();
         headers.insert(
             header::RETRY_AFTER,
@@ -357,6 +393,22 @@ pub(crate) fn error_response(fault: Fault, options: &Options) -> Option<Response
     }
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
     Some((status, headers, Json(body)).into_response())
+}
+
+/// The `echo` fault's answer: a 400 whose message repeats the request's URL and
+/// `Authorization` header.
+pub(crate) fn echo_response(headers: &HeaderMap, path: &str) -> Response {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    };
+    bad_request(format!(
+        "cannot route http://{}{path} (Authorization: {})",
+        text(header::HOST),
+        text(header::AUTHORIZATION)
+    ))
 }
 
 /// A 400 in OpenAI's error format.
@@ -378,6 +430,69 @@ pub(crate) fn stalled_body(shared: Arc<Shared>, head: Bytes) -> Body {
             tokio::select! {
                 () = shared.stopping() => {}
                 () = tx.closed() => {}
+            }
+        }
+    });
+    channel_body(rx)
+}
+
+/// `response` with a header value of [`HUGE_HEADER_BYTES`] (for the `huge_header` fault).
+pub(crate) fn with_huge_header(mut response: Response) -> Response {
+    let padding = "a".repeat(HUGE_HEADER_BYTES);
+    if let Ok(value) = HeaderValue::from_str(&padding) {
+        response.headers_mut().insert("x-mock-padding", value);
+    }
+    response
+}
+
+/// What hostile bodies are padded with, sent without copying.
+static FILLER: [u8; 64 * 1024] = [b'a'; 64 * 1024];
+
+/// A body of `head`, then `filler` bytes of `a` (`None`: without end), then `tail`, made as it
+/// is sent, so that the mock holds at most a few chunks whatever the size. It ends early when
+/// the client goes away or the server stops.
+pub(crate) fn padded_body(
+    shared: Arc<Shared>,
+    head: String,
+    filler: Option<u64>,
+    tail: String,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        let send = |bytes: Bytes| {
+            let tx = tx.clone();
+            let shared = shared.clone();
+            async move {
+                tokio::select! {
+                    sent = tx.send(bytes) => sent.is_ok(),
+                    () = shared.stopping() => false,
+                }
+            }
+        };
+        if !send(Bytes::from(head)).await {
+            return;
+        }
+        let mut left = filler;
+        while left != Some(0) {
+            let size = left.map_or(FILLER.len(), |n| n.min(FILLER.len() as u64) as usize);
+            if !send(Bytes::from_static(&FILLER[..size])).await {
+                return;
+            }
+            left = left.map(|n| n - size as u64);
+        }
+        let _ = send(Bytes::from(tail)).await;
+    });
+    channel_body(rx)
+}
+
+/// A body repeating `event` without end, until the client goes away or the server stops.
+pub(crate) fn endless_body(shared: Arc<Shared>, event: Bytes) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                sent = tx.send(event.clone()) => if sent.is_err() { return },
+                () = shared.stopping() => return,
             }
         }
     });
@@ -443,13 +558,32 @@ async fn embeddings(
     if !shared.sleep(options.latency).await {
         return stopping_response();
     }
-    if let Some(fault) = fault {
-        if let Some(response) = error_response(fault, &options) {
+    if fault == Some(Fault::Echo) {
+        return echo_response(&headers, "/v1/embeddings");
+    }
+    // A huge header comes with the normal answer (below).
+    if let Some(fault) = fault.filter(|fault| *fault != Fault::HugeHeader) {
+        if let Some(response) = error_response(&shared, fault, &options) {
             return response;
         }
         if matches!(fault, Fault::Hang | Fault::Stall) {
             shared.stopping().await;
             return stopping_response();
+        }
+        if matches!(fault, Fault::HugeBody | Fault::Endless) {
+            let filler = (fault == Fault::HugeBody).then_some(shared.config.huge_bytes);
+            let body = padded_body(
+                shared.clone(),
+                r#"{"object":"list","model":""#.to_owned(),
+                filler,
+                r#"","data":[]}"#.to_owned(),
+            );
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
         }
         // Truncate and Malformed: an invalid JSON body.
         return (
@@ -475,6 +609,9 @@ async fn embeddings(
     if !options.has(Quirk::NoUsage) {
         body["usage"] = json!({"prompt_tokens": tokens, "total_tokens": tokens});
         lock(&shared.stats).embedding_tokens += tokens;
+    }
+    if fault == Some(Fault::HugeHeader) {
+        return with_huge_header(Json(body).into_response());
     }
     Json(body).into_response()
 }

@@ -286,3 +286,134 @@ async fn embeddings_are_deterministic_with_usage() {
     );
     assert_eq!(mock.stats().embeddings, 2);
 }
+
+#[tokio::test]
+async fn rate_limits_send_the_configured_retry_after_values_in_turn() {
+    let mock = start(config(
+        "fault = \"429\"\nretry_after_values = [\"1e30\", \"NaN\", \"Fri, 31 Dec 9999 23:59:59 GMT\"]\n\
+         retry_after_ms_values = [\"-5\"]\n",
+    ))
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let response = post(&mock, "/chat/completions", user("hi"), &[]).await;
+        assert_eq!(response.status(), 429);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(header("retry-after-ms").as_deref(), Some("-5"));
+        seen.push(header("retry-after").unwrap_or_default());
+    }
+    assert_eq!(
+        seen,
+        ["1e30", "NaN", "Fri, 31 Dec 9999 23:59:59 GMT", "1e30"]
+    );
+}
+
+#[tokio::test]
+async fn huge_bodies_are_valid_answers_of_the_configured_size() {
+    let mock = start(config("fault = \"huge_body\"\nhuge_bytes = 300000\n")).await;
+    let body = json_of(post(&mock, "/chat/completions", user("hi"), &[]).await).await;
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(content.len(), 300_000);
+    assert!(content.bytes().all(|b| b == b'a'));
+
+    let mut streamed = user("hi");
+    streamed["stream"] = json!(true);
+    let events = events(post(&mock, "/chat/completions", streamed, &[]).await).await;
+    let first: Value = serde_json::from_str(&events[0]).unwrap_or_default();
+    let text = first["choices"][0]["delta"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(text.len(), 300_000);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(mock.stats().faults_by_kind.get("huge_body"), Some(&2));
+}
+
+#[tokio::test]
+async fn endless_answers_go_on_until_the_client_leaves() {
+    let mock = start(config("fault = \"endless\"\n")).await;
+    for stream in [false, true] {
+        let mut request = user("hi");
+        request["stream"] = json!(stream);
+        let mut body = post(&mock, "/chat/completions", request, &[])
+            .await
+            .bytes_stream();
+        let mut read = 0;
+        while read < 4 * 1024 * 1024 {
+            match body.next().await {
+                Some(Ok(bytes)) => read += bytes.len(),
+                other => panic!("the body ended after {read} bytes: {other:?}"),
+            }
+        }
+    }
+    // Leaving released the server's side: it still answers.
+    mock.set_fault(None);
+    let body = json_of(post(&mock, "/chat/completions", user("hi"), &[]).await).await;
+    assert_eq!(body["choices"][0]["message"]["content"], "You said: hi");
+}
+
+#[tokio::test]
+async fn a_huge_header_comes_with_a_normal_answer() {
+    let mock = start(config("fault = \"huge_header\"\n")).await;
+    // Past reqwest's (hyper's) header limit: the client refuses it.
+    let sent = reqwest::Client::new()
+        .post(format!("{}/chat/completions", mock.base_url()))
+        .json(&user("hi"))
+        .send()
+        .await;
+    assert!(sent.is_err(), "{sent:?}");
+    // Read raw, the header is there, and so is the answer.
+    let addr = mock.addr();
+    let raw = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(addr).ok()?;
+        let body = user("hi").to_string();
+        write!(
+            conn,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut out = Vec::new();
+        conn.read_to_end(&mut out).ok()?;
+        Some(String::from_utf8_lossy(&out).into_owned())
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    assert!(
+        raw.len() > troupe_mock_llm::HUGE_HEADER_BYTES,
+        "{}",
+        raw.len()
+    );
+    assert!(raw.contains("You said: hi"));
+}
+
+#[tokio::test]
+async fn echo_repeats_the_url_and_authorization_in_a_400() {
+    let mock = start(config("fault = \"echo\"\n")).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/chat/completions", mock.base_url()))
+        .bearer_auth("sk-echoed")
+        .json(&user("hi"))
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(response.status(), 400);
+    let body = json_of(response).await;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Bearer sk-echoed"), "{message}");
+    assert!(
+        message.contains(&format!("http://{}/v1/chat/completions", mock.addr())),
+        "{message}"
+    );
+}

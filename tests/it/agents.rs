@@ -853,3 +853,154 @@ async fn tail_follows_the_live_deltas_of_a_turn_in_progress() {
     );
     rig.stop().await;
 }
+
+// Hostile model servers and tool floods (issue 13, section 4).
+
+/// The `kind`s of `group`'s audit events, and the data of the first event of `kind`.
+async fn audit(talk: &Conversations, group: &str, kind: &str) -> (Vec<String>, serde_json::Value) {
+    let events = talk.events(group, "0", 100_000).await.expect("events");
+    let kinds = events
+        .iter()
+        .filter_map(|e| e.field("kind"))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    let data = events
+        .iter()
+        .find(|e| e.field("kind") == Some(kind.as_bytes()))
+        .and_then(|e| e.field("data"))
+        .and_then(|d| serde_json::from_slice(d).ok())
+        .unwrap_or_default();
+    (kinds, data)
+}
+
+#[actix::test]
+async fn a_429_with_an_absurd_retry_after_holds_the_limiter_at_most_max_retry_time() {
+    // config_text: max_retry_time = "3s".
+    for (group, value) in [
+        ("acme", "100000000"),
+        ("globex", "1e30"),
+        ("initech", "Fri, 31 Dec 9999 23:59:59 GMT"),
+    ] {
+        let mut config = mock_config(&format!("retry_after_values = [{value:?}]\n"));
+        config.fault = Some(llm::Fault::RateLimited);
+        let mock = llm::start(config).await;
+        let config = format!(
+            "{}\n[limits.llm]\nkind = \"token_bucket\"\nrate = 100\nperiod = \"1h\"\nkey = \"group\"\n\n\
+             [agents.limited]\nmodel = \"mock\"\nlimits = [\"llm\"]\n",
+            config_text(&mock)
+        );
+        let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+        let limited = rig.talk.ask(ask("limited", group, None, "busy?")).await;
+        assert!(
+            matches!(
+                &limited,
+                Err(AgentError::Model(
+                    troupe_agents::model::ModelError::RateLimited { .. }
+                ))
+            ),
+            "Retry-After {value:?}: {limited:?}"
+        );
+        // Held for the clamped Retry-After: not for years.
+        let held = rig.talk.ask(ask("limited", group, None, "now?")).await;
+        match held {
+            Err(AgentError::Limit(LimitError::RateLimited { retry_after, .. })) => assert!(
+                retry_after > std::time::Duration::ZERO
+                    && retry_after <= std::time::Duration::from_secs(3),
+                "Retry-After {value:?}: held for {retry_after:?}"
+            ),
+            other => panic!("Retry-After {value:?}: expected the limiter to hold, got {other:?}"),
+        }
+        rig.stop().await;
+    }
+}
+
+const FLOOD: &str = r#"
+[[rules]]
+contains = "flood"
+tool_calls = [{ name = "current_time", repeat = 5000 }]
+follow_up = "flood answered"
+"#;
+
+#[actix::test]
+async fn a_flood_of_tool_calls_runs_max_tool_calls_and_refuses_the_rest() {
+    let mock = llm::start(mock_config(FLOOD)).await;
+    let config = format!(
+        "{}\n[agents.flooded]\nmodel = \"mock\"\ntools = [\"current_time\"]\nmax_tool_calls = 16\n",
+        config_text(&mock)
+    );
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    for (group, stream) in [("acme", false), ("globex", true)] {
+        let mut question = ask("flooded", group, None, "flood the tools");
+        question.stream = stream;
+        let out = rig.talk.ask(question).await.expect("the turn completes");
+        assert_eq!(out.status, TurnStatus::Completed);
+        assert_eq!(out.answer, "flood answered");
+        assert_eq!(out.model_calls, 2);
+
+        // Every one of the 5,000 calls got a tool message, in order: 16 ran, the rest refused.
+        let page = rig
+            .talk
+            .messages(group, &out.thread, 0, 10_000)
+            .await
+            .expect("messages");
+        let messages: Vec<_> = page.messages.iter().map(|m| &m.message).collect();
+        let calls = &messages[1].tool_calls;
+        assert_eq!(calls.len(), 5000);
+        let results: Vec<_> = messages.iter().filter(|m| m.role == Role::Tool).collect();
+        assert_eq!(results.len(), 5000);
+        for (call, result) in calls.iter().zip(&results) {
+            assert_eq!(result.tool_call_id.as_deref(), Some(call.id.as_str()));
+        }
+        let refusal = "refused: more than max_tool_calls = 16 tool calls in one response";
+        let refused = results.iter().filter(|m| m.content == refusal).count();
+        assert_eq!(refused, 4984);
+        assert!(results[..16].iter().all(|m| m.content != refusal));
+
+        // The model was answered for every call; the audit has 16 calls and one refusal.
+        let (kinds, denied) = audit(&rig.talk, group, "tool_denied").await;
+        assert_eq!(kinds.iter().filter(|k| *k == "tool_call").count(), 16);
+        assert_eq!(kinds.iter().filter(|k| *k == "tool_denied").count(), 1);
+        assert_eq!(denied["refused"], 4984);
+        assert_eq!(denied["reason"], "max_tool_calls");
+    }
+    let follow_ups = mock.requests();
+    let tool_messages = follow_ups
+        .last()
+        .and_then(|r| r.body["messages"].as_array())
+        .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
+    assert_eq!(tool_messages, 5000);
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_failed_call_names_no_url_or_key_in_the_error_or_its_event() {
+    let var = format!("TROUPE_IT_AGENTS_KEY_{}", std::process::id());
+    std::env::set_var(&var, "sk-test-SECRET");
+    let mock = llm::start(mock_config("")).await;
+    let config = config_text(&mock).replace(
+        "model = \"mock-model\"\n",
+        &format!("model = \"mock-model\"\napi_key_env = \"{var}\"\n"),
+    );
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    // A reqwest error (reqwest names the URL), an error body echoing URL and key, a huge body.
+    for (group, fault) in [
+        ("acme", llm::Fault::HugeHeader),
+        ("globex", llm::Fault::Echo),
+        ("initech", llm::Fault::HugeBody),
+    ] {
+        mock.set_fault(Some(fault));
+        let err = rig
+            .talk
+            .ask(ask("helper", group, None, "hi"))
+            .await
+            .expect_err("the call fails");
+        let (_, event) = audit(&rig.talk, group, "error").await;
+        let recorded = event["error"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(recorded, err.to_string());
+        for leak in ["127.0.0.1", "http", "/v1", "sk-test-SECRET"] {
+            assert!(!recorded.contains(leak), "{fault:?}: {leak} in {recorded}");
+        }
+    }
+    std::env::remove_var(&var);
+    rig.stop().await;
+}

@@ -771,3 +771,200 @@ async fn the_api_key_is_sent_as_bearer_but_never_logged() {
     );
     assert_eq!(mock.requests().len(), 4);
 }
+
+// Hostile servers (issue 13, section 4): absurd Retry-After values, huge and endless answers,
+// huge headers, error bodies that echo the request.
+
+/// A mock answering every chat request `fault`, with these extra mock keys.
+async fn hostile(fault: Fault, keys: &str) -> MockHandle {
+    let mut config = mock_config(keys);
+    config.fault = Some(fault);
+    llm::start(config).await
+}
+
+/// `future`, failing the test instead of hanging when it takes longer than 30 s.
+async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within 30 s"))
+}
+
+#[tokio::test]
+async fn hostile_retry_after_values_are_clamped_to_max_retry_time() {
+    // openai_settings: max_retry_time 5 s, 3 retries, backoff 10–50 ms.
+    let max = Duration::from_secs(5);
+    for (value, requests, retry_after) in [
+        // Longer than max_retry_time (or than any Duration): clamped, so no retry fits.
+        ("1e30", 1, Some(max)),
+        ("100000000", 1, Some(max)),
+        ("inf", 1, Some(max)),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 1, Some(max)),
+        // Unusable: ignored, the backoff applies.
+        ("-1", 4, None),
+        ("NaN", 4, None),
+        ("soon", 4, None),
+        // A date in the past: retry at once.
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 4, Some(Duration::ZERO)),
+    ] {
+        let mock = hostile(
+            Fault::RateLimited,
+            &format!("retry_after_values = [{value:?}]"),
+        )
+        .await;
+        let model = openai(&mock).await;
+        let started = Instant::now();
+        let err = bounded(model.chat(&user("hi"), None)).await.err();
+        assert!(
+            matches!(&err, Some(ModelError::RateLimited { retry_after: got, .. }) if *got == retry_after),
+            "Retry-After {value:?}: {err:?}"
+        );
+        assert_eq!(mock.stats().requests, requests, "Retry-After {value:?}");
+        assert!(started.elapsed() < PROMPTLY, "Retry-After {value:?}");
+    }
+    // retry-after-ms too: a huge one is clamped, a negative one falls back to Retry-After.
+    let mock = hostile(
+        Fault::RateLimited,
+        "retry_after_values = [\"2\"]\nretry_after_ms_values = [\"1e300\", \"-5\"]",
+    )
+    .await;
+    let err = bounded(openai(&mock).await.chat(&user("hi"), None))
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(ModelError::RateLimited { retry_after: Some(wait), .. }) if *wait == max),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_answer_fails_typed_at_the_bound_and_is_not_retried() {
+    let mock = hostile(Fault::HugeBody, "").await;
+    let limit = 1024 * 1024;
+    let model = build(&openai_settings_with(
+        &mock,
+        &format!("max_response_bytes = {limit}"),
+    ));
+    let started = Instant::now();
+    // A 100 MiB body, and a stream whose one event is 100 MiB.
+    let whole = bounded(model.chat(&user("hi"), None)).await;
+    let (stream, deltas) = bounded(streamed(&*model, &user("hi"))).await;
+    for result in [whole, stream] {
+        assert!(
+            matches!(&result, Err(ModelError::ResponseTooLarge { limit: l, .. }) if *l == limit),
+            "{result:?}"
+        );
+        let err = result
+            .err()
+            .map(|err| (err.is_retryable(), err.to_string()));
+        assert_eq!(
+            err,
+            Some((
+                false,
+                format!("model m: the response is larger than {limit} bytes (max_response_bytes)")
+            ))
+        );
+    }
+    assert!(deltas.is_empty(), "{}", deltas.len());
+    assert_eq!(mock.stats().requests, 2, "not retried");
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+    // The default bound (8 MiB) holds too, and embeddings are bounded as well.
+    let model = openai(&mock).await;
+    let err = bounded(model.chat(&user("hi"), None)).await.err();
+    assert!(
+        matches!(
+            err,
+            Some(ModelError::ResponseTooLarge {
+                limit: 8_388_608,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let err = bounded(model.embed(&["x".to_owned()])).await.err();
+    assert!(
+        matches!(err, Some(ModelError::ResponseTooLarge { .. })),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_cut_at_the_bound() {
+    // Endless valid chunks: only the assembled answer's bound stops them (data keeps
+    // flowing, so the idle timeout never fires); an endless body: the body's bound.
+    let mock = hostile(Fault::Endless, "").await;
+    let model = build(&openai_settings_with(&mock, "max_response_bytes = 1000000"));
+    let (stream, deltas) = bounded(streamed(&*model, &user("hi"))).await;
+    assert!(
+        matches!(
+            stream,
+            Err(ModelError::ResponseTooLarge {
+                limit: 1_000_000,
+                ..
+            })
+        ),
+        "{stream:?}"
+    );
+    let received: usize = deltas.iter().map(String::len).sum();
+    assert!(received <= 1_000_000, "{received} bytes of deltas");
+    let whole = bounded(model.chat(&user("hi"), None)).await;
+    assert!(
+        matches!(whole, Err(ModelError::ResponseTooLarge { .. })),
+        "{whole:?}"
+    );
+    assert_eq!(mock.stats().requests, 2, "not retried");
+}
+
+#[tokio::test]
+async fn a_huge_header_is_a_connection_error_naming_no_url() {
+    let mock = hostile(Fault::HugeHeader, "").await;
+    let model = openai(&mock).await;
+    let err = bounded(model.chat(&user("hi"), None)).await.err();
+    let text = err.as_ref().map(ToString::to_string).unwrap_or_default();
+    assert!(matches!(err, Some(ModelError::Connection { .. })), "{text}");
+    assert_eq!(mock.stats().requests, 4, "a connection error is retried");
+    for leak in ["127.0.0.1", &mock.addr().port().to_string(), "http", "/v1"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    // The same server answers normally afterwards.
+    mock.set_fault(None);
+    assert_eq!(
+        ok(model.chat(&user("hi"), None).await).content,
+        "You said: hi"
+    );
+}
+
+#[tokio::test]
+async fn an_error_body_echoing_the_request_is_redacted() {
+    let var = format!("TROUPE_IT_MODELS_ECHO_KEY_{}", std::process::id());
+    std::env::set_var(&var, "sk-test-SECRET");
+    let mock = hostile(Fault::Echo, "").await;
+    let model = build(&openai_settings_with(
+        &mock,
+        &format!("api_key_env = \"{var}\""),
+    ));
+    // The server did echo the key and the URL...
+    let (streamed_result, _) = bounded(streamed(&*model, &user("hi"))).await;
+    let requests = mock.requests();
+    assert_eq!(
+        requests[0].authorization.as_deref(),
+        Some("Bearer sk-test-SECRET")
+    );
+    // ...but neither reaches the error.
+    for err in [
+        bounded(model.chat(&user("hi"), None)).await.err(),
+        streamed_result.err(),
+        bounded(model.embed(&["x".to_owned()])).await.err(),
+    ] {
+        let text = err.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            matches!(err, Some(ModelError::InvalidRequest { .. })),
+            "{text}"
+        );
+        assert!(text.contains("cannot route [url]"), "{text}");
+        assert!(text.contains("Bearer [redacted]"), "{text}");
+        for leak in ["sk-test-SECRET", "127.0.0.1", "http"] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+    }
+    std::env::remove_var(&var);
+}

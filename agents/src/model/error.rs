@@ -58,6 +58,15 @@ pub enum ModelError {
         /// What was wrong.
         message: String,
     },
+    /// The response (a whole body, one stream event, or a streamed answer's text or tool
+    /// calls) went past the model's `max_response_bytes`: reading stopped there. Not retried.
+    #[error("model {model}: the response is larger than {limit} bytes (max_response_bytes)")]
+    ResponseTooLarge {
+        /// The configured model.
+        model: String,
+        /// The bound, in bytes.
+        limit: usize,
+    },
     /// A usage budget is spent; the call was not made.
     #[error("budget exceeded for {scope}: {message}")]
     BudgetExceeded {
@@ -95,6 +104,7 @@ impl ModelError {
             ModelError::Provider { status, .. } => *status >= 500,
             ModelError::QuotaExceeded { .. }
             | ModelError::MalformedResponse { .. }
+            | ModelError::ResponseTooLarge { .. }
             | ModelError::BudgetExceeded { .. }
             | ModelError::InvalidRequest { .. }
             | ModelError::NoScriptedReply { .. } => false,
@@ -106,6 +116,43 @@ impl ModelError {
         match self {
             ModelError::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// The same error with every free-text part (messages, bodies) passed through `clean`:
+    /// how secrets and URLs are kept out of what tenants see.
+    pub(super) fn map_text(self, clean: impl Fn(&str) -> String) -> ModelError {
+        match self {
+            ModelError::QuotaExceeded { model, message } => ModelError::QuotaExceeded {
+                model,
+                message: clean(&message),
+            },
+            ModelError::Connection { model, message } => ModelError::Connection {
+                model,
+                message: clean(&message),
+            },
+            ModelError::Provider {
+                model,
+                status,
+                body,
+            } => ModelError::Provider {
+                model,
+                status,
+                body: clean(&body),
+            },
+            ModelError::MalformedResponse { model, message } => ModelError::MalformedResponse {
+                model,
+                message: clean(&message),
+            },
+            ModelError::InvalidRequest { model, message } => ModelError::InvalidRequest {
+                model,
+                message: clean(&message),
+            },
+            other @ (ModelError::RateLimited { .. }
+            | ModelError::Timeout { .. }
+            | ModelError::ResponseTooLarge { .. }
+            | ModelError::BudgetExceeded { .. }
+            | ModelError::NoScriptedReply { .. }) => other,
         }
     }
 }

@@ -19,6 +19,8 @@ use super::{ChatResponse, Embeddings, ModelError};
 
 /// The configured model name errors carry, and the fallback provider model.
 pub const MODEL: &str = "fuzz";
+/// The bound of an assembled stream: the default `max_response_bytes` (8 MiB).
+const MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// `bytes` as async-openai decodes a response body, a failure classified as the model does.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ModelError> {
@@ -41,7 +43,7 @@ pub fn completion(body: &[u8]) -> Result<ChatResponse, ModelError> {
 pub fn stream<'a>(
     events: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<ChatResponse, ModelError> {
-    let mut assembly = Assembly::default();
+    let mut assembly = Assembly::new(MAX_BYTES);
     for (event, data) in events {
         if data == "[DONE]" {
             break;

@@ -11,9 +11,13 @@
 //! - A stream that ends without a `finish_reason` is a [`ModelError::Connection`]; a malformed
 //!   chunk is a [`ModelError::MalformedResponse`]: never a silently truncated answer.
 //! - The API key is read from `api_key_env` at each attempt, sent as a sensitive header and
-//!   never logged.
+//!   never logged; errors never contain it, the base URL or any other URL ([`Redact`]).
+//! - Hostile servers: Retry-After is clamped to `max_retry_time`; a body, an SSE event and a
+//!   streamed answer are bounded by `max_response_bytes` ([`ResponseBound`], [`Assembly`]),
+//!   past which the call fails with [`ModelError::ResponseTooLarge`], not retried.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use async_openai::Client;
 use async_trait::async_trait;
@@ -22,7 +26,7 @@ use troupe_config::{ModelSettings, Provider};
 
 use super::cassette::{Exchange, Recorder};
 use super::retry::{self, Failure};
-use super::transport::{self, Endpoint, Transport};
+use super::transport::{self, Endpoint, Redact, ResponseBound, Transport};
 use super::wire::{self, Assembly};
 use super::{
     ChatRequest, ChatResponse, DeltaSink, Embeddings, ModelError, ModelService, RetryPolicy,
@@ -77,33 +81,71 @@ impl OpenAiModel {
         &self.model
     }
 
-    /// A client for one attempt, with the key as it is in the environment now.
-    fn client(&self) -> Result<Client<Endpoint>, ModelError> {
-        let key = match &self.settings.provider {
+    /// The API key as it is in the environment now (`None` when the model names none).
+    fn key(&self) -> Result<Option<String>, ModelError> {
+        match &self.settings.provider {
             Provider::Openai {
                 api_key_env: Some(var),
                 ..
-            } => Some(
-                self.settings
-                    .api_key()
-                    .ok_or_else(|| ModelError::InvalidRequest {
-                        model: self.name.clone(),
-                        message: format!("the API key variable {var} is unset or empty"),
-                    })?,
-            ),
-            _ => None,
-        };
+            } => self
+                .settings
+                .api_key()
+                .map(Some)
+                .ok_or_else(|| ModelError::InvalidRequest {
+                    model: self.name.clone(),
+                    message: format!("the API key variable {var} is unset or empty"),
+                }),
+            _ => Ok(None),
+        }
+    }
+
+    /// A client for one attempt with `key`, reading responses through `bound`.
+    fn client(
+        &self,
+        key: Option<String>,
+        bound: &Arc<ResponseBound>,
+    ) -> Result<Client<Endpoint>, ModelError> {
         let endpoint =
             Endpoint::new(&self.base_url, key).map_err(|message| ModelError::InvalidRequest {
                 model: self.name.clone(),
                 message,
             })?;
-        Ok(Client::build(self.http.clone(), endpoint)
-            .with_http_service(Transport::new(self.http.clone())))
+        let transport = Transport::new(
+            self.http.clone(),
+            bound.clone(),
+            self.settings.max_retry_time,
+        );
+        Ok(Client::build(self.http.clone(), endpoint).with_http_service(transport))
     }
 
-    fn classify(&self, error: async_openai::error::OpenAIError) -> ModelError {
+    /// What a failed read means; a failure caused by `bound` is [`ModelError::ResponseTooLarge`]
+    /// whatever async-openai made of it.
+    fn classify(
+        &self,
+        bound: &ResponseBound,
+        error: async_openai::error::OpenAIError,
+    ) -> ModelError {
+        if bound.exceeded() {
+            return ModelError::ResponseTooLarge {
+                model: self.name.clone(),
+                limit: self.settings.max_response_bytes,
+            };
+        }
         transport::classify(&self.name, self.settings.connect_timeout, error)
+    }
+
+    /// Runs one attempt of `call` with the current key; its error is redacted (no URL, no
+    /// key), so that neither logs nor tenants ever see them.
+    async fn redacted<T, Fut>(&self, call: impl FnOnce(Option<String>) -> Fut) -> Result<T, Failure>
+    where
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let key = self.key()?;
+        let redact = Redact::new(&self.base_url, key.as_deref());
+        call(key).await.map_err(|failure| Failure {
+            error: failure.error.map_text(|text| redact.apply(text)),
+            streamed: failure.streamed,
+        })
     }
 
     fn timeout(&self, phase: &'static str) -> ModelError {
@@ -123,10 +165,12 @@ impl OpenAiModel {
 
     async fn attempt(
         &self,
+        key: Option<String>,
         request: &ChatRequest,
         deltas: Option<&DeltaSink>,
     ) -> Result<ChatResponse, Failure> {
-        let client = self.client()?;
+        let bound = ResponseBound::new(self.settings.max_response_bytes, deltas.is_some());
+        let client = self.client(key, &bound)?;
         let body = wire::Request::new(&self.model, request, deltas.is_some());
         tracing::debug!(
             messages = request.messages.len(),
@@ -139,7 +183,7 @@ impl OpenAiModel {
                 .idle(client.chat().create_byot(&body))
                 .await
                 .ok_or_else(|| self.timeout("waiting for a response"))?
-                .map_err(|err| self.classify(err))?;
+                .map_err(|err| self.classify(&bound, err))?;
             return Ok(response.into_chat(&self.name, &self.model)?);
         };
 
@@ -147,8 +191,8 @@ impl OpenAiModel {
             .idle(client.chat().create_stream_byot::<_, wire::Chunk>(&body))
             .await
             .ok_or_else(|| self.timeout("waiting for a response"))?
-            .map_err(|err| self.classify(err))?;
-        let mut assembly = Assembly::default();
+            .map_err(|err| self.classify(&bound, err))?;
+        let mut assembly = Assembly::new(self.settings.max_response_bytes);
         let mut streamed = false;
         let fail = |error: ModelError, streamed: bool| Failure { error, streamed };
         loop {
@@ -163,7 +207,7 @@ impl OpenAiModel {
                 .ok_or_else(|| fail(self.timeout(phase), streamed))?;
             let chunk = match next {
                 None => break,
-                Some(chunk) => chunk.map_err(|err| fail(self.classify(err), streamed))?,
+                Some(chunk) => chunk.map_err(|err| fail(self.classify(&bound, err), streamed))?,
             };
             if let Some(text) = assembly
                 .apply(&self.name, chunk)
@@ -179,8 +223,13 @@ impl OpenAiModel {
             .map_err(|err| fail(err, streamed))
     }
 
-    async fn embed_once(&self, inputs: &[String]) -> Result<Embeddings, Failure> {
-        let client = self.client()?;
+    async fn embed_once(
+        &self,
+        key: Option<String>,
+        inputs: &[String],
+    ) -> Result<Embeddings, Failure> {
+        let bound = ResponseBound::new(self.settings.max_response_bytes, false);
+        let client = self.client(key, &bound)?;
         let body = wire::EmbeddingRequest {
             model: &self.model,
             input: inputs,
@@ -191,7 +240,7 @@ impl OpenAiModel {
             .idle(client.embeddings().create_byot(&body))
             .await
             .ok_or_else(|| self.timeout("waiting for a response"))?
-            .map_err(|err| self.classify(err))?;
+            .map_err(|err| self.classify(&bound, err))?;
         Ok(response.into_embeddings(&self.name, inputs.len())?)
     }
 }
@@ -208,7 +257,7 @@ impl ModelService for OpenAiModel {
         deltas: Option<DeltaSink>,
     ) -> Result<ChatResponse, ModelError> {
         let response = retry::run(&self.retry, &self.name, || {
-            self.attempt(request, deltas.as_ref())
+            self.redacted(|key| self.attempt(key, request, deltas.as_ref()))
         })
         .await?;
         if let Some(recorder) = &self.recorder {
@@ -230,7 +279,10 @@ impl ModelService for OpenAiModel {
                 usage: None,
             });
         }
-        let embeddings = retry::run(&self.retry, &self.name, || self.embed_once(inputs)).await?;
+        let embeddings = retry::run(&self.retry, &self.name, || {
+            self.redacted(|key| self.embed_once(key, inputs))
+        })
+        .await?;
         if let Some(recorder) = &self.recorder {
             recorder
                 .record(Exchange::Embed {
@@ -241,5 +293,79 @@ impl ModelService for OpenAiModel {
                 .await;
         }
         Ok(embeddings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::message::{ChatMessage, Role};
+
+    /// The model of `[models.m]` with `keys`.
+    fn model(keys: &str) -> OpenAiModel {
+        let text = format!("[models.m]\nprovider = \"openai\"\nmodel = \"x\"\n{keys}");
+        let config = match troupe_config::load_str(&text, "t.toml", &[]) {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        match OpenAiModel::new("m", &config.models["m"]) {
+            Ok(model) => model,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// A failed connection's error names neither the base URL (host, path) nor the key.
+    #[tokio::test]
+    async fn failed_connections_name_no_url_and_no_key() {
+        let var = "TROUPE_TEST_OPENAI_UNIT_KEY";
+        std::env::set_var(var, "sk-test-SECRET");
+        let request = ChatRequest {
+            messages: vec![ChatMessage::new(Role::User, "hi")],
+            tools: Vec::new(),
+            temperature: None,
+            max_tokens: None,
+        };
+        // Refused at once (a closed port on loopback: nothing leaves the machine).
+        for base in ["http://127.0.0.1:9/secret-path/v1"] {
+            let model = model(&format!(
+                "base_url = \"{base}\"\napi_key_env = \"{var}\"\nconnect_timeout = \"200ms\"\n\
+                 max_retries = 1\ninitial_backoff = \"1ms\"\nmax_backoff = \"1ms\"\n"
+            ));
+            for streamed in [false, true] {
+                let (sink, _deltas) = tokio::sync::mpsc::unbounded_channel();
+                let deltas = streamed.then_some(sink);
+                let result =
+                    tokio::time::timeout(Duration::from_secs(10), model.chat(&request, deltas))
+                        .await
+                        .unwrap_or_else(|_| panic!("{base}: no answer"));
+                let Err(err) = result else {
+                    panic!("{base}: a call to nowhere succeeded");
+                };
+                let text = err.to_string();
+                assert!(
+                    matches!(
+                        err,
+                        ModelError::Connection { .. } | ModelError::Timeout { .. }
+                    ),
+                    "{text}"
+                );
+                for leak in ["127.0.0.1", "secret-path", "sk-test-SECRET", "http"] {
+                    assert!(!text.contains(leak), "{leak} in {text}");
+                }
+            }
+        }
+        let embed = model(&format!(
+            "base_url = \"http://127.0.0.1:9/secret-path/v1\"\napi_key_env = \"{var}\"\nmax_retries = 0\n"
+        ))
+        .embed(&["x".to_owned()])
+        .await;
+        let text = embed.err().map(|err| err.to_string()).unwrap_or_default();
+        assert!(text.contains("connection failed"), "{text}");
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("secret-path"),
+            "{text}"
+        );
     }
 }

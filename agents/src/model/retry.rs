@@ -40,11 +40,12 @@ impl RetryPolicy {
     }
 
     /// The wait before retry number `retry` (0 for the first retry): the server's
-    /// `retry_after` when it gave one, else `initial_backoff * 2^retry` capped at
-    /// `max_backoff`, with equal jitter (between half and all of it).
+    /// `retry_after` when it gave one (at most `max_total`: no server makes a call wait
+    /// longer), else `initial_backoff * 2^retry` capped at `max_backoff`, with equal jitter
+    /// (between half and all of it).
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(wait) = retry_after {
-            return wait;
+            return wait.min(self.max_total);
         }
         let base = self
             .initial_backoff
@@ -80,7 +81,7 @@ where
             return Err(error);
         }
         let wait = policy.delay(retries, error.retry_after());
-        if started.elapsed() + wait > policy.max_total {
+        if started.elapsed().saturating_add(wait) > policy.max_total {
             tracing::warn!(model, attempt = retries + 1, error = %error, "model call failed; retry time spent");
             return Err(error);
         }
@@ -130,6 +131,11 @@ mod tests {
         assert_eq!(
             policy.delay(0, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
+        );
+        // A server's wait never exceeds the total retry time.
+        assert_eq!(
+            policy.delay(0, Some(Duration::MAX)),
+            Duration::from_secs(60)
         );
     }
 

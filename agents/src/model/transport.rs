@@ -3,15 +3,24 @@
 //! tower service that replaces async-openai's built-in retry layer (troupe retries itself,
 //! bounded) and keeps the status, `Retry-After` and body of error responses, and the mapping of
 //! every failure to a [`ModelError`].
+//!
+//! Hostile servers: `Retry-After` is parsed whatever it holds (seconds, an HTTP date, garbage)
+//! and clamped to the model's `max_retry_time`; a successful response's body is read through
+//! [`ResponseBound`] (at most `max_response_bytes` in a whole body, or in one SSE event), and
+//! [`Redact`] keeps the base URL, any URL and the API key out of error messages.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_openai::config::Config;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use secrecy::SecretString;
 
@@ -95,15 +104,186 @@ pub(super) struct HttpFailure {
     body: String,
 }
 
-/// Executes async-openai's requests with our client, without retries.
+/// The bound on what one attempt reads from a successful response: at most `max_bytes` in
+/// a whole body, or in each SSE event of a stream (the assembled answer is bounded by
+/// [`super::wire::Assembly`]). Shared by the attempt and its transport: [`Self::exceeded`]
+/// tells the attempt that a read failed because of the bound.
+#[derive(Debug)]
+pub(super) struct ResponseBound {
+    max_bytes: usize,
+    streamed: bool,
+    exceeded: AtomicBool,
+}
+
+impl ResponseBound {
+    /// A bound of `max_bytes` per body (`streamed = false`) or per SSE event.
+    pub(super) fn new(max_bytes: usize, streamed: bool) -> Arc<ResponseBound> {
+        Arc::new(ResponseBound {
+            max_bytes,
+            streamed,
+            exceeded: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the response went past the bound (and reading it was stopped).
+    pub(super) fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Acquire)
+    }
+
+    fn trip(&self) -> TooLarge {
+        self.exceeded.store(true, Ordering::Release);
+        TooLarge {
+            limit: self.max_bytes,
+        }
+    }
+
+    /// `response` with its body read through this bound.
+    fn wrap(self: &Arc<Self>, response: reqwest::Response) -> reqwest::Response {
+        let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+        let scan = if self.streamed {
+            Scan::Events {
+                event: 0,
+                line: 0,
+                after_cr: false,
+            }
+        } else {
+            Scan::Body { seen: 0 }
+        };
+        let body = BoundedBody {
+            inner: body,
+            scan,
+            bound: self.clone(),
+        };
+        reqwest::Response::from(http::Response::from_parts(parts, reqwest::Body::wrap(body)))
+    }
+}
+
+/// A body went past its [`ResponseBound`].
+#[derive(Debug, thiserror::Error)]
+#[error("the response is larger than {limit} bytes")]
+struct TooLarge {
+    limit: usize,
+}
+
+/// What a body sent so far, against the bound.
+#[derive(Debug)]
+enum Scan {
+    /// A whole body: its bytes so far.
+    Body { seen: usize },
+    /// An SSE stream: the bytes of the event being received (its lines without their
+    /// terminators) and of its current line; whether the last byte was a CR (of a CRLF).
+    Events {
+        event: usize,
+        line: usize,
+        after_cr: bool,
+    },
+}
+
+impl Scan {
+    /// Counts `data`; `false` once past `max` bytes.
+    fn feed(&mut self, data: &[u8], max: usize) -> bool {
+        match self {
+            Scan::Body { seen } => {
+                *seen = seen.saturating_add(data.len());
+                *seen <= max
+            }
+            Scan::Events {
+                event,
+                line,
+                after_cr,
+            } => {
+                for &byte in data {
+                    match byte {
+                        b'\n' if *after_cr => *after_cr = false,
+                        b'\r' | b'\n' => {
+                            // An empty line ends the event.
+                            if *line == 0 {
+                                *event = 0;
+                            }
+                            *line = 0;
+                            *after_cr = byte == b'\r';
+                        }
+                        _ => {
+                            *after_cr = false;
+                            *line += 1;
+                            *event += 1;
+                            if *event > max {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                true
+            }
+        }
+    }
+}
+
+/// A response body that fails once it goes past its bound, so nothing beyond it is buffered.
+struct BoundedBody {
+    inner: reqwest::Body,
+    scan: Scan,
+    bound: Arc<ResponseBound>,
+}
+
+impl http_body::Body for BoundedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.bound.exceeded() {
+            return Poll::Ready(Some(Err(Box::new(this.bound.trip()))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if !this.scan.feed(data, this.bound.max_bytes) {
+                        return Poll::Ready(Some(Err(Box::new(this.bound.trip()))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Box::new(err)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Executes async-openai's requests with our client, without retries: error responses keep
+/// their status, clamped Retry-After and (bounded) body; successful ones are read through the
+/// attempt's [`ResponseBound`].
 #[derive(Debug, Clone)]
 pub(super) struct Transport {
     client: reqwest::Client,
+    bound: Arc<ResponseBound>,
+    max_wait: Duration,
 }
 
 impl Transport {
-    pub(super) fn new(client: reqwest::Client) -> Transport {
-        Transport { client }
+    /// Requests on `client`; a Retry-After is clamped to `max_wait` (`max_retry_time`).
+    pub(super) fn new(
+        client: reqwest::Client,
+        bound: Arc<ResponseBound>,
+        max_wait: Duration,
+    ) -> Transport {
+        Transport {
+            client,
+            bound,
+            max_wait,
+        }
     }
 }
 
@@ -120,14 +300,22 @@ impl tower::Service<HttpRequestFactory> for Transport {
 
     fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
         let client = self.client.clone();
+        let bound = self.bound.clone();
+        let max_wait = self.max_wait;
         Box::pin(async move {
             let request = factory.build().await?;
             let mut response = client.execute(request).await?;
             if response.status().is_success() {
-                return Ok(response);
+                // A whole body announced past the bound is not read at all (a smaller
+                // announcement is not trusted either: the body is counted as it arrives).
+                let announced = response.content_length().unwrap_or(0);
+                if !bound.streamed && announced > bound.max_bytes as u64 {
+                    return Err(OpenAIError::Boxed(Box::new(bound.trip())));
+                }
+                return Ok(bound.wrap(response));
             }
             let status = response.status().as_u16();
-            let retry_after = retry_after(response.headers());
+            let retry_after = retry_after(response.headers(), max_wait, SystemTime::now());
             let mut body = Vec::new();
             while body.len() < ERROR_BODY_LIMIT {
                 match response.chunk().await {
@@ -135,6 +323,7 @@ impl tower::Service<HttpRequestFactory> for Transport {
                     Ok(None) | Err(_) => break,
                 }
             }
+            body.truncate(ERROR_BODY_LIMIT);
             Err(OpenAIError::Boxed(Box::new(HttpFailure {
                 status,
                 retry_after,
@@ -144,19 +333,99 @@ impl tower::Service<HttpRequestFactory> for Transport {
     }
 }
 
-/// `retry-after-ms` (OpenAI's precise variant) or `Retry-After` in seconds; HTTP dates are
-/// ignored.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// How long the server asked to wait, at most `max`: `retry-after-ms` (OpenAI's precise
+/// variant) or `Retry-After` in seconds or as an HTTP date (the delay from `now`; a past date
+/// is zero). Huge and infinite values are `max`; negative, NaN and unreadable ones are
+/// ignored (the backoff applies).
+pub(super) fn retry_after(headers: &HeaderMap, max: Duration, now: SystemTime) -> Option<Duration> {
     let header = |name| headers.get(name).and_then(|value| value.to_str().ok());
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+    let seconds = |text: &str, scale: f64| {
+        let value = text.trim().parse::<f64>().ok()? / scale;
+        if value.is_nan() || value < 0.0 {
+            return None;
         }
+        // Too large for a Duration (or infinite): the most we wait anyway.
+        Some(Duration::try_from_secs_f64(value).map_or(max, |wait| wait.min(max)))
+    };
+    if let Some(wait) = header("retry-after-ms").and_then(|ms| seconds(ms, 1000.0)) {
+        return Some(wait);
     }
-    header(RETRY_AFTER.as_str())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|secs| secs.is_finite() && *secs >= 0.0)
-        .map(Duration::from_secs_f64)
+    let text = header(RETRY_AFTER.as_str())?;
+    seconds(text, 1.0).or_else(|| {
+        let at = httpdate::parse_http_date(text.trim()).ok()?;
+        Some(
+            at.duration_since(now)
+                .map_or(Duration::ZERO, |wait| wait.min(max)),
+        )
+    })
+}
+
+/// Text that never goes into an error message: the model's base URL, its host, path and
+/// credentials, the API key, and any URL at all (a provider's error body may echo the
+/// request). Applied to every error an attempt returns.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Redact {
+    secrets: Vec<String>,
+}
+
+impl Redact {
+    /// What to hide for `base_url` and `key`.
+    pub(super) fn new(base_url: &str, key: Option<&str>) -> Redact {
+        let mut secrets = vec![base_url.trim_end_matches('/').to_owned()];
+        if let Ok(url) = reqwest::Url::parse(base_url) {
+            if let Some(host) = url.host_str() {
+                secrets.push(host.to_owned());
+            }
+            let path = url.path().trim_end_matches('/');
+            if !path.is_empty() {
+                secrets.push(path.to_owned());
+            }
+            if !url.username().is_empty() {
+                secrets.push(url.username().to_owned());
+            }
+            if let Some(password) = url.password() {
+                secrets.push(password.to_owned());
+            }
+        }
+        secrets.extend(key.map(str::to_owned));
+        secrets.retain(|secret| !secret.is_empty());
+        // The longest first, so that a host inside the base URL does not split it.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        Redact { secrets }
+    }
+
+    /// `text` without URLs (`[url]`) and secrets (`[redacted]`).
+    pub(super) fn apply(&self, text: &str) -> String {
+        let mut out = without_urls(text);
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
+/// `text` with every `http://` or `https://` URL replaced by `[url]`.
+fn without_urls(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    while let Some(found) = ["http://", "https://"]
+        .iter()
+        .filter_map(|scheme| lower[rest..].find(scheme))
+        .min()
+    {
+        let start = rest + found;
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || "\"'<>()[]{}`,;".contains(c))
+            .map_or(text.len(), |len| start + len);
+        out.push_str(&text[rest..start]);
+        out.push_str("[url]");
+        rest = end;
+    }
+    out.push_str(&text[rest..]);
+    out
 }
 
 /// What a failed call means for troupe.
@@ -165,12 +434,18 @@ pub(super) fn classify(model: &str, connect_timeout: Duration, error: OpenAIErro
     match error {
         OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpFailure>() {
             Ok(failure) => from_status(model, *failure),
-            Err(other) => ModelError::Connection {
-                model,
-                message: other.to_string(),
+            Err(other) => match other.downcast::<TooLarge>() {
+                Ok(too_large) => ModelError::ResponseTooLarge {
+                    model,
+                    limit: too_large.limit,
+                },
+                Err(other) => ModelError::Connection {
+                    model,
+                    message: other.to_string(),
+                },
             },
         },
-        OpenAIError::Reqwest(err) => from_reqwest(model, connect_timeout, &err),
+        OpenAIError::Reqwest(err) => from_reqwest(model, connect_timeout, err),
         OpenAIError::ApiError(api) => from_status(
             model,
             HttpFailure {
@@ -195,7 +470,8 @@ pub(super) fn classify(model: &str, connect_timeout: Duration, error: OpenAIErro
     }
 }
 
-fn from_reqwest(model: String, connect_timeout: Duration, err: &reqwest::Error) -> ModelError {
+/// A client-side failure, without the request URL reqwest puts in its messages.
+fn from_reqwest(model: String, connect_timeout: Duration, err: reqwest::Error) -> ModelError {
     if err.is_connect() && err.is_timeout() {
         return ModelError::Timeout {
             model,
@@ -203,11 +479,16 @@ fn from_reqwest(model: String, connect_timeout: Duration, err: &reqwest::Error) 
             after: connect_timeout,
         };
     }
-    let message = err.to_string();
-    let message = match std::error::Error::source(err) {
-        Some(source) => format!("{message}: {source}"),
-        None => message,
-    };
+    let err = err.without_url();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
     ModelError::Connection { model, message }
 }
 
@@ -285,19 +566,211 @@ mod tests {
         ));
     }
 
+    /// `Retry-After` (and `retry-after-ms`) values a server may send, and the wait each
+    /// means with `max_retry_time` = 60 s, at the time `NOW`.
     #[test]
-    fn retry_after_headers() {
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
-        headers.insert("retry-after-ms", HeaderValue::from_static("150"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_millis(150)));
-        headers.clear();
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+    fn hostile_retry_after_values_are_parsed_and_clamped() {
+        const NOW: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW);
+        let max = Duration::from_secs(60);
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        let check = |retry_after: Option<&str>, ms: Option<&str>, expected: Option<Duration>| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in [("retry-after", retry_after), ("retry-after-ms", ms)] {
+                if let Some(value) = value {
+                    let value =
+                        HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("?"));
+                    headers.insert(name, value);
+                }
+            }
+            assert_eq!(
+                super::retry_after(&headers, max, now),
+                expected,
+                "Retry-After {retry_after:?}, retry-after-ms {ms:?}"
+            );
+        };
+        for (value, expected) in [
+            ("3", secs(3)),
+            (" 2.5 ", Some(Duration::from_millis(2500))),
+            ("0", secs(0)),
+            ("60", secs(60)),
+            // Huge, infinite, past what a Duration holds: the most we wait.
+            ("61", secs(60)),
+            ("86400000", secs(60)),
+            ("1e30", secs(60)),
+            ("1000000000000000000000000000000", secs(60)),
+            ("18446744073709551616", secs(60)),
+            ("inf", secs(60)),
+            ("+Infinity", secs(60)),
+            // Negative, NaN, garbage: ignored.
+            ("-1", None),
+            ("-0.5", None),
+            ("-1e30", None),
+            ("-inf", None),
+            ("NaN", None),
+            ("nan", None),
+            ("", None),
+            ("soon", None),
+            ("0x10", None),
+            ("3 seconds", None),
+            ("\u{1}", None),
+            // HTTP dates: the delay from now, clamped; the past is zero.
+            ("Tue, 14 Nov 2023 22:13:50 GMT", secs(30)),
+            ("Tuesday, 14-Nov-23 22:13:50 GMT", secs(30)),
+            ("Tue Nov 14 22:13:50 2023", secs(30)),
+            ("Tue, 14 Nov 2023 23:13:20 GMT", secs(60)),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", secs(60)),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", secs(0)),
+            ("Thu, 01 Jan 1970 00:00:00 GMT", secs(0)),
+            ("Tue, 32 Nov 2023 22:13:50 GMT", None),
+        ] {
+            check(Some(value), None, expected);
+        }
+        let long = "9".repeat(8192);
+        check(Some(&long), None, secs(60));
+        check(Some(&format!("-{long}")), None, None);
+        // retry-after-ms first, in milliseconds; an unusable one falls back to Retry-After.
+        check(Some("3"), Some("150"), Some(Duration::from_millis(150)));
+        check(None, Some("1e30"), secs(60));
+        check(None, Some("1e300"), secs(60));
+        check(Some("3"), Some("NaN"), secs(3));
+        check(Some("3"), Some("-5"), secs(3));
+        check(None, Some("junk"), None);
+        check(None, None, None);
+    }
+
+    #[test]
+    fn sse_events_and_bodies_are_counted_against_the_bound() {
+        let body = |chunks: &[&[u8]], max: usize| {
+            let mut scan = Scan::Body { seen: 0 };
+            chunks.iter().all(|chunk| scan.feed(chunk, max))
+        };
+        assert!(body(&[b"0123", b"4567"], 8));
+        assert!(!body(&[b"0123", b"45678"], 8));
+        let events = |chunks: &[&[u8]], max: usize| {
+            let mut scan = Scan::Events {
+                event: 0,
+                line: 0,
+                after_cr: false,
+            };
+            chunks.iter().all(|chunk| scan.feed(chunk, max))
+        };
+        // Many events of at most 10 bytes each, whatever the line endings.
+        let many = "data: 1234\n\n".repeat(1000);
+        assert!(events(&[many.as_bytes()], 10));
+        let crlf = "data: 1234\r\n\r\n".repeat(1000);
+        assert!(events(&[crlf.as_bytes()], 10));
+        let cr = "data: 1234\r\r".repeat(1000);
+        assert!(events(&[cr.as_bytes()], 10));
+        // An endless line, or an event of many lines, is cut at the bound, split or not.
+        assert!(!events(&[b"data: 12345"], 10));
+        assert!(!events(&[b"data: 12", b"345"], 10));
+        assert!(!events(&[b"data: 1\ndata: 2\n"], 10));
+        assert!(!events(&[b"data: 1\r\n", b"data: 2\r\n"], 10));
+        // A CRLF split across chunks is one line end, not an empty line.
+        assert!(!events(&[b"data: 1\r", b"\ndata: 2\n"], 10));
+        assert!(events(&[b"data: 1\r", b"\n\r", b"\ndata: 2\n\n"], 10));
+    }
+
+    #[test]
+    fn redaction_removes_urls_hosts_paths_and_keys() {
+        let redact = Redact::new(
+            "http://user:pw@10.1.2.3:9/secret-path/v1/",
+            Some("sk-test-SECRET"),
         );
-        assert_eq!(retry_after(&headers), None);
+        let text =
+            "error sending request for url (http://10.1.2.3:9/secret-path/v1/chat/completions): \
+                    tcp connect error 10.1.2.3:9 on /secret-path/v1, got Bearer sk-test-SECRET \
+                    from HTTPS://proxy.internal/x?token=abc; user pw";
+        let clean = redact.apply(text);
+        for leak in [
+            "10.1.2.3",
+            "secret-path",
+            "sk-test-SECRET",
+            "proxy.internal",
+            "token=abc",
+            "http",
+            "pw",
+        ] {
+            assert!(!clean.contains(leak), "{leak} in {clean}");
+        }
+        assert!(
+            clean.contains("error sending request for url ([url])"),
+            "{clean}"
+        );
+        assert!(clean.contains("Bearer [redacted]"), "{clean}");
+        assert_eq!(Redact::default().apply("plain text"), "plain text");
+        assert_eq!(without_urls("a http://x b https://y"), "a [url] b [url]");
+    }
+
+    /// The errors reqwest gives for a failed connection to `http://10.1.2.3:9/secret-path/v1`
+    /// (through a proxy on a closed loopback port, so nothing leaves the machine), mapped as
+    /// a model call maps them: no URL, host, path or key in the text.
+    #[tokio::test]
+    async fn a_failed_connection_error_names_no_url_and_no_key() {
+        let proxy = match reqwest::Proxy::all("http://127.0.0.1:9") {
+            Ok(proxy) => proxy,
+            Err(err) => panic!("{err}"),
+        };
+        let client = match reqwest::Client::builder().proxy(proxy).build() {
+            Ok(client) => client,
+            Err(err) => panic!("{err}"),
+        };
+        let base = "http://10.1.2.3:9/secret-path/v1";
+        let redact = Redact::new(base, Some("sk-test-SECRET"));
+        let sent = client
+            .post(format!("{base}/chat/completions"))
+            .bearer_auth("sk-test-SECRET")
+            .send()
+            .await;
+        let Err(err) = sent else {
+            panic!("a request through a closed proxy succeeded");
+        };
+        assert!(
+            err.to_string().contains("secret-path"),
+            "reqwest names the URL: {err}"
+        );
+        let error = classify("m", Duration::from_secs(1), OpenAIError::Reqwest(err));
+        // Without the URL already; redaction takes the rest.
+        assert!(!error.to_string().contains("secret-path"), "{error}");
+        let text = error.map_text(|text| redact.apply(text)).to_string();
+        assert!(text.starts_with("model m: connection failed: "), "{text}");
+        for leak in [
+            "10.1.2.3",
+            "secret-path",
+            "sk-test-SECRET",
+            "http",
+            "127.0.0.1",
+        ] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+    }
+
+    #[test]
+    fn error_texts_carry_no_url_or_key() {
+        let redact = Redact::new("http://10.1.2.3:9/secret-path/v1", Some("sk-test-SECRET"));
+        let echo =
+            "invalid key sk-test-SECRET for http://10.1.2.3:9/secret-path/v1/chat/completions";
+        let body = format!(r#"{{"error":{{"message":"{echo}","code":"insufficient_quota"}}}}"#);
+        for status in [429, 401, 500] {
+            let error = from_status(
+                "m".to_owned(),
+                HttpFailure {
+                    status,
+                    retry_after: None,
+                    body: if status == 500 {
+                        echo.to_owned()
+                    } else {
+                        body.clone()
+                    },
+                },
+            )
+            .map_text(|text| redact.apply(text));
+            let text = error.to_string();
+            for leak in ["10.1.2.3", "secret-path", "sk-test-SECRET", "http"] {
+                assert!(!text.contains(leak), "{leak} in {text}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The OpenAI chat-completions wire format as troupe sends and reads it: a request built from a
 //! [`ChatRequest`], and tolerant response types (every field optional, unknown values kept as
 //! text) so that quirks of vLLM, Ollama and llama.cpp are parsed, not fatal. Streamed chunks
-//! are assembled by [`Assembly`].
+//! are assembled by [`Assembly`], bounded in bytes.
 
 use std::collections::BTreeMap;
 
@@ -300,7 +300,8 @@ impl Response {
         let message = choice
             .message
             .ok_or_else(|| malformed(name, "the choice has no message"))?;
-        let mut calls = Assembly::default();
+        // The body was bounded as it was read: nothing more to count here.
+        let mut calls = Assembly::new(usize::MAX);
         for (position, call) in message.tool_calls.into_iter().flatten().enumerate() {
             calls.add_call(position, call);
         }
@@ -346,9 +347,15 @@ struct PartialCall {
     arguments: String,
 }
 
+/// What a tool call being assembled costs beyond its text, against the bound: a flood of
+/// empty fragments with distinct indexes is bounded too.
+const CALL_OVERHEAD: usize = 32;
+
 /// A streamed answer being assembled: text, tool calls by index (id and name may arrive in a
-/// later fragment than the first arguments), finish reason and usage.
-#[derive(Debug, Default)]
+/// later fragment than the first arguments), finish reason and usage. At most `max_bytes` of
+/// text, tool-call ids, names and arguments are assembled; past that, [`Assembly::apply`]
+/// fails with [`ModelError::ResponseTooLarge`].
+#[derive(Debug)]
 pub(super) struct Assembly {
     content: String,
     calls: BTreeMap<u32, PartialCall>,
@@ -356,9 +363,25 @@ pub(super) struct Assembly {
     usage: Option<Usage>,
     model: Option<String>,
     chunks: usize,
+    max_bytes: usize,
+    received: usize,
 }
 
 impl Assembly {
+    /// An empty answer that may grow to `max_bytes`.
+    pub(super) fn new(max_bytes: usize) -> Assembly {
+        Assembly {
+            content: String::new(),
+            calls: BTreeMap::new(),
+            finish: None,
+            usage: None,
+            model: None,
+            chunks: 0,
+            max_bytes,
+            received: 0,
+        }
+    }
+
     /// Chunks applied so far.
     pub(super) fn chunks(&self) -> usize {
         self.chunks
@@ -383,36 +406,64 @@ impl Assembly {
             }
             let Some(delta) = choice.delta else { continue };
             if let Some(content) = delta.content {
+                self.count(name, content.len())?;
                 text.push_str(&content);
             }
             for (position, call) in delta.tool_calls.into_iter().flatten().enumerate() {
-                self.add_call(position, call);
+                let added = self.add_call(position, call);
+                self.count(name, added)?;
             }
         }
         self.content.push_str(&text);
         Ok((!text.is_empty()).then_some(text))
     }
 
-    fn add_call(&mut self, position: usize, call: IncomingCall) {
+    /// Adds `bytes` to what was assembled; fails past the bound.
+    fn count(&mut self, name: &str, bytes: usize) -> Result<(), ModelError> {
+        self.received = self.received.saturating_add(bytes);
+        if self.received > self.max_bytes {
+            return Err(ModelError::ResponseTooLarge {
+                model: name.to_owned(),
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a tool-call fragment; returns the bytes it added (ids, names, arguments, and
+    /// [`CALL_OVERHEAD`] for a new call).
+    fn add_call(&mut self, position: usize, call: IncomingCall) -> usize {
         let index = call
             .index
             .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX));
-        let partial = self.calls.entry(index).or_default();
+        let mut added = 0;
+        let partial = self.calls.entry(index).or_insert_with(|| {
+            added += CALL_OVERHEAD;
+            PartialCall::default()
+        });
         if let Some(id) = call.id.filter(|id| !id.is_empty()) {
+            added += id.len();
             partial.id = Some(id);
         }
         if let Some(function) = call.function {
             if let Some(name) = function.name.filter(|name| !name.is_empty()) {
+                added += name.len();
                 partial.name = Some(name);
             }
             match function.arguments {
                 // A whole object replaces nothing-so-far; fragments are appended.
                 Some(Value::Object(object)) if partial.arguments.is_empty() => {
                     partial.arguments = Value::Object(object).to_string();
+                    added += partial.arguments.len();
                 }
-                other => partial.arguments.push_str(&arguments_text(other)),
+                other => {
+                    let text = arguments_text(other);
+                    added += text.len();
+                    partial.arguments.push_str(&text);
+                }
             }
         }
+        added
     }
 
     fn tool_calls(&mut self, name: &str) -> Result<Vec<ToolCall>, ModelError> {
@@ -472,7 +523,7 @@ mod tests {
 
     #[test]
     fn tool_calls_assemble_by_index_with_late_ids() {
-        let mut assembly = Assembly::default();
+        let mut assembly = Assembly::new(usize::MAX);
         for json in [
             r#"{"choices":[{"delta":{"role":"assistant","tool_calls":[{"index":1,"function":{"arguments":"{\"b\""}}]}}]}"#,
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c0","type":"function","function":{"name":"first","arguments":"{}"}}]}}]}"#,
@@ -501,12 +552,54 @@ mod tests {
 
     #[test]
     fn a_stream_without_finish_is_an_error() {
-        let mut assembly = Assembly::default();
+        let mut assembly = Assembly::new(usize::MAX);
         let _ = assembly.apply("m", chunk(r#"{"choices":[{"delta":{"content":"Hel"}}]}"#));
         assert!(matches!(
             assembly.finish("m", "x"),
             Err(ModelError::Connection { .. })
         ));
+    }
+
+    #[test]
+    fn an_assembled_answer_is_bounded() {
+        let too_large = |result: Result<Option<String>, ModelError>| {
+            matches!(result, Err(ModelError::ResponseTooLarge { limit: 100, .. }))
+        };
+        let text = |piece: &str| {
+            chunk(&format!(
+                r#"{{"choices":[{{"delta":{{"content":"{piece}"}}}}]}}"#
+            ))
+        };
+        // Text: 100 bytes fit, the 101st does not.
+        let mut assembly = Assembly::new(100);
+        for _ in 0..10 {
+            assert!(assembly.apply("m", text(&"x".repeat(10))).is_ok());
+        }
+        assert!(too_large(assembly.apply("m", text("y"))));
+
+        // One tool call's arguments, in fragments.
+        let mut assembly = Assembly::new(100);
+        let args = |piece: &str| {
+            chunk(&format!(
+                r#"{{"choices":[{{"delta":{{"tool_calls":[{{"index":0,"id":"c","function":{{"name":"t","arguments":"{piece}"}}}}]}}}}]}}"#
+            ))
+        };
+        assert!(assembly.apply("m", args(&"a".repeat(40))).is_ok());
+        assert!(too_large(assembly.apply("m", args(&"a".repeat(40)))));
+
+        // Empty fragments of ever new calls.
+        let mut assembly = Assembly::new(100);
+        let results: Vec<bool> = (0..4)
+            .map(|i| {
+                too_large(assembly.apply(
+                    "m",
+                    chunk(&format!(
+                        r#"{{"choices":[{{"delta":{{"tool_calls":[{{"index":{i}}}]}}}}]}}"#
+                    )),
+                ))
+            })
+            .collect();
+        assert_eq!(results, [false, false, false, true]);
     }
 
     #[test]

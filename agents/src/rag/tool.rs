@@ -15,6 +15,10 @@ use super::Rag;
 
 /// The `kind` of `[tools.NAME]` that builds this tool.
 pub const RAG_SEARCH_KIND: &str = "rag_search";
+/// The largest `top_k` option (as `[rag] top_k`: a search keeps a heap of this size).
+const MAX_TOP_K: i64 = 1_000;
+/// The largest `chunk_context` option.
+const MAX_CHUNK_CONTEXT: i64 = 100;
 
 /// The `rag_search` tool.
 #[derive(Debug)]
@@ -60,8 +64,10 @@ impl Options {
                         .map_err(|err| config(format!("options.namespace: {err}")))?;
                     parsed.namespace = Some(ns.clone());
                 }
-                ("top_k", toml::Value::Integer(n)) if *n > 0 => parsed.top_k = Some(*n as usize),
-                ("chunk_context", toml::Value::Integer(n)) if *n >= 0 => {
+                ("top_k", toml::Value::Integer(n)) if (1..=MAX_TOP_K).contains(n) => {
+                    parsed.top_k = Some(*n as usize);
+                }
+                ("chunk_context", toml::Value::Integer(n)) if (0..=MAX_CHUNK_CONTEXT).contains(n) => {
                     parsed.chunk_context = *n as usize;
                 }
                 ("search_type", toml::Value::String(kind)) => {
@@ -247,6 +253,14 @@ mod tests {
         assert_eq!(ok.search_type, Some(SearchType::Text));
         for (text, fragment) in [
             ("top_k = 0", "options.top_k: wrong type or value"),
+            (
+                "top_k = 1000000000000",
+                "options.top_k: wrong type or value",
+            ),
+            (
+                "chunk_context = 101",
+                "options.chunk_context: wrong type or value",
+            ),
             ("search_type = \"fuzzy\"", "unknown value \"fuzzy\""),
             ("namespace = \"a:b\"", "options.namespace"),
             ("group = \"other\"", "options.group: unknown option"),

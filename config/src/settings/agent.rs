@@ -21,6 +21,10 @@ pub struct AgentSettings {
     pub max_tokens: Option<u32>,
     /// Recent thread messages sent to the model (> 0).
     pub context_messages: usize,
+    /// Tool calls run per model response (> 0); the calls beyond it are refused.
+    pub max_tool_calls: usize,
+    /// Tool calls of one response running at once (> 0).
+    pub tool_concurrency: usize,
     /// Recall of earlier thread messages by search (`[agents.X.memory]`), if enabled.
     pub memory: Option<crate::MemorySettings>,
 }

@@ -25,6 +25,9 @@ pub struct ModelSettings {
     pub input_cost_per_million: f64,
     /// Cost per million output tokens (>= 0).
     pub output_cost_per_million: f64,
+    /// Largest response read, in bytes: a non-streamed body, one SSE event, a streamed
+    /// answer's assembled text and tool calls (> 0, at most 1 GiB).
+    pub max_response_bytes: usize,
 }
 
 /// The provider of a model and its provider-specific settings.

@@ -127,9 +127,12 @@ pub(super) fn limit(
             raw.max_wait.as_deref(),
             defaults::LIMIT_MAX_WAIT,
         ),
-        max_reserved: raw
-            .max_reserved
-            .unwrap_or_else(|| capacity.saturating_mul(defaults::LIMIT_MAX_RESERVED_CAPACITIES)),
+        max_reserved: ctx.at_most(
+            &at.key("max_reserved"),
+            raw.max_reserved,
+            capacity.saturating_mul(defaults::LIMIT_MAX_RESERVED_CAPACITIES),
+            defaults::MAX_COUNT,
+        ),
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::defaults;
 use crate::env::Override;
 use crate::error::{Diagnostic, Origin};
 use crate::locate::{is_bare_key, KeyPath, Locator};
@@ -227,25 +228,69 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// `value` (or `default`), reporting zero.
-    pub(crate) fn positive<T>(&mut self, path: &KeyPath, value: Option<T>, default: T) -> T
+    /// `value`, reporting zero.
+    fn not_zero<T>(&mut self, path: &KeyPath, value: T) -> T
     where
         T: Copy + PartialEq + Default,
     {
+        if value == T::default() {
+            self.error(path, "must be greater than 0");
+        }
+        value
+    }
+
+    /// `value`, reporting it above `max`.
+    fn not_above<T>(&mut self, path: &KeyPath, value: T, max: u64) -> T
+    where
+        T: Copy + TryInto<u64>,
+    {
+        if value.try_into().map_or(true, |n| n > max) {
+            self.error(path, format!("must be at most {max}"));
+        }
+        value
+    }
+
+    /// An integer (or `default`) from 1 to [`defaults::MAX_COUNT`].
+    pub(crate) fn positive<T>(&mut self, path: &KeyPath, value: Option<T>, default: T) -> T
+    where
+        T: Copy + PartialEq + Default + TryInto<u64>,
+    {
+        self.positive_at_most(path, value, default, defaults::MAX_COUNT)
+    }
+
+    /// An integer (or `default`) from 1 to `max`.
+    pub(crate) fn positive_at_most<T>(
+        &mut self,
+        path: &KeyPath,
+        value: Option<T>,
+        default: T,
+        max: u64,
+    ) -> T
+    where
+        T: Copy + PartialEq + Default + TryInto<u64>,
+    {
         match value {
-            Some(value) if value == T::default() => {
-                self.error(path, "must be greater than 0");
-                value
-            }
-            Some(value) => value,
+            Some(value) if value == T::default() => self.not_zero(path, value),
+            Some(value) => self.not_above(path, value, max),
             None => default,
         }
     }
 
-    /// A required value greater than zero.
+    /// An integer (or `default`) from 0 to `max`.
+    pub(crate) fn at_most<T>(&mut self, path: &KeyPath, value: Option<T>, default: T, max: u64) -> T
+    where
+        T: Copy + TryInto<u64>,
+    {
+        match value {
+            Some(value) => self.not_above(path, value, max),
+            None => default,
+        }
+    }
+
+    /// A required integer from 1 to [`defaults::MAX_COUNT`].
     pub(crate) fn required_positive<T>(&mut self, path: &KeyPath, value: Option<T>) -> T
     where
-        T: Copy + PartialEq + Default,
+        T: Copy + PartialEq + Default + TryInto<u64>,
     {
         match self.required(path, value) {
             Some(value) => self.positive(path, Some(value), value),
@@ -318,7 +363,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Parses a duration; `None` when absent or invalid (reported).
+    /// Parses a duration of at most [`defaults::MAX_DURATION`]; `None` when absent or invalid
+    /// (reported).
     pub(crate) fn parse_duration(
         &mut self,
         path: &KeyPath,
@@ -326,6 +372,16 @@ impl<'a> Ctx<'a> {
     ) -> Option<Duration> {
         let value = value?;
         match humantime::parse_duration(value.trim()) {
+            Ok(duration) if duration > defaults::MAX_DURATION => {
+                self.error(
+                    path,
+                    format!(
+                        "duration \"{value}\" is too long: at most {}",
+                        humantime::format_duration(defaults::MAX_DURATION)
+                    ),
+                );
+                None
+            }
             Ok(duration) => Some(duration),
             Err(_) => {
                 self.error(
@@ -357,7 +413,7 @@ impl<'a> Ctx<'a> {
         default: Duration,
     ) -> Duration {
         match self.parse_duration(path, value) {
-            Some(duration) => self.positive(path, Some(duration), duration),
+            Some(duration) => self.not_zero(path, duration),
             None => default,
         }
     }
@@ -369,7 +425,7 @@ impl<'a> Ctx<'a> {
         value: Option<&str>,
     ) -> Option<Duration> {
         let duration = self.parse_duration(path, value)?;
-        Some(self.positive(path, Some(duration), duration))
+        Some(self.not_zero(path, duration))
     }
 
     /// A required duration greater than zero.

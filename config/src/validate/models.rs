@@ -137,6 +137,12 @@ pub(super) fn model(
             raw.output_cost_per_million,
             defaults::MODEL_COST_PER_MILLION,
         ),
+        max_response_bytes: ctx.positive_at_most(
+            &at.key("max_response_bytes"),
+            raw.max_response_bytes,
+            defaults::MODEL_MAX_RESPONSE_BYTES,
+            defaults::MODEL_MAX_RESPONSE_BYTES_LIMIT,
+        ),
     }
 }
 
@@ -211,6 +217,18 @@ pub(super) fn agent(
             raw.context_messages,
             defaults::AGENT_CONTEXT_MESSAGES,
         ),
+        max_tool_calls: ctx.positive_at_most(
+            &at.key("max_tool_calls"),
+            raw.max_tool_calls,
+            defaults::AGENT_MAX_TOOL_CALLS,
+            defaults::AGENT_MAX_TOOL_CALLS_LIMIT,
+        ),
+        tool_concurrency: ctx.positive_at_most(
+            &at.key("tool_concurrency"),
+            raw.tool_concurrency,
+            defaults::AGENT_TOOL_CONCURRENCY,
+            defaults::AGENT_TOOL_CONCURRENCY_LIMIT,
+        ),
         memory: raw
             .memory
             .as_ref()
@@ -234,6 +252,19 @@ pub(super) fn tool(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawTool) -> ToolSettin
             .requires_approval
             .unwrap_or(defaults::TOOL_REQUIRES_APPROVAL),
         options: raw.options.clone().unwrap_or_default(),
+    }
+}
+
+/// `[budgets.GROUP]`: at least one limit; a cost is a number >= 0.
+pub(super) fn budget(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawBudget) -> BudgetSettings {
+    if raw.tokens_per_day.is_none() && raw.cost_per_day.is_none() {
+        ctx.error(at, "a budget needs tokens_per_day, cost_per_day or both");
+    }
+    BudgetSettings {
+        tokens_per_day: raw.tokens_per_day,
+        cost_per_day: raw
+            .cost_per_day
+            .map(|cost| ctx.non_negative(&at.key("cost_per_day"), Some(cost), 0.0)),
     }
 }
 
@@ -287,18 +318,5 @@ mod model_tests {
             &config.models["s"].provider,
             Provider::Scripted { cassette: Some(path), script: None, .. } if path.as_path() == Path::new("conf/run.jsonl")
         ));
-    }
-}
-
-/// `[budgets.GROUP]`: at least one limit; a cost is a number >= 0.
-pub(super) fn budget(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawBudget) -> BudgetSettings {
-    if raw.tokens_per_day.is_none() && raw.cost_per_day.is_none() {
-        ctx.error(at, "a budget needs tokens_per_day, cost_per_day or both");
-    }
-    BudgetSettings {
-        tokens_per_day: raw.tokens_per_day,
-        cost_per_day: raw
-            .cost_per_day
-            .map(|cost| ctx.non_negative(&at.key("cost_per_day"), Some(cost), 0.0)),
     }
 }

@@ -33,16 +33,24 @@ pub(super) fn rag(ctx: &mut Ctx<'_>, raw: &RawRag, config: &RawConfig) -> RagSet
         raw.chunk_size,
         defaults::RAG_CHUNK_SIZE,
     );
-    let chunk_overlap = raw.chunk_overlap.unwrap_or(defaults::RAG_CHUNK_OVERLAP);
+    let chunk_overlap = ctx.at_most(
+        &at.key("chunk_overlap"),
+        raw.chunk_overlap,
+        defaults::RAG_CHUNK_OVERLAP,
+        defaults::MAX_COUNT,
+    );
     if chunk_overlap >= chunk_size {
         ctx.error(
             &at.key("chunk_overlap"),
             format!("must be smaller than chunk_size ({chunk_size})"),
         );
     }
-    let max_chunk = raw
-        .max_chunk
-        .unwrap_or(defaults::RAG_MAX_CHUNK.max(chunk_size));
+    let max_chunk = ctx.at_most(
+        &at.key("max_chunk"),
+        raw.max_chunk,
+        defaults::RAG_MAX_CHUNK.max(chunk_size),
+        defaults::MAX_COUNT,
+    );
     if max_chunk < chunk_size {
         ctx.error(
             &at.key("max_chunk"),
@@ -78,10 +86,11 @@ pub(super) fn rag(ctx: &mut Ctx<'_>, raw: &RawRag, config: &RawConfig) -> RagSet
     };
     RagSettings {
         embedder,
-        dimensions: ctx.positive(
+        dimensions: ctx.positive_at_most(
             &at.key("dimensions"),
             raw.dimensions,
             defaults::RAG_DIMENSIONS,
+            defaults::RAG_MAX_DIMENSIONS,
         ),
         chunk_size,
         chunk_overlap,
@@ -96,7 +105,12 @@ pub(super) fn rag(ctx: &mut Ctx<'_>, raw: &RawRag, config: &RawConfig) -> RagSet
             raw.embed_parallelism,
             defaults::RAG_EMBED_PARALLELISM,
         ),
-        top_k: ctx.positive(&at.key("top_k"), raw.top_k, defaults::RAG_TOP_K),
+        top_k: ctx.positive_at_most(
+            &at.key("top_k"),
+            raw.top_k,
+            defaults::RAG_TOP_K,
+            defaults::RAG_MAX_TOP_K,
+        ),
         vector_score_threshold: threshold,
         search_type,
         vector_weight: weight(ctx, &at.key("vector_weight"), raw.vector_weight)
@@ -127,8 +141,18 @@ pub(super) fn memory(ctx: &mut Ctx<'_>, at: &KeyPath, raw: &RawMemory) -> Memory
         ctx.error(&at.key("min_score"), "must be between -1 and 1");
     }
     MemorySettings {
-        limit: ctx.positive(&at.key("limit"), raw.limit, defaults::MEMORY_LIMIT),
-        range: raw.range.unwrap_or(defaults::MEMORY_RANGE),
+        limit: ctx.positive_at_most(
+            &at.key("limit"),
+            raw.limit,
+            defaults::MEMORY_LIMIT,
+            defaults::MEMORY_MAX_LIMIT,
+        ),
+        range: ctx.at_most(
+            &at.key("range"),
+            raw.range,
+            defaults::MEMORY_RANGE,
+            defaults::MEMORY_MAX_RANGE,
+        ),
         other_threads: raw.other_threads.unwrap_or(false),
         min_score,
     }

@@ -60,7 +60,12 @@ pub(super) fn daemon(
             raw.restart_window.as_deref(),
             defaults::RESTART_WINDOW,
         ),
-        workers: raw.workers.unwrap_or(defaults::WORKERS),
+        workers: ctx.at_most(
+            &at.key("workers"),
+            raw.workers,
+            defaults::WORKERS,
+            defaults::MAX_WORKERS,
+        ),
         max_runs: ctx.positive(&at.key("max_runs"), raw.max_runs, defaults::MAX_RUNS),
         metrics_addr,
     }

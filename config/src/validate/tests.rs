@@ -942,3 +942,181 @@ agent = "writer"
         ],
     );
 }
+
+/// `[section]\nkey = value\n` is refused with `message` at the value (line 2).
+fn refused(section: &str, key: &str, value: &str, message: &str) {
+    let column = key.len() + 4;
+    let path = section.trim_matches(['[', ']']);
+    check(
+        &format!("{section}\n{key} = {value}\n"),
+        &[&format!("bad.toml:2:{column}: {path}.{key}: {message}")],
+    );
+}
+
+#[test]
+fn absurd_durations_are_refused_at_their_position() {
+    let model = "[models.m]\nprovider = \"scripted\"\n";
+    for (section, key, value, message) in [
+        // Past the global maximum, however it is written.
+        (
+            "[daemon]",
+            "shutdown_grace",
+            "\"100000000000years\"",
+            "duration \"100000000000years\" is too long: at most 10years",
+        ),
+        (
+            "[daemon]",
+            "passivate_after",
+            "\"3653days\"",
+            "duration \"3653days\" is too long: at most 10years",
+        ),
+        (
+            "[ingress]",
+            "claim_idle",
+            "\"87700h\"",
+            "duration \"87700h\" is too long: at most 10years",
+        ),
+        // Past what a duration can hold at all.
+        (
+            "[daemon]",
+            "restart_window",
+            "\"1000000000000years\"",
+            "invalid duration \"1000000000000years\": write a number and a unit, e.g. \"250ms\", \"30s\", \"1h30m\"",
+        ),
+        (
+            "[daemon]",
+            "restart_window",
+            "\"-5s\"",
+            "invalid duration \"-5s\": write a number and a unit, e.g. \"250ms\", \"30s\", \"1h30m\"",
+        ),
+        // Zero where it must be positive.
+        ("[ingress]", "block", "\"0s\"", "must be greater than 0"),
+        ("[ingress]", "claim_idle", "\"0ns\"", "must be greater than 0"),
+    ] {
+        refused(section, key, value, message);
+    }
+    for (key, value, message) in [
+        ("idle_timeout", "\"0s\"", "must be greater than 0"),
+        (
+            "max_retry_time",
+            "\"20years\"",
+            "duration \"20years\" is too long: at most 10years",
+        ),
+        (
+            "initial_backoff",
+            "\"99999999999999s\"",
+            "duration \"99999999999999s\" is too long: at most 10years",
+        ),
+    ] {
+        check(
+            &format!("{model}{key} = {value}\n"),
+            &[&format!(
+                "bad.toml:3:{}: models.m.{key}: {message}",
+                key.len() + 4
+            )],
+        );
+    }
+    // Exactly the maximum is accepted.
+    let config = ok("[daemon]\nshutdown_grace = \"10years\"\n");
+    assert_eq!(
+        config.daemon.shutdown_grace,
+        Duration::from_secs(315_576_000)
+    );
+}
+
+#[test]
+fn absurd_sizes_are_refused_at_their_position() {
+    for (section, key, value, message) in [
+        // Zero, negative, fractional, too large for the type, past a maximum.
+        (
+            "[daemon]",
+            "mailbox_capacity",
+            "0",
+            "must be greater than 0",
+        ),
+        (
+            "[daemon]",
+            "mailbox_capacity",
+            "-1",
+            "invalid value: integer `-1`, expected usize",
+        ),
+        (
+            "[ingress]",
+            "max_input_bytes",
+            "8.5",
+            "invalid type: floating point `8.5`, expected usize",
+        ),
+        (
+            "[ingress]",
+            "max_in_flight",
+            "1000000000001",
+            "must be at most 1000000000000",
+        ),
+        ("[daemon]", "workers", "100000", "must be at most 1024"),
+        ("[rag]", "dimensions", "1000000", "must be at most 65536"),
+        ("[rag]", "top_k", "1000000000", "must be at most 1000"),
+        (
+            "[rag]",
+            "max_chunk",
+            "9000000000000",
+            "must be at most 1000000000000",
+        ),
+    ] {
+        refused(section, key, value, message);
+    }
+    refused(
+        "[ingress]",
+        "max_len",
+        "99999999999999999999",
+        "invalid type: integer `99999999999999999999` as i128, expected u64",
+    );
+}
+
+#[test]
+fn model_response_and_tool_call_bounds() {
+    let base = "[models.m]\nprovider = \"scripted\"\n\n[agents.a]\nmodel = \"m\"\n";
+    let config = ok(base);
+    assert_eq!(config.models["m"].max_response_bytes, 8 * 1024 * 1024);
+    assert_eq!(config.agents["a"].max_tool_calls, 16);
+    assert_eq!(config.agents["a"].tool_concurrency, 8);
+    let config = ok(&format!(
+        "{base}max_tool_calls = 1000\ntool_concurrency = 1\n"
+    ));
+    assert_eq!(config.agents["a"].max_tool_calls, 1000);
+    assert_eq!(config.agents["a"].tool_concurrency, 1);
+
+    let model = |line: &str| format!("[models.m]\nprovider = \"scripted\"\n{line}\n");
+    let agent = |line: &str| format!("{base}{line}\n");
+    for (text, expected) in [
+        (
+            model("max_response_bytes = 0"),
+            "bad.toml:3:22: models.m.max_response_bytes: must be greater than 0",
+        ),
+        (
+            model("max_response_bytes = 1073741825"),
+            "bad.toml:3:22: models.m.max_response_bytes: must be at most 1073741824",
+        ),
+        (
+            model("max_response_bytes = -8"),
+            "bad.toml:3:22: models.m.max_response_bytes: invalid value: integer `-8`, expected usize",
+        ),
+        (
+            agent("max_tool_calls = 0"),
+            "bad.toml:6:18: agents.a.max_tool_calls: must be greater than 0",
+        ),
+        (
+            agent("max_tool_calls = 5000"),
+            "bad.toml:6:18: agents.a.max_tool_calls: must be at most 1000",
+        ),
+        (
+            agent("tool_concurrency = 0"),
+            "bad.toml:6:20: agents.a.tool_concurrency: must be greater than 0",
+        ),
+        (
+            agent("tool_concurrency = 257"),
+            "bad.toml:6:20: agents.a.tool_concurrency: must be at most 256",
+        ),
+    ] {
+        check(&text, &[expected]);
+    }
+}

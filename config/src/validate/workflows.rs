@@ -258,9 +258,9 @@ fn step(
             if let Some(namespace) = &namespace {
                 ctx.check_name(&at.key("namespace"), namespace);
             }
-            let top_k = raw
-                .top_k
-                .map(|n| ctx.positive(&at.key("top_k"), Some(n), n));
+            let top_k = raw.top_k.map(|n| {
+                ctx.positive_at_most(&at.key("top_k"), Some(n), n, defaults::RAG_MAX_TOP_K)
+            });
             StepKind::Knowledge { namespace, top_k }
         }
         Some(_workflow) => {
