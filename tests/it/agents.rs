@@ -924,9 +924,10 @@ follow_up = "flood answered"
 #[actix::test]
 async fn a_flood_of_tool_calls_runs_max_tool_calls_and_refuses_the_rest() {
     let mock = llm::start(mock_config(FLOOD)).await;
+    // Writing 5,000 calls takes the (debug-built) mock a while on a busy machine.
     let config = format!(
         "{}\n[agents.flooded]\nmodel = \"mock\"\ntools = [\"current_time\"]\nmax_tool_calls = 16\n",
-        config_text(&mock)
+        config_text(&mock).replace("idle_timeout = \"500ms\"", "idle_timeout = \"10s\"")
     );
     let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
     for (group, stream) in [("acme", false), ("globex", true)] {
