@@ -242,7 +242,15 @@ fn context_of(
             settings.instructions.clone(),
         ));
     }
-    let start = recent.len().saturating_sub(settings.context_messages);
+    let mut start = recent.len().saturating_sub(settings.context_messages);
+    // A window that starts inside a tool exchange would open with tool results whose call is
+    // cut off, which servers refuse: it starts after them.
+    while recent
+        .get(start)
+        .is_some_and(|m| m.message.role == Role::Tool)
+    {
+        start += 1;
+    }
     context.extend(recent[start..].iter().map(|m| m.message.clone()));
     Ok(context)
 }

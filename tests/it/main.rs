@@ -8,6 +8,7 @@ mod config;
 mod crons;
 mod daemon;
 mod faults;
+mod faults_model;
 mod ingress;
 mod ingress_load;
 mod limits;

@@ -55,12 +55,16 @@ pub struct Setup {
     pub idle_timeout: &'static str,
     /// Extra keys of `[models.mock]`.
     pub model_extra: String,
+    /// Extra keys of `[agents.echo]`.
+    pub agent_extra: String,
+    /// Extra tables at the end of the config (e.g. `[tools.X]`, `[ingress.auth]`).
+    pub config_extra: String,
+    /// Model requests one task makes when nothing fails (2 with one tool round trip).
+    pub calls_per_task: usize,
     /// The mock model server's config.
     pub mock: MockConfig,
     /// Environment of the daemons (`RUST_LOG` overrides `info`).
     pub env: Vec<(String, String)>,
-    /// TOML appended to the daemons' config (whole tables, e.g. `[ingress.auth]`).
-    pub config_extra: String,
 }
 
 impl Default for Setup {
@@ -75,9 +79,11 @@ impl Default for Setup {
             shutdown_grace: "5s",
             idle_timeout: "300ms",
             model_extra: String::new(),
+            agent_extra: String::new(),
+            config_extra: String::new(),
+            calls_per_task: 1,
             mock: MockConfig::default(),
             env: Vec::new(),
-            config_extra: String::new(),
         }
     }
 }
@@ -108,9 +114,10 @@ pub struct Report {
     pub model_requests: usize,
     /// Faults the mock served.
     pub faults: u64,
-    /// Task inputs asked more than once.
+    /// Task inputs asked more than once (more than `calls_per_task` times).
     pub repeated_inputs: usize,
-    /// Requests beyond each input's first that no served fault explains (0 when at most once).
+    /// Requests beyond each input's first (`calls_per_task`) that no served fault explains (0
+    /// when at most once).
     pub unexplained_repeats: i64,
 }
 
@@ -270,6 +277,20 @@ impl Scenario {
             }
         }
         out
+    }
+
+    /// Daemon `i`'s resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+    pub fn memory_kib(&self, i: usize) -> Option<(u64, u64)> {
+        let pid = self.nodes[i].daemon.as_ref()?.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
     /// `GET /health/ready` of daemon `i`: its status code, `None` if nothing answers.
@@ -603,8 +624,9 @@ impl Scenario {
             }
         }
         report.faults = self.mock.stats().faults;
-        report.repeated_inputs = asked.values().filter(|n| **n > 1).count();
-        let repeats: usize = asked.values().map(|n| n - 1).sum();
+        let per_task = self.setup.calls_per_task.max(1);
+        report.repeated_inputs = asked.values().filter(|n| **n > per_task).count();
+        let repeats: usize = asked.values().map(|n| n.saturating_sub(per_task)).sum();
         report.unexplained_repeats = repeats as i64 - report.faults as i64;
         match calls {
             Calls::AtMostOnce => {
@@ -699,6 +721,7 @@ max_backoff = "50ms"
 
 [agents.echo]
 model = "mock"
+{agent_extra}
 
 {config_extra}
 "#,
@@ -709,6 +732,7 @@ model = "mock"
         base_url = mock.base_url(),
         idle = setup.idle_timeout,
         extra = setup.model_extra,
+        agent_extra = setup.agent_extra,
         config_extra = setup.config_extra,
     )
     .expect("write config");
