@@ -274,7 +274,7 @@ pub struct Limits<'a> {
 /// Checks the entry as a whole before anything in it is read: its size, its field names
 /// (UTF-8, non-empty, short), how many there are, one `task` field. Returns the `task`
 /// field's bytes.
-pub fn check_entry<'e>(entry: &'e StreamEntry, limits: &Limits<'_>) -> Result<&'e [u8], Rejection> {
+fn check_entry<'e>(entry: &'e StreamEntry, limits: &Limits<'_>) -> Result<&'e [u8], Rejection> {
     let bytes = entry.byte_len();
     if bytes > limits.max_entry_bytes {
         return Err(Rejection::EntryTooLarge {
@@ -326,7 +326,7 @@ pub fn check_entry<'e>(entry: &'e StreamEntry, limits: &Limits<'_>) -> Result<&'
 /// Checks the entry (see [`check_entry`]), then parses and validates its `task` field.
 pub fn parse_entry(entry: &StreamEntry, limits: &Limits<'_>) -> Result<Task, Rejection> {
     let task = check_entry(entry, limits)?;
-    parse(&entry.id, Some(task), limits)
+    parse(&entry.id, task, limits)
 }
 
 fn required(value: Option<String>, name: &'static str) -> Result<String, Rejection> {
@@ -344,9 +344,8 @@ fn json_error(err: &serde_json::Error) -> String {
     }
 }
 
-/// Parses and validates the `task` field of the entry `entry_id`.
-pub fn parse(entry_id: &str, field: Option<&[u8]>, limits: &Limits<'_>) -> Result<Task, Rejection> {
-    let bytes = field.ok_or(Rejection::NoTaskField)?;
+/// Parses and validates `bytes`, the `task` field of the entry `entry_id`.
+fn parse(entry_id: &str, bytes: &[u8], limits: &Limits<'_>) -> Result<Task, Rejection> {
     let raw: RawTask =
         serde_json::from_slice(bytes).map_err(|err| Rejection::NotJson(json_error(&err)))?;
     let group = required(raw.group, "group")?;
