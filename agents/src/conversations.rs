@@ -183,8 +183,8 @@ impl Conversations {
             .max(1)
             * 2;
         let (t, a) = (threads.clone(), agents.clone());
-        let registry = Registry::new("threads", options, move |id: &ThreadId, life: &Life| {
-            ThreadActor::new(id.clone(), t.clone(), a.clone(), window, life.clone())
+        let registry = Registry::new("threads", options, move |id: &ThreadId, _: &Life| {
+            ThreadActor::new(id.clone(), t.clone(), a.clone(), window)
         });
         Conversations {
             threads,

@@ -79,6 +79,19 @@ pub enum AgentError {
         /// The pending approval.
         approval: String,
     },
+    /// Another daemon's change of the thread did not end within the wait (retryable).
+    #[error("thread {thread:?} is busy with a turn on another daemon")]
+    Busy {
+        /// The thread id.
+        thread: String,
+    },
+    /// The thread's turn lease lapsed before the turn could write (the store was unreachable
+    /// for longer than the lease); nothing was written after it lapsed (retryable).
+    #[error("the turn lease of thread {thread:?} lapsed")]
+    LeaseLost {
+        /// The thread id.
+        thread: String,
+    },
 }
 
 impl AgentError {
@@ -89,6 +102,7 @@ impl AgentError {
             AgentError::Actor(err) => err.is_retryable(),
             AgentError::Model(err) => err.is_retryable(),
             AgentError::Limit(err) => err.is_retryable(),
+            AgentError::Busy { .. } | AgentError::LeaseLost { .. } => true,
             _ => false,
         }
     }
@@ -110,6 +124,8 @@ impl AgentError {
             AgentError::Conflict { .. } => "conflict",
             AgentError::Archived { .. } => "archived",
             AgentError::AwaitingApproval { .. } => "awaiting_approval",
+            AgentError::Busy { .. } => "busy",
+            AgentError::LeaseLost { .. } => "lease_lost",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod model;
 pub mod rag;
 pub mod stream;
 pub mod thread;
+mod thread_lease;
 pub mod thread_store;
 pub mod usage;
 pub mod workflow;

@@ -3,12 +3,14 @@
 //! It takes [`Turn`] (a user message answered by an agent), [`Approve`] (resume a turn paused
 //! for a tool approval), [`ReadMessages`], [`Archive`] and [`Delete`]. Threads are entities of
 //! a [`Registry`](troupe_runtime::Registry), which supervises them: it activates a thread on
-//! its first message (the actor loads its metadata and recent messages before handling
-//! anything), passivates it when idle, and deactivates it if it panics.
+//! its first message, passivates it when idle, and deactivates it if it panics.
 //!
 //! Turns, approvals, archive and delete are handled one at a time (`AtomicResponse`): concurrent
 //! messages to one thread are serialized, and user, assistant, tool-call and tool-result
-//! messages are persisted in order.
+//! messages are persisted in order. Across daemons, each of them runs under the thread's turn
+//! lease ([`crate::thread_lease`]) and first brings what the actor remembers (metadata,
+//! pending approval, the recent messages) up to date with the store, so a thread continued on
+//! any daemon numbers its messages contiguously and gives its model every earlier message.
 //!
 //! The registry delivers each message as [`Traced`] with its sender's span: a turn runs in a
 //! `thread.turn` span (`group`, `thread`, `agent`) under it, and hands that span on to the
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{Instrument, Span};
 use troupe_runtime::store::Write;
-use troupe_runtime::{Life, Traced};
+use troupe_runtime::Traced;
 
 use crate::agent::{AgentDirectory, AgentRun, Decided, RunAgent, RunStatus};
 use crate::error::AgentError;
@@ -29,8 +31,9 @@ use crate::events::{EventKind, EventLog};
 use crate::message::{ChatMessage, Role, ToolCall};
 use crate::model::Usage;
 use crate::stream::DeltaWriter;
+use crate::thread_lease::TurnLease;
 use crate::thread_store::{
-    decode, encode, now_ms, ThreadId, ThreadInfo, ThreadMessage, ThreadStore,
+    decode, decode_all, encode, now_ms, ThreadId, ThreadInfo, ThreadMessage, ThreadStore,
 };
 
 /// A user message for an agent to answer.
@@ -146,63 +149,36 @@ struct PendingApproval {
     calls: Vec<ToolCall>,
 }
 
-/// A live thread. See the module documentation.
-pub struct ThreadActor {
-    id: ThreadId,
-    threads: ThreadStore,
-    agents: Arc<AgentDirectory>,
+/// What a thread actor remembers of its thread. Another daemon may have changed the thread
+/// since, so it is checked against the store under the turn lease before every change.
+#[derive(Debug, Default)]
+struct Cached {
+    /// Whether `recent` and `total` were read from the store.
+    loaded: bool,
     info: Option<ThreadInfo>,
     pending: Option<PendingApproval>,
     /// The most recent messages, at most `window`, oldest first.
     recent: Vec<ThreadMessage>,
-    window: usize,
     total: u64,
-    life: Life,
 }
 
-impl ThreadActor {
-    /// A thread actor keeping the last `window` messages in memory (at least the largest
-    /// `context_messages` of any agent).
-    pub fn new(
-        id: ThreadId,
-        threads: ThreadStore,
-        agents: Arc<AgentDirectory>,
-        window: usize,
-        life: Life,
-    ) -> Self {
-        ThreadActor {
-            id,
-            threads,
-            agents,
-            info: None,
-            pending: None,
-            recent: Vec::new(),
-            window: window.max(1),
-            total: 0,
-            life,
-        }
-    }
-
-    fn approval_key(&self) -> String {
-        self.id.approval_key()
-    }
-
-    fn remember(&mut self, messages: Vec<ThreadMessage>) {
+impl Cached {
+    fn remember(&mut self, messages: Vec<ThreadMessage>, window: usize) {
         if let Some(last) = messages.last() {
             self.total = last.seq + 1;
         }
         self.recent.extend(messages);
-        if self.recent.len() > self.window {
-            let excess = self.recent.len() - self.window;
+        if self.recent.len() > window {
+            let excess = self.recent.len() - window;
             self.recent.drain(..excess);
         }
     }
 
     /// Fails unless the thread exists, is not archived and has no pending approval.
-    fn ready_for_turn(&self) -> Result<&ThreadInfo, AgentError> {
+    fn ready_for_turn(&self, id: &ThreadId) -> Result<(), AgentError> {
         let info = self.info.as_ref().ok_or_else(|| AgentError::NotFound {
             what: "thread",
-            id: self.id.thread().to_owned(),
+            id: id.thread().to_owned(),
         })?;
         if info.archived {
             return Err(AgentError::Archived {
@@ -215,12 +191,113 @@ impl ThreadActor {
                 approval: pending.id.clone(),
             });
         }
-        Ok(info)
+        Ok(())
+    }
+}
+
+/// What a change of the thread works with.
+#[derive(Clone)]
+struct Env {
+    id: ThreadId,
+    threads: ThreadStore,
+    agents: Arc<AgentDirectory>,
+    window: usize,
+}
+
+/// Brings `cached` up to date: the metadata and pending approval are read each time, the
+/// recent messages only when the thread's length or creation time moved.
+async fn refresh(env: &Env, cached: &mut Cached) -> Result<(), AgentError> {
+    let store = env.threads.store();
+    let keys = [env.id.meta_key(), env.id.approval_key()];
+    let messages = env.id.messages_key();
+    let (values, total) = futures::try_join!(store.get_many(&keys), store.len(&messages))?;
+    let mut values = values.into_iter();
+    let info: Option<ThreadInfo> = match values.next().flatten() {
+        Some(bytes) => Some(decode(&keys[0], &bytes)?),
+        None => None,
+    };
+    let pending: Option<PendingApproval> = match values.next().flatten() {
+        Some(bytes) => Some(decode(&keys[1], &bytes)?),
+        None => None,
+    };
+    let created = |info: &Option<ThreadInfo>| info.as_ref().map(|i| i.created_ms);
+    if !cached.loaded || cached.total != total || created(&cached.info) != created(&info) {
+        cached.loaded = false;
+        cached.recent = if total == 0 {
+            Vec::new()
+        } else {
+            let raw = store.range(&messages, -(env.window as i64), -1).await?;
+            decode_all(&messages, &raw)?
+        };
+        cached.total = total;
+        cached.loaded = true;
+    }
+    cached.info = info;
+    cached.pending = pending;
+    Ok(())
+}
+
+/// A live thread. See the module documentation.
+pub struct ThreadActor {
+    env: Env,
+    cached: Cached,
+}
+
+impl ThreadActor {
+    /// A thread actor keeping the last `window` messages in memory (at least the largest
+    /// `context_messages` of any agent).
+    pub fn new(
+        id: ThreadId,
+        threads: ThreadStore,
+        agents: Arc<AgentDirectory>,
+        window: usize,
+    ) -> Self {
+        ThreadActor {
+            env: Env {
+                id,
+                threads,
+                agents,
+                window: window.max(1),
+            },
+            cached: Cached::default(),
+        }
     }
 
-    /// The model context for `agent`: its instructions, then the last messages.
-    fn context(&self, agent: &str) -> Result<Vec<ChatMessage>, AgentError> {
-        context_of(&self.agents, agent, &self.recent)
+    /// Runs `change` under the thread's turn lease, with what the actor remembers brought up
+    /// to date first; what `change` hands back is remembered afterwards.
+    fn leased<T, F, Fut>(
+        &mut self,
+        span: Span,
+        change: F,
+    ) -> impl ActorFuture<Self, Output = Result<T, AgentError>>
+    where
+        T: 'static,
+        F: FnOnce(Env, Cached, Arc<TurnLease>) -> Fut + 'static,
+        Fut: std::future::Future<Output = (Cached, Result<T, AgentError>)> + 'static,
+    {
+        let mut cached = std::mem::take(&mut self.cached);
+        let env = self.env.clone();
+        async move {
+            let lease = match TurnLease::acquire(env.threads.store().clone(), &env.id).await {
+                Ok(lease) => Arc::new(lease),
+                Err(err) => return (cached, Err(err)),
+            };
+            let (cached, result) = match refresh(&env, &mut cached).await {
+                Ok(()) => lease.hold(change(env, cached, lease.clone())).await,
+                Err(err) => {
+                    cached.loaded = false;
+                    (cached, Err(err))
+                }
+            };
+            lease.release().await;
+            (cached, result)
+        }
+        .instrument(span)
+        .into_actor(self)
+        .map(|(cached, result), act, _| {
+            act.cached = cached;
+            result
+        })
     }
 }
 
@@ -291,6 +368,7 @@ pub(crate) async fn one_shot(
         stream: turn.stream,
         started: turn.started,
         approval_key,
+        lease: None,
     };
     let span = tracing::info_span!(
         "thread.turn",
@@ -303,47 +381,6 @@ pub(crate) async fn one_shot(
 
 impl Actor for ThreadActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let (threads, id, window) = (self.threads.clone(), self.id.clone(), self.window);
-        let approval_key = self.approval_key();
-        // Nothing is handled until the thread's state is loaded.
-        ctx.wait(
-            async move {
-                let info = match threads.info(&id).await {
-                    Ok(info) => Some(info),
-                    Err(AgentError::NotFound { .. }) => None,
-                    Err(err) => return Err(err),
-                };
-                let (recent, total) = threads.recent(&id, window).await?;
-                let pending = match threads.store().get(&approval_key).await? {
-                    Some(bytes) => Some(decode::<PendingApproval>(&approval_key, &bytes)?),
-                    None => None,
-                };
-                Ok::<_, AgentError>((info, recent, total, pending))
-            }
-            .into_actor(self)
-            .map(|loaded, act, ctx| match loaded {
-                Ok((info, recent, total, pending)) => {
-                    act.info = info;
-                    act.recent = recent;
-                    act.total = total;
-                    act.pending = pending;
-                }
-                // A store that does not answer now may later: stop without failing, so
-                // waiting senders get a retryable `Stopped` and the next message activates
-                // the thread afresh.
-                Err(err) if err.is_retryable() => {
-                    tracing::warn!(thread = %act.id, error = %err, "cannot load the thread yet");
-                    ctx.stop();
-                }
-                Err(err) => {
-                    act.life.fail(format!("loading thread {}: {err}", act.id));
-                    ctx.stop();
-                }
-            }),
-        );
-    }
 }
 
 /// What a turn or a resumed turn runs, prepared by the actor before it awaits.
@@ -363,6 +400,9 @@ struct Drive {
     stream: bool,
     started: Option<StreamStarted>,
     approval_key: String,
+    /// The turn lease held by the change (none for a one-shot thread: its run's lease covers
+    /// it), confirmed before messages are written.
+    lease: Option<Arc<TurnLease>>,
 }
 
 /// What a drive changed, applied to the actor afterwards.
@@ -502,6 +542,9 @@ async fn persist(
     if messages.is_empty() {
         return Ok(());
     }
+    if let Some(lease) = &d.lease {
+        lease.confirm().await?;
+    }
     let mut values = Vec::with_capacity(messages.len());
     let mut writes = prelude;
     writes.reserve(2 * messages.len() + 1);
@@ -524,34 +567,10 @@ impl ThreadActor {
         tracing::info_span!(
             parent: caller,
             "thread.turn",
-            group = %self.id.group(),
-            thread = %self.id.thread(),
+            group = %self.env.id.group(),
+            thread = %self.env.id.thread(),
             agent = %agent,
         )
-    }
-
-    fn start_drive(
-        &mut self,
-        drive_spec: Drive,
-        span: Span,
-    ) -> AtomicResponse<Self, Result<TurnOutcome, AgentError>> {
-        let driven = drive(drive_spec).instrument(span);
-        AtomicResponse::new(Box::pin(driven.into_actor(self).map(
-            |(driven, result), act, _| {
-                act.remember(driven.written);
-                if result.is_ok() {
-                    act.pending = driven.pending;
-                }
-                result
-            },
-        )))
-    }
-
-    fn failed<T: 'static>(
-        &mut self,
-        err: AgentError,
-    ) -> AtomicResponse<Self, Result<T, AgentError>> {
-        AtomicResponse::new(Box::pin(fut::ready(Err(err))))
     }
 }
 
@@ -561,37 +580,48 @@ impl Handler<Traced<Turn>> for ThreadActor {
     fn handle(&mut self, traced: Traced<Turn>, _: &mut Context<Self>) -> Self::Result {
         let Traced { msg, span: caller } = traced;
         let span = self.turn_span(&caller, &msg.agent);
-        let _entered = span.enter();
-        if let Err(err) = self.ready_for_turn() {
-            return self.failed(err);
-        }
-        let user_message = ThreadMessage {
-            seq: self.total,
-            at_ms: now_ms(),
-            agent: None,
-            message: ChatMessage::new(Role::User, msg.input),
-        };
-        let mut context = match self.context(&msg.agent) {
-            Ok(context) => context,
-            Err(err) => return self.failed(err),
-        };
-        context.push(user_message.message.clone());
-        let spec = Drive {
-            id: self.id.clone(),
-            threads: self.threads.clone(),
-            agents: self.agents.clone(),
-            agent: msg.agent,
-            user: msg.user,
-            context,
-            resume: Vec::new(),
-            first: vec![user_message],
-            prelude: Vec::new(),
-            next_seq: self.total,
-            stream: msg.stream,
-            started: msg.started,
-            approval_key: self.approval_key(),
-        };
-        self.start_drive(spec, span.clone())
+        AtomicResponse::new(Box::pin(self.leased(
+            span,
+            move |env, mut cached, lease| async move {
+                if let Err(err) = cached.ready_for_turn(&env.id) {
+                    return (cached, Err(err));
+                }
+                let user_message = ThreadMessage {
+                    seq: cached.total,
+                    at_ms: now_ms(),
+                    agent: None,
+                    message: ChatMessage::new(Role::User, msg.input),
+                };
+                let mut context = match context_of(&env.agents, &msg.agent, &cached.recent) {
+                    Ok(context) => context,
+                    Err(err) => return (cached, Err(err)),
+                };
+                context.push(user_message.message.clone());
+                let approval_key = env.id.approval_key();
+                let spec = Drive {
+                    id: env.id,
+                    threads: env.threads,
+                    agents: env.agents,
+                    agent: msg.agent,
+                    user: msg.user,
+                    context,
+                    resume: Vec::new(),
+                    first: vec![user_message],
+                    prelude: Vec::new(),
+                    next_seq: cached.total,
+                    stream: msg.stream,
+                    started: msg.started,
+                    approval_key,
+                    lease: Some(lease),
+                };
+                let (driven, result) = drive(spec).await;
+                cached.remember(driven.written, env.window);
+                if result.is_ok() {
+                    cached.pending = driven.pending;
+                }
+                (cached, result)
+            },
+        )))
     }
 }
 
@@ -600,65 +630,71 @@ impl Handler<Traced<Approve>> for ThreadActor {
 
     fn handle(&mut self, traced: Traced<Approve>, _: &mut Context<Self>) -> Self::Result {
         let Traced { msg, span: caller } = traced;
-        let Some(pending) = self.pending.clone().filter(|p| p.id == msg.approval) else {
-            return self.failed(AgentError::NotFound {
-                what: "approval",
-                id: msg.approval,
-            });
-        };
-        let span = self.turn_span(&caller, &pending.agent);
-        let context = match self.context(&pending.agent) {
-            Ok(context) => context,
-            Err(err) => return self.failed(err),
-        };
-        let approval_key = self.approval_key();
-        let resume = pending
-            .calls
-            .iter()
-            .map(|call| Decided {
-                call: call.clone(),
-                approved: msg.approve,
-            })
-            .collect();
-        // The approval is cleared only once the resumed run has persisted its results.
-        self.pending = None;
-        let store = self.threads.store().clone();
-        let spec = Drive {
-            id: self.id.clone(),
-            threads: self.threads.clone(),
-            agents: self.agents.clone(),
-            agent: pending.agent.clone(),
-            user: pending.user.clone(),
-            context,
-            resume,
-            first: Vec::new(),
-            prelude: Vec::new(),
-            next_seq: self.total,
-            stream: pending.stream,
-            started: None,
-            approval_key: approval_key.clone(),
-        };
-        AtomicResponse::new(Box::pin(
-            async move {
-                let (driven, result) = drive(spec).await;
+        // The agent is known once the approval is read: the span names it then.
+        let span = tracing::info_span!(
+            parent: &caller,
+            "thread.turn",
+            group = %self.env.id.group(),
+            thread = %self.env.id.thread(),
+            agent = tracing::field::Empty,
+        );
+        let turn_span = span.clone();
+        AtomicResponse::new(Box::pin(self.leased(
+            span,
+            move |env, mut cached, lease| async move {
+                let Some(pending) = cached.pending.clone().filter(|p| p.id == msg.approval) else {
+                    let err = AgentError::NotFound {
+                        what: "approval",
+                        id: msg.approval,
+                    };
+                    return (cached, Err(err));
+                };
+                turn_span.record("agent", pending.agent.as_str());
+                let context = match context_of(&env.agents, &pending.agent, &cached.recent) {
+                    Ok(context) => context,
+                    Err(err) => return (cached, Err(err)),
+                };
+                let resume = pending
+                    .calls
+                    .iter()
+                    .map(|call| Decided {
+                        call: call.clone(),
+                        approved: msg.approve,
+                    })
+                    .collect();
+                let store = env.threads.store().clone();
+                let approval_key = env.id.approval_key();
+                let spec = Drive {
+                    id: env.id,
+                    threads: env.threads,
+                    agents: env.agents,
+                    agent: pending.agent.clone(),
+                    user: pending.user.clone(),
+                    context,
+                    resume,
+                    first: Vec::new(),
+                    prelude: Vec::new(),
+                    next_seq: cached.total,
+                    stream: pending.stream,
+                    started: None,
+                    approval_key: approval_key.clone(),
+                    lease: Some(lease),
+                };
+                let (driven, mut result) = drive(spec).await;
+                // The approval is cleared only once the resumed run has persisted its results.
                 if result.is_ok() && driven.pending.is_none() {
                     if let Err(err) = store.del(&[approval_key]).await {
-                        return (driven, Err(err.into()));
+                        result = Err(err.into());
                     }
                 }
-                (driven, result)
-            }
-            .instrument(span)
-            .into_actor(self)
-            .map(move |(driven, result), act, _| {
-                act.remember(driven.written);
-                act.pending = match &result {
+                cached.remember(driven.written, env.window);
+                cached.pending = match &result {
                     Ok(_) => driven.pending,
                     Err(_) => Some(pending),
                 };
-                result
-            }),
-        ))
+                (cached, result)
+            },
+        )))
     }
 }
 
@@ -669,7 +705,7 @@ impl Handler<ReadMessages> for ThreadActor {
     type Result = ResponseFuture<Result<MessagePage, AgentError>>;
 
     fn handle(&mut self, msg: ReadMessages, _: &mut Context<Self>) -> Self::Result {
-        let (threads, id) = (self.threads.clone(), self.id.clone());
+        let (threads, id) = (self.env.threads.clone(), self.env.id.clone());
         Box::pin(async move {
             let (messages, total) = threads.messages(&id, msg.from, msg.limit).await?;
             Ok(MessagePage { messages, total })
@@ -681,27 +717,24 @@ impl Handler<Archive> for ThreadActor {
     type Result = AtomicResponse<Self, Result<ThreadInfo, AgentError>>;
 
     fn handle(&mut self, _: Archive, _: &mut Context<Self>) -> Self::Result {
-        let Some(mut info) = self.info.clone() else {
-            return self.failed(AgentError::NotFound {
-                what: "thread",
-                id: self.id.thread().to_owned(),
-            });
-        };
-        info.archived = true;
-        let (threads, id) = (self.threads.clone(), self.id.clone());
-        AtomicResponse::new(Box::pin(
-            async move {
-                threads.save_info(&id, &info).await?;
-                Ok(info)
-            }
-            .into_actor(self)
-            .map(|result: Result<ThreadInfo, AgentError>, act, _| {
-                if let Ok(info) = &result {
-                    act.info = Some(info.clone());
+        AtomicResponse::new(Box::pin(self.leased(
+            Span::current(),
+            |env, mut cached, _| async move {
+                let Some(mut info) = cached.info.clone() else {
+                    let err = AgentError::NotFound {
+                        what: "thread",
+                        id: env.id.thread().to_owned(),
+                    };
+                    return (cached, Err(err));
+                };
+                info.archived = true;
+                let result = env.threads.save_info(&env.id, &info).await;
+                if result.is_ok() {
+                    cached.info = Some(info.clone());
                 }
-                result
-            }),
-        ))
+                (cached, result.map(|()| info))
+            },
+        )))
     }
 }
 
@@ -709,24 +742,23 @@ impl Handler<Delete> for ThreadActor {
     type Result = AtomicResponse<Self, Result<(), AgentError>>;
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
-        let (threads, id) = (self.threads.clone(), self.id.clone());
-        let approval_key = self.approval_key();
-        AtomicResponse::new(Box::pin(
-            async move {
-                threads.delete(&id).await?;
-                threads.store().del(&[approval_key]).await?;
+        let deleted = self.leased(Span::current(), |env, cached, _| async move {
+            let result = async {
+                env.threads.delete(&env.id).await?;
+                env.threads.store().del(&[env.id.approval_key()]).await?;
                 Ok(())
             }
-            .into_actor(self)
-            .map(|result: Result<(), AgentError>, act, ctx| {
-                if result.is_ok() {
-                    act.info = None;
-                    act.recent.clear();
-                    act.total = 0;
-                    ctx.stop();
-                }
-                result
-            }),
-        ))
+            .await;
+            match result {
+                Ok(()) => (Cached::default(), Ok(())),
+                Err(err) => (cached, Err(err)),
+            }
+        });
+        AtomicResponse::new(Box::pin(deleted.map(|result, _, ctx| {
+            if result.is_ok() {
+                ctx.stop();
+            }
+            result
+        })))
     }
 }

@@ -87,6 +87,11 @@ impl ThreadId {
         format!("thread:{}:{}:approval", self.group, self.thread)
     }
 
+    /// The turn lease: held by the one change of the thread in progress on any daemon.
+    pub(crate) fn lease_key(&self) -> String {
+        format!("thread:{}:{}:lease", self.group, self.thread)
+    }
+
     pub(crate) fn owner_key(&self) -> String {
         owner_key(&self.thread)
     }

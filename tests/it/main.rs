@@ -12,6 +12,7 @@ mod faults_model;
 mod ingress;
 mod ingress_load;
 mod limits;
+mod many_daemons;
 mod models;
 mod operate;
 mod pools;
