@@ -272,7 +272,8 @@ async fn measure(backend: &str, n: usize) -> BTreeMap<String, f64> {
         mailbox: config.daemon.mailbox_capacity,
         arbiters: workers.handles(),
     };
-    let talk = Conversations::new(store.clone(), directory, usage, options);
+    let retention = config.daemon.thread_retention;
+    let talk = Conversations::new(store.clone(), directory, usage, options, retention);
     let mut redis = match &redis_url {
         Some(url) if backend == "redis" => Some(
             redis::Client::open(url.as_str())

@@ -30,7 +30,7 @@ pub struct TailArgs {
 pub fn run(config: Config, args: TailArgs) -> anyhow::Result<()> {
     crate::serve::block_on(async move {
         let store = open_store(&config.store).await?;
-        let threads = ThreadStore::new(store.clone());
+        let threads = ThreadStore::new(store.clone(), config.daemon.thread_retention);
         let id = threads.resolve(&args.group, &args.thread).await?;
         let info = threads.info(&id).await?;
         println!(

@@ -132,8 +132,14 @@ impl Tree {
             mailbox: daemon.mailbox_capacity,
             arbiters: workers.handles(),
         };
-        let conversations =
-            Conversations::new(store.clone(), directory, usage, options).with_rag(rag);
+        let conversations = Conversations::new(
+            store.clone(),
+            directory,
+            usage,
+            options,
+            daemon.thread_retention,
+        )
+        .with_rag(rag);
         conversations.spawn_sweeper();
         let mut root = SupervisorSpec::new("root", intensity);
         root.supervisor(infra);

@@ -167,14 +167,16 @@ pub struct Conversations {
 
 impl Conversations {
     /// Conversations over `store` with the given agents; thread actors are spread over the
-    /// registry's arbiters and passivated after `options.passivate_after`.
+    /// registry's arbiters and passivated after `options.passivate_after`; threads untouched
+    /// for `retention` expire (`[daemon] thread_retention`).
     pub fn new(
         store: Arc<dyn Store>,
         agents: Arc<AgentDirectory>,
         usage: UsageLedger,
         options: RegistryOptions,
+        retention: Duration,
     ) -> Self {
-        let threads = ThreadStore::new(store.clone());
+        let threads = ThreadStore::new(store.clone(), retention);
         let window = agents
             .values()
             .map(|a| a.settings.context_messages)

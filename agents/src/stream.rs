@@ -3,7 +3,8 @@
 //!
 //! Deltas are coalesced (every [`COALESCE`] or [`MAX_CHUNK`] characters, whichever first) to
 //! keep the write rate bounded. Entries have one field, `delta`; the last entry has `done`
-//! (`ok` or `error`) and, on error, `error`. The stream expires [`RETENTION`] after it ends.
+//! (`ok` or `error`) and, on error, `error`. The stream expires [`RETENTION`] after its last
+//! write, whether the turn ended or its daemon died.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::model::DeltaSink;
 pub const COALESCE: Duration = Duration::from_millis(100);
 /// Characters that trigger a write at once.
 pub const MAX_CHUNK: usize = 512;
-/// How long a finished delta stream is kept.
+/// How long a delta stream is kept after its last write.
 pub const RETENTION: Duration = Duration::from_secs(3600);
 
 /// Writes one turn's deltas to its stream.
@@ -121,10 +122,19 @@ async fn flush(store: &dyn Store, stream: &str, buffer: &mut String) {
         return;
     }
     let text = std::mem::take(buffer);
-    if let Err(err) = store
-        .xadd(stream, &[("delta", text.as_bytes())], None)
-        .await
-    {
+    // Each write renews the expiry: the stream of a turn cut short (its daemon died) goes too.
+    let writes = vec![
+        Write::XAdd {
+            stream: stream.to_owned(),
+            fields: vec![(b"delta".to_vec(), text.into_bytes())],
+            trim: None,
+        },
+        Write::Expire {
+            key: stream.to_owned(),
+            ttl: RETENTION,
+        },
+    ];
+    if let Err(err) = store.apply(writes).await {
         // Deltas are a live view; the finished message is stored whole either way.
         tracing::warn!(%stream, error = %err, "dropped a delta");
     }

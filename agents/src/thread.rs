@@ -359,6 +359,7 @@ pub(crate) async fn one_shot(
         threads,
         agents,
         agent: turn.agent,
+        creator: turn.user.clone(),
         user: turn.user,
         context,
         resume: Vec::new(),
@@ -390,6 +391,8 @@ struct Drive {
     agents: Arc<AgentDirectory>,
     agent: String,
     user: String,
+    /// The thread's creator, whose thread index holds it.
+    creator: String,
     context: Vec<ChatMessage>,
     resume: Vec<Decided>,
     /// Messages to persist before the agent runs (the user's message).
@@ -512,7 +515,10 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
                 stream: d.stream,
                 calls: calls.clone(),
             };
-            store.set(&d.approval_key, &encode(&pending)?, None).await?;
+            let retention = Some(d.threads.retention());
+            store
+                .set(&d.approval_key, &encode(&pending)?, retention)
+                .await?;
             let status = TurnStatus::AwaitingApproval {
                 approval: pending.id.clone(),
                 calls,
@@ -558,6 +564,7 @@ async fn persist(
         key: d.id.messages_key(),
         values,
     });
+    writes.extend(d.threads.touch(&d.id, &d.creator));
     Ok(d.threads.store().apply(writes).await?)
 }
 
@@ -586,6 +593,10 @@ impl Handler<Traced<Turn>> for ThreadActor {
                 if let Err(err) = cached.ready_for_turn(&env.id) {
                     return (cached, Err(err));
                 }
+                let creator = cached
+                    .info
+                    .as_ref()
+                    .map_or_else(String::new, |i| i.user.clone());
                 let user_message = ThreadMessage {
                     seq: cached.total,
                     at_ms: now_ms(),
@@ -604,6 +615,7 @@ impl Handler<Traced<Turn>> for ThreadActor {
                     agents: env.agents,
                     agent: msg.agent,
                     user: msg.user,
+                    creator,
                     context,
                     resume: Vec::new(),
                     first: vec![user_message],
@@ -670,6 +682,10 @@ impl Handler<Traced<Approve>> for ThreadActor {
                     agents: env.agents,
                     agent: pending.agent.clone(),
                     user: pending.user.clone(),
+                    creator: cached
+                        .info
+                        .as_ref()
+                        .map_or_else(|| pending.user.clone(), |i| i.user.clone()),
                     context,
                     resume,
                     first: Vec::new(),
@@ -743,13 +759,8 @@ impl Handler<Delete> for ThreadActor {
 
     fn handle(&mut self, _: Delete, _: &mut Context<Self>) -> Self::Result {
         let deleted = self.leased(Span::current(), |env, cached, _| async move {
-            let result = async {
-                env.threads.delete(&env.id).await?;
-                env.threads.store().del(&[env.id.approval_key()]).await?;
-                Ok(())
-            }
-            .await;
-            match result {
+            let creator = cached.info.as_ref().map(|i| i.user.as_str());
+            match env.threads.delete(&env.id, creator).await {
                 Ok(()) => (Cached::default(), Ok(())),
                 Err(err) => (cached, Err(err)),
             }

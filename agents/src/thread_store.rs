@@ -6,12 +6,18 @@
 //! - `thread-owner:{thread}`: the owning group (set once, with `SET NX`).
 //! - `thread:{group}:{thread}:meta`: JSON [`ThreadInfo`].
 //! - `thread:{group}:{thread}:messages`: list of JSON [`ThreadMessage`]s, in order.
-//! - `threads:{group}` and `threads:{group}:user:{user}`: thread ids in creation order
-//!   (deleted threads are skipped when listing).
+//! - `thread:{group}:{thread}:approval`: the pending approval of a paused turn, if any.
+//! - `thread-index:{group}` and `thread-index:{group}:user:{user}`: sorted sets of thread ids
+//!   by last activity (ms since the epoch).
+//!
+//! Retention: every key of a thread expires after the store's retention, and every change
+//! of the thread (its creation, each batch of messages) starts the period again; the index
+//! entries carry the same time as their score and are dropped once it is past, so a thread
+//! no one touched for the retention period is gone whole.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use troupe_runtime::store::{Store, Write};
@@ -118,11 +124,42 @@ fn owner_key(thread: &str) -> String {
 }
 
 fn group_index(group: &str) -> String {
-    format!("threads:{group}")
+    format!("thread-index:{group}")
 }
 
 fn user_index(group: &str, user: &str) -> String {
-    format!("threads:{group}:user:{user}")
+    format!("thread-index:{group}:user:{user}")
+}
+
+/// The writes that mark thread `id` (created by `user`) as used now: its keys' expiry
+/// renewed, its index entries moved to now, entries past `retention` dropped. Sent after the
+/// writes that create the keys, in the same batch.
+fn touch(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
+    let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    let horizon = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let mut writes = Vec::with_capacity(9);
+    for key in [id.meta_key(), id.messages_key(), id.owner_key()] {
+        writes.push(Write::Expire {
+            key,
+            ttl: retention,
+        });
+    }
+    for index in [group_index(id.group()), user_index(id.group(), user)] {
+        writes.push(Write::ZAdd {
+            key: index.clone(),
+            member: id.thread().as_bytes().to_vec(),
+            score: now,
+        });
+        writes.push(Write::ZRemBelow {
+            key: index.clone(),
+            below: horizon,
+        });
+        writes.push(Write::Expire {
+            key: index,
+            ttl: retention,
+        });
+    }
+    writes
 }
 
 /// Milliseconds since the Unix epoch.
@@ -193,7 +230,11 @@ pub struct NewThread {
 }
 
 /// A new thread's metadata and the writes that create it: metadata and indexes.
-fn creation(id: &ThreadId, new: NewThread) -> Result<(ThreadInfo, Vec<Write>), AgentError> {
+fn creation(
+    id: &ThreadId,
+    new: NewThread,
+    retention: Duration,
+) -> Result<(ThreadInfo, Vec<Write>), AgentError> {
     let info = ThreadInfo {
         id: id.thread().to_owned(),
         group: new.group.clone(),
@@ -203,21 +244,12 @@ fn creation(id: &ThreadId, new: NewThread) -> Result<(ThreadInfo, Vec<Write>), A
         created_ms: now_ms(),
         archived: false,
     };
-    let writes = vec![
-        Write::Set {
-            key: id.meta_key(),
-            value: encode(&info)?,
-            ttl: None,
-        },
-        Write::Push {
-            key: group_index(&new.group),
-            values: vec![id.thread().as_bytes().to_vec()],
-        },
-        Write::Push {
-            key: user_index(&new.group, &new.user),
-            values: vec![id.thread().as_bytes().to_vec()],
-        },
-    ];
+    let mut writes = vec![Write::Set {
+        key: id.meta_key(),
+        value: encode(&info)?,
+        ttl: Some(retention),
+    }];
+    writes.extend(touch(id, &new.user, retention));
     Ok((info, writes))
 }
 
@@ -225,17 +257,30 @@ fn creation(id: &ThreadId, new: NewThread) -> Result<(ThreadInfo, Vec<Write>), A
 #[derive(Clone)]
 pub struct ThreadStore {
     store: Arc<dyn Store>,
+    retention: Duration,
 }
 
 impl ThreadStore {
-    /// Thread persistence over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        ThreadStore { store }
+    /// Thread persistence over `store`; threads untouched for `retention` expire
+    /// (`[daemon] thread_retention`).
+    pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
+        ThreadStore { store, retention }
     }
 
     /// The underlying store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// How long an untouched thread lasts.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// The writes that mark thread `id`, created by `user`, as used now (see the module
+    /// documentation), to send after the writes of a change.
+    pub(crate) fn touch(&self, id: &ThreadId, user: &str) -> Vec<Write> {
+        touch(id, user, self.retention)
     }
 
     /// Creates a thread. An explicit id already taken (by any group) is
@@ -258,7 +303,7 @@ impl ThreadStore {
                 id: id.thread().to_owned(),
             });
         }
-        let (info, mut writes) = creation(&id, new)?;
+        let (info, mut writes) = creation(&id, new, self.retention)?;
         writes.extend(also(&info));
         self.store.apply(writes).await?;
         Ok(info)
@@ -278,7 +323,7 @@ impl ThreadStore {
             let next = self.store.len(&id.messages_key()).await?;
             return Ok((id, next, Vec::new()));
         }
-        let (info, mut writes) = creation(&id, new)?;
+        let (info, mut writes) = creation(&id, new, self.retention)?;
         writes.extend(also(&info));
         Ok((id, 0, writes))
     }
@@ -295,7 +340,7 @@ impl ThreadStore {
         };
         let claimed = self
             .store
-            .set_nx(&id.owner_key(), id.group().as_bytes(), None)
+            .set_nx(&id.owner_key(), id.group().as_bytes(), Some(self.retention))
             .await?;
         if claimed {
             return Ok((id, false));
@@ -344,27 +389,46 @@ impl ThreadStore {
         }
     }
 
-    /// Replaces the thread's metadata.
+    /// Replaces the thread's metadata (a change: the thread is touched).
     pub async fn save_info(&self, id: &ThreadId, info: &ThreadInfo) -> Result<(), AgentError> {
-        Ok(self.store.set(&id.meta_key(), &encode(info)?, None).await?)
+        let mut writes = vec![Write::Set {
+            key: id.meta_key(),
+            value: encode(info)?,
+            ttl: Some(self.retention),
+        }];
+        writes.extend(self.touch(id, &info.user));
+        Ok(self.store.apply(writes).await?)
     }
 
-    /// Deletes the thread's metadata, messages and ownership. Index entries stay and are
-    /// skipped when listing.
-    pub async fn delete(&self, id: &ThreadId) -> Result<(), AgentError> {
-        self.store
-            .del(&[
-                id.meta_key(),
-                id.messages_key(),
-                id.owner_key(),
-                id.live_key(),
-            ])
-            .await?;
-        Ok(())
+    /// Deletes the thread: its metadata, messages, approval, ownership and index entries
+    /// (`user`: its creator, whose index holds it).
+    pub async fn delete(&self, id: &ThreadId, user: Option<&str>) -> Result<(), AgentError> {
+        let mut writes: Vec<Write> = [
+            id.meta_key(),
+            id.messages_key(),
+            id.approval_key(),
+            id.owner_key(),
+            id.live_key(),
+        ]
+        .into_iter()
+        .map(|key| Write::Del { key })
+        .collect();
+        let member = id.thread().as_bytes().to_vec();
+        writes.push(Write::ZRem {
+            key: group_index(id.group()),
+            member: member.clone(),
+        });
+        if let Some(user) = user {
+            writes.push(Write::ZRem {
+                key: user_index(id.group(), user),
+                member,
+            });
+        }
+        Ok(self.store.apply(writes).await?)
     }
 
-    /// Threads of `group` (of one user if given), newest first, `limit` per page from
-    /// `cursor` (0 for the first page).
+    /// Threads of `group` (of one user if given), the most recently active first, `limit` per
+    /// page from `cursor` (0 for the first page).
     pub async fn list(
         &self,
         group: &str,
@@ -380,23 +444,24 @@ impl ThreadStore {
             }
             None => group_index(group),
         };
-        let limit = limit.clamp(1, 1000);
-        let len = self.store.len(&index).await?;
-        if cursor >= len {
+        let limit = limit.clamp(1, 1000) as u64;
+        // One more than a page: whether there is a next one.
+        let mut ids = self
+            .store
+            .zrevrange(&index, cursor, cursor.saturating_add(limit))
+            .await?;
+        let more = ids.len() as u64 > limit;
+        ids.truncate(limit as usize);
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| format!("thread:{group}:{}:meta", String::from_utf8_lossy(id)))
+            .collect();
+        if keys.is_empty() {
             return Ok(ThreadPage {
                 threads: Vec::new(),
                 next: None,
             });
         }
-        // Newest first: positions len-1-cursor down to len-cursor-limit.
-        let stop = len - 1 - cursor;
-        let start = stop.saturating_sub(limit as u64 - 1);
-        let ids = self.store.range(&index, start as i64, stop as i64).await?;
-        let keys: Vec<String> = ids
-            .iter()
-            .rev()
-            .map(|id| format!("thread:{group}:{}:meta", String::from_utf8_lossy(id)))
-            .collect();
         let metas = self.store.get_many(&keys).await?;
         let mut threads = Vec::with_capacity(metas.len());
         for (key, meta) in keys.iter().zip(metas) {
@@ -404,7 +469,7 @@ impl ThreadStore {
                 threads.push(decode(key, &bytes)?);
             }
         }
-        let next = (start > 0).then_some(cursor + (stop - start + 1));
+        let next = more.then_some(cursor + limit);
         Ok(ThreadPage { threads, next })
     }
 

@@ -15,6 +15,8 @@ pub(crate) const MAX_COUNT: u64 = 1_000_000_000_000;
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Idle per-entity actors (threads, workflow runs) are passivated after this long.
 pub(crate) const PASSIVATE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// A thread untouched this long expires (30 days; every turn renews it).
+pub(crate) const THREAD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Bounded mailbox size of every actor.
 pub(crate) const MAILBOX_CAPACITY: usize = 256;
 /// Restart intensity: at most this many restarts of a child ...

@@ -382,7 +382,7 @@ agent = "a"
             .iter()
             .filter(|e| e.outcome == TickOutcome::Fired)
             .count();
-        let threads = troupe_agents::ThreadStore::new(store);
+        let threads = troupe_agents::ThreadStore::new(store, Duration::from_secs(60));
         let id = threads
             .resolve("system", "cron-x")
             .await

@@ -71,6 +71,7 @@ macro_rules! all_cases {
             wrong_type_is_reported,
             hashes,
             lists_follow_lrange_rules,
+            sorted_sets_rank_by_score_and_trim_below,
             keys_with_prefix_lists_and_escapes,
             empty_arguments,
             xadd_ids_increase,
@@ -447,6 +448,63 @@ async fn lists_follow_lrange_rules(s: Arc<dyn Store>) -> Result<()> {
     check(3, 1, "").await?;
     check(0, -6, "").await?;
     check(-1, -1, "4").await?;
+    Ok(())
+}
+
+async fn sorted_sets_rank_by_score_and_trim_below(s: Arc<dyn Store>) -> Result<()> {
+    let z = |member: &str, score: i64| Write::ZAdd {
+        key: "z".into(),
+        member: member.as_bytes().to_vec(),
+        score,
+    };
+    let text = |members: Vec<Vec<u8>>| -> Vec<String> {
+        members
+            .into_iter()
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .collect()
+    };
+    assert_eq!(s.zcard("z").await?, 0);
+    ensure!(s.zrevrange("z", 0, 10).await?.is_empty());
+    s.apply(vec![z("a", 10), z("b", 30), z("c", 20), z("d", 20)])
+        .await?;
+    assert_eq!(s.zcard("z").await?, 4);
+    // Highest first; equal scores in reverse byte order; positions are inclusive.
+    assert_eq!(text(s.zrevrange("z", 0, 100).await?), ["b", "d", "c", "a"]);
+    assert_eq!(text(s.zrevrange("z", 1, 2).await?), ["d", "c"]);
+    assert_eq!(text(s.zrevrange("z", 4, 9).await?), Vec::<String>::new());
+    assert_eq!(text(s.zrevrange("z", 2, 1).await?), Vec::<String>::new());
+    // Re-adding moves a member; ZREM drops one; ZRemBelow drops scores strictly below.
+    s.apply(vec![
+        z("a", 40),
+        Write::ZRem {
+            key: "z".into(),
+            member: b"b".to_vec(),
+        },
+    ])
+    .await?;
+    assert_eq!(text(s.zrevrange("z", 0, 100).await?), ["a", "d", "c"]);
+    s.apply(vec![Write::ZRemBelow {
+        key: "z".into(),
+        below: 20,
+    }])
+    .await?;
+    assert_eq!(s.zcard("z").await?, 3, "20 is not below 20");
+    s.apply(vec![Write::ZRemBelow {
+        key: "z".into(),
+        below: 21,
+    }])
+    .await?;
+    assert_eq!(text(s.zrevrange("z", 0, 100).await?), ["a"]);
+    // An emptied set is gone, as in Redis; another kind of key is WRONGTYPE.
+    s.apply(vec![Write::ZRemBelow {
+        key: "z".into(),
+        below: i64::MAX,
+    }])
+    .await?;
+    ensure!(!s.exists("z").await?, "an empty sorted set is deleted");
+    s.set("str", b"x", None).await?;
+    let err = s.zcard("str").await.expect_err("WRONGTYPE");
+    ensure!(matches!(err, StoreError::WrongType { .. }), "{err:?}");
     Ok(())
 }
 

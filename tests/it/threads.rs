@@ -257,3 +257,119 @@ async fn a_one_shot_call_creates_its_thread_in_one_go_and_continues_it_when_repe
     );
     rig.stop().await;
 }
+
+/// The thread keys and index entries of `thread` in group `acme` (user `alice`).
+fn thread_keys(thread: &str) -> Vec<String> {
+    vec![
+        format!("thread-owner:{thread}"),
+        format!("thread:acme:{thread}:meta"),
+        format!("thread:acme:{thread}:messages"),
+    ]
+}
+
+async fn check_retention(store: Arc<dyn Store>) {
+    let config = CONFIG.replace(
+        "[models.scripted]",
+        "[daemon]\nthread_retention = \"1500ms\"\n\n[models.scripted]",
+    );
+    let rig = Rig::start_with(
+        &config,
+        store.clone(),
+        BTreeMap::new(),
+        RegistryOptions::default(),
+    )
+    .await;
+    let talk = &rig.talk;
+    let old = talk.ask(ask(None, "old")).await.expect("turn").thread;
+    let kept = talk.ask(ask(None, "kept")).await.expect("turn").thread;
+    for key in thread_keys(&old) {
+        let ttl = store.ttl(&key).await.expect("ttl");
+        assert!(
+            ttl.is_some_and(|t| t <= Duration::from_millis(1500)),
+            "{key}: {ttl:?}"
+        );
+    }
+    // The most recently active thread lists first.
+    let listed = |page: troupe_agents::ThreadPage| -> Vec<String> {
+        page.threads.into_iter().map(|t| t.id).collect()
+    };
+    let page = talk.list_threads("acme", None, 0, 10).await.expect("list");
+    assert_eq!(listed(page), [kept.clone(), old.clone()]);
+    // Keep one thread in use past the other's retention: every turn renews it.
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        talk.ask(ask(Some(&kept), &format!("still here {i}")))
+            .await
+            .expect("turn");
+    }
+    for key in thread_keys(&old) {
+        assert!(!store.exists(&key).await.expect("exists"), "{key} expired");
+    }
+    for key in thread_keys(&kept) {
+        assert!(store.exists(&key).await.expect("exists"), "{key} renewed");
+    }
+    let err = talk.ask(ask(Some(&old), "hello?")).await.expect_err("gone");
+    assert!(matches!(err, AgentError::NotFound { .. }), "{err:?}");
+    // The expired thread left both indexes at the last write.
+    let page = talk.list_threads("acme", None, 0, 10).await.expect("list");
+    assert_eq!(listed(page), std::slice::from_ref(&kept));
+    for index in ["thread-index:acme", "thread-index:acme:user:alice"] {
+        assert_eq!(store.zcard(index).await.expect("zcard"), 1, "{index}");
+    }
+    // Deleting a thread takes it out of the indexes at once.
+    talk.delete("acme", &kept).await.expect("delete");
+    for index in ["thread-index:acme", "thread-index:acme:user:alice"] {
+        assert_eq!(store.zcard(index).await.expect("zcard"), 0, "{index}");
+    }
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn memory_threads_expire_after_their_retention_unless_used() {
+    check_retention(Arc::new(MemoryStore::new())).await;
+}
+
+#[actix::test]
+async fn redis_threads_expire_after_their_retention_unless_used() {
+    check_retention(redis::store(&unique_prefix("retention")).await).await;
+}
+
+#[actix::test]
+async fn threads_list_by_last_activity_in_pages() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rig = start(store).await;
+    let mut threads = Vec::new();
+    for i in 0..5 {
+        threads.push(
+            rig.talk
+                .ask(ask(None, &format!("t{i}")))
+                .await
+                .expect("turn")
+                .thread,
+        );
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // Thread 1 becomes the most recently active.
+    rig.talk
+        .ask(ask(Some(&threads[1]), "again"))
+        .await
+        .expect("turn");
+    let mut seen = Vec::new();
+    let mut cursor = Some(0);
+    while let Some(at) = cursor {
+        let page = rig
+            .talk
+            .list_threads("acme", None, at, 2)
+            .await
+            .expect("list");
+        assert!(page.threads.len() <= 2);
+        seen.extend(page.threads.into_iter().map(|t| t.id));
+        cursor = page.next;
+    }
+    let expected: Vec<String> = [1, 4, 3, 2, 0]
+        .iter()
+        .map(|&i| threads[i].clone())
+        .collect();
+    assert_eq!(seen, expected);
+    rig.stop().await;
+}

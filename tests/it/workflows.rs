@@ -98,7 +98,13 @@ impl Rig {
             Intensity::default(),
         )
         .expect("agents");
-        let talk = Conversations::new(store.clone(), directory, usage, RegistryOptions::default());
+        let talk = Conversations::new(
+            store.clone(),
+            directory,
+            usage,
+            RegistryOptions::default(),
+            config.daemon.thread_retention,
+        );
         let mut root = SupervisorSpec::new("root", Intensity::default());
         root.supervisor(agents);
         let mut pools_spec = SupervisorSpec::new("pools", Intensity::default());

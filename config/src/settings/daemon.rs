@@ -14,6 +14,9 @@ pub struct DaemonSettings {
     pub shutdown_grace: Duration,
     /// Idle per-entity actors are passivated after this long.
     pub passivate_after: Duration,
+    /// A thread no turn touched for this long is gone: its keys expire, and it leaves the
+    /// thread indexes. Every turn starts the period again.
+    pub thread_retention: Duration,
     /// Bounded mailbox size of every actor (> 0).
     pub mailbox_capacity: usize,
     /// Restart intensity: at most this many restarts ...
@@ -35,6 +38,7 @@ impl Default for DaemonSettings {
             name: default_name(&[]),
             shutdown_grace: defaults::SHUTDOWN_GRACE,
             passivate_after: defaults::PASSIVATE_AFTER,
+            thread_retention: defaults::THREAD_RETENTION,
             mailbox_capacity: defaults::MAILBOX_CAPACITY,
             max_restarts: defaults::MAX_RESTARTS,
             restart_window: defaults::RESTART_WINDOW,

@@ -49,6 +49,11 @@ pub(super) fn daemon(
             raw.passivate_after.as_deref(),
             defaults::PASSIVATE_AFTER,
         ),
+        thread_retention: ctx.positive_duration(
+            &at.key("thread_retention"),
+            raw.thread_retention.as_deref(),
+            defaults::THREAD_RETENTION,
+        ),
         mailbox_capacity: ctx.positive(
             &at.key("mailbox_capacity"),
             raw.mailbox_capacity,

@@ -5,7 +5,7 @@
 //! `tokio::time::Instant`, so tests with paused time can advance it. Blocking stream reads wait
 //! on a [`Notify`] that every `XADD` wakes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -259,6 +259,39 @@ enum Value {
     Hash(BTreeMap<String, Vec<u8>>),
     List(Vec<Vec<u8>>),
     Stream(Stream),
+    Sorted(Sorted),
+}
+
+/// A sorted set: members by score, ties by member bytes (as Redis orders them).
+#[derive(Debug, Default)]
+struct Sorted {
+    scores: HashMap<Vec<u8>, i64>,
+    order: BTreeSet<(i64, Vec<u8>)>,
+}
+
+impl Sorted {
+    fn add(&mut self, member: &[u8], score: i64) {
+        if let Some(old) = self.scores.insert(member.to_vec(), score) {
+            self.order.remove(&(old, member.to_vec()));
+        }
+        self.order.insert((score, member.to_vec()));
+    }
+
+    fn remove(&mut self, member: &[u8]) {
+        if let Some(old) = self.scores.remove(member) {
+            self.order.remove(&(old, member.to_vec()));
+        }
+    }
+
+    fn remove_below(&mut self, below: i64) {
+        while let Some((score, member)) = self.order.first().cloned() {
+            if score >= below {
+                break;
+            }
+            self.order.pop_first();
+            self.scores.remove(&member);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -401,6 +434,36 @@ impl Keyspace {
                 ..
             }) => Ok(Some(s)),
             Some(_) => Err(wrong_type(op, key)),
+        }
+    }
+
+    fn sorted_mut(
+        &mut self,
+        op: &'static str,
+        key: &str,
+        now: Instant,
+        create: bool,
+    ) -> StoreResult<Option<&mut Sorted>> {
+        self.expire_stale(key, now);
+        if create && !self.map.contains_key(key) {
+            self.map
+                .insert(key.to_owned(), Entry::new(Value::Sorted(Sorted::default())));
+        }
+        match self.map.get_mut(key) {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::Sorted(z),
+                ..
+            }) => Ok(Some(z)),
+            Some(_) => Err(wrong_type(op, key)),
+        }
+    }
+
+    /// Drops `key` if it is an empty sorted set (Redis deletes emptied keys).
+    fn drop_if_empty_sorted(&mut self, key: &str) {
+        if matches!(self.map.get(key), Some(Entry { value: Value::Sorted(z), .. }) if z.scores.is_empty())
+        {
+            self.map.remove(key);
         }
     }
 
@@ -590,6 +653,23 @@ impl Keyspace {
             }
             Write::Expire { key, ttl } => {
                 self.expire(key, *ttl, now);
+            }
+            Write::ZAdd { key, member, score } => {
+                self.sorted_mut("apply(zadd)", key, now, true)?
+                    .ok_or_else(|| wrong_type("apply(zadd)", key))?
+                    .add(member, *score);
+            }
+            Write::ZRem { key, member } => {
+                if let Some(z) = self.sorted_mut("apply(zrem)", key, now, false)? {
+                    z.remove(member);
+                }
+                self.drop_if_empty_sorted(key);
+            }
+            Write::ZRemBelow { key, below } => {
+                if let Some(z) = self.sorted_mut("apply(zremrangebyscore)", key, now, false)? {
+                    z.remove_below(*below);
+                }
+                self.drop_if_empty_sorted(key);
             }
             Write::HIncrBy { key, field, delta } => {
                 self.hincr_by(key, field, *delta, now)?;
@@ -917,6 +997,34 @@ impl Store for MemoryStore {
         Ok(keys
             .list_mut("len", key, Instant::now(), false)?
             .map_or(0, |l| l.len() as u64))
+    }
+
+    async fn zrevrange(&self, key: &str, start: u64, stop: u64) -> StoreResult<Vec<Vec<u8>>> {
+        let mut keys = self.keys.lock();
+        let Some(z) = keys.sorted_mut("zrevrange", key, Instant::now(), false)? else {
+            return Ok(Vec::new());
+        };
+        let (start, stop) = (
+            usize::try_from(start).unwrap_or(usize::MAX),
+            usize::try_from(stop).unwrap_or(usize::MAX),
+        );
+        if start > stop {
+            return Ok(Vec::new());
+        }
+        Ok(z.order
+            .iter()
+            .rev()
+            .skip(start)
+            .take(stop - start + 1)
+            .map(|(_, member)| member.clone())
+            .collect())
+    }
+
+    async fn zcard(&self, key: &str) -> StoreResult<u64> {
+        let mut keys = self.keys.lock();
+        Ok(keys
+            .sorted_mut("zcard", key, Instant::now(), false)?
+            .map_or(0, |z| z.scores.len() as u64))
     }
 
     async fn xadd(

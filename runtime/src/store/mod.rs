@@ -194,6 +194,16 @@ pub enum Write {
         field: String,
         delta: i64,
     },
+    /// `ZADD key score member`: adds `member`, or moves it to `score`.
+    ZAdd {
+        key: String,
+        member: Vec<u8>,
+        score: i64,
+    },
+    /// `ZREM key member`.
+    ZRem { key: String, member: Vec<u8> },
+    /// `ZREMRANGEBYSCORE key -inf (below`: drops every member scored below `below`.
+    ZRemBelow { key: String, below: i64 },
 }
 
 /// The persistence boundary. Every method is one round trip on Redis (scripts for the atomic
@@ -278,6 +288,14 @@ pub trait Store: Send + Sync + 'static {
     async fn range(&self, key: &str, start: i64, stop: i64) -> StoreResult<Vec<Vec<u8>>>;
     /// Length of the list at `key` (0 if missing).
     async fn len(&self, key: &str) -> StoreResult<u64>;
+
+    // ---- sorted sets -----------------------------------------------------------------------
+
+    /// `ZREVRANGE key start stop`: members by rank from the highest score (equal scores in
+    /// reverse byte order of the members), positions `start..=stop`.
+    async fn zrevrange(&self, key: &str, start: u64, stop: u64) -> StoreResult<Vec<Vec<u8>>>;
+    /// `ZCARD key`.
+    async fn zcard(&self, key: &str) -> StoreResult<u64>;
 
     // ---- streams ---------------------------------------------------------------------------
 

@@ -54,7 +54,8 @@ impl Rig {
         let mut root = SupervisorSpec::new("root", Intensity::default());
         root.supervisor(agents);
         let (_root, life) = root.start();
-        let talk = Conversations::new(store, directory, usage, options);
+        let retention = config.daemon.thread_retention;
+        let talk = Conversations::new(store, directory, usage, options, retention);
         Rig { talk, life }
     }
 

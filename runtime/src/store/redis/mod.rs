@@ -218,6 +218,21 @@ impl RedisStore {
             Write::HIncrBy { key, field, delta } => {
                 pipe.cmd("HINCRBY").arg(self.k(key)).arg(field).arg(*delta);
             }
+            Write::ZAdd { key, member, score } => {
+                pipe.cmd("ZADD")
+                    .arg(self.k(key))
+                    .arg(*score)
+                    .arg(member.as_slice());
+            }
+            Write::ZRem { key, member } => {
+                pipe.cmd("ZREM").arg(self.k(key)).arg(member.as_slice());
+            }
+            Write::ZRemBelow { key, below } => {
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(self.k(key))
+                    .arg("-inf")
+                    .arg(format!("({below}"));
+            }
         }
         true
     }
@@ -234,6 +249,9 @@ fn write_ctx(w: &Write) -> Ctx<'_> {
         Write::XDel { stream, .. } => Ctx::new("apply(xdel)", stream),
         Write::Expire { key, .. } => Ctx::new("apply(expire)", key),
         Write::HIncrBy { key, .. } => Ctx::new("apply(hincrby)", key),
+        Write::ZAdd { key, .. } => Ctx::new("apply(zadd)", key),
+        Write::ZRem { key, .. } => Ctx::new("apply(zrem)", key),
+        Write::ZRemBelow { key, .. } => Ctx::new("apply(zremrangebyscore)", key),
     }
 }
 
@@ -502,6 +520,31 @@ impl Store for RedisStore {
             .read(Ctx::new("len", key), cmd("LLEN").arg(self.k(key)))
             .await?;
         Reply { op: "len" }.count(v)
+    }
+
+    async fn zrevrange(&self, key: &str, start: u64, stop: u64) -> StoreResult<Vec<Vec<u8>>> {
+        let c = cmd("ZREVRANGE")
+            .arg(self.k(key))
+            .arg(start)
+            .arg(stop)
+            .clone();
+        let r = Reply { op: "zrevrange" };
+        r.array(self.read(Ctx::new(r.op, key), &c).await?)?
+            .into_iter()
+            .map(|v| {
+                r.bytes_opt(v)?.ok_or_else(|| StoreError::Protocol {
+                    op: r.op,
+                    message: "nil sorted set member".into(),
+                })
+            })
+            .collect()
+    }
+
+    async fn zcard(&self, key: &str) -> StoreResult<u64> {
+        let v = self
+            .read(Ctx::new("zcard", key), cmd("ZCARD").arg(self.k(key)))
+            .await?;
+        Reply { op: "zcard" }.count(v)
     }
 
     async fn xadd(
