@@ -591,6 +591,11 @@ impl Keyspace {
             Write::Expire { key, ttl } => {
                 self.expire(key, *ttl, now);
             }
+            Write::Persist { key } => {
+                if let Some(e) = self.live(key, now) {
+                    e.expires_at = None;
+                }
+            }
             Write::HIncrBy { key, field, delta } => {
                 self.hincr_by(key, field, *delta, now)?;
             }
