@@ -247,10 +247,10 @@ fn waiting_runs_of_one_group_do_not_stop_another_groups_tasks() {
     let mut s = Scenario::start(Setup {
         daemons: 2,
         env: vec![
-            // The router has room for fewer runs than wait; the group's quota leaves room
-            // for the others.
-            ("TROUPE_DAEMON__MAX_RUNS".into(), "400".into()),
-            ("TROUPE_DAEMON__MAX_RUNS_PER_GROUP".into(), "300".into()),
+            // Two routers have room for 500 runs, fewer than wait; the group's quota (400 on
+            // both) leaves room for the others.
+            ("TROUPE_DAEMON__MAX_RUNS".into(), "250".into()),
+            ("TROUPE_DAEMON__MAX_RUNS_PER_GROUP".into(), "200".into()),
         ],
         ..setup()
     });
@@ -386,7 +386,23 @@ fn ten_thousand_foreign_open_runs_cost_no_round_trip_each_nor_delay_renewals() {
     .expect("seed foreign runs");
     // This daemon's own run, waiting for its event.
     assert!(publish(&mut s, "mine", "hold", "g", "my own run"));
-    let run = task_run_id("g", "mine");
+    let open = format!("{PREFIX}wf-open");
+    let mut run = String::new();
+    eventually(
+        &mut s,
+        Duration::from_secs(30),
+        "the own run submitted",
+        |s| {
+            let runs: Vec<String> = s.with_conn(|c| c.hkeys(&open)).unwrap_or_default();
+            match runs.into_iter().find(|r| !r.starts_with("rforeign")) {
+                Some(found) => {
+                    run = found;
+                    true
+                }
+                None => false,
+            }
+        },
+    );
     let lease_key = format!("{PREFIX}wf-lease:{run}");
     eventually(
         &mut s,
