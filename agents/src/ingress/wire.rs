@@ -445,7 +445,7 @@ fn reply_to(stream: String, group: &str, limits: &Limits<'_>) -> Result<String, 
 }
 
 /// `"ok"` or `"error"` for the final result; `"accepted"` for the early notice of a streamed
-/// task (its final result follows).
+/// agent task or of any workflow task (its final result follows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {

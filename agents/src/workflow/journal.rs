@@ -754,3 +754,37 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, Wo
         message: err.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_have_one_length_and_a_task_always_gets_the_same() {
+        assert_eq!(new_run_id().len(), RUN_ID_LEN);
+        let id = task_run_id("acme", "t1");
+        assert_eq!(id.len(), RUN_ID_LEN);
+        assert_eq!(id, task_run_id("acme", "t1"));
+        assert_ne!(id, task_run_id("acme", "t2"));
+        assert_ne!(id, task_run_id("globex", "t1"));
+    }
+
+    #[test]
+    fn call_ids_of_different_keys_differ_and_fit_in_a_thread_id() {
+        let run = task_run_id("acme", "t1");
+        for (a, b) in [
+            (("a/b", 0), ("a-b", 0)),
+            (("x", 1), ("x/r1", 0)),
+            (("x", 1), ("x-r1", 0)),
+            (("s/0/c", 0), ("s-0-c", 0)),
+        ] {
+            assert_ne!(
+                call_id(&run, a.1, a.0),
+                call_id(&run, b.1, b.0),
+                "{a:?} {b:?}"
+            );
+        }
+        let longest = call_id(&run, u32::MAX, &"k".repeat(troupe_config::MAX_CALL_KEY));
+        assert_eq!(longest.len(), 128);
+    }
+}
