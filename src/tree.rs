@@ -156,6 +156,7 @@ impl Tree {
             RouterOptions {
                 owner: instance.clone(),
                 max_runs: daemon.max_runs,
+                max_runs_per_group: daemon.max_runs_per_group,
                 arbiters: workers.handles(),
                 ..RouterOptions::default()
             },

@@ -25,7 +25,8 @@ pub(crate) const MAX_RESTARTS: u32 = 5;
 pub(crate) const RESTART_WINDOW: Duration = Duration::from_secs(10);
 /// Actor threads (arbiters); 0 means one per CPU.
 pub(crate) const WORKERS: usize = 0;
-/// Workflow runs one daemon executes at once.
+/// Workflow runs one daemon executes at once; also the default of `max_runs_per_group` (no
+/// per-group bound of its own).
 pub(crate) const MAX_RUNS: usize = 1000;
 /// Most actor threads `workers` may ask for.
 pub(crate) const MAX_WORKERS: u64 = 1024;
@@ -59,7 +60,8 @@ pub(crate) const INGRESS_BLOCK: Duration = Duration::from_secs(1);
 pub(crate) const INGRESS_CLAIM_IDLE: Duration = Duration::from_secs(30);
 /// Deliveries of one entry before it goes to the dead stream.
 pub(crate) const INGRESS_MAX_DELIVERIES: u32 = 5;
-/// Tasks being processed at once by this daemon; reading pauses above it.
+/// Tasks being processed at once by this daemon; reading pauses above it. Also the default
+/// of `max_in_flight_per_group` (no per-group bound of its own).
 pub(crate) const INGRESS_MAX_IN_FLIGHT: usize = 512;
 /// Largest accepted task input, in bytes.
 pub(crate) const INGRESS_MAX_INPUT_BYTES: usize = 65_536;

@@ -33,6 +33,6 @@ pub use settings::{
     AgentSettings, BudgetSettings, Config, CronSettings, CronTarget, DaemonSettings, IngressAuth,
     IngressSettings, LimitBackend, LimitKey, LimitKind, LimitSettings, LimitUnit, ModelSettings,
     OnStoreError, PoolSettings, Provider, RedisSettings, RouteTarget, Schedule, StepKind,
-    StepSettings, StoreSettings, ToolSettings, WorkflowSettings,
+    StepSettings, StoreSettings, ToolSettings, WorkflowSettings, MAX_CALL_KEY,
 };
 pub use settings::{IndexKind, MemorySettings, RagSettings, SearchType};

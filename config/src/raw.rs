@@ -86,6 +86,7 @@ pub(crate) struct RawDaemon {
     pub restart_window: Option<String>,
     pub workers: Option<usize>,
     pub max_runs: Option<usize>,
+    pub max_runs_per_group: Option<usize>,
     pub metrics_addr: Option<String>,
 }
 
@@ -114,6 +115,7 @@ pub(crate) struct RawIngress {
     pub claim_idle: Option<String>,
     pub max_deliveries: Option<u32>,
     pub max_in_flight: Option<usize>,
+    pub max_in_flight_per_group: Option<usize>,
     pub max_input_bytes: Option<usize>,
     pub max_entry_bytes: Option<usize>,
     pub max_len: Option<u64>,

@@ -9,6 +9,7 @@ mod crons;
 mod daemon;
 mod faults;
 mod faults_model;
+mod faults_runs;
 mod ingress;
 mod ingress_load;
 mod limits;

@@ -67,6 +67,8 @@ macro_rules! all_cases {
             compare_and_set_cases,
             leases_have_one_owner,
             lease_expiry_frees_it,
+            renew_leases_renews_only_the_owners,
+            persist_in_a_batch_removes_the_ttl,
             incr_by_counts_and_refuses_non_integers,
             wrong_type_is_reported,
             hashes,
@@ -310,6 +312,51 @@ async fn leases_have_one_owner(s: Arc<dyn Store>) -> Result<()> {
     ensure!(!s.release_lease("lease", "a").await?, "already released");
     ensure!(!s.renew_lease("lease", "a", ttl).await?, "nothing to renew");
     ensure!(s.acquire_lease("lease", "b", ttl).await?);
+    Ok(())
+}
+
+async fn renew_leases_renews_only_the_owners(s: Arc<dyn Store>) -> Result<()> {
+    let short = Duration::from_secs(5);
+    ensure!(s.acquire_lease("l1", "a", short).await?);
+    ensure!(s.acquire_lease("l2", "b", short).await?);
+    ensure!(s.acquire_lease("l3", "a", short).await?);
+    let renewed = s
+        .renew_leases(
+            &keys(&["l1", "l2", "l3", "l4"]),
+            "a",
+            Duration::from_secs(60),
+        )
+        .await?;
+    ensure!(renewed == [true, false, true, false], "{renewed:?}");
+    for (key, renewed) in [("l1", true), ("l2", false), ("l3", true)] {
+        let left = s.ttl(key).await?.context("a lease has a TTL")?;
+        ensure!(
+            (left > Duration::from_secs(30)) == renewed,
+            "{key}: {left:?} left"
+        );
+    }
+    ensure!(!s.exists("l4").await?, "a missing lease is not created");
+    ensure!(s.renew_leases(&[], "a", short).await?.is_empty());
+    Ok(())
+}
+
+async fn persist_in_a_batch_removes_the_ttl(s: Arc<dyn Store>) -> Result<()> {
+    let ttl = Some(Duration::from_secs(30));
+    s.set("kept", b"v", ttl).await?;
+    s.push("list", &[b"x"]).await?;
+    s.expire("list", Duration::from_secs(30)).await?;
+    s.apply(vec![
+        Write::Persist { key: "kept".into() },
+        Write::Persist { key: "list".into() },
+        Write::Persist {
+            key: "missing".into(),
+        },
+    ])
+    .await?;
+    ensure!(s.ttl("kept").await?.is_none(), "no TTL left");
+    ensure!(s.ttl("list").await?.is_none(), "no TTL left");
+    ensure!(s.get("kept").await?.as_deref() == Some(&b"v"[..]));
+    ensure!(!s.exists("missing").await?, "persist creates nothing");
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use troupe_agents::workflow::journal::{now_ms, OutputRef};
+use troupe_agents::workflow::journal::{call_id, now_ms, OutputRef};
 use troupe_agents::workflow::pool_call::{Call, WORKFLOW_CALL};
 use troupe_agents::workflow::{
     Entry, EntryKind, Router, RouterOptions, RunRecord, RunStatus, Runs, StepHook, Submit,
@@ -275,7 +275,7 @@ async fn research_and_support_run_end_to_end_on_the_scripted_model() {
         "{view:?}"
     );
     // Each call ran in its own deterministic thread of the run's group.
-    let thread = format!("wf-{id}-research-web");
+    let thread = call_id(&id, 0, "research/web");
     let page = rig
         .talk
         .messages("acme", &thread, 0, 10)
@@ -823,7 +823,7 @@ fn adopters(entries: &[Entry]) -> Vec<String> {
 
 /// Messages in the thread of the call `key` of run `id` (a question and its answer per call).
 async fn call_messages(talk: &Conversations, id: &str, key: &str) -> u64 {
-    let thread = format!("wf-{id}-{}", key.replace('/', "-"));
+    let thread = call_id(id, 0, key);
     talk.messages("acme", &thread, 0, 50)
         .await
         .expect("thread")
@@ -1248,7 +1248,7 @@ async fn calls_of_a_pooled_step_are_work_items_bounded_and_retried_by_the_pool()
     let mut attempts = 0;
     for id in &ids {
         for agent in ["web", "news"] {
-            let item = format!("wf-{id}-research-{agent}");
+            let item = call_id(id, 0, &format!("research/{agent}"));
             let record = pool
                 .record(&item)
                 .await
@@ -1285,7 +1285,7 @@ async fn a_call_made_again_takes_the_answer_of_its_earlier_pool_item() {
         ..options("d1")
     };
     let idle = Rig::start_with(&text, Path::new("troupe.toml"), store.clone(), options).await;
-    let item = format!("wf-{id}-research-web");
+    let item = call_id(&id, 0, "research/web");
     let call = Call {
         workflow: "fan".to_owned(),
         run: id.clone(),
@@ -1323,4 +1323,138 @@ async fn a_call_made_again_takes_the_answer_of_its_earlier_pool_item() {
     assert!(output.contains("[news]\nYou said: topic"), "{output}");
     assert_eq!(mock.requests().len(), 2);
     rig.stop().await;
+}
+
+#[actix::test]
+async fn a_restarted_run_makes_the_keys_it_needs_permanent_again() {
+    let prefix = unique_prefix("restart-ttl");
+    let store = redis(&prefix).await;
+    let text = (0..600)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let big = format!("You said: {text}");
+    let rig = Rig::start(BIG, Path::new("troupe.toml"), store.clone(), "d1").await;
+    let runs = rig.router.runs().clone();
+    let id = rig
+        .router
+        .submit(submit("big", &text))
+        .await
+        .expect("submit");
+    wait_status(&runs, &id, RunStatus::Waiting).await;
+    runs.send_event("acme", &id, "go", &serde_json::json!(true))
+        .await
+        .expect("event");
+    assert_completed(&runs.wait("acme", &id, WAIT).await.expect("wait"));
+    // The ended run's keys are about to expire (its retention nearly over).
+    let mut keys = store
+        .keys_with_prefix(&format!("wf:acme:{id}:"))
+        .await
+        .expect("keys");
+    keys.push(format!("wf-group:{id}"));
+    for key in &keys {
+        assert!(
+            store.ttl(key).await.expect("ttl").is_some(),
+            "{key} expires"
+        );
+        store
+            .expire(key, Duration::from_millis(1500))
+            .await
+            .expect("expire");
+    }
+    runs.restart("acme", &id, "approval")
+        .await
+        .expect("restart");
+    wait_status(&runs, &id, RunStatus::Waiting).await;
+    for key in &keys {
+        let needed = !key.ends_with(":events") && !key.ends_with(":cancel");
+        if needed && store.exists(key).await.expect("exists") {
+            assert_eq!(
+                store.ttl(key).await.expect("ttl"),
+                None,
+                "{key} still expires"
+            );
+        }
+    }
+    // Past the old expiry, another daemon loads the run (snapshot, journal, the big output
+    // of a step before the restart) and finishes it.
+    rig.stop().await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let rig = Rig::start(BIG, Path::new("troupe.toml"), store.clone(), "d2").await;
+    runs.send_event("acme", &id, "go", &serde_json::json!(true))
+        .await
+        .expect("event");
+    let record = runs.wait("acme", &id, WAIT).await.expect("wait");
+    assert_completed(&record);
+    assert_eq!(
+        record.output.unwrap_or_default(),
+        format!("You said: USE {big}")
+    );
+    rig.stop().await;
+}
+
+const CLASH: &str = r#"
+[models.m]
+provider = "scripted"
+
+[agents.b]
+model = "m"
+
+[agents.c]
+model = "m"
+
+[pools.p]
+max_parallelism = 2
+
+[workflows.clash]
+[[workflows.clash.steps]]
+name = "a"
+kind = "parallel"
+agents = ["b", "c"]
+pool = "p"
+[[workflows.clash.steps]]
+name = "a-b"
+kind = "agent"
+agent = "c"
+pool = "p"
+input = "AGAIN {{input}}"
+"#;
+
+#[actix::test]
+async fn a_branch_and_a_step_named_like_it_make_different_calls() {
+    let rig = Rig::start(CLASH, Path::new("troupe.toml"), memory(), "d1").await;
+    let (id, record) = rig.run("clash", "topic").await;
+    assert_completed(&record);
+    // The step `a-b` is its own call, not the branch `a/b`'s answer taken again.
+    assert_eq!(record.output.as_deref(), Some("You said: AGAIN topic"));
+    let branch = call_id(&id, 0, "a/b");
+    let step = call_id(&id, 0, "a-b");
+    assert_ne!(branch, step);
+    let pool = &rig.pools["p"];
+    for item in [&branch, &step] {
+        let found = pool.record(item).await.expect("record");
+        assert!(found.is_some(), "no pool item {item}");
+    }
+    rig.stop().await;
+}
+
+#[test]
+fn troupe_check_refuses_names_that_make_call_ids_too_long() {
+    let text = CLASH.replace("\"a-b\"", &format!("\"{}\"", "x".repeat(93)));
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .arg("check")
+        .arg(file.path())
+        .output()
+        .expect("run troupe check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("makes call keys of 93 characters, more than 92"),
+        "{stderr}"
+    );
 }

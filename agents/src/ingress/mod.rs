@@ -13,8 +13,16 @@
 //! stream and acked in one batch). A task id that completed (per group) is answered from its
 //! stored result for [`DONE_TTL`] instead of running again; a task id running anywhere holds a
 //! lease and is not started twice while the lease lasts.
+//!
+//! A workflow task is acknowledged as soon as its run is submitted: the `accepted` notice
+//! (naming the run) and the `XACK` are written in the batch that makes the run adoptable, and
+//! the run's end writes the final result and the `done` record, on whichever daemon ends it.
+//! Its run id is derived from the group and task id, and created with `SET NX`, so a task
+//! delivered again finds its run instead of starting another. With
+//! `max_in_flight_per_group`, a task whose group is at its quota is parked (see `quota`).
 
 pub mod auth;
+mod quota;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
+use quota::GroupQuota;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use troupe_config::IngressSettings;
@@ -31,14 +40,14 @@ use troupe_runtime::Readiness;
 
 use crate::conversations::{Ask, Conversations};
 use crate::thread::TurnStatus;
-use crate::workflow::{Router, RunStatus, Submit};
+use crate::workflow::journal::{task_run_id, Reply};
+use crate::workflow::{Router, Submit, TaskRun};
 
 pub use auth::{sign, ProducerAuth};
+use wire::{done_key, ErrorBody, Limits, Status};
 pub use wire::{DeadLetter, Rejection, Target, Task, TaskResult};
-use wire::{ErrorBody, Limits, Status};
 
-/// How long a completed task's result is kept for idempotency.
-pub const DONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub use wire::DONE_TTL;
 
 /// Pause after a failed read before trying again.
 const READ_BACKOFF: Duration = Duration::from_millis(200);
@@ -48,11 +57,6 @@ const TRIM_EVERY: Duration = Duration::from_secs(2);
 
 /// While the store keeps failing, a warning at most this often (with the count in between).
 const WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// Store key of a completed task's result.
-fn done_key(group: &str, id: &str) -> String {
-    format!("ingress:done:{group}:{id}")
-}
 
 /// Store key of the lease held while a task runs.
 fn running_key(group: &str, id: &str) -> String {
@@ -65,11 +69,6 @@ fn nonce_key(group: &str, id: &str) -> String {
     format!("ingress:nonce:{group}:{id}")
 }
 
-/// Store key of the run a workflow task started.
-fn run_key(group: &str, id: &str) -> String {
-    format!("ingress:run:{group}:{id}")
-}
-
 /// Everything the consumer and its tasks share.
 struct Shared {
     store: Arc<dyn Store>,
@@ -80,6 +79,11 @@ struct Shared {
     settings: IngressSettings,
     consumer: String,
     permits: Arc<Semaphore>,
+    /// Tasks of one group running at once (`max_in_flight_per_group`); `None` when that is
+    /// no bound of its own.
+    quota: Option<Arc<GroupQuota>>,
+    /// Room for tasks parked while their group is at its quota (`max_in_flight`).
+    parking: Arc<Semaphore>,
     /// Told whether the consumer reads (the daemon's readiness).
     readiness: Readiness,
     /// Producer authentication, when `[ingress.auth]` asks for it.
@@ -113,6 +117,9 @@ impl IngressActor {
             BTreeSet::new()
         };
         let permits = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        let quota = (settings.max_in_flight_per_group < settings.max_in_flight)
+            .then(|| GroupQuota::new(settings.max_in_flight_per_group));
+        let parking = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
         let auth = ProducerAuth::from_settings(&settings.auth);
         IngressActor {
             shared: Arc::new(Shared {
@@ -124,6 +131,8 @@ impl IngressActor {
                 settings,
                 consumer,
                 permits,
+                quota,
+                parking,
                 readiness: Readiness::default(),
                 auth,
             }),
@@ -477,7 +486,10 @@ impl Shared {
         let shared = self.clone();
         actix::spawn(
             async move {
-                let _permit = permit;
+                let Some((_permit, _slot)) = shared.slot(&entry.id, &task.group, permit).await
+                else {
+                    return;
+                };
                 let m = metrics();
                 m.tasks_in_flight.inc();
                 shared.handle(entry, task, expires_in, deliveries).await;
@@ -485,6 +497,53 @@ impl Shared {
             }
             .instrument(span),
         );
+    }
+
+    /// The slot a task of `group` runs in: its reading slot (`permit`) if its group is below
+    /// its quota; else it gives that back (once a parking slot is free), so other groups'
+    /// tasks are read, and waits — its entry kept claimed — for a slot of its group. `None`:
+    /// the daemon began draining meanwhile (the entry stays pending).
+    async fn slot(
+        &self,
+        entry: &str,
+        group: &str,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<(OwnedSemaphorePermit, Option<quota::GroupSlot>)> {
+        let Some(quota) = &self.quota else {
+            return Some((permit, None));
+        };
+        if let Some(slot) = quota.try_take(group) {
+            return Some((permit, Some(slot)));
+        }
+        let parked = self.parking.clone().acquire_owned().await.ok()?;
+        drop(permit);
+        tracing::debug!("the task's group is at its in-flight quota; parked");
+        let slot = tokio::select! {
+            slot = quota.take(group) => slot,
+            () = self.keep_entry_claimed(entry) => return None,
+        };
+        if self.readiness.is_draining() {
+            return None;
+        }
+        Some((parked, Some(slot)))
+    }
+
+    /// Resets the idle time of `entry` every third of `claim_idle` (so no consumer reclaims
+    /// it, and its delivery count stays), for as long as it is awaited.
+    async fn keep_entry_claimed(&self, entry: &str) {
+        let s = &self.settings;
+        let every = (s.claim_idle / 3).max(Duration::from_millis(10));
+        let ids = [entry.to_owned()];
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(err) = self
+                .store
+                .xclaim_touch(&s.stream, &s.group, &self.consumer, &ids)
+                .await
+            {
+                tracing::debug!(error = %err, "could not refresh a parked entry's claim");
+            }
+        }
     }
 
     /// Writes the dead letter and acks the entry in one batch.
@@ -608,14 +667,21 @@ impl Shared {
             }
         }
         let outcome = tokio::select! {
-            result = self.execute(&task) => result,
+            result = self.execute(&entry, &task, &lease) => result,
             () = self.keep_claimed(&entry, &lease, &owner) => None,
         };
-        let Some(result) = outcome else {
-            let _ = self.store.release_lease(&lease, &owner).await;
-            return;
-        };
         let (target, name) = labels(&task);
+        let result = match outcome {
+            Some(Answer::Result(result)) => *result,
+            Some(Answer::Acked) => {
+                metrics().task(target, name, "accepted");
+                return;
+            }
+            None => {
+                let _ = self.store.release_lease(&lease, &owner).await;
+                return;
+            }
+        };
         let outcome = match result.status {
             Status::Ok => "ok",
             Status::Error | Status::Accepted => "error",
@@ -730,7 +796,7 @@ impl Shared {
     }
 
     /// Runs the task. `None`: a transient failure; the entry is left pending.
-    async fn execute(&self, task: &Task) -> Option<TaskResult> {
+    async fn execute(&self, entry: &str, task: &Task, lease: &str) -> Option<Answer> {
         match &task.target {
             Target::Agent(agent) => {
                 let (started, mut start) = tokio::sync::mpsc::unbounded_channel();
@@ -791,82 +857,94 @@ impl Shared {
                     }
                     Err(err) => Some(TaskResult::error(task, err.kind(), err.to_string())),
                 }
+                .map(|result| Answer::Result(Box::new(result)))
             }
-            Target::Workflow(workflow) => self.run_workflow(task, workflow).await,
+            Target::Workflow(workflow) => self.run_workflow(entry, task, workflow, lease).await,
         }
     }
 
-    /// Submits the run (once per task id) and waits for it up to `claim_idle`.
-    async fn run_workflow(&self, task: &Task, workflow: &str) -> Option<TaskResult> {
+    /// Submits the task's run — once per task id, whatever happened to earlier deliveries —
+    /// and acknowledges the entry with an `accepted` result naming the run, in the batch that
+    /// makes the run adoptable: the task holds no slot while its run goes on. The run's end
+    /// writes the final result (and the task's `done` record), on whichever daemon ends it. A
+    /// run that had ended already is answered from its record.
+    async fn run_workflow(
+        &self,
+        entry: &str,
+        task: &Task,
+        workflow: &str,
+        lease: &str,
+    ) -> Option<Answer> {
         let router = self.router.as_ref()?;
-        let key = run_key(&task.group, &task.id);
-        let existing = match self.store.get(&key).await {
-            Ok(run) => run.map(|r| String::from_utf8_lossy(&r).into_owned()),
+        let s = &self.settings;
+        let run = task_run_id(&task.group, &task.id);
+        tracing::Span::current().record("run", run.as_str());
+        let notice = TaskResult::accepted(task, None, Some(run.clone()), None);
+        let json = match serde_json::to_vec(&notice) {
+            Ok(json) => json,
             Err(err) => {
-                tracing::warn!(error = %err, "ingress cannot read the task's run; left pending");
+                tracing::error!(error = %err, "ingress cannot encode an acceptance");
                 return None;
             }
         };
-        let run = match existing {
-            Some(run) => run,
-            None => {
-                let submit = Submit {
-                    workflow: workflow.to_owned(),
-                    group: task.group.clone(),
-                    user: task.user.clone(),
-                    input: task.input.clone(),
-                };
-                let run = match router.submit(submit).await {
-                    Ok(run) => run,
-                    Err(err) if err.is_retryable() => {
-                        tracing::warn!(error = %err, "workflow submit failed; left pending");
-                        return None;
-                    }
-                    Err(err) => return Some(TaskResult::error(task, "workflow", err.to_string())),
-                };
-                if let Err(err) = self.store.set(&key, run.as_bytes(), Some(DONE_TTL)).await {
-                    tracing::warn!(error = %err, %run, "ingress could not record the task's run");
-                }
-                run
-            }
+        let ack = vec![
+            Write::XAdd {
+                stream: task.reply_to.clone(),
+                fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json)],
+                trim: Some(Trim::MaxLen(s.max_len)),
+            },
+            Write::XAck {
+                stream: s.stream.clone(),
+                group: s.group.clone(),
+                ids: vec![entry.to_owned()],
+            },
+            Write::Del {
+                key: lease.to_owned(),
+            },
+        ];
+        let submit = Submit {
+            workflow: workflow.to_owned(),
+            group: task.group.clone(),
+            user: task.user.clone(),
+            input: task.input.clone(),
         };
-        tracing::Span::current().record("run", run.as_str());
-        if task.stream {
-            let notice = TaskResult::accepted(task, None, Some(run.clone()), None);
-            self.accepted(task, notice).await;
+        let reply = Reply {
+            task: task.id.clone(),
+            stream: task.reply_to.clone(),
+            max_len: s.max_len,
+        };
+        match router.submit_task(submit, reply, ack).await {
+            Ok(TaskRun::Submitted(_)) => {
+                tracing::debug!(reply_to = %task.reply_to, "workflow task accepted");
+                Some(Answer::Acked)
+            }
+            Ok(TaskRun::Ended(record)) => Some(Answer::Result(Box::new(TaskResult::of_run(
+                &task.id,
+                &task.group,
+                &record.id,
+                record.status.as_str(),
+                record.output,
+                record.error,
+            )))),
+            Err(err) if err.is_retryable() => {
+                tracing::warn!(error = %err, "workflow submit failed; left pending");
+                None
+            }
+            Err(err) => Some(Answer::Result(Box::new(TaskResult::error(
+                task,
+                "workflow",
+                err.to_string(),
+            )))),
         }
-        // The entry stays claimed while the run goes on (see `keep_claimed`).
-        let record = loop {
-            match router
-                .wait(&task.group, &run, self.settings.claim_idle)
-                .await
-            {
-                Ok(record) if record.status.is_terminal() => break record,
-                Ok(_) => continue,
-                Err(err) => {
-                    tracing::warn!(error = %err, %run, "ingress cannot read the run; left pending");
-                    return None;
-                }
-            }
-        };
-        let mut result = TaskResult {
-            output: record.output.clone(),
-            run: Some(run),
-            ..TaskResult::ok(task)
-        };
-        match record.status {
-            RunStatus::Completed => {}
-            RunStatus::Failed | RunStatus::Canceled => {
-                result.status = Status::Error;
-                result.error = Some(ErrorBody {
-                    kind: format!("workflow_{}", record.status.as_str()),
-                    message: record.error.unwrap_or_default(),
-                });
-            }
-            RunStatus::Running | RunStatus::Waiting => return None,
-        }
-        Some(result)
     }
+}
+
+/// How a task was answered.
+enum Answer {
+    /// With this result, to write and ack.
+    Result(Box<TaskResult>),
+    /// Acknowledged already (a workflow task: its run answers when it ends).
+    Acked,
 }
 
 /// The tasks a consumer has running; see [`IngressActor::in_flight`].

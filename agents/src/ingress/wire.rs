@@ -20,6 +20,14 @@ pub const RESULT_FIELD: &str = "result";
 /// The stream field holding a dead letter's JSON.
 pub const DEAD_FIELD: &str = "dead";
 
+/// How long a completed task's result is kept for idempotency.
+pub const DONE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Store key of a completed task's result (its idempotency record).
+pub fn done_key(group: &str, id: &str) -> String {
+    format!("ingress:done:{group}:{id}")
+}
+
 /// Most fields an ingress entry may have (troupe reads `task` and `sig`; a few more are
 /// tolerated for producers' own bookkeeping).
 pub const MAX_FIELDS: usize = 16;
@@ -437,7 +445,7 @@ fn reply_to(stream: String, group: &str, limits: &Limits<'_>) -> Result<String, 
 }
 
 /// `"ok"` or `"error"` for the final result; `"accepted"` for the early notice of a streamed
-/// task (its final result follows).
+/// agent task or of any workflow task (its final result follows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -519,6 +527,34 @@ impl TaskResult {
             run,
             delta_stream,
             ..TaskResult::ok(task)
+        }
+    }
+
+    /// The final result of the workflow task `task` of `group`, whose run `run` ended with
+    /// `status` (`completed`: `ok` with `output`; `failed`, `canceled`: an `error` of kind
+    /// `workflow_{status}` with `error`).
+    pub fn of_run(
+        task: &str,
+        group: &str,
+        run: &str,
+        status: &str,
+        output: Option<String>,
+        error: Option<String>,
+    ) -> TaskResult {
+        let completed = status == "completed";
+        TaskResult {
+            task_id: task.to_owned(),
+            group: group.to_owned(),
+            status: if completed { Status::Ok } else { Status::Error },
+            output,
+            thread: None,
+            run: Some(run.to_owned()),
+            error: (!completed).then(|| ErrorBody {
+                kind: format!("workflow_{status}"),
+                message: error.unwrap_or_default(),
+            }),
+            usage: None,
+            delta_stream: None,
         }
     }
 

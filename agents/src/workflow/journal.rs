@@ -18,7 +18,12 @@
 //! - `wf-group:{run}` — the group that owns the run: asking for it as another group is
 //!   [`WorkflowError::Forbidden`], not `NotFound`.
 //!
-//! Finished runs leave `wf-open`, and their keys expire after the retention period.
+//! Finished runs leave `wf-open`, and their keys expire after the retention period; a run
+//! restarted from a step makes the keys it still needs permanent again.
+//!
+//! A run submitted for an ingress task has the id [`task_run_id`] of the task's group and id,
+//! and its record names where the task's result goes ([`Reply`]): the batch that finishes the
+//! run writes that result, so whichever daemon ends the run answers the task, once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -43,6 +48,52 @@ pub fn group_key(run: &str) -> String {
 /// The lease key of a run.
 pub fn lease_key(run: &str) -> String {
     format!("wf-lease:{run}")
+}
+
+/// Length of every run id: `r` + 19 hex digits (time and randomness) for runs submitted
+/// through the API, `t` + 19 hex digits of a hash for the run of an ingress task.
+pub const RUN_ID_LEN: usize = 20;
+
+/// A new run id for a submission through the API: the time, then randomness.
+pub fn new_run_id() -> String {
+    format!(
+        "r{:011x}{:08x}",
+        now_ms() & 0xfff_ffff_ffff,
+        rand::random::<u32>()
+    )
+}
+
+/// The run id of the ingress task `task` of `group`: the same for every delivery of the task,
+/// and different for every other (group, task) pair (76 bits of SHA-256; `group` holds no
+/// `:`).
+pub fn task_run_id(group: &str, task: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{group}:{task}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("t{}", &hex[..RUN_ID_LEN - 1])
+}
+
+/// The id of the thread (and pool item) of the call journaled under `key` in run `run`,
+/// restarted `restarts` times: `wf-{run}[-r{restarts}].{key, '/' -> '.'}`. Names hold only
+/// letters, digits, `_` and `-`, so two different keys never make the same id.
+pub fn call_id(run: &str, restarts: u32, key: &str) -> String {
+    let restart = if restarts > 0 {
+        format!("-r{restarts}")
+    } else {
+        String::new()
+    };
+    format!("wf-{run}{restart}.{}", key.replace('/', "."))
+}
+
+/// Where the result of an ingress task's run goes when the run ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The task's id.
+    pub task: String,
+    /// The task's `reply_to` stream.
+    pub stream: String,
+    /// Approximate MAXLEN of that stream.
+    pub max_len: u64,
 }
 
 /// Where a run is.
@@ -109,6 +160,9 @@ pub struct RunRecord {
     pub output: Option<String>,
     /// Why it failed, when failed.
     pub error: Option<String>,
+    /// The ingress task whose result the run's end writes, if it was submitted for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
 }
 
 /// The definitions a run started with: its workflow and every workflow it runs as a child.
@@ -363,12 +417,19 @@ impl Journal {
         record: &RunRecord,
         snapshot: &[u8],
     ) -> Result<Vec<Write>, WorkflowError> {
-        Ok(vec![
-            Write::Set {
-                key: self.meta_key(),
-                value: encode(record)?,
-                ttl: None,
-            },
+        let mut writes = vec![Write::Set {
+            key: self.meta_key(),
+            value: encode(record)?,
+            ttl: None,
+        }];
+        writes.extend(self.open_writes(snapshot));
+        Ok(writes)
+    }
+
+    /// Everything of a new run but its record: snapshot, owner, index entry (last written
+    /// in the batch, so an indexed run is whole).
+    fn open_writes(&self, snapshot: &[u8]) -> Vec<Write> {
+        vec![
             Write::Set {
                 key: self.def_key(),
                 value: snapshot.to_vec(),
@@ -383,7 +444,45 @@ impl Journal {
                 key: OPEN_INDEX.to_owned(),
                 fields: vec![(self.run.clone(), self.group.as_bytes().to_vec())],
             },
-        ])
+        ]
+    }
+
+    /// Creates the run `record` unless a run with its id exists (the record is the
+    /// `SET NX` that decides), writing `extra` in the batch that opens it. A run found
+    /// unfinished is opened again (snapshot and owner written only if missing, index entry,
+    /// `extra`): a creation cut short by a crash or a failed write is completed, never
+    /// repeated. A finished run is returned as it is, and `extra` is not written.
+    pub async fn create_once(
+        &self,
+        record: &RunRecord,
+        snapshot: &[u8],
+        extra: Vec<Write>,
+    ) -> Result<Created, WorkflowError> {
+        if self
+            .store
+            .set_nx(&self.meta_key(), &encode(record)?, None)
+            .await?
+        {
+            let mut writes = self.open_writes(snapshot);
+            writes.extend(extra);
+            self.store.apply(writes).await?;
+            return Ok(Created::New);
+        }
+        let found = self.require_record().await?;
+        if found.status.is_terminal() {
+            return Ok(Created::Ended(found));
+        }
+        self.store.set_nx(&self.def_key(), snapshot, None).await?;
+        self.store
+            .set_nx(&group_key(&self.run), self.group.as_bytes(), None)
+            .await?;
+        let mut writes = vec![Write::HSet {
+            key: OPEN_INDEX.to_owned(),
+            fields: vec![(self.run.clone(), self.group.as_bytes().to_vec())],
+        }];
+        writes.extend(extra);
+        self.store.apply(writes).await?;
+        Ok(Created::Open(found))
     }
 
     /// The run record, `None` if there is none for this group.
@@ -496,19 +595,81 @@ impl Journal {
         Ok(data.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
-    /// Ends the run: writes its final record, expires its keys after `retention`, and takes
-    /// it out of the index of unfinished runs.
+    /// Ends the run: writes its final record and, for an ingress task's run, the task's
+    /// result (to its reply stream and its idempotency record), expires its keys after
+    /// `retention` — all in one batch —, then takes it out of the index of unfinished runs.
     pub async fn finish(
         &self,
         record: &RunRecord,
         stored_outputs: &[String],
         retention: Duration,
     ) -> Result<(), WorkflowError> {
-        let mut writes = vec![Write::Set {
+        let mut writes = self.expiring(stored_outputs, retention);
+        writes.push(Write::Set {
             key: self.meta_key(),
             value: encode(record)?,
             ttl: Some(retention),
-        }];
+        });
+        if let Some(reply) = &record.reply {
+            writes.extend(reply_writes(reply, record)?);
+        }
+        self.store.apply(writes).await?;
+        self.store.hdel(OPEN_INDEX, &[self.run.as_str()]).await?;
+        Ok(())
+    }
+
+    /// Takes a run found finished (its end was written, its index entry was not removed) out
+    /// of the index; its result, if any, was written with its end.
+    pub async fn close(&self, retention: Duration) -> Result<(), WorkflowError> {
+        self.store.apply(self.expiring(&[], retention)).await?;
+        self.store.hdel(OPEN_INDEX, &[self.run.as_str()]).await?;
+        Ok(())
+    }
+
+    /// The writes of a restart from a step: `entry` journaled, `record` saved, the cancel
+    /// flag and events dropped, and every key the run still needs — record, snapshot,
+    /// journal, owner, the outputs of `stored_outputs` — made permanent again (they expired
+    /// after the retention period of its earlier end), then the index entry.
+    pub fn restart_writes(
+        &self,
+        record: &RunRecord,
+        entry: &Entry,
+        stored_outputs: &[String],
+    ) -> Result<Vec<Write>, WorkflowError> {
+        let mut writes = vec![
+            Write::Del {
+                key: self.cancel_key(),
+            },
+            Write::Del {
+                key: self.events_key(),
+            },
+            Write::Push {
+                key: self.journal_key(),
+                values: vec![encode(entry)?],
+            },
+            Write::Set {
+                key: self.meta_key(),
+                value: encode(record)?,
+                ttl: None,
+            },
+            Write::Set {
+                key: group_key(&self.run),
+                value: self.group.as_bytes().to_vec(),
+                ttl: None,
+            },
+        ];
+        let mut needed = vec![self.def_key(), self.journal_key()];
+        needed.extend(stored_outputs.iter().map(|hash| self.out_key(hash)));
+        writes.extend(needed.into_iter().map(|key| Write::Persist { key }));
+        writes.push(Write::HSet {
+            key: OPEN_INDEX.to_owned(),
+            fields: vec![(self.run.clone(), self.group.as_bytes().to_vec())],
+        });
+        Ok(writes)
+    }
+
+    /// The writes that expire the run's keys (but its record) after `retention`.
+    fn expiring(&self, stored_outputs: &[String], retention: Duration) -> Vec<Write> {
         let mut expiring = vec![
             self.def_key(),
             self.journal_key(),
@@ -517,14 +678,52 @@ impl Journal {
             group_key(&self.run),
         ];
         expiring.extend(stored_outputs.iter().map(|hash| self.out_key(hash)));
-        writes.extend(expiring.into_iter().map(|key| Write::Expire {
-            key,
-            ttl: retention,
-        }));
-        self.store.apply(writes).await?;
-        self.store.hdel(OPEN_INDEX, &[self.run.as_str()]).await?;
-        Ok(())
+        expiring
+            .into_iter()
+            .map(|key| Write::Expire {
+                key,
+                ttl: retention,
+            })
+            .collect()
     }
+}
+
+/// What [`Journal::create_once`] found.
+#[derive(Debug)]
+pub enum Created {
+    /// The run did not exist: it was created.
+    New,
+    /// It existed, unfinished (now indexed, whatever its creation had left undone).
+    Open(RunRecord),
+    /// It existed and has ended.
+    Ended(RunRecord),
+}
+
+/// The writes that answer an ingress task with the end of its run: the result on the task's
+/// reply stream and under its idempotency key.
+fn reply_writes(reply: &Reply, record: &RunRecord) -> Result<Vec<Write>, WorkflowError> {
+    use crate::ingress::wire;
+    let result = wire::TaskResult::of_run(
+        &reply.task,
+        &record.group,
+        &record.id,
+        record.status.as_str(),
+        record.output.clone(),
+        record.error.clone(),
+    );
+    let json = encode(&result)?;
+    Ok(vec![
+        Write::XAdd {
+            stream: reply.stream.clone(),
+            fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json.clone())],
+            trim: Some(troupe_runtime::store::Trim::MaxLen(reply.max_len)),
+        },
+        Write::Set {
+            key: wire::done_key(&record.group, &reply.task),
+            value: json,
+            ttl: Some(wire::DONE_TTL),
+        },
+    ])
 }
 
 /// Unfinished runs: (run id, group).
@@ -554,4 +753,38 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, Wo
         key: key.to_owned(),
         message: err.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_have_one_length_and_a_task_always_gets_the_same() {
+        assert_eq!(new_run_id().len(), RUN_ID_LEN);
+        let id = task_run_id("acme", "t1");
+        assert_eq!(id.len(), RUN_ID_LEN);
+        assert_eq!(id, task_run_id("acme", "t1"));
+        assert_ne!(id, task_run_id("acme", "t2"));
+        assert_ne!(id, task_run_id("globex", "t1"));
+    }
+
+    #[test]
+    fn call_ids_of_different_keys_differ_and_fit_in_a_thread_id() {
+        let run = task_run_id("acme", "t1");
+        for (a, b) in [
+            (("a/b", 0), ("a-b", 0)),
+            (("x", 1), ("x/r1", 0)),
+            (("x", 1), ("x-r1", 0)),
+            (("s/0/c", 0), ("s-0-c", 0)),
+        ] {
+            assert_ne!(
+                call_id(&run, a.1, a.0),
+                call_id(&run, b.1, b.0),
+                "{a:?} {b:?}"
+            );
+        }
+        let longest = call_id(&run, u32::MAX, &"k".repeat(troupe_config::MAX_CALL_KEY));
+        assert_eq!(longest.len(), 128);
+    }
 }

@@ -22,5 +22,7 @@ pub mod template;
 pub use error::WorkflowError;
 pub use journal::open_runs;
 pub use journal::{Entry, EntryKind, RunRecord, RunStatus};
-pub use router::{Router, RouterActor, RouterOptions, RunView, Runs, StepHook, StepView, Submit};
+pub use router::{
+    Router, RouterActor, RouterOptions, RunView, Runs, StepHook, StepView, Submit, TaskRun,
+};
 pub use run::{RunActor, Signal, SignalRun};

@@ -38,7 +38,8 @@ pub struct Call {
     pub user: String,
     /// The agent asked.
     pub agent: String,
-    /// The call's own thread, `wf-{run}-{step}[-{branch}][-r{restarts}]`.
+    /// The call's own thread, [`call_id`](super::journal::call_id):
+    /// `wf-{run}[-r{restarts}].{step}[.{branch}]`.
     pub thread: String,
     /// What the agent is asked.
     pub input: String,

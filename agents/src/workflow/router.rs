@@ -2,11 +2,13 @@
 //!
 //! `RouterActor` is the child `router` of the `workflows` supervisor. It takes [`ScanRuns`]
 //! (look for runs to adopt now) and [`RunEndedEvent`] (sent when one of its runs ends). Every
-//! `scan` interval it reads the index of unfinished runs, takes the lease of each run no
-//! daemon holds (a crashed daemon's leases expire), and starts a [`RunActor`] for it, under a
-//! panic guard; it renews the leases of its runs, and signals them when a cancel is
-//! requested or a lease is lost. A run that panics is started again from its journal, at most
-//! [`MAX_RUN_PANICS`] times, then failed.
+//! `scan` interval it reads the index of unfinished runs and the lease keys of the runs it
+//! does not have (one `MGET` per [`LEASES_PER_READ`]), takes the leases that are free (a
+//! crashed daemon's leases expire) — at most `max_runs`, at most `max_runs_per_group` of one
+//! group — and starts a [`RunActor`] for each, under a panic guard; it signals its runs when a
+//! cancel is requested. Every third of the lease, on a timer of its own, it renews the leases
+//! of all its runs in one round trip, and stops the runs whose lease was lost. A run that
+//! panics is started again from its journal, at most [`MAX_RUN_PANICS`] times, then failed.
 //!
 //! [`Runs`] needs only the store: a CLI or another daemon submits a run by writing it there,
 //! and whichever daemon scans first adopts it.
@@ -22,13 +24,13 @@ use troupe_config::WorkflowSettings;
 use troupe_runtime::detach::{detach, Resume};
 use troupe_runtime::limit::Limiters;
 use troupe_runtime::pool::Pool;
-use troupe_runtime::store::Store;
+use troupe_runtime::store::{Store, Write};
 use troupe_runtime::{ActorRef, Exit, Life, Spawn};
 
 use super::error::WorkflowError;
 use super::journal::{
-    lease_key, now_ms, open_runs, top_step, Entry, EntryKind, Journal, Replay, RunRecord,
-    RunStatus, Snapshot, OPEN_INDEX,
+    lease_key, new_run_id, now_ms, open_runs, task_run_id, top_step, Created, Entry, EntryKind,
+    Journal, OutputRef, Replay, Reply, RunRecord, RunStatus, Snapshot,
 };
 use super::run::{RunActor, Signal, SignalRun};
 use crate::conversations::Conversations;
@@ -54,6 +56,9 @@ pub struct RouterOptions {
     pub event_poll: Duration,
     /// Most runs this daemon runs at once; more wait in the store.
     pub max_runs: usize,
+    /// Most runs of one group this daemon runs at once; the group's others wait in the store
+    /// while other groups' runs are adopted.
+    pub max_runs_per_group: usize,
     /// How often a run awaiting a pool item reads the item's record, in case its end is
     /// not notified (another daemon's pool ran it, or the run took over an earlier item).
     pub pool_poll: Duration,
@@ -85,6 +90,7 @@ impl Default for RouterOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             event_poll: Duration::from_millis(100),
             max_runs: 1000,
+            max_runs_per_group: 1000,
             pool_poll: Duration::from_secs(1),
             on_step_start: None,
             arbiters: Vec::new(),
@@ -149,6 +155,16 @@ pub struct Submit {
     pub user: String,
     /// The input.
     pub input: String,
+}
+
+/// The run of an ingress task, as [`Runs::submit_task`] found it.
+#[derive(Debug, Clone)]
+pub enum TaskRun {
+    /// Submitted now or by an earlier delivery, not ended: the task is acknowledged.
+    Submitted(String),
+    /// Ended (its result was written when it ended); the task's acknowledgement was not
+    /// written.
+    Ended(Box<RunRecord>),
 }
 
 /// One top-level step as the journal shows it.
@@ -245,6 +261,67 @@ impl Runs {
     }
 
     async fn create(&self, submit: Submit) -> Result<Fresh, WorkflowError> {
+        let (record, snapshot, encoded) = self.new_record(submit, new_run_id(), None)?;
+        let journal = Journal::new(self.store.clone(), &record.group, &record.id);
+        self.store
+            .apply(journal.create_writes(&record, encoded)?)
+            .await?;
+        tracing::debug!(workflow = %record.workflow, run = %record.id, group = %record.group, "workflow run submitted");
+        Ok(Fresh {
+            record,
+            snapshot,
+            span: tracing::Span::current(),
+        })
+    }
+
+    /// Submits the run of the ingress task `reply.task` — once, whatever happened to earlier
+    /// deliveries of the task: its id is [`task_run_id`] of the group and the task id, and its
+    /// record is created with `SET NX`. `extra` (the task's acknowledgement) is written in the
+    /// batch that makes the run adoptable, unless the run has ended already. When the run
+    /// ends, its result is written to `reply.stream` by the daemon that ends it.
+    pub async fn submit_task(
+        &self,
+        submit: Submit,
+        reply: Reply,
+        extra: Vec<Write>,
+    ) -> Result<TaskRun, WorkflowError> {
+        self.create_task(submit, reply, extra)
+            .await
+            .map(|(run, _)| run)
+    }
+
+    async fn create_task(
+        &self,
+        submit: Submit,
+        reply: Reply,
+        extra: Vec<Write>,
+    ) -> Result<(TaskRun, Option<Fresh>), WorkflowError> {
+        let id = task_run_id(&submit.group, &reply.task);
+        let (record, snapshot, encoded) = self.new_record(submit, id, Some(reply))?;
+        let journal = Journal::new(self.store.clone(), &record.group, &record.id);
+        let run = record.id.clone();
+        Ok(match journal.create_once(&record, encoded, extra).await? {
+            Created::New => {
+                tracing::debug!(workflow = %record.workflow, run = %run, group = %record.group, "workflow run submitted for a task");
+                let fresh = Fresh {
+                    record,
+                    snapshot,
+                    span: tracing::Span::current(),
+                };
+                (TaskRun::Submitted(run), Some(fresh))
+            }
+            Created::Open(_) => (TaskRun::Submitted(run), None),
+            Created::Ended(record) => (TaskRun::Ended(Box::new(record)), None),
+        })
+    }
+
+    /// A new run's record (validated), its definition snapshot and the snapshot's encoding.
+    fn new_record(
+        &self,
+        submit: Submit,
+        id: String,
+        reply: Option<Reply>,
+    ) -> Result<(RunRecord, Arc<Snapshot>, &[u8]), WorkflowError> {
         for (what, value) in [("group", &submit.group), ("user", &submit.user)] {
             check_name(what, value).map_err(|err| WorkflowError::Invalid {
                 what,
@@ -252,10 +329,9 @@ impl Runs {
             })?;
         }
         let (snapshot, encoded) = self.snapshots.get(&submit.workflow)?;
-        let id = format!("r{:011x}{:08x}", now_ms(), rand::random::<u32>());
         let now = now_ms();
         let record = RunRecord {
-            id: id.clone(),
+            id,
             workflow: submit.workflow,
             group: submit.group,
             user: submit.user,
@@ -267,17 +343,9 @@ impl Runs {
             updated_ms: now,
             output: None,
             error: None,
+            reply,
         };
-        let journal = Journal::new(self.store.clone(), &record.group, &id);
-        self.store
-            .apply(journal.create_writes(&record, encoded)?)
-            .await?;
-        tracing::debug!(workflow = %record.workflow, run = %id, group = %record.group, "workflow run submitted");
-        Ok(Fresh {
-            record,
-            snapshot,
-            span: tracing::Span::current(),
-        })
+        Ok((record, snapshot, encoded))
     }
 
     fn journal(&self, group: &str, run: &str) -> Result<Journal, WorkflowError> {
@@ -401,21 +469,25 @@ impl Runs {
                 id: from.to_owned(),
             });
         }
-        journal
-            .append(&Entry::new(from, EntryKind::Restarted))
-            .await?;
+        let stored: Vec<String> = journal
+            .entries()
+            .await?
+            .into_iter()
+            .filter_map(|entry| match entry.output {
+                Some(OutputRef::Stored { hash, .. }) => Some(hash),
+                _ => None,
+            })
+            .collect();
         record.status = RunStatus::Running;
         record.restarts += 1;
         record.output = None;
         record.error = None;
+        // The task it ran for was answered by its first end.
+        record.reply = None;
         record.updated_ms = now_ms();
+        let entry = Entry::new(from, EntryKind::Restarted);
         self.store
-            .del(&[journal.cancel_key(), journal.events_key()])
-            .await?;
-        journal.save_record(&record).await?;
-        journal.keep_owner().await?;
-        self.store
-            .hset(OPEN_INDEX, &[(run, group.as_bytes())])
+            .apply(journal.restart_writes(&record, &entry, &stored)?)
             .await?;
         Ok(())
     }
@@ -481,13 +553,16 @@ pub struct RouterActor {
     owned: HashMap<String, Owned>,
     panics: HashMap<String, u32>,
     scanning: bool,
+    renewing: bool,
     stopping: bool,
-    last_renew: Instant,
-    /// Runs whose lease is being taken to adopt them, not yet in `owned`.
-    adopting: usize,
+    /// Runs whose lease is being taken to adopt them, not yet in `owned`, by group.
+    adopting: HashMap<String, usize>,
     /// Runs started so far (picks their arbiter).
     started: usize,
 }
+
+/// How many lease keys a scan reads per round trip.
+const LEASES_PER_READ: usize = 512;
 
 impl RouterActor {
     pub(crate) fn new(env: Arc<Env>) -> Self {
@@ -496,13 +571,68 @@ impl RouterActor {
             owned: HashMap::new(),
             panics: HashMap::new(),
             scanning: false,
+            renewing: false,
             stopping: false,
-            last_renew: Instant::now(),
-            adopting: 0,
+            adopting: HashMap::new(),
             started: 0,
         }
     }
 
+    /// Runs this daemon has or is adopting, by group.
+    fn load(&self) -> HashMap<String, usize> {
+        let mut load = self.adopting.clone();
+        for owned in self.owned.values() {
+            *load.entry(owned.group.clone()).or_default() += 1;
+        }
+        load
+    }
+
+    /// Runs this daemon has or is adopting.
+    fn count(&self) -> usize {
+        self.owned.len() + self.adopting.values().sum::<usize>()
+    }
+
+    /// Renews the leases of every run this daemon has, in one round trip, on its own timer
+    /// (whatever a scan costs); runs whose lease was lost are told to stop.
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        if self.renewing || self.owned.is_empty() {
+            return;
+        }
+        self.renewing = true;
+        let env = self.env.clone();
+        let runs: Vec<String> = self.owned.keys().cloned().collect();
+        let job = async move {
+            let keys: Vec<String> = runs.iter().map(|run| lease_key(run)).collect();
+            let renewed = env
+                .store
+                .renew_leases(&keys, &env.options.owner, env.options.lease)
+                .await;
+            (runs, renewed)
+        };
+        detach(ctx, job, |act: &mut Self, (runs, renewed), _| {
+            act.renewing = false;
+            match renewed {
+                Ok(renewed) => {
+                    for (run, renewed) in runs.iter().zip(renewed) {
+                        if renewed {
+                            continue;
+                        }
+                        if let Some(owned) = act.owned.get(run) {
+                            tracing::warn!(run = %run, "workflow run lease lost; stopping it here");
+                            owned.addr.do_send(SignalRun(Signal::LeaseLost));
+                        }
+                    }
+                }
+                // A store error is not a lost lease: the next renewal may succeed.
+                Err(err) => tracing::warn!(error = %err, "renewing workflow run leases failed"),
+            }
+        });
+    }
+
+    /// Reads cancel requests of this daemon's runs, and adopts open runs no daemon holds:
+    /// the lease keys of the candidates are read in batches ([`LEASES_PER_READ`] a round
+    /// trip), and only free ones are taken, so runs other daemons hold cost no round trip
+    /// each. A group that has `max_runs_per_group` runs here adopts no more.
     fn scan(&mut self, ctx: &mut Context<Self>) {
         if self.scanning || self.stopping {
             return;
@@ -514,19 +644,13 @@ impl RouterActor {
             .iter()
             .map(|(run, o)| (run.clone(), o.group.clone()))
             .collect();
-        let renew = self.last_renew.elapsed() >= env.options.lease / 3;
-        if renew {
-            self.last_renew = Instant::now();
-        }
-        let room = env
-            .options
-            .max_runs
-            .saturating_sub(owned.len() + self.adopting);
+        let room = env.options.max_runs.saturating_sub(self.count());
+        let mut load = self.load();
         let job = async move {
             let store = env.store.as_ref();
             let owner = env.options.owner.as_str();
-            let lease = env.options.lease;
-            // Cancels and lost leases of the runs this daemon has.
+            let per_group = env.options.max_runs_per_group;
+            // Cancels of the runs this daemon has.
             let cancel_keys: Vec<String> = owned
                 .iter()
                 .map(|(run, group)| Journal::new(env.store.clone(), group, run).cancel_key())
@@ -536,66 +660,92 @@ impl RouterActor {
             } else {
                 store.get_many(&cancel_keys).await.unwrap_or_default()
             };
-            let mut signals = Vec::new();
-            for ((run, _), cancel) in owned.iter().zip(cancels) {
-                if cancel.is_some() {
-                    signals.push((run.clone(), Signal::Cancel));
+            let mut cancel = Vec::new();
+            for ((run, _), flag) in owned.iter().zip(cancels) {
+                if flag.is_some() {
+                    cancel.push(run.clone());
                 }
             }
-            if renew {
-                let renewals = futures::future::join_all(owned.iter().map(|(run, _)| async move {
-                    let key = lease_key(run);
-                    store.renew_lease(&key, owner, lease).await
-                }))
-                .await;
-                for ((run, _), renewed) in owned.iter().zip(renewals) {
-                    // A store error is not a lost lease: the next renewal may succeed.
-                    if let Ok(false) = renewed {
-                        signals.push((run.clone(), Signal::LeaseLost));
-                    }
-                }
-            }
-            // Runs to adopt.
             let mut adopted = Vec::new();
+            if room == 0 {
+                return (cancel, adopted);
+            }
             let mine: std::collections::HashSet<&str> =
                 owned.iter().map(|(r, _)| r.as_str()).collect();
-            match open_runs(store).await {
-                Ok(open) => {
-                    for (run, group) in open {
-                        if adopted.len() >= room {
-                            break;
+            let open = match open_runs(store).await {
+                Ok(open) => open,
+                Err(err) => {
+                    tracing::warn!(error = %err, "workflow scan: store error");
+                    return (cancel, adopted);
+                }
+            };
+            let candidates: Vec<(String, String)> = open
+                .into_iter()
+                .filter(|(run, _)| !mine.contains(run.as_str()))
+                .collect();
+            'batches: for batch in candidates.chunks(LEASES_PER_READ) {
+                let wanted: Vec<&(String, String)> = batch
+                    .iter()
+                    .filter(|(_, group)| load.get(group).copied().unwrap_or(0) < per_group)
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                let keys: Vec<String> = wanted.iter().map(|(run, _)| lease_key(run)).collect();
+                let holders = match store.get_many(&keys).await {
+                    Ok(holders) => holders,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "workflow scan: store error");
+                        break;
+                    }
+                };
+                for ((run, group), holder) in wanted.into_iter().zip(holders) {
+                    if adopted.len() >= room {
+                        break 'batches;
+                    }
+                    let free = holder.as_deref().is_none_or(|h| h == owner.as_bytes());
+                    if !free || load.get(group).copied().unwrap_or(0) >= per_group {
+                        continue;
+                    }
+                    match store
+                        .acquire_lease(&lease_key(run), owner, env.options.lease)
+                        .await
+                    {
+                        Ok(true) => {
+                            *load.entry(group.clone()).or_default() += 1;
+                            adopted.push((run.clone(), group.clone()));
                         }
-                        if mine.contains(run.as_str()) {
-                            continue;
-                        }
-                        match store
-                            .acquire_lease(&lease_key(&run), owner, env.options.lease)
-                            .await
-                        {
-                            Ok(true) => adopted.push((run, group)),
-                            Ok(false) => {}
-                            Err(err) => {
-                                tracing::warn!(error = %err, "workflow scan: store error");
-                                break;
-                            }
+                        Ok(false) => {}
+                        Err(err) => {
+                            tracing::warn!(error = %err, "workflow scan: store error");
+                            break 'batches;
                         }
                     }
                 }
-                Err(err) => tracing::warn!(error = %err, "workflow scan: store error"),
             }
-            (signals, adopted)
+            (cancel, adopted)
         };
-        ctx.spawn(job.into_actor(self).map(|(signals, adopted), act, ctx| {
+        detach(ctx, job, |act: &mut Self, (cancel, adopted), ctx| {
             act.scanning = false;
-            for (run, signal) in signals {
+            for run in cancel {
                 if let Some(owned) = act.owned.get(&run) {
-                    owned.addr.do_send(SignalRun(signal));
+                    owned.addr.do_send(SignalRun(Signal::Cancel));
                 }
             }
             for (run, group) in adopted {
+                if act.stopping {
+                    let env = act.env.clone();
+                    ctx.spawn(fut::wrap_future(async move {
+                        let _ = env
+                            .store
+                            .release_lease(&lease_key(&run), &env.options.owner)
+                            .await;
+                    }));
+                    continue;
+                }
                 act.start_run(ctx, run, group, None);
             }
-        }));
+        });
     }
 
     /// Starts the actor of `run` (`fresh` when this daemon just submitted it).
@@ -641,6 +791,8 @@ impl Actor for RouterActor {
         tracing::info!(owner = %self.env.options.owner, "workflow router started");
         self.scan(ctx);
         ctx.run_interval(self.env.options.scan, |act, ctx| act.scan(ctx));
+        let every = (self.env.options.lease / 3).max(Duration::from_millis(10));
+        ctx.run_interval(every, |act, ctx| act.renew(ctx));
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
@@ -672,11 +824,13 @@ impl Handler<AdoptRun> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, AdoptRun(fresh): AdoptRun, ctx: &mut Self::Context) {
-        let full = self.owned.len() + self.adopting >= self.env.options.max_runs;
+        let group = fresh.record.group.clone();
+        let full = self.count() >= self.env.options.max_runs
+            || self.load().get(&group).copied().unwrap_or(0) >= self.env.options.max_runs_per_group;
         if self.stopping || full || self.owned.contains_key(&fresh.record.id) {
             return; // a scan adopts it when there is room
         }
-        self.adopting += 1;
+        *self.adopting.entry(group.clone()).or_default() += 1;
         let env = self.env.clone();
         let take = async move {
             let lease = lease_key(&fresh.record.id);
@@ -686,8 +840,13 @@ impl Handler<AdoptRun> for RouterActor {
                 .map(|taken| (fresh, taken))
         };
         // Apart from the actor's context: thousands of adoptions may be in flight.
-        detach(ctx, take, |act: &mut Self, taken, ctx| {
-            act.adopting -= 1;
+        detach(ctx, take, move |act: &mut Self, taken, ctx| {
+            if let Some(n) = act.adopting.get_mut(&group) {
+                *n -= 1;
+                if *n == 0 {
+                    act.adopting.remove(&group);
+                }
+            }
             match taken {
                 Ok((fresh, true)) if !act.stopping => {
                     let (run, group) = (fresh.record.id.clone(), fresh.record.group.clone());
@@ -866,6 +1025,26 @@ impl Router {
         let fresh = self.runs.create(submit).await?;
         let run = fresh.record.id.clone();
         let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
+        Ok(run)
+    }
+
+    /// [`Runs::submit_task`], and this daemon adopts a run it created at once if it has room.
+    pub async fn submit_task(
+        &self,
+        submit: Submit,
+        reply: Reply,
+        extra: Vec<Write>,
+    ) -> Result<TaskRun, WorkflowError> {
+        let (run, fresh) = self.runs.create_task(submit, reply, extra).await?;
+        match fresh {
+            Some(fresh) => {
+                let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
+            }
+            // Opened again by this delivery: a scan adopts it.
+            None => {
+                let _ = self.actor.try_send(ScanRuns);
+            }
+        }
         Ok(run)
     }
 

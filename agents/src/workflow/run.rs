@@ -23,7 +23,8 @@ use troupe_runtime::pool::{Pool, PoolError, WorkCompletedEvent, WorkId, WorkOutc
 
 use super::error::WorkflowError;
 use super::journal::{
-    lease_key, now_ms, Entry, EntryKind, Journal, OutputRef, Replay, RunRecord, RunStatus, Snapshot,
+    call_id, lease_key, now_ms, Entry, EntryKind, Journal, OutputRef, Replay, RunRecord, RunStatus,
+    Snapshot,
 };
 use super::label::{parse_label, parse_score};
 use super::pool_call::{answer_of, Call, CallFailure, WORKFLOW_CALL};
@@ -156,7 +157,12 @@ async fn drive(
         Err(err) if err.leaves_run_open() => {
             tracing::info!(reason = %err, "workflow run left for later")
         }
-        Err(err) => tracing::error!(error = %err, "workflow run could not be finished"),
+        Err(err) => {
+            tracing::error!(error = %err, "workflow run cannot be loaded or finished; failing it");
+            if let Err(err) = fail_broken(&env, &journal, &err).await {
+                tracing::error!(error = %err, "could not fail a broken workflow run");
+            }
+        }
     }
     if *signal.borrow() != Signal::LeaseLost {
         if let Err(err) = env
@@ -192,7 +198,8 @@ async fn execute(
         ),
     };
     if record.status.is_terminal() {
-        journal.finish(&record, &[], env.options.retention).await?;
+        // Ended, then interrupted before leaving the index: its end (and result) is written.
+        journal.close(env.options.retention).await?;
         return Ok(record.status);
     }
     let current = env.snapshots.hash(&record.workflow);
@@ -277,6 +284,33 @@ async fn execute(
         .finish(&record, &stored, env.options.retention)
         .await?;
     Ok(record.status)
+}
+
+/// Fails a run that cannot be loaded or finished (a missing or corrupt record, snapshot or
+/// journal entry) with `why`, once: its record (when one can be read) says failed with the
+/// reason, its task (if any) is answered, and it leaves the index of unfinished runs, so no
+/// daemon adopts it again.
+async fn fail_broken(
+    env: &Env,
+    journal: &Journal,
+    why: &WorkflowError,
+) -> Result<(), WorkflowError> {
+    let record = match journal.record().await {
+        Ok(record) => record,
+        Err(err) => {
+            tracing::warn!(error = %err, "the broken run's record cannot be read either");
+            None
+        }
+    };
+    match record {
+        Some(mut record) if !record.status.is_terminal() => {
+            record.status = RunStatus::Failed;
+            record.error = Some(format!("the run cannot be loaded or finished: {why}"));
+            record.updated_ms = now_ms();
+            journal.finish(&record, &[], env.options.retention).await
+        }
+        _ => journal.close(env.options.retention).await,
+    }
 }
 
 /// The state of one execution of a run.
@@ -824,10 +858,7 @@ impl Exec {
                         .map_err(agent_error)?;
                 }
             }
-            let mut thread = format!("wf-{}-{}", record.id, key.replace('/', "-"));
-            if record.restarts > 0 {
-                thread.push_str(&format!("-r{}", record.restarts));
-            }
+            let thread = call_id(&record.id, record.restarts, key);
             let call = Call {
                 workflow: record.workflow.clone(),
                 run: record.id.clone(),

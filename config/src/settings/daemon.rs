@@ -27,6 +27,9 @@ pub struct DaemonSettings {
     pub workers: usize,
     /// Workflow runs this daemon executes at once (> 0); more wait for a slot.
     pub max_runs: usize,
+    /// Workflow runs of one group this daemon executes at once (> 0); the group's others wait
+    /// in the store while other groups' runs are adopted. `max_runs` unless set.
+    pub max_runs_per_group: usize,
     /// Where to serve metrics, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -44,6 +47,7 @@ impl Default for DaemonSettings {
             restart_window: defaults::RESTART_WINDOW,
             workers: defaults::WORKERS,
             max_runs: defaults::MAX_RUNS,
+            max_runs_per_group: defaults::MAX_RUNS,
             metrics_addr: None,
         }
     }

@@ -27,6 +27,10 @@ pub struct IngressSettings {
     pub max_deliveries: u32,
     /// Tasks in flight in this daemon before reading pauses (> 0).
     pub max_in_flight: usize,
+    /// Tasks of one group in flight in this daemon (> 0); a group's further tasks wait,
+    /// parked (at most `max_in_flight` of them, their entries kept claimed), while other
+    /// groups' tasks are read and run. `max_in_flight` unless set: no bound of its own.
+    pub max_in_flight_per_group: usize,
     /// Largest accepted task input in bytes (> 0).
     pub max_input_bytes: usize,
     /// Largest accepted stream entry, every field name and value counted, in bytes (> 0).
@@ -66,6 +70,7 @@ impl Default for IngressSettings {
             claim_idle: defaults::INGRESS_CLAIM_IDLE,
             max_deliveries: defaults::INGRESS_MAX_DELIVERIES,
             max_in_flight: defaults::INGRESS_MAX_IN_FLIGHT,
+            max_in_flight_per_group: defaults::INGRESS_MAX_IN_FLIGHT,
             max_input_bytes: defaults::INGRESS_MAX_INPUT_BYTES,
             max_entry_bytes: defaults::INGRESS_MAX_ENTRY_BYTES,
             max_len: defaults::INGRESS_MAX_LEN,

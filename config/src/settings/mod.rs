@@ -30,7 +30,7 @@ pub use rag::{IndexKind, MemorySettings, RagSettings, SearchType};
 pub(crate) use store::redact_url;
 pub use store::{RedisSettings, StoreSettings};
 pub use tool::ToolSettings;
-pub use workflow::{RouteTarget, StepKind, StepSettings, WorkflowSettings};
+pub use workflow::{RouteTarget, StepKind, StepSettings, WorkflowSettings, MAX_CALL_KEY};
 
 /// A validated configuration: every reference between entries resolves.
 #[derive(Debug, Clone, PartialEq)]

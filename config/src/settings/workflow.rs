@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Longest journal key of a workflow call (`step`, `step/agent`, `step/iteration/agent`,
+/// `child-step/…`): the call's thread and pool item id is `wf-{run}[-r{restarts}].{key}`
+/// (run ids are 20 characters, restarts at most 10 digits) and must fit in 128 characters.
+/// `troupe check` refuses steps that would make longer ones.
+pub const MAX_CALL_KEY: usize = 128 - "wf-".len() - 20 - "-r".len() - 10 - ".".len();
+
 /// One workflow: steps run in order (a route may jump forward to a later step).
 ///
 /// Serializable so that a run can keep a snapshot of the definition it started with.

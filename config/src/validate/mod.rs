@@ -60,6 +60,7 @@ pub(crate) fn validate(
         budgets: each(ctx, "budgets", &raw.budgets, models::budget),
         rag: rag::rag(ctx, &raw.rag, raw),
     };
+    workflows::call_keys(ctx, &config.workflows);
     let diagnostics = ctx.take_diagnostics();
     if diagnostics.is_empty() {
         Ok(config)

@@ -37,6 +37,7 @@ pub(super) fn daemon(
         },
         None => None,
     };
+    let max_runs = ctx.positive(&at.key("max_runs"), raw.max_runs, defaults::MAX_RUNS);
     DaemonSettings {
         name,
         shutdown_grace: ctx.duration(
@@ -71,7 +72,13 @@ pub(super) fn daemon(
             defaults::WORKERS,
             defaults::MAX_WORKERS,
         ),
-        max_runs: ctx.positive(&at.key("max_runs"), raw.max_runs, defaults::MAX_RUNS),
+        max_runs,
+        // No bound of its own unless set: a group may take every slot.
+        max_runs_per_group: ctx.positive(
+            &at.key("max_runs_per_group"),
+            raw.max_runs_per_group,
+            max_runs,
+        ),
         metrics_addr,
     }
 }
@@ -140,6 +147,11 @@ pub(super) fn store(ctx: &mut Ctx<'_>, raw: &RawStore) -> StoreSettings {
 
 pub(super) fn ingress(ctx: &mut Ctx<'_>, raw: &RawIngress) -> IngressSettings {
     let at = KeyPath::top("ingress");
+    let max_in_flight = ctx.positive(
+        &at.key("max_in_flight"),
+        raw.max_in_flight,
+        defaults::INGRESS_MAX_IN_FLIGHT,
+    );
     IngressSettings {
         stream: ctx.non_empty(
             &at.key("stream"),
@@ -173,10 +185,12 @@ pub(super) fn ingress(ctx: &mut Ctx<'_>, raw: &RawIngress) -> IngressSettings {
             raw.max_deliveries,
             defaults::INGRESS_MAX_DELIVERIES,
         ),
-        max_in_flight: ctx.positive(
-            &at.key("max_in_flight"),
-            raw.max_in_flight,
-            defaults::INGRESS_MAX_IN_FLIGHT,
+        max_in_flight,
+        // No bound of its own unless set: a group may take every slot.
+        max_in_flight_per_group: ctx.positive(
+            &at.key("max_in_flight_per_group"),
+            raw.max_in_flight_per_group,
+            max_in_flight,
         ),
         max_input_bytes: ctx.positive(
             &at.key("max_input_bytes"),

@@ -85,7 +85,7 @@ modle = "fast"
         "[daemon]\nzzz = 1\n",
         &[concat!(
             r#"bad.toml:2:1: daemon.zzz: unknown key "zzz": expected one of "name", "shutdown_grace", "#,
-            r#""passivate_after", "thread_retention", "mailbox_capacity", "max_restarts", "restart_window", "workers", "max_runs", "metrics_addr""#
+            r#""passivate_after", "thread_retention", "mailbox_capacity", "max_restarts", "restart_window", "workers", "max_runs", "max_runs_per_group", "metrics_addr""#
         )],
     );
 }
@@ -1119,4 +1119,61 @@ fn model_response_and_tool_call_bounds() {
     ] {
         check(&text, &[expected]);
     }
+}
+
+#[test]
+fn steps_whose_call_ids_would_be_too_long_are_refused() {
+    assert_eq!(crate::MAX_CALL_KEY, 92);
+    // `step/agent`: 52 + 1 + 40 = 93 characters, one more than fits; under the child step
+    // `child/` of another workflow, 99.
+    let step = "s".repeat(52);
+    let config = |agent: &str, parent: bool| {
+        let mut text = format!(
+            r#"
+[models.m]
+provider = "scripted"
+
+[agents.{agent}]
+model = "m"
+
+[workflows.w]
+[[workflows.w.steps]]
+name = "{step}"
+kind = "parallel"
+agents = ["{agent}"]
+"#
+        );
+        if parent {
+            text.push_str(
+                r#"
+[workflows.parent]
+[[workflows.parent.steps]]
+name = "child"
+kind = "workflow"
+workflow = "w"
+"#,
+            );
+        }
+        text
+    };
+    let refusal = |at: &str, step: &str, len: usize| {
+        format!(
+            "bad.toml:{at}: step \"{step}\" makes call keys of {len} characters, more than 92 \
+             (a call's key is part of its thread id); shorten the names of the step, its agents \
+             or its child workflow's steps"
+        )
+    };
+    check(
+        &config(&"a".repeat(40), false),
+        &[&refusal("9:8: workflows.w.steps[0].name", &step, 93)],
+    );
+    ok(&config(&"a".repeat(39), false));
+    check(
+        &config(&"a".repeat(39), true),
+        &[&refusal(
+            "15:8: workflows.parent.steps[0].name",
+            "child",
+            98,
+        )],
+    );
 }

@@ -8,6 +8,7 @@ use crate::locate::KeyPath;
 use crate::raw::{RawConfig, RawCron, RawStep, RawWorkflow};
 use crate::settings::{
     CronSettings, CronTarget, RouteTarget, Schedule, StepKind, StepSettings, WorkflowSettings,
+    MAX_CALL_KEY,
 };
 use crate::suggest::closest;
 use crate::template;
@@ -55,6 +56,77 @@ pub(super) fn workflow(
     WorkflowSettings {
         description: raw.description.clone().unwrap_or_default(),
         steps,
+    }
+}
+
+/// Reports steps whose calls would have journal keys longer than [`MAX_CALL_KEY`]: a call's
+/// key is part of the id of its thread and pool item (`wf-{run}[-r{n}].{key}`), which must
+/// fit in 128 characters. Keys: `step`, `step/agent` (parallel), `step/iteration/agent`
+/// (loop), and a child workflow's keys under `step/`.
+pub(super) fn call_keys(ctx: &mut Ctx<'_>, workflows: &BTreeMap<String, WorkflowSettings>) {
+    for (name, workflow) in workflows {
+        let at = KeyPath::top("workflows").key(name).key("steps");
+        for (index, step) in workflow.steps.iter().enumerate() {
+            let longest = step_key_len(step, workflows, &mut vec![name.as_str()]);
+            if longest > MAX_CALL_KEY {
+                ctx.error(
+                    &at.index(index).key("name"),
+                    format!(
+                        "step \"{}\" makes call keys of {longest} characters, more than \
+                         {MAX_CALL_KEY} (a call's key is part of its thread id); shorten the \
+                         names of the step, its agents or its child workflow's steps",
+                        step.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The longest journal key of a call of `step` (0 if it makes none); `path`: the workflows
+/// being walked (a cycle, reported elsewhere, is not followed).
+fn step_key_len<'w>(
+    step: &'w StepSettings,
+    workflows: &'w BTreeMap<String, WorkflowSettings>,
+    path: &mut Vec<&'w str>,
+) -> usize {
+    let name = step.name.len();
+    let longest_name =
+        |names: &mut dyn Iterator<Item = &String>| names.map(String::len).max().unwrap_or(0);
+    match &step.kind {
+        StepKind::Agent { .. } | StepKind::Route { .. } => name,
+        StepKind::Parallel { agents, .. } => name + 1 + longest_name(&mut agents.iter()),
+        StepKind::Loop {
+            agent,
+            scorers,
+            max_iterations,
+            ..
+        } => {
+            let agents = longest_name(&mut scorers.iter().chain(std::iter::once(agent)));
+            name + 1 + max_iterations.to_string().len() + 1 + agents
+        }
+        StepKind::Sleep { .. } | StepKind::WaitEvent { .. } | StepKind::Knowledge { .. } => 0,
+        StepKind::Workflow { workflow } => {
+            let Some(child) = workflows.get(workflow) else {
+                return 0;
+            };
+            if path.contains(&workflow.as_str()) {
+                return 0;
+            }
+            path.push(workflow);
+            let inner = child
+                .steps
+                .iter()
+                .map(|s| step_key_len(s, workflows, path))
+                .max()
+                .unwrap_or(0);
+            path.pop();
+            if inner == 0 {
+                0
+            } else {
+                name + 1 + inner
+            }
+        }
     }
 }
 

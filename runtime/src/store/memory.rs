@@ -671,6 +671,11 @@ impl Keyspace {
                 }
                 self.drop_if_empty_sorted(key);
             }
+            Write::Persist { key } => {
+                if let Some(e) = self.live(key, now) {
+                    e.expires_at = None;
+                }
+            }
             Write::HIncrBy { key, field, delta } => {
                 self.hincr_by(key, field, *delta, now)?;
             }

@@ -188,6 +188,8 @@ pub enum Write {
     XDel { stream: String, ids: Vec<EntryId> },
     /// `PEXPIRE key ttl`.
     Expire { key: String, ttl: Duration },
+    /// `PERSIST key`: the key no longer expires.
+    Persist { key: String },
     /// `HINCRBY key field delta`.
     HIncrBy {
         key: String,
@@ -266,6 +268,20 @@ pub trait Store: Send + Sync + 'static {
     async fn renew_lease(&self, key: &str, owner: &str, ttl: Duration) -> StoreResult<bool>;
     /// Releases the lease if `owner` holds it; returns whether it did.
     async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<bool>;
+    /// Extends every lease of `keys` that `owner` still holds, in one round trip on Redis;
+    /// returns, in the order of `keys`, whether it did.
+    async fn renew_leases(
+        &self,
+        keys: &[String],
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        let mut renewed = Vec::with_capacity(keys.len());
+        for key in keys {
+            renewed.push(self.renew_lease(key, owner, ttl).await?);
+        }
+        Ok(renewed)
+    }
 
     // ---- hashes ----------------------------------------------------------------------------
 

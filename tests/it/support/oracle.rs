@@ -65,6 +65,19 @@ pub struct Setup {
     pub mock: MockConfig,
     /// Environment of the daemons (`RUST_LOG` overrides `info`).
     pub env: Vec<(String, String)>,
+    /// Where the daemons reach Redis: given the private Redis's port, the port to connect
+    /// to (a fault-injecting proxy's); `None`: Redis itself.
+    pub via: Option<Via>,
+}
+
+/// Maps the Redis port to the port daemons connect to (see [`Setup::via`]).
+#[derive(Clone)]
+pub struct Via(pub std::sync::Arc<dyn Fn(u16) -> u16 + Send + Sync>);
+
+impl std::fmt::Debug for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Via(..)")
+    }
 }
 
 impl Default for Setup {
@@ -84,6 +97,7 @@ impl Default for Setup {
             calls_per_task: 1,
             mock: MockConfig::default(),
             env: Vec::new(),
+            via: None,
         }
     }
 }
@@ -174,11 +188,15 @@ impl Scenario {
         if setup.redis_late {
             redis.stop();
         }
+        let store_port = setup
+            .via
+            .as_ref()
+            .map_or(redis.port(), |via| (via.0)(redis.port()));
         let nodes = (0..setup.daemons)
             .map(|i| {
                 let name = format!("d{i}");
                 let metrics_port = free_port();
-                let config = config_file(&setup, &name, metrics_port, redis.port(), &mock);
+                let config = config_file(&setup, &name, metrics_port, store_port, &mock);
                 Node {
                     name,
                     config,
@@ -329,7 +347,7 @@ impl Scenario {
     }
 
     /// Runs `f` on the connection, dropping the connection on an error.
-    fn with_conn<T>(
+    pub fn with_conn<T>(
         &mut self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
@@ -478,7 +496,7 @@ impl Scenario {
     }
 
     /// Every JSON value of `field` in the stream `key` (prefix added).
-    fn values(&mut self, key: &str, field: &str) -> redis::RedisResult<Vec<serde_json::Value>> {
+    pub fn values(&mut self, key: &str, field: &str) -> redis::RedisResult<Vec<serde_json::Value>> {
         let key = format!("{PREFIX}{key}");
         let reply: StreamRangeReply = self.with_conn(|c| c.xrange_all(&key))?;
         Ok(reply

@@ -215,6 +215,9 @@ impl RedisStore {
             Write::Expire { key, ttl } => {
                 pipe.cmd("PEXPIRE").arg(self.k(key)).arg(ttl_millis(*ttl));
             }
+            Write::Persist { key } => {
+                pipe.cmd("PERSIST").arg(self.k(key));
+            }
             Write::HIncrBy { key, field, delta } => {
                 pipe.cmd("HINCRBY").arg(self.k(key)).arg(field).arg(*delta);
             }
@@ -248,6 +251,7 @@ fn write_ctx(w: &Write) -> Ctx<'_> {
         Write::XAck { stream, group, .. } => Ctx::new("apply(xack)", stream).group(group),
         Write::XDel { stream, .. } => Ctx::new("apply(xdel)", stream),
         Write::Expire { key, .. } => Ctx::new("apply(expire)", key),
+        Write::Persist { key } => Ctx::new("apply(persist)", key),
         Write::HIncrBy { key, .. } => Ctx::new("apply(hincrby)", key),
         Write::ZAdd { key, .. } => Ctx::new("apply(zadd)", key),
         Write::ZRem { key, .. } => Ctx::new("apply(zrem)", key),
@@ -440,6 +444,36 @@ impl Store for RedisStore {
             &[owner.as_bytes()],
         )
         .await
+    }
+
+    async fn renew_leases(
+        &self,
+        keys: &[String],
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        let mut inv = self.scripts.renew_leases.prepare_invoke();
+        for key in keys {
+            inv.key(self.k(key));
+        }
+        inv.arg(owner).arg(ttl_millis(ttl));
+        let ctx = Ctx::new("renew_leases", first);
+        let v = self
+            .link
+            .query(&ctx, &Request::Script(&inv), Retry::Never)
+            .await?;
+        let r = Reply { op: ctx.op };
+        let flags = r.array(v)?;
+        if flags.len() != keys.len() {
+            return Err(StoreError::Protocol {
+                op: ctx.op,
+                message: format!("renewed {} leases, got {} flags", keys.len(), flags.len()),
+            });
+        }
+        flags.into_iter().map(|v| r.flag(v)).collect()
     }
 
     async fn hset(&self, key: &str, fields: &[(&str, &[u8])]) -> StoreResult<()> {

@@ -50,6 +50,21 @@ end
 return 0
 ";
 
+/// `KEYS`: leases; `ARGV`: owner, ttl ms. Renews each lease the owner holds; returns one
+/// flag per key.
+const RENEW_LEASES: &str = r"
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    renewed[i] = 1
+  else
+    renewed[i] = 0
+  end
+end
+return renewed
+";
+
 /// `KEYS[1]`; `ARGV`: owner. Deletes the lease only if the owner holds it.
 const RELEASE_LEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -179,6 +194,7 @@ pub(super) struct Scripts {
     pub compare_and_set: Script,
     pub acquire_lease: Script,
     pub renew_lease: Script,
+    pub renew_leases: Script,
     pub release_lease: Script,
     pub rate_gcra: Script,
     pub rate_window: Script,
@@ -190,6 +206,7 @@ impl Scripts {
             compare_and_set: Script::new(COMPARE_AND_SET),
             acquire_lease: Script::new(ACQUIRE_LEASE),
             renew_lease: Script::new(RENEW_LEASE),
+            renew_leases: Script::new(RENEW_LEASES),
             release_lease: Script::new(RELEASE_LEASE),
             rate_gcra: Script::new(RATE_GCRA),
             rate_window: Script::new(RATE_WINDOW),
