@@ -1,23 +1,30 @@
 //! Crons: interval and cron-expression schedules fire, crons are registered, listed and
 //! deleted at run time and persist, a tick is skipped (and recorded) while the previous run
-//! is going, and two daemons on one Redis fire each tick exactly once.
+//! is going, two daemons on one Redis fire each tick exactly once, a tick claimed by a
+//! daemon that dies before firing it is fired by another, and a claimed tick whose next write
+//! fails is fired or recorded as failed, with the error logged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use troupe_config::{CronSettings, CronTarget, Schedule};
 use troupe_runtime::cron::{
     cron_handler_fn, history, CronError, CronHandler, CronOptions, CronOrigin, Crons, HistoryEntry,
     TickOutcome,
 };
-use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
+use troupe_runtime::store::{
+    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, MemoryStore, PendingEntry,
+    PendingSummary, RateLimit, RateOutcome, RedisOptions, RedisStore, Store, StoreResult,
+    StreamEntry, Trim, Write,
+};
 use troupe_runtime::{ChildOptions, Intensity, Life, SupervisorSpec};
 
 use crate::support::daemon::Daemon;
-use crate::support::redis::{redis_url, unique_prefix};
+use crate::support::redis::{redis_url, unique_prefix, RedisServer};
 
 /// Upper bound for anything that should happen "soon".
 const WAIT: Duration = Duration::from_secs(20);
@@ -49,12 +56,21 @@ async fn start(
     store: Arc<dyn Store>,
     handler: Arc<dyn CronHandler>,
 ) -> (Crons, Life) {
-    let mut supervisor = SupervisorSpec::new("root", Intensity::default());
     let options = CronOptions {
         daemon: "it".to_owned(),
         refresh: Duration::from_millis(200),
         ..CronOptions::default()
     };
+    start_with(config, store, handler, options).await
+}
+
+async fn start_with(
+    config: BTreeMap<String, CronSettings>,
+    store: Arc<dyn Store>,
+    handler: Arc<dyn CronHandler>,
+    options: CronOptions,
+) -> (Crons, Life) {
+    let mut supervisor = SupervisorSpec::new("root", Intensity::default());
     let crons = Crons::child_of(
         &mut supervisor,
         config,
@@ -394,4 +410,407 @@ agent = "a"
             assert_eq!(pair[1].message.role, troupe_agents::Role::Assistant);
         }
     });
+}
+
+/// How a [`Faulty`] store misbehaves.
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    /// Running leases never answer: the daemon claims a tick, then goes silent.
+    dies_at_the_lease: bool,
+    /// Reads of a claim key wait this long first (the other daemon claims first).
+    claim_delay: Duration,
+}
+
+/// A store that passes every call on, but for the [`Faults`].
+struct Faulty(Arc<dyn Store>, Faults);
+
+#[async_trait]
+impl Store for Faulty {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.0.ping().await
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        if key.ends_with(":last") {
+            tokio::time::sleep(self.1.claim_delay).await;
+        }
+        self.0.get(key).await
+    }
+
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        self.0.get_many(keys).await
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
+        self.0.set(key, value, ttl).await
+    }
+
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<bool> {
+        self.0.set_nx(key, value, ttl).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> StoreResult<bool> {
+        self.0.compare_and_set(key, expected, new, ttl).await
+    }
+
+    async fn del(&self, keys: &[String]) -> StoreResult<u64> {
+        self.0.del(keys).await
+    }
+
+    async fn exists(&self, key: &str) -> StoreResult<bool> {
+        self.0.exists(key).await
+    }
+
+    async fn expire(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
+        self.0.expire(key, ttl).await
+    }
+
+    async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
+        self.0.ttl(key).await
+    }
+
+    async fn incr_by(&self, key: &str, delta: i64) -> StoreResult<i64> {
+        self.0.incr_by(key, delta).await
+    }
+
+    async fn keys_with_prefix(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        self.0.keys_with_prefix(prefix).await
+    }
+
+    async fn acquire_lease(&self, key: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        if self.1.dies_at_the_lease && key.ends_with(":running") {
+            // As far as the other daemons can tell, this one died right after its claim.
+            std::future::pending::<()>().await;
+        }
+        self.0.acquire_lease(key, owner, ttl).await
+    }
+
+    async fn renew_lease(&self, key: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        self.0.renew_lease(key, owner, ttl).await
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<bool> {
+        self.0.release_lease(key, owner).await
+    }
+
+    async fn hset(&self, key: &str, fields: &[(&str, &[u8])]) -> StoreResult<()> {
+        self.0.hset(key, fields).await
+    }
+
+    async fn hget(&self, key: &str, field: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.0.hget(key, field).await
+    }
+
+    async fn hgetall(&self, key: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.0.hgetall(key).await
+    }
+
+    async fn hdel(&self, key: &str, fields: &[&str]) -> StoreResult<u64> {
+        self.0.hdel(key, fields).await
+    }
+
+    async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> StoreResult<i64> {
+        self.0.hincr_by(key, field, delta).await
+    }
+
+    async fn push(&self, key: &str, values: &[&[u8]]) -> StoreResult<u64> {
+        self.0.push(key, values).await
+    }
+
+    async fn range(&self, key: &str, start: i64, stop: i64) -> StoreResult<Vec<Vec<u8>>> {
+        self.0.range(key, start, stop).await
+    }
+
+    async fn len(&self, key: &str) -> StoreResult<u64> {
+        self.0.len(key).await
+    }
+
+    async fn zrevrange(&self, key: &str, start: u64, stop: u64) -> StoreResult<Vec<Vec<u8>>> {
+        self.0.zrevrange(key, start, stop).await
+    }
+
+    async fn zcard(&self, key: &str) -> StoreResult<u64> {
+        self.0.zcard(key).await
+    }
+
+    async fn xadd(
+        &self,
+        stream: &str,
+        fields: &[(&str, &[u8])],
+        trim: Option<Trim>,
+    ) -> StoreResult<EntryId> {
+        self.0.xadd(stream, fields, trim).await
+    }
+
+    async fn xlen(&self, stream: &str) -> StoreResult<u64> {
+        self.0.xlen(stream).await
+    }
+
+    async fn xrange(
+        &self,
+        stream: &str,
+        start: &str,
+        end: &str,
+        count: Option<usize>,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        self.0.xrange(stream, start, end, count).await
+    }
+
+    async fn xread(
+        &self,
+        stream: &str,
+        after: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> StoreResult<Vec<StreamEntry>> {
+        self.0.xread(stream, after, count, block).await
+    }
+
+    async fn xgroup_create(&self, stream: &str, group: &str, start: &str) -> StoreResult<bool> {
+        self.0.xgroup_create(stream, group, start).await
+    }
+
+    async fn xreadgroup(&self, read: GroupRead<'_>) -> StoreResult<Vec<StreamEntry>> {
+        self.0.xreadgroup(read).await
+    }
+
+    async fn xack(&self, stream: &str, group: &str, ids: &[EntryId]) -> StoreResult<u64> {
+        self.0.xack(stream, group, ids).await
+    }
+
+    async fn xpending(&self, stream: &str, group: &str) -> StoreResult<PendingSummary> {
+        self.0.xpending(stream, group).await
+    }
+
+    async fn xpending_range(
+        &self,
+        stream: &str,
+        group: &str,
+        start: &str,
+        end: &str,
+        count: usize,
+        consumer: Option<&str>,
+    ) -> StoreResult<Vec<PendingEntry>> {
+        self.0
+            .xpending_range(stream, group, start, end, count, consumer)
+            .await
+    }
+
+    async fn xautoclaim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: &str,
+        count: usize,
+    ) -> StoreResult<AutoClaim> {
+        self.0
+            .xautoclaim(stream, group, consumer, min_idle, start, count)
+            .await
+    }
+
+    async fn xclaim_touch(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> StoreResult<Vec<EntryId>> {
+        self.0.xclaim_touch(stream, group, consumer, ids).await
+    }
+
+    async fn xtrim(&self, stream: &str, trim: Trim) -> StoreResult<u64> {
+        self.0.xtrim(stream, trim).await
+    }
+
+    async fn xgroups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>> {
+        self.0.xgroups(stream).await
+    }
+
+    async fn xconsumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>> {
+        self.0.xconsumers(stream, group).await
+    }
+
+    async fn apply(&self, writes: Vec<Write>) -> StoreResult<()> {
+        self.0.apply(writes).await
+    }
+
+    async fn rate_limit(&self, key: &str, limit: RateLimit) -> StoreResult<RateOutcome> {
+        self.0.rate_limit(key, limit).await
+    }
+}
+
+#[actix::test]
+async fn a_tick_claimed_by_a_daemon_that_dies_before_firing_it_is_fired_by_another() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let config = BTreeMap::from([("t".to_owned(), every(1000, "a"))]);
+    let options = |daemon: &str| CronOptions {
+        daemon: daemon.to_owned(),
+        refresh: Duration::from_millis(200),
+        claim_timeout: Duration::from_millis(300),
+        ..CronOptions::default()
+    };
+    // `dead` claims every tick first, then never fires it; `live` sees each claim late.
+    let dead: Arc<dyn Store> = Arc::new(Faulty(
+        store.clone(),
+        Faults {
+            dies_at_the_lease: true,
+            ..Faults::default()
+        },
+    ));
+    let live: Arc<dyn Store> = Arc::new(Faulty(
+        store.clone(),
+        Faults {
+            claim_delay: Duration::from_millis(100),
+            ..Faults::default()
+        },
+    ));
+    let (dead_handler, mut dead_fires) = recorder();
+    let (live_handler, mut live_fires) = recorder();
+    let (_dead_crons, _dead_life) =
+        start_with(config.clone(), dead, dead_handler, options("dead")).await;
+    let (_live_crons, live_life) = start_with(config, live, live_handler, options("live")).await;
+    fires(&mut live_fires, "t", 3).await;
+    let history = entries(store.as_ref(), "t").await;
+    assert!(history.len() >= 3, "{history:?}");
+    assert!(
+        history
+            .iter()
+            .all(|e| e.outcome == TickOutcome::Fired && e.daemon == "live"),
+        "every tick fired by the live daemon: {history:?}"
+    );
+    assert_each_tick_once(&history, 1000);
+    assert!(dead_fires.try_recv().is_err(), "the dead daemon fired");
+    live_life.shutdown(WAIT).await;
+}
+
+#[test]
+fn a_claimed_tick_whose_next_write_fails_is_fired_or_recorded_failed_and_logged() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("crons-failed-writes");
+    // Two crons whose write after the claim fails for good: `hist`'s history is not a stream
+    // (recording the fire fails), `lease`'s running lease is not a string (taking it fails).
+    {
+        use redis::Commands as _;
+        let client = redis::Client::open(server.url()).expect("client");
+        let mut conn = client.get_connection().expect("connect");
+        let _: () = conn
+            .set(format!("{prefix}cron:hist:history"), "not a stream")
+            .expect("set");
+        let _: () = conn
+            .hset(format!("{prefix}cron:lease:running"), "not", "a lease")
+            .expect("hset");
+    }
+    let config = |name: &str| {
+        format!(
+            r#"
+[daemon]
+name = "{name}"
+shutdown_grace = "3s"
+
+[store]
+backend = "redis"
+url = "{url}"
+prefix = "{prefix}"
+
+[models.m]
+provider = "scripted"
+
+[agents.a]
+model = "m"
+
+[crons.hist]
+every = "1s"
+agent = "a"
+
+[crons.lease]
+every = "1s"
+agent = "a"
+"#,
+            url = server.url(),
+        )
+    };
+    let files: Vec<tempfile::NamedTempFile> = ["d1", "d2"]
+        .iter()
+        .map(|name| {
+            let mut file = tempfile::Builder::new()
+                .suffix(".toml")
+                .tempfile()
+                .expect("temp file");
+            file.write_all(config(name).as_bytes())
+                .expect("write config");
+            file
+        })
+        .collect();
+    let path = |i: usize| files[i].path().to_str().expect("utf-8 path");
+    let mut daemons = [
+        Daemon::spawn(&["serve", "--config", path(0)]),
+        Daemon::spawn(&["serve", "--config", path(1)]),
+    ];
+    for daemon in &mut daemons {
+        daemon.wait_for_log("troupe serving", Duration::from_secs(30));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (turns, lease) = runtime.block_on(async {
+        let options = RedisOptions {
+            prefix: prefix.clone(),
+            ..RedisOptions::new(server.url())
+        };
+        let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.expect("connect"));
+        let threads = troupe_agents::ThreadStore::new(store.clone(), Duration::from_secs(60));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let turns = match threads.resolve("system", "cron-hist").await {
+                Ok(id) => threads.messages(&id, 0, 10_000).await.expect("messages").1 / 2,
+                Err(_) => 0,
+            };
+            let lease = entries(store.as_ref(), "lease").await;
+            if turns >= 3 && lease.len() >= 3 {
+                return (turns, lease);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{turns} turns of hist, lease history {lease:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for daemon in &mut daemons {
+        daemon.signal("TERM");
+    }
+    let mut logs = String::new();
+    for daemon in &mut daemons {
+        let status = daemon.wait_exit(Duration::from_secs(10)).expect("exit");
+        let log = daemon.log_to_end(Duration::from_secs(1));
+        assert!(status.success(), "{status:?}\n{log}");
+        logs.push_str(&log);
+    }
+    // `hist`: its ticks fired although their history could not be written, and said so.
+    eprintln!("hist: {turns} turns");
+    assert!(
+        logs.contains("could not record the tick in the cron's history"),
+        "{logs}"
+    );
+    // `lease`: each tick recorded as failed, once, with the error; and logged.
+    assert!(
+        lease.iter().all(|e| e.outcome == TickOutcome::Failed
+            && e.detail.contains("could not take the running lease")),
+        "{lease:?}"
+    );
+    assert_each_tick_once(&lease, 1000);
+    assert!(logs.contains("could not take the running lease"), "{logs}");
 }

@@ -1,7 +1,8 @@
 //! Work pools and the retrier: bounded parallelism under a burst, retries and the error as the
 //! retry decision, exactly-once completion, priorities and `run_at`, cancel, run-time
-//! parallelism, durability across a restart (memory and Redis), and recovery of the items of
-//! a runner that died.
+//! parallelism, durability across a restart (memory and Redis), recovery of the items of
+//! a runner that died, and state writes on a paused Redis (a succeeded attempt's result is
+//! kept; a claim whose answer was lost is recognised, not counted against the item).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,7 +22,7 @@ use troupe_runtime::retrier::{Retrier, RetrierSettings, RetryPolicy, RunStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Intensity, Life, Restart, SupervisorSpec};
 
-use crate::support::redis::{redis_url, unique_prefix};
+use crate::support::redis::{redis_url, unique_prefix, RedisServer};
 
 /// Upper bound for anything that should happen "soon".
 const WAIT: Duration = Duration::from_secs(30);
@@ -869,5 +870,164 @@ async fn the_retrier_keeps_a_persistent_status_and_notifies_once() {
     let events = collect(&mut rx, 1).await;
     assert_eq!(events[0].outcome, WorkOutcome::Canceled);
     assert!(rx.try_recv().is_err());
+    life.shutdown(WAIT).await;
+}
+
+// ---- state writes on a paused Redis ----------------------------------------------------------
+
+/// A store on `server` whose calls time out after 300 ms.
+async fn paused_store(server: &RedisServer, prefix: &str) -> Arc<dyn Store> {
+    let options = RedisOptions {
+        prefix: prefix.to_owned(),
+        response_timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_millis(300),
+        reconnect_max_delay: Duration::from_millis(200),
+        ..RedisOptions::new(server.url())
+    };
+    Arc::new(RedisStore::connect(options).await.expect("connect"))
+}
+
+/// Pool options for a daemon `instance` whose runner lease outlives the pauses below, so
+/// that no other daemon may take its items.
+fn patient(instance: &str) -> PoolOptions {
+    PoolOptions {
+        instance: instance.to_owned(),
+        runner_lease: Duration::from_secs(20),
+        ..fast_options()
+    }
+}
+
+/// Resumes `server` once `pause` has passed, on a thread of its own.
+fn resume_after(server: &Arc<RedisServer>, pause: Duration) -> std::thread::JoinHandle<()> {
+    let server = server.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(pause);
+        server.pause(false);
+    })
+}
+
+#[actix::test]
+async fn a_succeeded_attempt_survives_a_redis_pause_during_its_final_write() {
+    let server = Arc::new(RedisServer::start());
+    let prefix = unique_prefix("pool-final-write");
+    let mut settings = settings(2);
+    settings.max_attempts = 1;
+    // Two daemons on one Redis.
+    let (a, a_life) = start_pool_with(
+        paused_store(&server, &prefix).await,
+        &settings,
+        Restart::Permanent,
+        patient("a"),
+    )
+    .await;
+    let (b, b_life) = start_pool_with(
+        paused_store(&server, &prefix).await,
+        &settings,
+        Restart::Permanent,
+        patient("b"),
+    )
+    .await;
+    let (recipient, mut rx) = sink();
+    a.subscribe(recipient.clone());
+    b.subscribe(recipient);
+    // The attempt succeeds, and Redis stops answering as it returns: its final write (and a
+    // dozen tries of it, 300 ms each) meets a paused server for 4 s.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (runs, server) = (runs.clone(), server.clone());
+        handler_fn(move |_| {
+            let (runs, server) = (runs.clone(), server.clone());
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    server.pause(true);
+                }
+                Ok(json!("the result"))
+            }
+        })
+    };
+    a.register_handler("k", handler.clone());
+    let id = a
+        .enqueue(WorkSpec::new("k", Value::Null))
+        .await
+        .expect("enqueue");
+    eventually("the attempt ran", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let resumed = resume_after(&server, Duration::from_secs(4));
+    // B can run the item too from now on: it must not need to.
+    b.register_handler("k", handler);
+    let events = collect(&mut rx, 1).await;
+    resumed.join().expect("resume");
+    assert_eq!(events[0].id, id);
+    assert_eq!(
+        events[0].outcome,
+        WorkOutcome::Succeeded {
+            output: json!("the result")
+        }
+    );
+    assert_eq!(events[0].attempts, 1);
+    // A few rescans later, still once: no second completion, no second run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(rx.try_recv().is_err(), "the item completed twice");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran again");
+    let record = a.record(&id).await.expect("record").expect("kept");
+    assert_eq!(record.status(), WorkStatus::Succeeded);
+    b_life.shutdown(WAIT).await;
+    a_life.shutdown(WAIT).await;
+}
+
+#[actix::test]
+async fn an_item_is_not_failed_for_a_claim_whose_answer_was_lost() {
+    let server = Arc::new(RedisServer::start());
+    let prefix = unique_prefix("pool-lost-claim");
+    let mut settings = settings(2);
+    // One attempt allowed: counting one that never ran would fail the item.
+    settings.max_attempts = 1;
+    let (pool, life) = start_pool_with(
+        paused_store(&server, &prefix).await,
+        &settings,
+        Restart::Permanent,
+        patient("a"),
+    )
+    .await;
+    let (recipient, mut rx) = sink();
+    pool.subscribe(recipient);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    pool.register_handler(
+        "k",
+        handler_fn(move |work| {
+            let runs = counted.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(json!(work.attempt))
+            }
+        }),
+    );
+    // A first item runs as usual (the store has sent its scripts to Redis).
+    pool.enqueue(WorkSpec::new("k", Value::Null))
+        .await
+        .expect("enqueue");
+    collect(&mut rx, 1).await;
+    runs.store(0, Ordering::SeqCst);
+    // Due in 1 s; Redis is paused before then, so the claim's answer is lost (it times out),
+    // while the claim itself is applied when Redis resumes.
+    let id = pool
+        .enqueue(WorkSpec::new("k", Value::Null).delay(Duration::from_secs(1)))
+        .await
+        .expect("enqueue");
+    server.pause(true);
+    let resumed = resume_after(&server, Duration::from_secs(3));
+    let events = collect(&mut rx, 1).await;
+    resumed.join().expect("resume");
+    assert_eq!(events[0].id, id);
+    assert_eq!(
+        events[0].outcome,
+        WorkOutcome::Succeeded { output: json!(1) },
+        "{events:?}"
+    );
+    assert_eq!(events[0].attempts, 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
     life.shutdown(WAIT).await;
 }

@@ -1578,6 +1578,57 @@ async fn rate_limit_refuses_other_kinds_and_bad_arguments(s: Arc<dyn Store>) -> 
     Ok(())
 }
 
+// ---- memory only ---------------------------------------------------------------------------------
+
+mod memory_only {
+    use super::*;
+
+    /// A long-running embedded daemon frees the keys that expired even if nothing reads them
+    /// again: every operation first frees some of the keys whose time has passed (Redis's
+    /// active expiry), and only those.
+    #[tokio::test]
+    async fn expired_keys_are_freed_without_being_read_again() -> Result<()> {
+        let (short, long) = (Duration::from_millis(50), Duration::from_secs(2));
+        let s = MemoryStore::new();
+        for i in 0..1000 {
+            s.set(&format!("short:{i}"), b"v", Some(short)).await?;
+        }
+        // Given a short TTL, then a longer one or none: stale queue entries must not free them.
+        s.set("extended", b"v", Some(short)).await?;
+        ensure!(s.expire("extended", long).await?);
+        s.set("persisted", b"v", Some(short)).await?;
+        s.set("persisted", b"v", None).await?;
+        ensure!(s.acquire_lease("lease", "me", long).await?);
+        s.hset("hash", &[("f", b"v")]).await?;
+        assert_eq!(s.held_keys(), 1004);
+
+        tokio::time::sleep(short * 3).await;
+        assert_eq!(
+            s.held_keys(),
+            1004,
+            "nothing has run since: nothing freed yet"
+        );
+        // Unrelated work, none of it touching the expired keys.
+        for _ in 0..100 {
+            s.incr_by("counter", 1).await?;
+        }
+        assert_eq!(s.held_keys(), 5, "the 1,000 expired keys are freed");
+        for key in ["extended", "persisted", "lease", "hash", "counter"] {
+            ensure!(s.exists(key).await?, "{key} is live");
+        }
+        ensure!(s.ttl("persisted").await?.is_none());
+
+        tokio::time::sleep(long).await;
+        s.incr_by("counter", 1).await?;
+        assert_eq!(
+            s.held_keys(),
+            3,
+            "the lease and the extended key expire in their turn"
+        );
+        Ok(())
+    }
+}
+
 // ---- Redis only ----------------------------------------------------------------------------------
 
 mod redis_only {

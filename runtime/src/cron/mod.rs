@@ -3,21 +3,28 @@
 //!
 //! ```text
 //! cron:defs                  hash    name -> JSON definition (config and run-time crons)
-//! cron:{name}:last           string  the last tick claimed (ms since the Unix epoch)
+//! cron:{name}:last           string  the last tick claimed, by whom, and whether it was decided
+//!                                    (`claim.rs`); expires a week after the tick that follows
 //! cron:{name}:running        lease   held while a fire of this cron runs
-//! cron:{name}:history        stream  one entry per tick: fired / skipped (+ failed), capped
+//! cron:{name}:history        stream  one entry per tick: fired / skipped / failed (+ failed
+//!                                    after fired); capped, expires a week after its last entry
 //! ```
 //!
 //! Exactly once per tick with several daemons: every daemon computes the same tick times
-//! ([`CronSchedule`]); to fire tick `T` a daemon must move `cron:{name}:last` from a value
-//! below `T` to `T` by compare-and-set, which one daemon does. A tick is **skipped** (and
-//! recorded so) when the previous fire still holds the running lease. Ticks that pass while
-//! no daemon runs are not caught up.
+//! ([`CronSchedule`]); to fire tick `T` a daemon must claim it in `cron:{name}:last` by
+//! compare-and-set, which one daemon does, then decide it (same key, from its own claim)
+//! before invoking the target. A claimed tick is fired, skipped or recorded as failed: a claim
+//! left undecided (its daemon died, or lost the store) is taken over after `claim_timeout` or
+//! recorded as failed by the claim of the next tick; store failures on the way are retried
+//! within the claim's time and logged. A tick is **skipped** (and recorded so) when the
+//! previous fire still holds the running lease. Ticks that pass while no daemon runs are not
+//! caught up.
 //!
 //! The [`CronScheduler`] actor takes [`RegisterCron`], [`DeleteCron`] and [`ListCrons`]
 //! (handlers in `handlers.rs`); it is supervised by the daemon's root supervisor. The target
 //! is invoked through a [`CronHandler`] the daemon provides.
 
+mod claim;
 mod error;
 mod handlers;
 mod messages;
@@ -32,6 +39,7 @@ use actix::prelude::*;
 use async_trait::async_trait;
 use troupe_config::{CronSettings, CronTarget};
 
+use self::claim::{judge, Last, Verdict};
 pub use self::error::CronError;
 use self::messages::StoredCron;
 pub use self::messages::{
@@ -40,7 +48,7 @@ pub use self::messages::{
 pub use self::schedule::CronSchedule;
 use crate::actor_ref::ActorRef;
 use crate::guard::isolate;
-use crate::store::{Store, StoreError, Trim};
+use crate::store::{Store, StoreError, Trim, Write};
 use crate::supervisor::{ChildOptions, SupervisorSpec};
 
 /// The hash of cron definitions.
@@ -48,6 +56,12 @@ const DEFS: &str = "cron:defs";
 /// A scheduler this late (or three periods late, if longer) skips ahead instead of firing
 /// the ticks it missed one after the other.
 const CATCH_UP_MS: u64 = 1_000;
+/// How long a cron's claim key and history outlive the tick after their last one.
+const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// First pause before a failed store call of a tick is tried again; doubled per failure up
+/// to `STORE_RETRY_MAX`, within the claim's time.
+const STORE_RETRY: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 fn key(cron: &str, what: &str) -> String {
     format!("cron:{cron}:{what}")
@@ -106,6 +120,9 @@ pub struct CronOptions {
     /// TTL of the running lease, renewed every third of it while a fire runs; a daemon that
     /// dies mid-fire blocks the cron's ticks at most this long.
     pub run_lease: Duration,
+    /// How long a daemon that claimed a tick has to decide it (take the running lease, mark
+    /// it fired or skipped); after that another daemon may take the tick over.
+    pub claim_timeout: Duration,
     /// Entries kept per cron history.
     pub history_len: u64,
 }
@@ -116,6 +133,7 @@ impl Default for CronOptions {
             daemon: "troupe".to_owned(),
             refresh: Duration::from_secs(5),
             run_lease: Duration::from_secs(30),
+            claim_timeout: Duration::from_secs(10),
             history_len: 1000,
         }
     }
@@ -327,16 +345,22 @@ impl CronScheduler {
         }
         let period = u64::try_from(entry.schedule.period_hint().as_millis()).unwrap_or(u64::MAX);
         let late = now.saturating_sub(tick);
+        let gap = entry
+            .schedule
+            .next_after(tick)
+            .map_or(0, |next| next.saturating_sub(tick));
         let fire = FireJob {
             store: self.store.clone(),
             handler: self.handler.clone(),
             cron: name.to_owned(),
             settings: entry.settings.clone(),
             tick,
-            owner: self.owner.clone(),
+            holder: format!("{}:{tick}", self.owner),
             daemon: self.options.daemon.clone(),
             run_lease: self.options.run_lease,
+            claim_timeout: self.options.claim_timeout,
             history_len: self.options.history_len,
+            keep: KEEP.saturating_add(Duration::from_millis(gap)),
         };
         self.firing += 1;
         ctx.spawn(fire.run().into_actor(self).map(|(), act, ctx| {
@@ -365,36 +389,74 @@ struct FireJob {
     cron: String,
     settings: CronSettings,
     tick: u64,
-    owner: String,
+    /// This daemon incarnation and tick: the claim's and the running lease's holder.
+    holder: String,
     daemon: String,
     run_lease: Duration,
+    claim_timeout: Duration,
     history_len: u64,
+    /// TTL of the claim key and the history: until well after the next tick.
+    keep: Duration,
+}
+
+/// What a claim attempt found.
+enum Claimed {
+    /// The claim is this daemon's.
+    Ours(Last),
+    /// Another daemon's to fire (or fired already).
+    Taken,
+    /// Another daemon's claim, undecided until then.
+    Held { until_ms: u64 },
+    /// The key changed between the read and the compare-and-set: look again.
+    Raced,
 }
 
 impl FireJob {
     async fn run(self) {
         let span = tracing::info_span!("cron.tick", cron = %self.cron, tick = self.tick);
-        let _ = tracing::Instrument::instrument(self.run_inner(), span).await;
+        tracing::Instrument::instrument(self.run_inner(), span).await;
     }
 
-    async fn run_inner(self) -> Result<(), StoreError> {
-        if !claim_tick(self.store.as_ref(), &self.cron, self.tick).await? {
-            tracing::debug!("tick taken by another daemon");
-            return Ok(());
-        }
+    async fn run_inner(self) {
+        let Some(claim) = self.claim().await else {
+            return;
+        };
         let running = key(&self.cron, "running");
-        let holder = format!("{}:{}", self.owner, self.tick);
-        if !self
-            .store
-            .acquire_lease(&running, &holder, self.run_lease)
-            .await?
-        {
-            tracing::info!("previous run still going: tick skipped");
-            return self
-                .record(TickOutcome::Skipped, "the previous run was still going")
-                .await;
+        let until = claim.until_ms();
+        let lease = self
+            .retrying("take the running lease", until, || {
+                self.store
+                    .acquire_lease(&running, &self.holder, self.run_lease)
+            })
+            .await;
+        let acquired = match lease {
+            Ok(acquired) => acquired,
+            Err(err) => {
+                // Decided as failed here rather than left to a takeover that may fail alike.
+                if self.decide(&claim).await {
+                    let detail = format!("could not take the running lease: {err}");
+                    self.record(self.tick, TickOutcome::Failed, &detail).await;
+                }
+                return;
+            }
+        };
+        if !self.decide(&claim).await {
+            if acquired {
+                self.release(&running).await;
+            }
+            return;
         }
-        self.record(TickOutcome::Fired, "").await?;
+        if !acquired {
+            tracing::info!("previous run still going: tick skipped");
+            self.record(
+                self.tick,
+                TickOutcome::Skipped,
+                "the previous run was still going",
+            )
+            .await;
+            return;
+        }
+        self.record(self.tick, TickOutcome::Fired, "").await;
         let fire = isolate(
             &self.cron,
             self.handler
@@ -407,7 +469,7 @@ impl FireJob {
             tokio::select! {
                 result = &mut fire => break result,
                 _ = renew.tick() => {
-                    if let Err(err) = self.store.renew_lease(&running, &holder, self.run_lease).await {
+                    if let Err(err) = self.store.renew_lease(&running, &self.holder, self.run_lease).await {
                         tracing::warn!(error = %err, "could not renew the cron's running lease");
                     }
                 }
@@ -420,55 +482,186 @@ impl FireJob {
         };
         if let Some(message) = failure {
             tracing::warn!(error = %message, "cron target failed");
-            self.record(TickOutcome::Failed, &message).await?;
+            self.record(self.tick, TickOutcome::Failed, &message).await;
         }
-        self.store.release_lease(&running, &holder).await?;
-        Ok(())
+        self.release(&running).await;
     }
 
-    async fn record(&self, outcome: TickOutcome, detail: &str) -> Result<(), StoreError> {
-        let outcome = match outcome {
+    /// Claims the tick (see `claim.rs`): `None` if another daemon has it, or if the store
+    /// failed until the tick's claim time was up (logged; a claim that landed unseen is
+    /// taken over or superseded by another daemon).
+    async fn claim(&self) -> Option<Last> {
+        let last = key(&self.cron, "last");
+        let give_up = self.tick.saturating_add(ms(self.claim_timeout));
+        loop {
+            let found = self
+                .retrying("claim the tick", give_up, || self.claim_once(&last))
+                .await;
+            match found {
+                Ok(Claimed::Ours(claim)) => return Some(claim),
+                Ok(Claimed::Taken) => {
+                    tracing::debug!("tick taken by another daemon");
+                    return None;
+                }
+                Ok(Claimed::Held { until_ms }) => {
+                    // Another daemon's claim: look again once its time is up, in case that
+                    // daemon died before deciding the tick.
+                    let jitter = rand::random::<u64>() % 50;
+                    let wait = until_ms.saturating_sub(now_ms()) + 1 + jitter;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                Ok(Claimed::Raced) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    async fn claim_once(&self, last: &str) -> Result<Claimed, StoreError> {
+        let current = self.store.get(last).await?;
+        let now = now_ms();
+        let seen = current.as_deref().and_then(Last::decode);
+        let superseded = match judge(seen.as_ref(), self.tick, &self.holder, now) {
+            Verdict::Ours => return Ok(seen.map_or(Claimed::Raced, Claimed::Ours)),
+            Verdict::Taken => return Ok(Claimed::Taken),
+            Verdict::Held { until_ms } => return Ok(Claimed::Held { until_ms }),
+            Verdict::Claim { superseded } => superseded,
+        };
+        let mine = Last::Claimed {
+            tick: self.tick,
+            until_ms: now.saturating_add(ms(self.claim_timeout)),
+            holder: self.holder.clone(),
+        };
+        let swapped = self
+            .store
+            .compare_and_set(
+                last,
+                current.as_deref(),
+                Some(&mine.encode()),
+                Some(self.keep),
+            )
+            .await?;
+        if !swapped {
+            return Ok(Claimed::Raced);
+        }
+        match superseded {
+            Some((tick, claimer)) if tick == self.tick => {
+                tracing::warn!(%claimer, "took over a tick its claimer had not fired in time");
+            }
+            Some((tick, claimer)) => {
+                tracing::warn!(%claimer, claimed_tick = tick, "an earlier tick was claimed but never fired: recording it as failed");
+                let detail = format!("claimed by {claimer}, which did not fire it");
+                self.record(tick, TickOutcome::Failed, &detail).await;
+            }
+            None => {}
+        }
+        Ok(Claimed::Ours(mine))
+    }
+
+    /// Moves the key from this daemon's claim to decided; whether it did (`false`: another
+    /// daemon took the tick over, or the store failed until the claim's time was up; logged).
+    async fn decide(&self, claim: &Last) -> bool {
+        let last = key(&self.cron, "last");
+        let decided = Last::Decided {
+            tick: self.tick,
+            holder: Some(self.holder.clone()),
+        };
+        let (from, to) = (claim.encode(), decided.encode());
+        let result = self
+            .retrying("mark the tick decided", claim.until_ms(), || async {
+                let swapped = self
+                    .store
+                    .compare_and_set(&last, Some(&from), Some(&to), Some(self.keep))
+                    .await?;
+                // A try whose answer was lost may have landed: then the key is ours.
+                Ok(swapped || self.store.get(&last).await?.as_deref() == Some(to.as_slice()))
+            })
+            .await;
+        match result {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!("another daemon took the tick over before it was fired");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or `until_ms` (ms since the epoch) has
+    /// passed; every failure is logged, the last one as an error.
+    async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        until_ms: u64,
+        mut op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut pause = STORE_RETRY;
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) if err.is_retryable() && now_ms() + ms(pause) < until_ms => {
+                    tracing::warn!(error = %err, "could not {what}; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(STORE_RETRY_MAX);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "could not {what}");
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    async fn release(&self, running: &str) {
+        if let Err(err) = self.store.release_lease(running, &self.holder).await {
+            tracing::warn!(error = %err, "could not release the cron's running lease; it expires");
+        }
+    }
+
+    /// Appends `tick`'s outcome to the history (capped, expiring `keep` after its last
+    /// entry). Not retried (an entry whose answer was lost may have landed); a failure is
+    /// logged and does not stop the tick.
+    async fn record(&self, tick: u64, outcome: TickOutcome, detail: &str) {
+        let name = match outcome {
             TickOutcome::Fired => "fired",
             TickOutcome::Skipped => "skipped",
             TickOutcome::Failed => "failed",
         };
-        let tick = self.tick.to_string();
-        self.store
-            .xadd(
-                &key(&self.cron, "history"),
-                &[
-                    ("tick", tick.as_bytes()),
-                    ("outcome", outcome.as_bytes()),
-                    ("daemon", self.daemon.as_bytes()),
-                    ("detail", detail.as_bytes()),
-                ],
-                Some(Trim::MaxLen(self.history_len)),
-            )
-            .await?;
-        Ok(())
+        let stream = key(&self.cron, "history");
+        let fields = [
+            ("tick", tick.to_string()),
+            ("outcome", name.to_owned()),
+            ("daemon", self.daemon.clone()),
+            ("detail", detail.to_owned()),
+        ];
+        let written = self
+            .store
+            .apply(vec![
+                Write::XAdd {
+                    stream: stream.clone(),
+                    fields: fields
+                        .into_iter()
+                        .map(|(f, v)| (f.as_bytes().to_vec(), v.into_bytes()))
+                        .collect(),
+                    trim: Some(Trim::MaxLen(self.history_len)),
+                },
+                Write::Expire {
+                    key: stream,
+                    ttl: self.keep,
+                },
+            ])
+            .await;
+        if let Err(err) = written {
+            tracing::error!(error = %err, outcome = name, "could not record the tick in the cron's history");
+        }
     }
 }
 
-/// Moves `cron:{name}:last` to `tick` if it is below; whether this call did.
-async fn claim_tick(store: &dyn Store, cron: &str, tick: u64) -> Result<bool, StoreError> {
-    let last = key(cron, "last");
-    let new = tick.to_string();
-    loop {
-        let current = store.get(&last).await?;
-        let seen = current
-            .as_deref()
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok());
-        if seen.is_some_and(|seen| seen >= tick) {
-            return Ok(false);
-        }
-        if store
-            .compare_and_set(&last, current.as_deref(), Some(new.as_bytes()), None)
-            .await?
-        {
-            return Ok(true);
-        }
-    }
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn now_ms() -> u64 {

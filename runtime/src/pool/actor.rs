@@ -34,8 +34,11 @@ use crate::guard::{isolate, Life};
 use crate::retrier::{RetryDecision, RetryPolicy};
 use crate::store::{Store, StoreError};
 
-/// Times a state write is tried before the item is left to the next load.
+/// Failed tries of a state write after which it is logged as an error (and a waiting
+/// canceller is answered); the write goes on being tried while the pool holds the item.
 const WRITE_TRIES: u32 = 5;
+/// The pause between tries of a state write grows by `store_retry` per try up to this many.
+const MAX_RETRY_FACTOR: u32 = 10;
 
 /// A waiting canceller.
 pub(crate) type CancelReply = oneshot::Sender<Result<CancelOutcome, PoolError>>;
@@ -420,9 +423,12 @@ impl PoolActor {
         };
         let record = &slot.record;
         let Some(handler) = self.shared.handler(&record.kind) else {
-            // Handlers are never removed, so this does not happen; fail safe anyway.
-            self.uncount(id, ctx);
-            self.queue(id);
+            // Handlers are never removed, so this does not happen; fail safe anyway: the
+            // claim is undone and the attempt that never ran is not counted.
+            let mut next = record.clone();
+            next.attempts = next.attempts.saturating_sub(1);
+            next.state = WorkState::Pending;
+            self.write(id, next, Step::Finish, 1, ctx);
             return;
         };
         let work = Work {
@@ -516,10 +522,11 @@ impl PoolActor {
             next.rev = rand::random();
         }
         let expected = slot.bytes.clone();
-        let (store, keys) = (self.store.clone(), self.keys.clone());
+        let (store, keys, retention) = (self.store.clone(), self.keys.clone(), self.retention);
         let key = id.to_owned();
         let transition = async move {
-            let result = persist::transition(store.as_ref(), &keys, &expected, &next).await;
+            let result =
+                persist::transition(store.as_ref(), &keys, &expected, &next, retention).await;
             (next, result)
         };
         detach(
@@ -569,41 +576,54 @@ impl PoolActor {
                     }
                 }
             }
+            Ok(Cas::Conflict(Some(fresh)))
+                if matches!(next.state, WorkState::Succeeded { .. })
+                    && !fresh.0.state.is_terminal() =>
+            {
+                // Another daemon moved the item (it took our runner for dead while the store
+                // was out of our reach): the attempt succeeded all the same, so its result
+                // goes onto the record as it is now instead of being thrown away.
+                tracing::warn!(pool = %self.name, work = %id, "the record moved under a succeeded attempt; keeping its result");
+                let (record, bytes) = *fresh;
+                let mut rebased = record.clone();
+                rebased.state = next.state;
+                if let Some(slot) = self.slots.get_mut(id) {
+                    slot.record = record;
+                    slot.bytes = bytes;
+                }
+                self.write(id, rebased, Step::Finish, 1, ctx);
+            }
             Ok(Cas::Conflict(fresh)) => {
                 tracing::debug!(pool = %self.name, work = %id, ?step, "the record changed under us");
                 self.uncount(id, ctx);
                 self.reconcile(id, fresh.map(|f| *f), ctx);
             }
-            Err(err) if step == Step::Claim => {
-                tracing::warn!(pool = %self.name, work = %id, error = %err, "could not claim work; will try again");
-                self.uncount(id, ctx);
-                if let Some(slot) = self.slots.get_mut(id) {
-                    slot.record.run_at_ms = now_ms().saturating_add(
-                        u64::try_from(self.options.store_retry.as_millis()).unwrap_or(u64::MAX),
-                    );
-                }
-                self.queue(id);
-            }
-            Err(err) if try_no < WRITE_TRIES => {
-                tracing::warn!(pool = %self.name, work = %id, ?step, error = %err, try_no, "state write failed; trying again");
-                let key = id.to_owned();
-                ctx.run_later(self.options.store_retry * try_no, move |act, ctx| {
-                    act.write(&key, next, step, try_no + 1, ctx)
-                });
-            }
             Err(err) => {
-                tracing::error!(pool = %self.name, work = %id, ?step, error = %err, "state write failed; leaving the item to the next load");
-                self.uncount(id, ctx);
-                if let Some(slot) = self.slots.remove(id) {
-                    let (pool, message) = (self.name.to_string(), err.to_string());
-                    fail(slot.cancellers, || PoolError::Store {
-                        pool: pool.clone(),
-                        source: StoreError::Other {
-                            op: "cancel",
-                            message: message.clone(),
-                        },
-                    });
+                // The same write again, with the same `rev`: if an earlier try landed (its
+                // answer lost), the retry recognises it. The item stays held meanwhile, so
+                // neither a rescan here nor another daemon (this runner's lease is renewed)
+                // takes it: a claimed item starts, a finished attempt's result is kept.
+                if try_no == WRITE_TRIES {
+                    tracing::error!(pool = %self.name, work = %id, ?step, error = %err, try_no, "state write still failing; keeping the item and trying again");
+                    if let Some(slot) = self.slots.get_mut(id) {
+                        // A waiting canceller learns of the trouble; the cancel goes on.
+                        let (pool, message) = (self.name.to_string(), err.to_string());
+                        fail(std::mem::take(&mut slot.cancellers), || PoolError::Store {
+                            pool: pool.clone(),
+                            source: StoreError::Other {
+                                op: "cancel",
+                                message: message.clone(),
+                            },
+                        });
+                    }
+                } else {
+                    tracing::warn!(pool = %self.name, work = %id, ?step, error = %err, try_no, "state write failed; trying again");
                 }
+                let key = id.to_owned();
+                let pause = self.options.store_retry * try_no.min(MAX_RETRY_FACTOR);
+                ctx.run_later(pause, move |act, ctx| {
+                    act.write(&key, next, step, try_no.saturating_add(1), ctx)
+                });
             }
         }
         self.pump(ctx);

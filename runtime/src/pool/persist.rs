@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! pool:{name}:item:{id}      string  JSON WorkRecord; expires `retention` after the item ends
+//!                                    (the TTL is set by the very transition that ends it)
 //! pool:{name}:open           hash    id -> "": every item not yet finalized (loaded on start)
 //! pool:{name}:runner:{id}    lease   a live pool incarnation; items Running on a runner whose
 //!                                    lease is gone are retried
@@ -85,17 +86,20 @@ fn decode(id: &str, bytes: Vec<u8>) -> Option<Versioned> {
 
 /// Moves the record from `expected` to `next`, whose `rev` makes its bytes this write's
 /// alone: a retry of a write whose answer was lost (same `rev`) finds its own bytes and
-/// reports them as swapped.
+/// reports them as swapped. A record moved to an end state expires after `retention` from
+/// this very write, whatever happens to the finalization that follows.
 pub(crate) async fn transition(
     store: &dyn Store,
     keys: &Keys,
     expected: &[u8],
     next: &WorkRecord,
+    retention: Duration,
 ) -> Result<Cas, StoreError> {
     let bytes = next.encode();
     let key = keys.item(&next.id);
+    let ttl = next.state.is_terminal().then_some(retention);
     if store
-        .compare_and_set(&key, Some(expected), Some(&bytes), None)
+        .compare_and_set(&key, Some(expected), Some(&bytes), ttl)
         .await?
     {
         return Ok(Cas::Swapped(bytes));
@@ -163,8 +167,10 @@ pub(crate) fn follow_up(record: &WorkRecord, max_attempts: u32) -> Option<WorkRe
 }
 
 /// Finishes an ended item: enqueues its follow-up (once: its id is derived from the item's),
-/// drops it from the index and lets its record expire after `retention`. Idempotent, so a
-/// load after a crash can run it again. Returns the follow-up if this call stored it.
+/// lets its record expire after `retention`, then drops it from the index (in that order, so
+/// a failure in between leaves an indexed item the next load finalizes, never an unindexed
+/// record without a TTL). Idempotent, so a load after a crash can run it again. Returns the
+/// follow-up if this call stored it.
 pub(crate) async fn finalize(
     store: &dyn Store,
     keys: &Keys,
@@ -179,8 +185,8 @@ pub(crate) async fn finalize(
             stored = Some((next, bytes));
         }
     }
-    store.hdel(&keys.open(), &[record.id.as_str()]).await?;
     store.expire(&keys.item(&record.id), retention).await?;
+    store.hdel(&keys.open(), &[record.id.as_str()]).await?;
     Ok(stored)
 }
 
@@ -283,11 +289,12 @@ mod tests {
             .set(&keys.item("w"), &mine.encode(), None)
             .await
             .expect("landed");
-        let retried = transition(&store, &keys, &before, &mine).await;
+        let retention = Duration::from_secs(60);
+        let retried = transition(&store, &keys, &before, &mine, retention).await;
         assert!(matches!(retried, Ok(Cas::Swapped(bytes)) if bytes == mine.encode()));
         // A rival's identical state change (another rev) is a conflict.
         let rival = record(3, WorkState::Canceled);
-        let raced = transition(&store, &keys, &before, &rival).await;
+        let raced = transition(&store, &keys, &before, &rival, retention).await;
         assert!(matches!(raced, Ok(Cas::Conflict(Some(current))) if current.0 == mine));
     }
 }

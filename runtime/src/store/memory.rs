@@ -1,16 +1,19 @@
 //! The embedded in-memory store: Redis's semantics for every [`Store`] method, in one process.
 //!
 //! One keyspace behind a `parking_lot` mutex; every operation is a short critical section with
-//! no `.await` inside. Expiry is lazy (checked on access) and measured with
-//! `tokio::time::Instant`, so tests with paused time can advance it. Blocking stream reads wait
-//! on a [`Notify`] that every `XADD` wakes.
+//! no `.await` inside. Expiry is measured with `tokio::time::Instant`, so tests with paused
+//! time can advance it. It is checked on access, and active as in Redis: every key given a TTL
+//! is queued by expiry time, and every operation first frees up to `SWEEP_PER_CALL` keys
+//! whose time has passed, so a key that is never read again is still freed by a long-running
+//! process. Blocking stream reads wait on a [`Notify`] that every `XADD` wakes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -18,6 +21,10 @@ use super::{
     AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary, ReadFrom,
     Store, StoreError, StoreResult, StreamEntry, Trim, Write,
 };
+
+/// Expired keys an operation frees at most before its own work (Redis's active expiry
+/// samples 20 keys per cycle; here the queue is ordered, so every one visited is due).
+const SWEEP_PER_CALL: usize = 32;
 
 /// A TTL in whole milliseconds as both backends apply it: rounded up, at least 1 ms (Redis
 /// refuses `PX 0`).
@@ -70,6 +77,19 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// How many keys the store holds in memory: live ones and expired ones not yet freed (by
+    /// an access or by the active expiry of the operations that follow).
+    pub fn held_keys(&self) -> usize {
+        self.keys.lock().map.len()
+    }
+
+    /// The keyspace, locked, after freeing up to [`SWEEP_PER_CALL`] expired keys.
+    fn lock(&self) -> MutexGuard<'_, Keyspace> {
+        let mut keys = self.keys.lock();
+        keys.sweep(Instant::now(), SWEEP_PER_CALL);
+        keys
+    }
+
     /// Runs `read` under the lock until it returns entries or `deadline` passes (`None`: once).
     async fn read_blocking<F>(
         &self,
@@ -81,7 +101,7 @@ impl MemoryStore {
     {
         loop {
             let appended = {
-                let mut keys = self.keys.lock();
+                let mut keys = self.lock();
                 let entries = read(&mut keys, Instant::now())?;
                 let Some(deadline) = deadline else {
                     return Ok(entries);
@@ -312,6 +332,10 @@ impl Entry {
 #[derive(Debug, Default)]
 struct Keyspace {
     map: HashMap<String, Entry>,
+    /// Keys by the expiry time they were given, soonest first. An entry whose key was
+    /// deleted or given another TTL since is skipped when it comes up; the queue is rebuilt
+    /// from `map` when such entries outnumber the keys.
+    expiries: BinaryHeap<Reverse<(Instant, String)>>,
 }
 
 fn wrong_type(op: &'static str, key: &str) -> StoreError {
@@ -344,6 +368,39 @@ fn unix_millis() -> u64 {
 }
 
 impl Keyspace {
+    /// Notes that `key` expires at `at` (call whenever a key is given a TTL).
+    fn track(&mut self, key: &str, at: Instant) {
+        if self.expiries.len() > 2 * self.map.len() + 1024 {
+            self.expiries = self
+                .map
+                .iter()
+                .filter_map(|(k, e)| e.expires_at.map(|at| Reverse((at, k.clone()))))
+                .collect();
+        }
+        self.expiries.push(Reverse((at, key.to_owned())));
+    }
+
+    /// Inserts `entry` at `key`, replacing any.
+    fn insert(&mut self, key: &str, entry: Entry) {
+        if let Some(at) = entry.expires_at {
+            self.track(key, at);
+        }
+        self.map.insert(key.to_owned(), entry);
+    }
+
+    /// Active expiry: frees up to `budget` keys whose expiry time has passed.
+    fn sweep(&mut self, now: Instant, budget: usize) {
+        for _ in 0..budget {
+            match self.expiries.peek() {
+                Some(Reverse((at, _))) if *at <= now => {}
+                _ => return,
+            }
+            if let Some(Reverse((_, key))) = self.expiries.pop() {
+                self.expire_stale(&key, now);
+            }
+        }
+    }
+
     /// Drops `key` if it has expired.
     fn expire_stale(&mut self, key: &str, now: Instant) {
         let stale = self
@@ -493,7 +550,7 @@ impl Keyspace {
             value: Value::Bytes(value.to_vec()),
             expires_at: ttl.map(|t| now + Duration::from_millis(ttl_millis(t))),
         };
-        self.map.insert(key.to_owned(), entry);
+        self.insert(key, entry);
     }
 
     fn del(&mut self, keys: &[String], now: Instant) -> u64 {
@@ -508,9 +565,11 @@ impl Keyspace {
     }
 
     fn expire(&mut self, key: &str, ttl: Duration, now: Instant) -> bool {
+        let at = now + Duration::from_millis(ttl_millis(ttl));
         match self.live(key, now) {
             Some(e) => {
-                e.expires_at = Some(now + Duration::from_millis(ttl_millis(ttl)));
+                e.expires_at = Some(at);
+                self.track(key, at);
                 true
             }
             None => false,
@@ -799,12 +858,12 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         Ok(keys.bytes("get", key, Instant::now())?.map(<[u8]>::to_vec))
     }
 
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
-        let mut ks = self.keys.lock();
+        let mut ks = self.lock();
         let now = Instant::now();
         // Like MGET: a key of another kind reads as missing.
         Ok(keys
@@ -819,12 +878,12 @@ impl Store for MemoryStore {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
-        self.keys.lock().set(key, value, ttl, Instant::now());
+        self.lock().set(key, value, ttl, Instant::now());
         Ok(())
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> StoreResult<bool> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         if keys.live(key, now).is_some() {
             return Ok(false);
@@ -840,7 +899,7 @@ impl Store for MemoryStore {
         new: Option<&[u8]>,
         ttl: Option<Duration>,
     ) -> StoreResult<bool> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         let current = keys.bytes("compare_and_set", key, now)?;
         if current != expected {
@@ -856,19 +915,19 @@ impl Store for MemoryStore {
     }
 
     async fn del(&self, keys: &[String]) -> StoreResult<u64> {
-        Ok(self.keys.lock().del(keys, Instant::now()))
+        Ok(self.lock().del(keys, Instant::now()))
     }
 
     async fn exists(&self, key: &str) -> StoreResult<bool> {
-        Ok(self.keys.lock().live(key, Instant::now()).is_some())
+        Ok(self.lock().live(key, Instant::now()).is_some())
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
-        Ok(self.keys.lock().expire(key, ttl, Instant::now()))
+        Ok(self.lock().expire(key, ttl, Instant::now()))
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Option<Duration>> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         Ok(keys
             .live(key, now)
@@ -877,7 +936,7 @@ impl Store for MemoryStore {
     }
 
     async fn incr_by(&self, key: &str, delta: i64) -> StoreResult<i64> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         let not_integer = || StoreError::NotInteger {
             op: "incr_by",
@@ -901,7 +960,7 @@ impl Store for MemoryStore {
     }
 
     async fn keys_with_prefix(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         keys.map
             .retain(|_, e| e.expires_at.is_none_or(|at| at > now));
@@ -916,7 +975,7 @@ impl Store for MemoryStore {
     }
 
     async fn acquire_lease(&self, key: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         match keys.bytes("acquire_lease", key, now)? {
             None => {
@@ -929,7 +988,7 @@ impl Store for MemoryStore {
     }
 
     async fn renew_lease(&self, key: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         match keys.bytes("renew_lease", key, now)? {
             Some(holder) if holder == owner.as_bytes() => Ok(keys.expire(key, ttl, now)),
@@ -938,7 +997,7 @@ impl Store for MemoryStore {
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<bool> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         match keys.bytes("release_lease", key, now)? {
             Some(holder) if holder == owner.as_bytes() => {
@@ -950,18 +1009,18 @@ impl Store for MemoryStore {
     }
 
     async fn hset(&self, key: &str, fields: &[(&str, &[u8])]) -> StoreResult<()> {
-        self.keys.lock().hset(key, fields, Instant::now())
+        self.lock().hset(key, fields, Instant::now())
     }
 
     async fn hget(&self, key: &str, field: &str) -> StoreResult<Option<Vec<u8>>> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         Ok(keys
             .hash_mut("hget", key, Instant::now(), false)?
             .and_then(|h| h.get(field).cloned()))
     }
 
     async fn hgetall(&self, key: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         Ok(keys
             .hash_mut("hgetall", key, Instant::now(), false)?
             .map(|h| h.iter().map(|(f, v)| (f.clone(), v.clone())).collect())
@@ -969,7 +1028,7 @@ impl Store for MemoryStore {
     }
 
     async fn hdel(&self, key: &str, fields: &[&str]) -> StoreResult<u64> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let Some(h) = keys.hash_mut("hdel", key, Instant::now(), false)? else {
             return Ok(0);
         };
@@ -982,15 +1041,15 @@ impl Store for MemoryStore {
     }
 
     async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> StoreResult<i64> {
-        self.keys.lock().hincr_by(key, field, delta, Instant::now())
+        self.lock().hincr_by(key, field, delta, Instant::now())
     }
 
     async fn push(&self, key: &str, values: &[&[u8]]) -> StoreResult<u64> {
-        self.keys.lock().push(key, values, Instant::now())
+        self.lock().push(key, values, Instant::now())
     }
 
     async fn range(&self, key: &str, start: i64, stop: i64) -> StoreResult<Vec<Vec<u8>>> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let Some(l) = keys.list_mut("range", key, Instant::now(), false)? else {
             return Ok(Vec::new());
         };
@@ -998,7 +1057,7 @@ impl Store for MemoryStore {
     }
 
     async fn len(&self, key: &str) -> StoreResult<u64> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         Ok(keys
             .list_mut("len", key, Instant::now(), false)?
             .map_or(0, |l| l.len() as u64))
@@ -1048,7 +1107,7 @@ impl Store for MemoryStore {
     }
 
     async fn xlen(&self, stream: &str) -> StoreResult<u64> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         Ok(keys
             .stream_mut("xlen", stream, Instant::now(), false)?
             .map_or(0, |s| s.entries.len() as u64))
@@ -1062,7 +1121,7 @@ impl Store for MemoryStore {
         count: Option<usize>,
     ) -> StoreResult<Vec<StreamEntry>> {
         let (start, end) = (range_start("xrange", start)?, range_end("xrange", end)?);
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let Some(s) = keys.stream_mut("xrange", stream, Instant::now(), false)? else {
             return Ok(Vec::new());
         };
@@ -1088,7 +1147,7 @@ impl Store for MemoryStore {
     ) -> StoreResult<Vec<StreamEntry>> {
         let count = if count == 0 { usize::MAX } else { count };
         let after = if after == "$" {
-            let mut keys = self.keys.lock();
+            let mut keys = self.lock();
             keys.stream_mut("xread", stream, Instant::now(), false)?
                 .map_or(Id::MIN, |s| s.last_id)
         } else {
@@ -1104,7 +1163,7 @@ impl Store for MemoryStore {
             "$" => None,
             id => Some(strict_id("xgroup_create", id)?),
         };
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let s = keys
             .stream_mut("xgroup_create", stream, Instant::now(), true)?
             .ok_or_else(|| wrong_type("xgroup_create", stream))?;
@@ -1139,11 +1198,11 @@ impl Store for MemoryStore {
     }
 
     async fn xack(&self, stream: &str, group: &str, ids: &[EntryId]) -> StoreResult<u64> {
-        self.keys.lock().xack(stream, group, ids, Instant::now())
+        self.lock().xack(stream, group, ids, Instant::now())
     }
 
     async fn xpending(&self, stream: &str, group: &str) -> StoreResult<PendingSummary> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let (g, _) = keys.group_mut("xpending", stream, group, Instant::now())?;
         let mut consumers: BTreeMap<&str, u64> = BTreeMap::new();
         for p in g.pel.values() {
@@ -1171,7 +1230,7 @@ impl Store for MemoryStore {
     ) -> StoreResult<Vec<PendingEntry>> {
         let op = "xpending_range";
         let (start, end) = (range_start(op, start)?, range_end(op, end)?);
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         let (g, _) = keys.group_mut(op, stream, group, now)?;
         let (Some(start), Some(end)) = (start, end) else {
@@ -1210,7 +1269,7 @@ impl Store for MemoryStore {
             });
         }
         let start = range_start(op, start)?;
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         let (g, entries) = keys.group_mut(op, stream, group, now)?;
         g.consumers.insert(consumer.to_owned(), now);
@@ -1270,7 +1329,7 @@ impl Store for MemoryStore {
             .iter()
             .map(|id| strict_id(op, id))
             .collect::<StoreResult<Vec<_>>>()?;
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         let (g, _) = keys.group_mut(op, stream, group, now)?;
         g.consumers.insert(consumer.to_owned(), now);
@@ -1286,7 +1345,7 @@ impl Store for MemoryStore {
     }
 
     async fn xgroups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let Some(s) = keys.stream_mut("xgroups", stream, Instant::now(), false)? else {
             return Ok(Vec::new());
         };
@@ -1312,7 +1371,7 @@ impl Store for MemoryStore {
     }
 
     async fn xconsumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>> {
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         let (g, _) = keys.group_mut("xconsumers", stream, group, now)?;
         Ok(g.consumers
@@ -1329,7 +1388,7 @@ impl Store for MemoryStore {
         if let Trim::MinId(id) = &trim {
             strict_id("xtrim", id)?;
         }
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         match keys.stream_mut("xtrim", stream, Instant::now(), false)? {
             Some(s) => s.trim(&trim, "xtrim"),
             None => Ok(0),
@@ -1341,7 +1400,7 @@ impl Store for MemoryStore {
         let mut first_error = None;
         let mut appended = false;
         {
-            let mut keys = self.keys.lock();
+            let mut keys = self.lock();
             let now = Instant::now();
             // Like MULTI/EXEC: a failing write does not stop the others; its error is returned.
             for w in &writes {
@@ -1371,7 +1430,7 @@ impl Store for MemoryStore {
             op: "rate_limit",
             key: key.to_owned(),
         };
-        let mut keys = self.keys.lock();
+        let mut keys = self.lock();
         let now = Instant::now();
         let outcome = match params.algorithm {
             MicrosAlgorithm::Gcra(gcra) => {
@@ -1391,7 +1450,7 @@ impl Store for MemoryStore {
                             value: Value::Bytes(tat.to_string().into_bytes()),
                             expires_at: Some(now + Duration::from_micros(next)),
                         };
-                        keys.map.insert(key.to_owned(), entry);
+                        keys.insert(key, entry);
                     }
                 }
                 outcome
@@ -1421,7 +1480,7 @@ impl Store for MemoryStore {
                             value: Value::Hash(fields),
                             expires_at: Some(now + Duration::from_micros(outcome.reset_after)),
                         };
-                        keys.map.insert(key.to_owned(), entry);
+                        keys.insert(key, entry);
                     }
                 }
                 outcome
