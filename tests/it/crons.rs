@@ -316,26 +316,7 @@ agent = "a"
             url = redis_url(),
         )
     };
-    let files: Vec<tempfile::NamedTempFile> = ["d1", "d2"]
-        .iter()
-        .map(|name| {
-            let mut file = tempfile::Builder::new()
-                .suffix(".toml")
-                .tempfile()
-                .expect("temp file");
-            file.write_all(config(name).as_bytes())
-                .expect("write config");
-            file
-        })
-        .collect();
-    let path = |i: usize| files[i].path().to_str().expect("utf-8 path");
-    let mut daemons = [
-        Daemon::spawn(&["serve", "--config", path(0)]),
-        Daemon::spawn(&["serve", "--config", path(1)]),
-    ];
-    for daemon in &mut daemons {
-        daemon.wait_for_log("troupe serving", Duration::from_secs(30));
-    }
+    let (_files, mut daemons) = two_daemons(config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -741,26 +722,7 @@ agent = "a"
             url = server.url(),
         )
     };
-    let files: Vec<tempfile::NamedTempFile> = ["d1", "d2"]
-        .iter()
-        .map(|name| {
-            let mut file = tempfile::Builder::new()
-                .suffix(".toml")
-                .tempfile()
-                .expect("temp file");
-            file.write_all(config(name).as_bytes())
-                .expect("write config");
-            file
-        })
-        .collect();
-    let path = |i: usize| files[i].path().to_str().expect("utf-8 path");
-    let mut daemons = [
-        Daemon::spawn(&["serve", "--config", path(0)]),
-        Daemon::spawn(&["serve", "--config", path(1)]),
-    ];
-    for daemon in &mut daemons {
-        daemon.wait_for_log("troupe serving", Duration::from_secs(30));
-    }
+    let (_files, mut daemons) = two_daemons(config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -813,4 +775,30 @@ agent = "a"
     );
     assert_each_tick_once(&lease, 1000);
     assert!(logs.contains("could not take the running lease"), "{logs}");
+}
+
+/// Two `troupe serve` daemons, `d1` and `d2`, on the configs `config(name)` (the files live
+/// as long as the returned handles), once both are serving.
+fn two_daemons(config: impl Fn(&str) -> String) -> (Vec<tempfile::NamedTempFile>, [Daemon; 2]) {
+    let files: Vec<tempfile::NamedTempFile> = ["d1", "d2"]
+        .iter()
+        .map(|name| {
+            let mut file = tempfile::Builder::new()
+                .suffix(".toml")
+                .tempfile()
+                .expect("temp file");
+            file.write_all(config(name).as_bytes())
+                .expect("write config");
+            file
+        })
+        .collect();
+    let path = |i: usize| files[i].path().to_str().expect("utf-8 path");
+    let mut daemons = [
+        Daemon::spawn(&["serve", "--config", path(0)]),
+        Daemon::spawn(&["serve", "--config", path(1)]),
+    ];
+    for daemon in &mut daemons {
+        daemon.wait_for_log("troupe serving", Duration::from_secs(30));
+    }
+    (files, daemons)
 }
