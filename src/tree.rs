@@ -157,6 +157,7 @@ impl Tree {
                 owner: instance.clone(),
                 max_runs: daemon.max_runs,
                 max_runs_per_group: daemon.max_runs_per_group,
+                retention: daemon.run_retention,
                 arbiters: workers.handles(),
                 ..RouterOptions::default()
             },

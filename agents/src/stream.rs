@@ -19,7 +19,8 @@ use crate::model::DeltaSink;
 pub const COALESCE: Duration = Duration::from_millis(100);
 /// Characters that trigger a write at once.
 pub const MAX_CHUNK: usize = 512;
-/// How long a delta stream is kept after its last write.
+/// How long a delta stream is kept after its last write, at most (never longer than its
+/// thread: see [`DeltaWriter::start`]).
 pub const RETENTION: Duration = Duration::from_secs(3600);
 
 /// Writes one turn's deltas to its stream.
@@ -28,19 +29,28 @@ pub struct DeltaWriter {
     task: JoinHandle<()>,
     store: Arc<dyn Store>,
     stream: String,
+    ttl: Duration,
 }
 
 impl DeltaWriter {
-    /// Starts writing deltas sent to [`sink`](Self::sink) to `stream`.
-    pub fn start(store: Arc<dyn Store>, stream: String) -> Self {
+    /// Starts writing deltas sent to [`sink`](Self::sink) to `stream`, which expires
+    /// [`RETENTION`] or `thread_retention` (the shorter) after its last write.
+    pub fn start(store: Arc<dyn Store>, stream: String, thread_retention: Duration) -> Self {
+        let ttl = RETENTION.min(thread_retention);
         let (sink, rx) = unbounded_channel();
-        let task = tokio::spawn(pump(store.clone(), stream.clone(), rx));
+        let task = tokio::spawn(pump(store.clone(), stream.clone(), ttl, rx));
         DeltaWriter {
             sink: Some(sink),
             task,
             store,
             stream,
+            ttl,
         }
+    }
+
+    /// How long the stream is kept after its last write.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The stream's name.
@@ -79,7 +89,7 @@ impl DeltaWriter {
             },
             Write::Expire {
                 key: self.stream.clone(),
-                ttl: RETENTION,
+                ttl: self.ttl,
             },
         ];
         if let Err(err) = self.store.apply(writes).await {
@@ -88,7 +98,12 @@ impl DeltaWriter {
     }
 }
 
-async fn pump(store: Arc<dyn Store>, stream: String, mut rx: UnboundedReceiver<String>) {
+async fn pump(
+    store: Arc<dyn Store>,
+    stream: String,
+    ttl: Duration,
+    mut rx: UnboundedReceiver<String>,
+) {
     let mut buffer = String::new();
     loop {
         let next = if buffer.is_empty() {
@@ -97,7 +112,7 @@ async fn pump(store: Arc<dyn Store>, stream: String, mut rx: UnboundedReceiver<S
             match tokio::time::timeout(COALESCE, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    flush(&*store, &stream, &mut buffer).await;
+                    flush(&*store, &stream, ttl, &mut buffer).await;
                     continue;
                 }
             }
@@ -106,18 +121,18 @@ async fn pump(store: Arc<dyn Store>, stream: String, mut rx: UnboundedReceiver<S
             Some(delta) => {
                 buffer.push_str(&delta);
                 if buffer.len() >= MAX_CHUNK {
-                    flush(&*store, &stream, &mut buffer).await;
+                    flush(&*store, &stream, ttl, &mut buffer).await;
                 }
             }
             None => {
-                flush(&*store, &stream, &mut buffer).await;
+                flush(&*store, &stream, ttl, &mut buffer).await;
                 return;
             }
         }
     }
 }
 
-async fn flush(store: &dyn Store, stream: &str, buffer: &mut String) {
+async fn flush(store: &dyn Store, stream: &str, ttl: Duration, buffer: &mut String) {
     if buffer.is_empty() {
         return;
     }
@@ -131,7 +146,7 @@ async fn flush(store: &dyn Store, stream: &str, buffer: &mut String) {
         },
         Write::Expire {
             key: stream.to_owned(),
-            ttl: RETENTION,
+            ttl,
         },
     ];
     if let Err(err) = store.apply(writes).await {

@@ -453,14 +453,14 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
     }
     let writer = d.stream.then(|| {
         let key = d.id.delta_stream(d.next_seq);
-        DeltaWriter::start(store.clone(), key)
+        DeltaWriter::start(store.clone(), key, d.threads.retention())
     });
     if let Some(writer) = &writer {
         store
             .set(
                 &d.id.live_key(),
                 writer.stream().as_bytes(),
-                Some(crate::stream::RETENTION),
+                Some(writer.ttl()),
             )
             .await?;
         if let Some(started) = &d.started {

@@ -162,6 +162,21 @@ fn touch(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
     writes
 }
 
+/// The writes that make thread `id`'s keys expire after `ttl` (a workflow call's thread ends
+/// with its run). Its index entries stay until they pass the thread retention; listings skip
+/// threads whose keys are gone.
+pub(crate) fn expiring(id: &ThreadId, ttl: Duration) -> Vec<Write> {
+    [
+        id.meta_key(),
+        id.messages_key(),
+        id.owner_key(),
+        id.approval_key(),
+    ]
+    .into_iter()
+    .map(|key| Write::Expire { key, ttl })
+    .collect()
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

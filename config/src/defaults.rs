@@ -17,6 +17,8 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub(crate) const PASSIVATE_AFTER: Duration = Duration::from_secs(5 * 60);
 /// A thread untouched this long expires (30 days; every turn renews it).
 pub(crate) const THREAD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// An ended workflow run's keys (and its calls' threads) expire this long after its end.
+pub(crate) const RUN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Bounded mailbox size of every actor.
 pub(crate) const MAILBOX_CAPACITY: usize = 256;
 /// Restart intensity: at most this many restarts of a child ...

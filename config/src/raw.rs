@@ -81,6 +81,7 @@ pub(crate) struct RawDaemon {
     pub shutdown_grace: Option<String>,
     pub passivate_after: Option<String>,
     pub thread_retention: Option<String>,
+    pub run_retention: Option<String>,
     pub mailbox_capacity: Option<usize>,
     pub max_restarts: Option<u32>,
     pub restart_window: Option<String>,

@@ -1326,6 +1326,61 @@ async fn a_call_made_again_takes_the_answer_of_its_earlier_pool_item() {
 }
 
 #[actix::test]
+async fn the_threads_of_a_runs_calls_expire_with_the_run_whichever_daemon_ends_it() {
+    let prefix = unique_prefix("call-threads-ttl");
+    let store = redis(&prefix).await;
+    let retention = Duration::from_secs(3600);
+    let with_retention = |owner: &str| RouterOptions {
+        retention,
+        ..options(owner)
+    };
+    // d1 makes the first two calls, then stops while the run waits; d2 adopts it, makes the
+    // last call and ends it. d2 never made the first two calls.
+    let rig = Rig::start_with(
+        BIG,
+        Path::new("troupe.toml"),
+        store.clone(),
+        with_retention("d1"),
+    )
+    .await;
+    let runs = rig.router.runs().clone();
+    let id = rig
+        .router
+        .submit(submit("big", "hello"))
+        .await
+        .expect("submit");
+    wait_status(&runs, &id, RunStatus::Waiting).await;
+    rig.stop().await;
+    let rig = Rig::start_with(
+        BIG,
+        Path::new("troupe.toml"),
+        store.clone(),
+        with_retention("d2"),
+    )
+    .await;
+    runs.send_event("acme", &id, "go", &serde_json::json!(true))
+        .await
+        .expect("event");
+    assert_completed(&runs.wait("acme", &id, WAIT).await.expect("wait"));
+    for step in ["big", "again", "use"] {
+        let thread = call_id(&id, 0, step);
+        for key in [
+            format!("thread:acme:{thread}:meta"),
+            format!("thread:acme:{thread}:messages"),
+            format!("thread-owner:{thread}"),
+        ] {
+            let ttl = store.ttl(&key).await.expect("ttl");
+            assert!(
+                ttl.is_some_and(|ttl| ttl <= retention),
+                "{key} expires with the run (within {retention:?}), not after the thread \
+                 retention: {ttl:?}"
+            );
+        }
+    }
+    rig.stop().await;
+}
+
+#[actix::test]
 async fn a_restarted_run_makes_the_keys_it_needs_permanent_again() {
     let prefix = unique_prefix("restart-ttl");
     let store = redis(&prefix).await;

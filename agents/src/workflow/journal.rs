@@ -34,6 +34,7 @@ use troupe_config::WorkflowSettings;
 use troupe_runtime::store::{Store, Write};
 
 use super::error::WorkflowError;
+use crate::thread_store::{self, ThreadId};
 
 /// Outputs longer than this many bytes are stored once under their hash, not in the journal.
 pub const INLINE_MAX: usize = 2048;
@@ -452,18 +453,26 @@ impl Journal {
     /// unfinished is opened again (snapshot and owner written only if missing, index entry,
     /// `extra`): a creation cut short by a crash or a failed write is completed, never
     /// repeated. A finished run is returned as it is, and `extra` is not written.
+    ///
+    /// The record is created expiring after `retention` and made permanent by the batch that
+    /// opens the run: a record whose creation was cut short and never completed (its task
+    /// expired before a redelivery) is gone after the retention period, like an ended run.
     pub async fn create_once(
         &self,
         record: &RunRecord,
         snapshot: &[u8],
         extra: Vec<Write>,
+        retention: Duration,
     ) -> Result<Created, WorkflowError> {
         if self
             .store
-            .set_nx(&self.meta_key(), &encode(record)?, None)
+            .set_nx(&self.meta_key(), &encode(record)?, Some(retention))
             .await?
         {
             let mut writes = self.open_writes(snapshot);
+            writes.push(Write::Persist {
+                key: self.meta_key(),
+            });
             writes.extend(extra);
             self.store.apply(writes).await?;
             return Ok(Created::New);
@@ -476,10 +485,15 @@ impl Journal {
         self.store
             .set_nx(&group_key(&self.run), self.group.as_bytes(), None)
             .await?;
-        let mut writes = vec![Write::HSet {
-            key: OPEN_INDEX.to_owned(),
-            fields: vec![(self.run.clone(), self.group.as_bytes().to_vec())],
-        }];
+        let mut writes = vec![
+            Write::Persist {
+                key: self.meta_key(),
+            },
+            Write::HSet {
+                key: OPEN_INDEX.to_owned(),
+                fields: vec![(self.run.clone(), self.group.as_bytes().to_vec())],
+            },
+        ];
         writes.extend(extra);
         self.store.apply(writes).await?;
         Ok(Created::Open(found))
@@ -596,15 +610,22 @@ impl Journal {
     }
 
     /// Ends the run: writes its final record and, for an ingress task's run, the task's
-    /// result (to its reply stream and its idempotency record), expires its keys after
-    /// `retention` — all in one batch —, then takes it out of the index of unfinished runs.
+    /// result (to its reply stream and its idempotency record), expires its keys and the
+    /// threads of its calls (`call_threads`) after `retention` — all in one batch —, then
+    /// takes it out of the index of unfinished runs.
     pub async fn finish(
         &self,
         record: &RunRecord,
         stored_outputs: &[String],
+        call_threads: &[String],
         retention: Duration,
     ) -> Result<(), WorkflowError> {
         let mut writes = self.expiring(stored_outputs, retention);
+        for thread in call_threads {
+            if let Ok(id) = ThreadId::new(&self.group, thread) {
+                writes.extend(thread_store::expiring(&id, retention));
+            }
+        }
         writes.push(Write::Set {
             key: self.meta_key(),
             value: encode(record)?,

@@ -68,6 +68,10 @@ pub struct RouterOptions {
     pub arbiters: Vec<ArbiterHandle>,
 }
 
+/// How long a finished run's record and journal are kept by default (7 days); also the
+/// expiry of a run record whose creation was cut short.
+pub const RUN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A function called with a step's journal key (`step`, `step/branch`) each time the step or
 /// one of its calls starts: after its `started` entry is journaled, before its work, in the
 /// run's own task — so a panic in it is a panic of the run. For tests (fault injection) and
@@ -87,7 +91,7 @@ impl Default for RouterOptions {
             owner: "troupe".to_owned(),
             lease: Duration::from_secs(10),
             scan: Duration::from_millis(200),
-            retention: Duration::from_secs(7 * 24 * 3600),
+            retention: RUN_RETENTION,
             event_poll: Duration::from_millis(100),
             max_runs: 1000,
             max_runs_per_group: 1000,
@@ -300,19 +304,24 @@ impl Runs {
         let (record, snapshot, encoded) = self.new_record(submit, id, Some(reply))?;
         let journal = Journal::new(self.store.clone(), &record.group, &record.id);
         let run = record.id.clone();
-        Ok(match journal.create_once(&record, encoded, extra).await? {
-            Created::New => {
-                tracing::debug!(workflow = %record.workflow, run = %run, group = %record.group, "workflow run submitted for a task");
-                let fresh = Fresh {
-                    record,
-                    snapshot,
-                    span: tracing::Span::current(),
-                };
-                (TaskRun::Submitted(run), Some(fresh))
-            }
-            Created::Open(_) => (TaskRun::Submitted(run), None),
-            Created::Ended(record) => (TaskRun::Ended(Box::new(record)), None),
-        })
+        Ok(
+            match journal
+                .create_once(&record, encoded, extra, RUN_RETENTION)
+                .await?
+            {
+                Created::New => {
+                    tracing::debug!(workflow = %record.workflow, run = %run, group = %record.group, "workflow run submitted for a task");
+                    let fresh = Fresh {
+                        record,
+                        snapshot,
+                        span: tracing::Span::current(),
+                    };
+                    (TaskRun::Submitted(run), Some(fresh))
+                }
+                Created::Open(_) => (TaskRun::Submitted(run), None),
+                Created::Ended(record) => (TaskRun::Ended(Box::new(record)), None),
+            },
+        )
     }
 
     /// A new run's record (validated), its definition snapshot and the snapshot's encoding.
@@ -929,7 +938,9 @@ impl Handler<RunEndedEvent> for RouterActor {
             journal
                 .append(&Entry::new("", EntryKind::Finished).detail("failed"))
                 .await?;
-            journal.finish(&record, &[], env.options.retention).await?;
+            journal
+                .finish(&record, &[], &[], env.options.retention)
+                .await?;
             env.store
                 .release_lease(&lease_key(&msg.run), &env.options.owner)
                 .await?;

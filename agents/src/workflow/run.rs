@@ -7,7 +7,7 @@
 //! the journal is not run again, its output is read back. Everything else runs, and is
 //! journaled — `started` before the agent is called, `completed` before the run moves on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -249,6 +249,7 @@ async fn execute(
         snapshot,
         replay: Mutex::new(replay),
         stored: Mutex::new(stored),
+        threads: Mutex::new(call_threads(&record, &entries)),
         signal,
         completions,
     };
@@ -280,8 +281,15 @@ async fn execute(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let threads: Vec<String> = exec
+        .threads
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
     journal
-        .finish(&record, &stored, env.options.retention)
+        .finish(&record, &stored, &threads, env.options.retention)
         .await?;
     Ok(record.status)
 }
@@ -307,10 +315,29 @@ async fn fail_broken(
             record.status = RunStatus::Failed;
             record.error = Some(format!("the run cannot be loaded or finished: {why}"));
             record.updated_ms = now_ms();
-            journal.finish(&record, &[], env.options.retention).await
+            journal
+                .finish(&record, &[], &[], env.options.retention)
+                .await
         }
         _ => journal.close(env.options.retention).await,
     }
+}
+
+/// The threads of the calls journaled in `entries` (each started step's [`call_id`] under the
+/// restart count of its time; ids of steps that made no call name no keys and cost nothing).
+fn call_threads(record: &RunRecord, entries: &[Entry]) -> BTreeSet<String> {
+    let mut restarts = 0;
+    let mut threads = BTreeSet::new();
+    for entry in entries {
+        match entry.kind {
+            EntryKind::Restarted => restarts += 1,
+            EntryKind::Started if !entry.step.is_empty() => {
+                threads.insert(call_id(&record.id, restarts, &entry.step));
+            }
+            _ => {}
+        }
+    }
+    threads
 }
 
 /// The state of one execution of a run.
@@ -322,6 +349,8 @@ struct Exec {
     replay: Mutex<Replay>,
     /// Hashes of outputs stored apart from the journal (they expire with it).
     stored: Mutex<Vec<String>>,
+    /// The threads of the run's calls, journaled earlier or made now (they expire with it).
+    threads: Mutex<BTreeSet<String>>,
     signal: watch::Receiver<Signal>,
     completions: Completions,
 }
@@ -859,6 +888,10 @@ impl Exec {
                 }
             }
             let thread = call_id(&record.id, record.restarts, key);
+            self.threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(thread.clone());
             let call = Call {
                 workflow: record.workflow.clone(),
                 run: record.id.clone(),

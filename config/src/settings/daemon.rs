@@ -17,6 +17,9 @@ pub struct DaemonSettings {
     /// A thread no turn touched for this long is gone: its keys expire, and it leaves the
     /// thread indexes. Every turn starts the period again.
     pub thread_retention: Duration,
+    /// An ended workflow run's record, journal and outputs, and the threads of its calls,
+    /// expire this long after its end.
+    pub run_retention: Duration,
     /// Bounded mailbox size of every actor (> 0).
     pub mailbox_capacity: usize,
     /// Restart intensity: at most this many restarts ...
@@ -42,6 +45,7 @@ impl Default for DaemonSettings {
             shutdown_grace: defaults::SHUTDOWN_GRACE,
             passivate_after: defaults::PASSIVATE_AFTER,
             thread_retention: defaults::THREAD_RETENTION,
+            run_retention: defaults::RUN_RETENTION,
             mailbox_capacity: defaults::MAILBOX_CAPACITY,
             max_restarts: defaults::MAX_RESTARTS,
             restart_window: defaults::RESTART_WINDOW,

@@ -55,6 +55,11 @@ pub(super) fn daemon(
             raw.thread_retention.as_deref(),
             defaults::THREAD_RETENTION,
         ),
+        run_retention: ctx.positive_duration(
+            &at.key("run_retention"),
+            raw.run_retention.as_deref(),
+            defaults::RUN_RETENTION,
+        ),
         mailbox_capacity: ctx.positive(
             &at.key("mailbox_capacity"),
             raw.mailbox_capacity,

@@ -85,7 +85,7 @@ modle = "fast"
         "[daemon]\nzzz = 1\n",
         &[concat!(
             r#"bad.toml:2:1: daemon.zzz: unknown key "zzz": expected one of "name", "shutdown_grace", "#,
-            r#""passivate_after", "thread_retention", "mailbox_capacity", "max_restarts", "restart_window", "workers", "max_runs", "max_runs_per_group", "metrics_addr""#
+            r#""passivate_after", "thread_retention", "run_retention", "mailbox_capacity", "max_restarts", "restart_window", "workers", "max_runs", "max_runs_per_group", "metrics_addr""#
         )],
     );
 }
