@@ -4,6 +4,8 @@
 //! exactly once; `accepted` notices are not endings).
 //!
 //! - A SIGKILL between submitting a task's run and acking the task: one run, one result.
+//! - A SIGKILL between creating a run's record and opening the run, its task dead-lettered
+//!   when seen again: the record expires.
 //! - 600 runs of one group waiting for an event do not stop another group's tasks.
 //! - 10,000 open runs held by another daemon cost a scan no round trip each, and do not delay
 //!   this daemon's lease renewals.
@@ -100,10 +102,18 @@ fn send_go(s: &mut Scenario, group: &str, id: &str) {
     let () = s.with_conn(|c| c.hset(&key, "go", "\"ok\"")).expect("HSET");
 }
 
-/// A TCP proxy in front of Redis that, once armed, forwards the client's bytes up to the
-/// `MULTI` … `EXEC` that adds a run to the index of open runs, then forwards nothing more
-/// from any client: the daemon's writes after submitting a run never reach Redis, as if it
-/// died right after the submission.
+/// Where a [`FreezingProxy`] stops forwarding.
+#[derive(Debug, Clone, Copy)]
+enum FreezeAfter {
+    /// The `MULTI` … `EXEC` that adds a run to the index of open runs.
+    Submission,
+    /// The `SET … NX` that creates a run record.
+    Record,
+}
+
+/// A TCP proxy in front of Redis that, once armed, forwards the client's bytes up to a
+/// chosen write of a run's submission, then forwards nothing more from any client: the
+/// daemon's writes after it never reach Redis, as if it died right then.
 struct FreezingProxy {
     port: u16,
     armed: Arc<AtomicBool>,
@@ -111,7 +121,7 @@ struct FreezingProxy {
 }
 
 impl FreezingProxy {
-    fn start(redis_port: u16) -> FreezingProxy {
+    fn start(redis_port: u16, after: FreezeAfter) -> FreezingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let armed = Arc::new(AtomicBool::new(false));
@@ -128,7 +138,7 @@ impl FreezingProxy {
                     _ => continue,
                 };
                 let (a, f) = (a.clone(), f.clone());
-                std::thread::spawn(move || pump_requests(client, server, &a, &f));
+                std::thread::spawn(move || pump_requests(client, server, after, &a, &f));
                 std::thread::spawn(move || pump(s2, c2));
             }
         });
@@ -165,10 +175,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     }
 }
 
-/// Client to server, until frozen: the chunk holding the `EXEC` after an `HSET` of the
-/// `wf-open` index is the last one forwarded (a client writes a whole `MULTI` … `EXEC` at
-/// once; a short tail of the previous chunk is kept in case it is split).
-fn pump_requests(mut from: TcpStream, mut to: TcpStream, armed: &AtomicBool, frozen: &AtomicBool) {
+/// Client to server, until frozen: the chunk holding the write `after` names is the last one
+/// forwarded (a client writes a whole command or `MULTI` … `EXEC` at once; a short tail of
+/// the previous chunk is kept in case it is split).
+fn pump_requests(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    after: FreezeAfter,
+    armed: &AtomicBool,
+    frozen: &AtomicBool,
+) {
     let marker = format!("\r\n{PREFIX}wf-open\r\n");
     let mut window: Vec<u8> = Vec::new();
     let mut buf = [0u8; 64 * 1024];
@@ -183,7 +199,11 @@ fn pump_requests(mut from: TcpStream, mut to: TcpStream, armed: &AtomicBool, fro
         let keep = window.len().saturating_sub(64);
         window.drain(..keep);
         window.extend_from_slice(chunk);
-        let freeze = armed.load(Ordering::SeqCst) && adds_to_the_index(&window, marker.as_bytes());
+        let freeze = armed.load(Ordering::SeqCst)
+            && match after {
+                FreezeAfter::Submission => adds_to_the_index(&window, marker.as_bytes()),
+                FreezeAfter::Record => creates_a_record(&window),
+            };
         if to.write_all(chunk).is_err() {
             break;
         }
@@ -206,6 +226,19 @@ fn adds_to_the_index(bytes: &[u8], marker: &[u8]) -> bool {
     false
 }
 
+/// Whether `bytes` hold a `SET` of a run record (`{PREFIX}wf:…:meta`) with `NX`.
+fn creates_a_record(bytes: &[u8]) -> bool {
+    let Some(at) = find(bytes, b"\r\nSET\r\n") else {
+        return false;
+    };
+    let rest = &bytes[at..];
+    let key = format!("\r\n{PREFIX}wf:");
+    matches!(
+        (find(rest, key.as_bytes()), find(rest, b":meta\r\n"), find(rest, b"\r\nNX\r\n")),
+        (Some(k), Some(m), Some(nx)) if k < m && m < nx
+    )
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -216,7 +249,8 @@ fn a_sigkill_between_submitting_a_run_and_acking_its_task_leaves_one_run_and_one
     let slot = proxy.clone();
     let mut s = Scenario::start(Setup {
         via: Some(Via(Arc::new(move |redis_port| {
-            slot.get_or_init(|| FreezingProxy::start(redis_port)).port
+            slot.get_or_init(|| FreezingProxy::start(redis_port, FreezeAfter::Submission))
+                .port
         }))),
         ..setup()
     });
@@ -238,6 +272,61 @@ fn a_sigkill_between_submitting_a_run_and_acking_its_task_leaves_one_run_and_one
     let runs = runs_of(&mut s, "g1");
     assert_eq!(runs.len(), 1, "one task, one run: {runs:?}");
     assert_eq!(report.model_requests, 1, "{report:?}");
+}
+
+#[test]
+fn a_run_record_whose_creation_was_cut_short_expires() {
+    let proxy: Arc<std::sync::OnceLock<FreezingProxy>> = Arc::default();
+    let slot = proxy.clone();
+    let mut s = Scenario::start(Setup {
+        via: Some(Via(Arc::new(move |redis_port| {
+            slot.get_or_init(|| FreezingProxy::start(redis_port, FreezeAfter::Record))
+                .port
+        }))),
+        // The task is dead-lettered when the restarted daemon sees it again: nobody
+        // completes the run's creation.
+        env: vec![("TROUPE_INGRESS__MAX_DELIVERIES".into(), "1".into())],
+        ..setup()
+    });
+    let proxy = proxy.get().expect("the proxy started with the scenario");
+    proxy.arm();
+    let task = serde_json::json!({
+        "id": "t1", "workflow": "quick", "input": "cut short", "group": "g1", "user": "u",
+    })
+    .to_string();
+    assert!(s.publish_entry(&[(b"task", task.as_bytes())], None));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy.is_frozen() {
+        assert!(
+            Instant::now() < deadline,
+            "the run record was never written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.kill(0);
+    proxy.thaw();
+    s.spawn(0);
+    eventually(
+        &mut s,
+        Duration::from_secs(30),
+        "the task's dead letter",
+        |s| {
+            let dead: u64 = s
+                .with_conn(|c| c.xlen(format!("{PREFIX}dead")))
+                .unwrap_or(0);
+            dead == 1
+        },
+    );
+    let key = format!("{PREFIX}wf:g1:{}:meta", task_run_id("g1", "t1"));
+    let ttl: i64 = s.with_conn(|c| c.pttl(&key)).expect("PTTL");
+    assert!(
+        ttl > 0,
+        "the record of a run never opened expires (PTTL {ttl}; -2: missing, -1: for ever)"
+    );
+    let open: bool = s
+        .with_conn(|c| c.hexists(format!("{PREFIX}wf-open"), task_run_id("g1", "t1")))
+        .expect("HEXISTS");
+    assert!(!open, "the run was never opened");
 }
 
 #[test]
