@@ -12,8 +12,14 @@
 //! - `index.rs`: exact search on contiguous f32 rows and the HNSW index, one trait.
 //! - `store.rs`: the persisted layout; `namespace.rs`: the in-process index per namespace,
 //!   loaded on demand and reloaded when the namespace's version in the store moves.
+//! - `cache.rs`: those indexes, at most `[rag] index_cache` bytes of them (by approximate
+//!   heap size), the least recently searched dropped first and loaded again at their next
+//!   search (a search in progress keeps its own).
 //! - `search.rs`: ranking, fusion, filters, importance, context; `tool.rs`: `rag_search`;
-//!   `memory.rs`: recall of earlier thread messages.
+//!   `memory.rs`: recall of earlier thread messages, whose keys expire with the thread
+//!   retention (public namespaces are operator data and never expire).
+//!
+//! Every key is listed with its bound in `docs/keymap/rag.md`.
 
 mod cache;
 mod chunk;
