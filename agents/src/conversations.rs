@@ -68,7 +68,7 @@ pub fn build_agents_with(
         registry.register(Arc::new(tool), settings.timeout, settings.requires_approval)?;
     }
     let tools = Arc::new(registry);
-    let memory = Memory::new(rag.clone());
+    let memory = Memory::new(rag.clone(), config.daemon.thread_retention);
     let mut models: BTreeMap<&str, Arc<dyn ModelService>> = BTreeMap::new();
     let mut supervisor = SupervisorSpec::new("agents", intensity);
     let mut directory = AgentDirectory::new();
@@ -357,10 +357,23 @@ impl Conversations {
         self.registry.send(&id, Archive).await?
     }
 
-    /// Deletes a thread and its messages.
+    /// Deletes a thread and its messages, and (with knowledge bases) what thread memory
+    /// indexed of it in its creator's memory.
     pub async fn delete(&self, group: &str, thread: &str) -> Result<(), AgentError> {
         let id = self.threads.resolve(group, thread).await?;
-        self.registry.send(&id, Delete).await?
+        let creator = match &self.rag {
+            Some(_) => self.threads.info(&id).await.ok().map(|info| info.user),
+            None => None,
+        };
+        self.registry.send(&id, Delete).await??;
+        if let (Some(rag), Some(user)) = (&self.rag, creator) {
+            let memory = Memory::new(rag.clone(), self.threads.retention());
+            // The thread is gone already; what is left expires with the retention.
+            if let Err(err) = memory.forget(&id, &user).await {
+                tracing::warn!(group, error = %err, "memory of the deleted thread not deleted");
+            }
+        }
+        Ok(())
     }
 
     /// A group's usage over the UTC days `from..=to` (see [`crate::usage::day_of`]).

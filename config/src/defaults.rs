@@ -189,6 +189,10 @@ pub(crate) const RAG_TEXT_WEIGHT: f32 = 1.0;
 pub(crate) const RAG_INDEX: &str = "exact";
 /// Chunks of a namespace above which `index = "auto"` builds the approximate index.
 pub(crate) const RAG_APPROXIMATE_ABOVE: usize = 50_000;
+/// Bytes of in-process namespace indexes (vectors, texts, keyword and vector indexes) a
+/// daemon keeps (256 MiB); past it the least recently searched namespaces are dropped and
+/// loaded again from the store at their next search.
+pub(crate) const RAG_INDEX_CACHE: usize = 256 * 1024 * 1024;
 
 // [agents.X.memory]
 /// Earlier messages recalled per turn.

@@ -53,6 +53,7 @@ pub(crate) struct RawRag {
     pub text_weight: Option<f32>,
     pub index: Option<String>,
     pub approximate_above: Option<usize>,
+    pub index_cache: Option<usize>,
 }
 
 /// `[agents.X.memory]`

@@ -15,6 +15,7 @@
 //! | `troupe_actor_restarts_total` | counter | `actor` |
 //! | `troupe_store_errors_total` | counter | `kind` (unavailable, timeout, other) |
 //! | `troupe_store_reconnects_total` | counter | |
+//! | `troupe_rag_index_cache_bytes`, `troupe_rag_index_cache_namespaces` | gauge | |
 
 use std::sync::LazyLock;
 
@@ -96,6 +97,10 @@ pub struct Metrics {
     pub store_errors: Family<NameLabel, Counter>,
     /// Redis connections re-established.
     pub store_reconnects: Counter,
+    /// Approximate bytes of the RAG namespace indexes held in process.
+    pub rag_index_cache_bytes: Gauge,
+    /// RAG namespace indexes held in process.
+    pub rag_index_cache_namespaces: Gauge,
 }
 
 impl Metrics {
@@ -169,6 +174,18 @@ impl Metrics {
             "Redis connections re-established",
             store_reconnects.clone(),
         );
+        let rag_index_cache_bytes = Gauge::default();
+        registry.register(
+            "troupe_rag_index_cache_bytes",
+            "Approximate bytes of the RAG namespace indexes held in process",
+            rag_index_cache_bytes.clone(),
+        );
+        let rag_index_cache_namespaces = Gauge::default();
+        registry.register(
+            "troupe_rag_index_cache_namespaces",
+            "RAG namespace indexes held in process",
+            rag_index_cache_namespaces.clone(),
+        );
         Metrics {
             registry,
             tasks,
@@ -182,6 +199,8 @@ impl Metrics {
             actor_restarts,
             store_errors,
             store_reconnects,
+            rag_index_cache_bytes,
+            rag_index_cache_namespaces,
         }
     }
 

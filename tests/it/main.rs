@@ -18,6 +18,7 @@ mod models;
 mod operate;
 mod pools;
 mod rag;
+mod rag_bounds;
 mod store;
 mod threads;
 mod tools;

@@ -6,17 +6,35 @@
 //! Messages are indexed lazily, at recall time: each thread keeps a cursor of the next
 //! message to index; the messages since are added as entries (`{thread}/{seq}`, filter
 //! `thread`) to the user's reserved namespace `_mem-{hash of user}` of the group.
+//!
+//! Bounds (`[daemon] thread_retention`, the threads' own retention): every key of a memory
+//! namespace expires after the retention, renewed by each recall: the entries hash, state,
+//! dimension and the thread set whenever any thread of the user is indexed, a thread's
+//! cursor and chunk records whenever that thread is. The thread set
+//! (`rag:{group}:{ns}:threads`) scores each thread by when it was last indexed; at each
+//! recall the threads past the retention are dropped from it, and the entries and cursors of
+//! threads no longer in it are deleted. Deleting a thread deletes its entries at once
+//! ([`Memory::forget`]). Memory namespaces are not listed in `rag:{group}:namespaces`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_config::{MemorySettings, SearchType};
+use troupe_runtime::store::Write;
 
 use super::embed::Caller;
 use super::error::RagError;
 use super::search::SearchRequest;
-use super::store::content_hash;
-use super::{NewDocument, Rag};
+use super::store::{content_hash, decode, EntryRecord, Keys};
+use super::{expiring, NewDocument, Rag};
 use crate::message::Role;
-use crate::thread_store::{ThreadId, ThreadMessage};
+use crate::thread_store::{now_ms, ThreadId, ThreadMessage};
+
+/// The filter naming an entry's thread.
+const THREAD_FILTER: &str = "thread";
+/// The most threads of one user read from the thread set (every one in practice).
+const MAX_THREADS: u64 = i32::MAX as u64;
 
 /// A recalled message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,34 +53,62 @@ pub struct Recalled {
 #[derive(Debug, Clone)]
 pub struct Memory {
     rag: Rag,
+    retention: Duration,
 }
 
 impl Memory {
-    /// Memory over `rag`'s store and embedder.
-    pub fn new(rag: Rag) -> Self {
-        Memory { rag }
+    /// Memory over `rag`'s store and embedder; what it keeps of a thread expires `retention`
+    /// after the thread was last indexed (`[daemon] thread_retention`).
+    pub fn new(rag: Rag, retention: Duration) -> Self {
+        Memory { rag, retention }
     }
 
-    fn namespace(user: &str) -> String {
+    /// The reserved namespace holding `user`'s messages.
+    pub fn namespace(user: &str) -> String {
         format!("_mem-{}", &content_hash(&[user.as_bytes()])[..16])
     }
 
-    /// Indexes the messages of `thread` not indexed yet (up to `total`).
-    async fn index(&self, thread: &ThreadId, user: &str, total: u64) -> Result<(), RagError> {
+    /// Indexes the messages of `thread` not indexed yet (up to `total`); returns the keys of
+    /// the user's namespace.
+    async fn index(&self, thread: &ThreadId, user: &str, total: u64) -> Result<Keys, RagError> {
         let store = self.rag.inner.store.clone();
         let namespace = Self::namespace(user);
-        let cursor_key = format!(
-            "rag:{}:{namespace}:cursor:{}",
-            thread.group(),
-            thread.thread()
-        );
+        let keys = Keys::new(thread.group(), &namespace);
+        let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+        let horizon =
+            now.saturating_sub(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
+        // The thread joins the set before its messages are added: a recall elsewhere never
+        // sees entries of a thread missing from the set (and deletes them as expired).
+        store
+            .apply(vec![
+                Write::ZAdd {
+                    key: keys.threads(),
+                    member: thread.thread().as_bytes().to_vec(),
+                    score: now,
+                },
+                Write::ZRemBelow {
+                    key: keys.threads(),
+                    below: horizon,
+                },
+                Write::Expire {
+                    key: keys.threads(),
+                    ttl: self.retention,
+                },
+            ])
+            .await?;
         let from: u64 = store
-            .get(&cursor_key)
+            .get(&keys.cursor(thread.thread()))
             .await?
             .and_then(|b| std::str::from_utf8(&b).ok().and_then(|v| v.parse().ok()))
             .unwrap_or(0);
         if from >= total {
-            return Ok(());
+            return Ok(keys);
+        }
+        if from == 0 {
+            // Written by earlier versions: the namespace is no longer listed.
+            store
+                .hdel(&Keys::namespaces(thread.group()), &[namespace.as_str()])
+                .await?;
         }
         let caller = Caller::new(thread.group(), user, "memory");
         let raw = store
@@ -81,14 +127,107 @@ impl Memory {
                 key: format!("{}/{}", thread.thread(), message.seq),
                 title: format!("{}#{}", thread.thread(), message.seq),
                 content: content.to_owned(),
-                filters: [("thread".to_owned(), thread.thread().to_owned())].into(),
+                filters: [(THREAD_FILTER.to_owned(), thread.thread().to_owned())].into(),
                 ..NewDocument::default()
             };
-            self.rag.add_in(&caller, &namespace, doc).await?;
+            self.rag
+                .add_in(&caller, &namespace, doc, Some(self.retention))
+                .await?;
         }
-        store
-            .set(&cursor_key, total.to_string().as_bytes(), None)
-            .await?;
+        Ok(keys)
+    }
+
+    /// After indexing `thread` up to `total`: moves its cursor, renews the expiry of the
+    /// namespace's keys and of the thread's chunk records, and deletes the entries and
+    /// cursors of threads no longer in the thread set (past the retention).
+    async fn maintain(&self, keys: &Keys, thread: &ThreadId, total: u64) -> Result<(), RagError> {
+        let ttl = self.retention;
+        // The entries first, then the set: every entry seen belongs to a thread that joined
+        // the set before the entry was written.
+        let loaded = self.rag.loaded(keys).await?;
+        let live: HashSet<Vec<u8>> = self
+            .rag
+            .inner
+            .store
+            .zrevrange(&keys.threads(), 0, MAX_THREADS)
+            .await?
+            .into_iter()
+            .collect();
+        let mut writes = Vec::new();
+        let mut stale: Vec<&EntryRecord> = Vec::new();
+        let mut gone: BTreeSet<&str> = BTreeSet::new();
+        let records = loaded
+            .entries
+            .iter()
+            .map(|e| &e.record)
+            .chain(loaded.missing.iter());
+        for record in records {
+            let Some(owner) = record.filters.get(THREAD_FILTER) else {
+                continue;
+            };
+            if owner == thread.thread() {
+                writes.push(Write::Expire {
+                    key: keys.chunks(&record.version),
+                    ttl,
+                });
+            } else if !live.contains(owner.as_bytes()) {
+                stale.push(record);
+                gone.insert(owner);
+            }
+        }
+        for owner in &gone {
+            writes.push(Write::Del {
+                key: keys.cursor(owner),
+            });
+        }
+        writes.push(Write::Set {
+            key: keys.cursor(thread.thread()),
+            value: total.to_string().into_bytes(),
+            ttl: Some(ttl),
+        });
+        writes.extend(expiring(keys, ttl));
+        if !gone.is_empty() {
+            tracing::info!(
+                group = thread.group(),
+                threads = gone.len(),
+                entries = stale.len(),
+                "memory of expired threads deleted"
+            );
+        }
+        self.rag.delete_records(keys, &stale, writes).await
+    }
+
+    /// Deletes what memory holds of `thread` in `user`'s namespace: its entries, their
+    /// chunks, its cursor and its place in the thread set (the thread is being deleted).
+    pub async fn forget(&self, thread: &ThreadId, user: &str) -> Result<(), RagError> {
+        let keys = Keys::new(thread.group(), &Self::namespace(user));
+        let entries = keys.entries();
+        let mut records = Vec::new();
+        for (field, value) in self.rag.inner.store.hgetall(&entries).await? {
+            if value.is_empty() {
+                continue;
+            }
+            let record: EntryRecord = decode(&format!("{entries}/{field}"), &value)?;
+            if record.filters.get(THREAD_FILTER).map(String::as_str) == Some(thread.thread()) {
+                records.push(record);
+            }
+        }
+        let also = vec![
+            Write::Del {
+                key: keys.cursor(thread.thread()),
+            },
+            Write::ZRem {
+                key: keys.threads(),
+                member: thread.thread().as_bytes().to_vec(),
+            },
+        ];
+        let refs: Vec<&EntryRecord> = records.iter().collect();
+        self.rag.delete_records(&keys, &refs, also).await?;
+        tracing::debug!(
+            group = thread.group(),
+            entries = records.len(),
+            "thread memory deleted"
+        );
         Ok(())
     }
 
@@ -104,8 +243,9 @@ impl Memory {
     ) -> Result<Vec<Recalled>, RagError> {
         let store = self.rag.inner.store.clone();
         let total = store.len(&thread.messages_key()).await?;
-        self.index(thread, user, total).await?;
-        let namespace = Self::namespace(user);
+        let keys = self.index(thread, user, total).await?;
+        self.maintain(&keys, thread, total).await?;
+        let namespace = keys.namespace();
         let mut request = SearchRequest::text(query);
         request.search_type = Some(SearchType::Hybrid);
         request.top_k = Some(settings.limit * 3);
@@ -113,10 +253,10 @@ impl Memory {
         if !settings.other_threads {
             request
                 .filters
-                .insert("thread".to_owned(), vec![thread.thread().to_owned()]);
+                .insert(THREAD_FILTER.to_owned(), vec![thread.thread().to_owned()]);
         }
         let caller = Caller::new(thread.group(), user, "memory");
-        let hits = self.rag.search_in(&caller, &namespace, &request).await?;
+        let hits = self.rag.search_in(&caller, namespace, &request).await?;
         let mut picked: Vec<(String, u64)> = Vec::new();
         for hit in hits {
             if picked.len() >= settings.limit {

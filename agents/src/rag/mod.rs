@@ -12,9 +12,16 @@
 //! - `index.rs`: exact search on contiguous f32 rows and the HNSW index, one trait.
 //! - `store.rs`: the persisted layout; `namespace.rs`: the in-process index per namespace,
 //!   loaded on demand and reloaded when the namespace's version in the store moves.
+//! - `cache.rs`: those indexes, at most `[rag] index_cache` bytes of them (by approximate
+//!   heap size), the least recently searched dropped first and loaded again at their next
+//!   search (a search in progress keeps its own).
 //! - `search.rs`: ranking, fusion, filters, importance, context; `tool.rs`: `rag_search`;
-//!   `memory.rs`: recall of earlier thread messages.
+//!   `memory.rs`: recall of earlier thread messages, whose keys expire with the thread
+//!   retention (public namespaces are operator data and never expire).
+//!
+//! Every key is listed with its bound in `docs/keymap/rag.md`.
 
+mod cache;
 mod chunk;
 mod embed;
 mod error;
@@ -28,20 +35,22 @@ mod tool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use dashmap::DashMap;
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use troupe_config::{Config, RagSettings, SearchType};
 use troupe_runtime::store::{Store, Write};
 
+use self::cache::IndexCache;
+pub use self::cache::IndexCacheStats;
 pub use self::chunk::{chunk, Chunk, ChunkOptions};
 pub use self::embed::{normalize, Caller, Embedder, LocalEmbedder, ModelEmbedder};
 pub use self::error::RagError;
 pub use self::index::{dot, FlatIndex, HnswIndex, VectorIndex};
 pub use self::memory::{format_recalled, Memory, Recalled};
-use self::namespace::{IndexChoice, Slot};
+use self::namespace::IndexChoice;
 pub use self::search::{
     format_hits, format_sources, knowledge_branches, Hit, Query, SearchRequest, IMPORTANCE_WEIGHT,
     NO_PASSAGE,
@@ -107,7 +116,7 @@ struct Inner {
     store: Arc<dyn Store>,
     settings: RagSettings,
     embedder: Arc<dyn Embedder>,
-    slots: DashMap<String, Arc<Slot>>,
+    cache: IndexCache,
 }
 
 /// Knowledge bases over a store. Cheap to clone; clones share the in-process indexes.
@@ -127,12 +136,13 @@ impl std::fmt::Debug for Rag {
 impl Rag {
     /// Knowledge bases in `store` with `settings`, embedding with `embedder`.
     pub fn new(store: Arc<dyn Store>, settings: RagSettings, embedder: Arc<dyn Embedder>) -> Self {
+        let cache = IndexCache::new(settings.index_cache);
         Rag {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 embedder,
-                slots: DashMap::new(),
+                cache,
             }),
         }
     }
@@ -173,26 +183,37 @@ impl Rag {
         self.inner.embedder.name()
     }
 
+    /// What the in-process index cache holds now (shared by every clone).
+    pub fn index_cache(&self) -> IndexCacheStats {
+        self.inner.cache.stats()
+    }
+
     /// Adds `doc` to a namespace of `caller.group`. Re-adding a key replaces its entry
     /// atomically: the new version's chunks are written first, then the entry's pointer is
     /// switched in one batch (searches see the old version until then), then the old chunks
     /// are deleted. The same document again is [`AddStatus::Unchanged`] and writes nothing.
     pub async fn add(&self, caller: &Caller, doc: NewDocument) -> Result<AddOutcome, RagError> {
         let namespace = public_namespace(&caller.group, doc.namespace.as_deref())?;
-        self.add_in(caller, &namespace, doc).await
+        self.add_in(caller, &namespace, doc, None).await
     }
 
+    /// [`Rag::add`] to any namespace, reserved ones included. With `ttl`, the entry's chunks,
+    /// the namespace's entries, state and dimension expire `ttl` after this write (thread
+    /// memory); without, nothing expires.
     pub(crate) async fn add_in(
         &self,
         caller: &Caller,
         namespace: &str,
         doc: NewDocument,
+        ttl: Option<Duration>,
     ) -> Result<AddOutcome, RagError> {
         check_name("group", &caller.group)?;
         check_name("namespace", namespace)?;
         let span =
             tracing::info_span!("rag.ingest", group = %caller.group, namespace, key = %doc.key);
-        self.ingest(caller, namespace, doc).instrument(span).await
+        self.ingest(caller, namespace, doc, ttl)
+            .instrument(span)
+            .await
     }
 
     async fn ingest(
@@ -200,6 +221,7 @@ impl Rag {
         caller: &Caller,
         namespace: &str,
         doc: NewDocument,
+        ttl: Option<Duration>,
     ) -> Result<AddOutcome, RagError> {
         let inner = &self.inner;
         let settings = &inner.settings;
@@ -282,7 +304,7 @@ impl Rag {
                 ),
             });
         }
-        self.fix_dimension(&keys, namespace, dim).await?;
+        self.fix_dimension(&keys, namespace, dim, ttl).await?;
         let version = format!(
             "{:x}-{:08x}",
             crate::thread_store::now_ms(),
@@ -293,7 +315,7 @@ impl Rag {
             .set(
                 &keys.chunks(&version),
                 &encode_chunks(dim, &flat, &texts),
-                None,
+                ttl,
             )
             .await?;
         let record = EntryRecord {
@@ -313,23 +335,28 @@ impl Rag {
             what: "metadata",
             message: err.to_string(),
         })?;
-        store
-            .apply(vec![
-                Write::HSet {
-                    key: keys.entries(),
-                    fields: vec![(doc.key.clone(), encoded)],
-                },
-                Write::HSet {
-                    key: Keys::namespaces(&caller.group),
-                    fields: vec![(namespace.to_owned(), dim.to_string().into_bytes())],
-                },
-                Write::HIncrBy {
-                    key: keys.state(),
-                    field: "version".to_owned(),
-                    delta: 1,
-                },
-            ])
-            .await?;
+        let mut writes = vec![
+            Write::HSet {
+                key: keys.entries(),
+                fields: vec![(doc.key.clone(), encoded)],
+            },
+            Write::HIncrBy {
+                key: keys.state(),
+                field: "version".to_owned(),
+                delta: 1,
+            },
+        ];
+        // Reserved namespaces are not listed: their keys can all expire.
+        if !is_reserved(namespace) {
+            writes.push(Write::HSet {
+                key: Keys::namespaces(&caller.group),
+                fields: vec![(namespace.to_owned(), dim.to_string().into_bytes())],
+            });
+        }
+        if let Some(ttl) = ttl {
+            writes.extend(expiring(&keys, ttl));
+        }
+        store.apply(writes).await?;
         if let Some(previous) = &previous {
             store.del(&[keys.chunks(&previous.version)]).await?;
         }
@@ -370,16 +397,18 @@ impl Rag {
         Ok(batches.into_iter().flatten().collect())
     }
 
-    /// Fixes the namespace's dimension to `dim` if it has none, else checks it.
+    /// Fixes the namespace's dimension to `dim` if it has none (expiring after `ttl` if
+    /// given), else checks it.
     async fn fix_dimension(
         &self,
         keys: &Keys,
         namespace: &str,
         dim: usize,
+        ttl: Option<Duration>,
     ) -> Result<(), RagError> {
         let store = &self.inner.store;
         if store
-            .set_nx(&keys.dim(), dim.to_string().as_bytes(), None)
+            .set_nx(&keys.dim(), dim.to_string().as_bytes(), ttl)
             .await?
         {
             return Ok(());
@@ -497,16 +526,21 @@ impl Rag {
         Ok(loaded.index().kind())
     }
 
-    /// The namespace's index at its current version (loaded or reloaded as needed).
+    /// The namespace's index at its current version (loaded or reloaded as needed), weighed
+    /// into the index cache (which may evict other namespaces).
     async fn loaded(&self, keys: &Keys) -> Result<Arc<namespace::Loaded>, RagError> {
-        let id = keys.state();
-        let slot = self.inner.slots.entry(id).or_default().value().clone();
+        let cache = &self.inner.cache;
+        let slot = cache.slot(keys);
         let settings = &self.inner.settings;
         let choice = IndexChoice {
             kind: settings.index,
             approximate_above: settings.approximate_above,
         };
-        slot.current(self.inner.store.as_ref(), keys, choice).await
+        let loaded = slot
+            .current(self.inner.store.as_ref(), keys, choice)
+            .await?;
+        cache.weigh(keys, &slot, loaded.weight);
+        Ok(loaded)
     }
 
     /// Deletes the entry `key`; returns whether it existed.
@@ -550,6 +584,45 @@ impl Rag {
         store.hdel(&keys.entries(), &[key]).await?;
         tracing::info!(group, namespace, key, "entry deleted");
         Ok(true)
+    }
+
+    /// Deletes `records` of the namespace `keys` in one batch with `also` (each marked deleted,
+    /// the version bumped, their chunks removed), then drops their fields.
+    pub(crate) async fn delete_records(
+        &self,
+        keys: &Keys,
+        records: &[&EntryRecord],
+        also: Vec<Write>,
+    ) -> Result<(), RagError> {
+        let store = &self.inner.store;
+        let mut writes = Vec::with_capacity(records.len() + also.len() + 2);
+        if !records.is_empty() {
+            writes.push(Write::HSet {
+                key: keys.entries(),
+                fields: records
+                    .iter()
+                    .map(|r| (r.key.clone(), Vec::new()))
+                    .collect(),
+            });
+            writes.push(Write::HIncrBy {
+                key: keys.state(),
+                field: "version".to_owned(),
+                delta: 1,
+            });
+            writes.extend(records.iter().map(|r| Write::Del {
+                key: keys.chunks(&r.version),
+            }));
+        }
+        writes.extend(also);
+        if writes.is_empty() {
+            return Ok(());
+        }
+        store.apply(writes).await?;
+        if !records.is_empty() {
+            let fields: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+            store.hdel(&keys.entries(), &fields).await?;
+        }
+        Ok(())
     }
 
     /// Deletes a namespace of `group` with every entry; returns how many entries it had.
@@ -623,6 +696,11 @@ impl Rag {
         }
         Ok(out)
     }
+}
+
+/// The writes that make a namespace's entries, state and dimension expire after `ttl`.
+fn expiring(keys: &Keys, ttl: Duration) -> [Write; 3] {
+    [keys.entries(), keys.state(), keys.dim()].map(|key| Write::Expire { key, ttl })
 }
 
 /// Whether `namespace` is reserved for troupe's own use (thread memory).

@@ -30,6 +30,9 @@ pub(crate) struct Loaded {
     pub dim: usize,
     /// Entries by key order.
     pub entries: Vec<Arc<LoadedEntry>>,
+    /// Entries whose chunk record was not found (replaced or deleted between the two reads,
+    /// or expired): left out of the search.
+    pub missing: Vec<EntryRecord>,
     /// Row -> (entry index, chunk index).
     pub rows: Vec<(u32, u32)>,
     /// Vectors of every row: the exact index, replaced by the approximate one once it is
@@ -37,6 +40,9 @@ pub(crate) struct Loaded {
     index: RwLock<Arc<dyn VectorIndex>>,
     /// Keywords of every row.
     pub text: TextIndex,
+    /// Approximate heap bytes of all of the above (see [`weigh`]): what the index cache
+    /// counts against `[rag] index_cache`.
+    pub weight: usize,
 }
 
 impl Loaded {
@@ -113,6 +119,67 @@ pub(crate) async fn version(store: &dyn Store, keys: &Keys) -> Result<i64, RagEr
     })
 }
 
+/// Bytes of the HNSW graph per row: its zero layer holds 64 links of 4 bytes (`M = 32` in
+/// `instant-distance`); the upper layers hold about 1/32 of the rows and are left out.
+const HNSW_BYTES_PER_ROW: usize = 64 * 4;
+/// Bytes counted for one metadata field besides its name (a small JSON value).
+const METADATA_FIELD_BYTES: usize = 64;
+
+/// The approximate heap bytes of a loaded namespace: per entry its record (strings, filters,
+/// metadata), chunk texts and f32 vectors; the row table; the exact index's copy of the
+/// vectors (`floats` of them); the keyword index; and with the approximate index, its graph
+/// and its two further copies of the vectors (the points and the exact fallback). Allocator
+/// overhead and small fixed parts are left out, so the real size is somewhat larger.
+fn weigh(
+    entries: &[Arc<LoadedEntry>],
+    rows: &[(u32, u32)],
+    text: &TextIndex,
+    floats: usize,
+    approximate: bool,
+) -> usize {
+    const STRING: usize = std::mem::size_of::<String>();
+    let entries: usize = entries
+        .iter()
+        .map(|entry| {
+            let record = &entry.record;
+            let strings = [
+                &record.key,
+                &record.version,
+                &record.title,
+                &record.hash,
+                &record.embedder,
+            ]
+            .iter()
+            .map(|s| s.capacity())
+            .sum::<usize>();
+            let filters: usize = record
+                .filters
+                .iter()
+                .map(|(k, v)| k.capacity() + v.capacity() + 2 * STRING)
+                .sum();
+            let metadata: usize = record
+                .metadata
+                .keys()
+                .map(|k| k.capacity() + METADATA_FIELD_BYTES)
+                .sum();
+            let texts: usize = entry.texts.iter().map(|t| t.capacity() + STRING).sum();
+            std::mem::size_of::<LoadedEntry>()
+                + strings
+                + filters
+                + metadata
+                + texts
+                + entry.vectors.capacity() * 4
+        })
+        .sum();
+    let vectors = floats * 4;
+    let hnsw = if approximate {
+        2 * vectors + rows.len() * (HNSW_BYTES_PER_ROW + STRING + 4)
+    } else {
+        0
+    };
+    entries + rows.len() * 8 + vectors + text.heap_bytes() + hnsw
+}
+
 /// Reads the namespace's entries (reusing those of `previous` whose version is unchanged)
 /// and builds its indexes.
 async fn load(
@@ -151,6 +218,7 @@ async fn load(
     }
     .into_iter();
     let mut complete = true;
+    let mut missing = Vec::new();
     let mut entries = Vec::with_capacity(records.len());
     let mut dim = 0;
     for record in records {
@@ -174,6 +242,7 @@ async fn load(
                     // Replaced or deleted between the two reads: the next search reloads.
                     None => {
                         complete = false;
+                        missing.push(record);
                         continue;
                     }
                 }
@@ -203,13 +272,16 @@ async fn load(
     let approximate =
         matches!(choice.kind, IndexKind::Auto) && rows_count > choice.approximate_above;
     let hnsw_data = approximate.then(|| data.clone());
+    let weight = weigh(&entries, &rows, &text, data.len(), approximate);
     let loaded = Arc::new(Loaded {
         version: if complete { version } else { -1 },
         dim,
         entries,
+        missing,
         rows,
         index: RwLock::new(Arc::new(FlatIndex::new(dim, data))),
         text,
+        weight,
     });
     tracing::debug!(namespace = %keys.entries(), rows = rows_count, version, approximate, "namespace index loaded");
     if let Some(data) = hnsw_data {

@@ -1,7 +1,8 @@
 //! The persisted form of a knowledge base. Every key starts with `rag:{group}:`, so no
 //! operation of one group can name another group's data.
 //!
-//! - `rag:{group}:namespaces` — hash: namespace -> JSON [`NamespaceInfo`].
+//! - `rag:{group}:namespaces` — hash: public namespace -> its dimension (reserved `_…`
+//!   namespaces are not listed).
 //! - `rag:{group}:{ns}:dim` — the namespace's dimension, fixed by its first document
 //!   (`SET NX`).
 //! - `rag:{group}:{ns}:entries` — hash: entry key -> JSON [`EntryRecord`] (the pointer to
@@ -10,6 +11,15 @@
 //!   see [`encode_chunks`]).
 //! - `rag:{group}:{ns}:state` — hash with `version`, incremented by every change: daemons
 //!   compare it with the version of their in-process index and reload on change.
+//!
+//! Thread memory's namespaces (`_mem-…`) also have, per namespace:
+//!
+//! - `rag:{group}:{ns}:threads` — sorted set: thread -> when its messages were last indexed
+//!   (ms since the epoch); threads past the retention are pruned with their entries.
+//! - `rag:{group}:{ns}:cursor:{thread}` — the next message of the thread to index.
+//!
+//! Every key of a memory namespace expires after `[daemon] thread_retention` without use (see
+//! `memory.rs`); public namespaces are operator data and never expire.
 
 use std::collections::BTreeMap;
 
@@ -64,7 +74,7 @@ pub struct EntryRecord {
 }
 
 /// The keys of one namespace of one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Keys {
     group: String,
     namespace: String,
@@ -77,6 +87,16 @@ impl Keys {
             group: group.to_owned(),
             namespace: namespace.to_owned(),
         }
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The group's namespace index.
@@ -102,6 +122,16 @@ impl Keys {
     /// One version's chunks.
     pub fn chunks(&self, version: &str) -> String {
         format!("rag:{}:{}:chunks:{version}", self.group, self.namespace)
+    }
+
+    /// Thread memory: the threads indexed, by when they were last indexed.
+    pub fn threads(&self) -> String {
+        format!("rag:{}:{}:threads", self.group, self.namespace)
+    }
+
+    /// Thread memory: the next message of `thread` to index.
+    pub fn cursor(&self, thread: &str) -> String {
+        format!("rag:{}:{}:cursor:{thread}", self.group, self.namespace)
     }
 }
 

@@ -66,6 +66,19 @@ impl TextIndex {
         }
     }
 
+    /// Approximate heap bytes: each posting (8 bytes), each term's string, list header and
+    /// hash-table slot, and the row lengths.
+    pub fn heap_bytes(&self) -> usize {
+        const STRING_AND_VEC: usize = 2 * std::mem::size_of::<Vec<u8>>();
+        // A hashbrown slot is the key-value pair plus one control byte.
+        let terms: usize = self
+            .postings
+            .iter()
+            .map(|(term, list)| term.capacity() + list.capacity() * 8)
+            .sum();
+        terms + self.postings.capacity() * (STRING_AND_VEC + 1) + self.lengths.capacity() * 4
+    }
+
     /// The `k` best rows for `query` with their BM25 scores, best first; rows not allowed by
     /// `allow` (when given) and rows matching no query word are left out.
     pub fn search(&self, query: &str, k: usize, allow: Option<&[bool]>) -> Vec<(usize, f32)> {
@@ -120,5 +133,7 @@ mod tests {
         assert!(index
             .search("printer", 10, Some(&[true, false, true]))
             .is_empty());
+        // router, reboots, printer, jams, firmware, update: 6 terms, 7 postings, 3 rows.
+        assert!(index.heap_bytes() >= 6 * 49 + 7 * 8 + 3 * 4);
     }
 }

@@ -69,6 +69,9 @@ pub struct RagSettings {
     pub index: IndexKind,
     /// Chunks above which `index = "auto"` builds the approximate index.
     pub approximate_above: usize,
+    /// Bytes of loaded namespace indexes kept in process (> 0); the least recently
+    /// searched are dropped past it (one namespace larger than this is still kept alone).
+    pub index_cache: usize,
 }
 
 /// `[agents.X.memory]`: before each turn, the agent recalls the earlier messages of the

@@ -123,6 +123,11 @@ pub(super) fn rag(ctx: &mut Ctx<'_>, raw: &RawRag, config: &RawConfig) -> RagSet
             raw.approximate_above,
             defaults::RAG_APPROXIMATE_ABOVE,
         ),
+        index_cache: ctx.positive(
+            &at.key("index_cache"),
+            raw.index_cache,
+            defaults::RAG_INDEX_CACHE,
+        ),
     }
 }
 
@@ -195,6 +200,12 @@ mod tests {
             Err(err) => panic!("{err}"),
         };
         assert_eq!(local.rag.embedder, None);
+        assert_eq!(local.rag.index_cache, 256 * 1024 * 1024);
+        let small = match load_str("[rag]\nindex_cache = 1048576\n", "ok.toml", &[]) {
+            Ok(config) => config,
+            Err(err) => panic!("{err}"),
+        };
+        assert_eq!(small.rag.index_cache, 1 << 20);
     }
 
     #[test]
@@ -213,6 +224,7 @@ search_type = "hybird"
 vector_weight = -1.0
 vector_score_threshold = 2.0
 index = "hnsw"
+index_cache = 0
 "#,
             &[
                 r#"bad.toml:5:12: rag.embedder: no model named "embd" (use "local" or a [models.X] name) (did you mean "embed"?)"#,
@@ -222,6 +234,7 @@ index = "hnsw"
                 "bad.toml:10:17: rag.vector_weight: must be a number >= 0",
                 "bad.toml:11:26: rag.vector_score_threshold: must be between -1 and 1 (a cosine similarity)",
                 r#"bad.toml:12:9: rag.index: unknown value "hnsw": expected "exact" or "auto""#,
+                "bad.toml:13:15: rag.index_cache: must be greater than 0",
             ],
         );
     }
