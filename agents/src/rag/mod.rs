@@ -19,7 +19,7 @@
 //!   `memory.rs`: recall of earlier thread messages, whose keys expire with the thread
 //!   retention (public namespaces are operator data and never expire).
 //!
-//! Every key is listed with its bound in `docs/keymap/rag.md`.
+//! Every key is listed with its bound in ARCHITECTURE.md, "Key map".
 
 mod cache;
 mod chunk;
