@@ -303,7 +303,10 @@ fn a_killed_daemons_consumer_is_deleted_once_its_entries_are_claimed() {
     dead.signal("KILL");
     assert!(dead.wait_exit(WAIT).is_some());
 
+    // Two daemons live on: one claims, the other has nothing to read the whole time.
     let mut live = serve(&live_file);
+    let other_file = config("other", &prefix, ingress);
+    let mut other = serve(&other_file);
     let results = format!("{prefix}results");
     let result = final_result(&mut conn, &results, "held", &mut live);
     assert_eq!(result["status"], "ok", "{result}");
@@ -313,13 +316,23 @@ fn a_killed_daemons_consumer_is_deleted_once_its_entries_are_claimed() {
         "the dead daemon's consumer is never deleted",
         || !consumers(&mut conn, &prefix).contains_key("dead"),
     );
-    let left = consumers(&mut conn, &prefix);
-    assert_eq!(left.keys().collect::<Vec<_>>(), ["live"], "{left:?}");
-    let log = live.log();
+    let log = format!("{}\n{}", live.log(), other.log());
     assert!(log.contains("idle past consumer_expiry"), "{log}");
+    // Live consumers with nothing to read stay, however long past consumer_expiry.
+    std::thread::sleep(Duration::from_secs(5));
+    let left = consumers(&mut conn, &prefix);
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        ["live", "other"],
+        "{left:?}; log:\n{}\n{}",
+        live.log(),
+        other.log()
+    );
 
-    live.signal("TERM");
-    assert!(live.wait_exit(WAIT).is_some_and(|s| s.success()));
+    for daemon in [&mut live, &mut other] {
+        daemon.signal("TERM");
+        assert!(daemon.wait_exit(WAIT).is_some_and(|s| s.success()));
+    }
 }
 
 #[actix::test]
