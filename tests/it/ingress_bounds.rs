@@ -423,11 +423,11 @@ fn a_foreign_group_nobody_reads_holds_trimming_back_only_until_abandoned_group_a
     let stream = format!("{prefix}tasks");
     // `tap` never reads; `tap2` read one entry once, then stopped.
     let _: () = redis::cmd("XGROUP")
-        .arg(&["CREATE", &stream, "tap", "0"][..])
+        .arg(&["CREATE", &stream, "tap", "0", "MKSTREAM"][..])
         .query(&mut conn)
         .expect("XGROUP CREATE tap");
     let _: () = redis::cmd("XGROUP")
-        .arg(&["CREATE", &stream, "tap2", "0"][..])
+        .arg(&["CREATE", &stream, "tap2", "0", "MKSTREAM"][..])
         .query(&mut conn)
         .expect("XGROUP CREATE tap2");
     let results = format!("{prefix}results");
