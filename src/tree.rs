@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::ingress::{InFlight, IngressActor};
+use troupe_agents::ingress::{InFlight, IngressActor, OwnConsumer};
 use troupe_agents::rag::Rag;
 use troupe_agents::workflow::{Router, RouterOptions};
 use troupe_agents::{
@@ -57,8 +57,8 @@ pub struct Tree {
     pub crons: Crons,
     /// The workflow router.
     pub router: Router,
-    /// The ingress consumer and its running tasks (Redis store only).
-    ingress: Option<(ActorRef<IngressActor>, InFlight)>,
+    /// The ingress consumer, its running tasks and its name in the group (Redis store only).
+    ingress: Option<(ActorRef<IngressActor>, InFlight, OwnConsumer)>,
     workers: Workers,
 }
 
@@ -214,7 +214,8 @@ impl Tree {
                         .with_readiness(ingress_readiness.clone())
                 },
             );
-            ingress = Some((actor, in_flight));
+            let own = OwnConsumer::new(store.clone(), &config.ingress, &instance);
+            ingress = Some((actor, in_flight, own));
         }
 
         let (_root, life) = root.start();
@@ -244,12 +245,16 @@ impl Tree {
     /// generation) alone: the ingress stops reading and its running tasks finish first.
     pub async fn retire(self, grace: Duration) -> Exit {
         let deadline = tokio::time::Instant::now() + grace;
-        if let Some((actor, in_flight)) = &self.ingress {
+        if let Some((actor, in_flight, own)) = &self.ingress {
             if let Some(life) = actor.life() {
                 life.shutdown(grace / 16).await;
             }
             // Half the grace for running tasks, while everything they use still runs.
-            if !in_flight.wait_idle(grace / 2).await {
+            if in_flight.wait_idle(grace / 2).await {
+                // Nothing reads or claims as this consumer any more: if it owns nothing, it
+                // leaves the group (else the others claim its entries, then delete it).
+                own.retire().await;
+            } else {
                 tracing::warn!(
                     running = in_flight.count(),
                     "ingress tasks still running; they stay pending for redelivery"

@@ -75,6 +75,14 @@ pub(crate) const INGRESS_MAX_ENTRY_BYTES: usize = 131_072;
 pub(crate) const INGRESS_AUTH_MAX_EXPIRY: Duration = Duration::from_secs(15 * 60);
 /// Approximate MAXLEN of the results and dead streams.
 pub(crate) const INGRESS_MAX_LEN: u64 = 1_000_000;
+/// A task's reply stream expires this long after its last result or acceptance.
+pub(crate) const INGRESS_REPLY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Another consumer of the group owning nothing and idle this long is deleted (a retired
+/// generation's, a dead daemon's); a live consumer reads every `block`.
+pub(crate) const INGRESS_CONSUMER_EXPIRY: Duration = Duration::from_secs(60 * 60);
+/// A foreign group of the ingress stream nobody read from this long stops holding trimming
+/// back.
+pub(crate) const INGRESS_ABANDONED_GROUP_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 // [models.X]
 /// OpenAI-compatible endpoint when `base_url` is not given.

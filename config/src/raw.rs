@@ -121,6 +121,9 @@ pub(crate) struct RawIngress {
     pub max_input_bytes: Option<usize>,
     pub max_entry_bytes: Option<usize>,
     pub max_len: Option<u64>,
+    pub reply_retention: Option<String>,
+    pub consumer_expiry: Option<String>,
+    pub abandoned_group_after: Option<String>,
     #[serde(default)]
     pub auth: RawIngressAuth,
 }

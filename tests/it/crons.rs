@@ -623,6 +623,18 @@ impl Store for Faulty {
         self.0.xconsumers(stream, group).await
     }
 
+    async fn xdelconsumer_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> StoreResult<bool> {
+        self.0
+            .xdelconsumer_idle(stream, group, consumer, min_idle)
+            .await
+    }
+
     async fn apply(&self, writes: Vec<Write>) -> StoreResult<()> {
         self.0.apply(writes).await
     }

@@ -11,6 +11,7 @@ mod faults;
 mod faults_model;
 mod faults_runs;
 mod ingress;
+mod ingress_bounds;
 mod ingress_load;
 mod limits;
 mod many_daemons;

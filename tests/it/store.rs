@@ -91,6 +91,7 @@ macro_rules! all_cases {
             byte_field_names_read_back_on_every_read,
             xclaim_touch_keeps_entries_from_reclaim,
             xinfo_groups_and_consumers,
+            xdelconsumer_idle_deletes_only_idle_consumers_owning_nothing,
             xdel_in_a_batch,
             missing_group_is_no_group,
             xreadgroup_blocks_until_an_entry,
@@ -1002,6 +1003,72 @@ async fn xinfo_groups_and_consumers(s: Arc<dyn Store>) -> Result<()> {
         .collect();
     assert_eq!(summary, [("c1", 2), ("c2", 0)]);
     ensure!(consumers.iter().all(|c| c.idle < Duration::from_secs(10)));
+    Ok(())
+}
+
+async fn xdelconsumer_idle_deletes_only_idle_consumers_owning_nothing(
+    s: Arc<dyn Store>,
+) -> Result<()> {
+    let names = |consumers: Vec<troupe_runtime::store::ConsumerInfo>| -> Vec<String> {
+        consumers.into_iter().map(|c| c.name).collect()
+    };
+    let added = add(&*s, "s", 3).await?;
+    s.xgroup_create("s", "g", "0").await?;
+    for consumer in ["holder", "done", "quiet"] {
+        s.xreadgroup(read("s", consumer, 1, ReadFrom::New)).await?;
+    }
+    s.xack("s", "g", &added[1..]).await?;
+
+    // Holding a pending entry: never deleted, however idle it may be.
+    ensure!(
+        !s.xdelconsumer_idle("s", "g", "holder", Duration::ZERO)
+            .await?
+    );
+    // Owning nothing but not idle long enough.
+    let minute = Duration::from_secs(60);
+    ensure!(!s.xdelconsumer_idle("s", "g", "done", minute).await?);
+    ensure!(
+        s.xdelconsumer_idle("s", "g", "done", Duration::ZERO)
+            .await?
+    );
+    // Gone: deleting again says so.
+    ensure!(
+        !s.xdelconsumer_idle("s", "g", "done", Duration::ZERO)
+            .await?
+    );
+    ensure!(
+        !s.xdelconsumer_idle("s", "g", "nobody", Duration::ZERO)
+            .await?
+    );
+    assert_eq!(names(s.xconsumers("s", "g").await?), ["holder", "quiet"]);
+
+    // Idle past the threshold: deleted.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ensure!(
+        s.xdelconsumer_idle("s", "g", "quiet", Duration::from_millis(100))
+            .await?
+    );
+    // The holder keeps its entry; once acked, it owns nothing and goes.
+    assert_eq!(s.xpending("s", "g").await?.count, 1);
+    s.xack("s", "g", &added[..1]).await?;
+    ensure!(
+        s.xdelconsumer_idle("s", "g", "holder", Duration::ZERO)
+            .await?
+    );
+    assert_eq!(names(s.xconsumers("s", "g").await?), Vec::<String>::new());
+
+    for (stream, group) in [("nostream", "g"), ("s", "nogroup")] {
+        match s
+            .xdelconsumer_idle(stream, group, "c", Duration::ZERO)
+            .await
+        {
+            Err(StoreError::NoGroup {
+                stream: st,
+                group: g,
+            }) if st == stream && g == group => {}
+            other => anyhow::bail!("{stream}/{group}: expected NoGroup, got {other:?}"),
+        }
+    }
     Ok(())
 }
 

@@ -3,6 +3,10 @@
 //!
 //! - [`wire`]: the wire format (tasks, results, dead letters) and task validation.
 //! - [`IngressActor`]: the consumer, one per daemon (the consumer name is the daemon's).
+//! - `maintenance`: every few seconds, the ingress stream trimmed below what a group still
+//!   needs (foreign groups nobody reads left out after `abandoned_group_after`), and other
+//!   consumers owning nothing deleted after `consumer_expiry`; [`OwnConsumer`] deletes a
+//!   drained generation's own.
 //!
 //! Guarantees (at-least-once): an entry is acknowledged in the same `MULTI` as its result
 //! (and its idempotency record) is written, so an acked entry always has its result. A task
@@ -11,7 +15,8 @@
 //! consumer's `XAUTOCLAIM` once idle for `claim_idle`. An entry delivered more than
 //! `max_deliveries` times, and a malformed one at once, is dead-lettered (written to the dead
 //! stream and acked in one batch). A task id that completed (per group) is answered from its
-//! stored result for [`DONE_TTL`] instead of running again; a task id running anywhere holds a
+//! stored result for [`DONE_TTL`] instead of running again; a reply stream expires
+//! `reply_retention` after the last result or notice written to it; a task id running anywhere holds a
 //! lease and is not started twice while the lease lasts.
 //!
 //! A workflow task is acknowledged as soon as its run is submitted: the `accepted` notice
@@ -22,6 +27,7 @@
 //! `max_in_flight_per_group`, a task whose group is at its quota is parked (see `quota`).
 
 pub mod auth;
+mod maintenance;
 mod quota;
 pub mod wire;
 
@@ -30,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
+use maintenance::GroupWatch;
 use quota::GroupQuota;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
@@ -44,6 +51,7 @@ use crate::workflow::journal::{task_run_id, Reply};
 use crate::workflow::{Router, Submit, TaskRun};
 
 pub use auth::{sign, ProducerAuth};
+pub use maintenance::OwnConsumer;
 use wire::{done_key, ErrorBody, Limits, Status};
 pub use wire::{DeadLetter, Rejection, Target, Task, TaskResult};
 
@@ -52,7 +60,8 @@ pub use wire::DONE_TTL;
 /// Pause after a failed read before trying again.
 const READ_BACKOFF: Duration = Duration::from_millis(200);
 
-/// How often the ingress stream is trimmed below its oldest entry still needed.
+/// How often the ingress stream is trimmed below its oldest entry still needed (and idle
+/// consumers owning nothing are deleted).
 const TRIM_EVERY: Duration = Duration::from_secs(2);
 
 /// While the store keeps failing, a warning at most this often (with the count in between).
@@ -205,6 +214,8 @@ impl Shared {
         let mut claim_cursor = "0-0".to_owned();
         let mut failures = Failures::default();
         let mut trim_failures = Failures::default();
+        let mut expiry_failures = Failures::default();
+        let mut watch = GroupWatch::default();
         loop {
             // Capacity first: stop reading while every slot is taken.
             let Ok(first) = self.permits.clone().acquire_owned().await else {
@@ -258,14 +269,31 @@ impl Shared {
             };
             if Instant::now() >= next_trim {
                 next_trim = Instant::now() + TRIM_EVERY;
-                match self.trim().await {
-                    Ok(_) => trim_failures.recovered(),
+                match self.trim(&mut watch).await {
+                    Ok(last_delivered) => {
+                        trim_failures.recovered();
+                        if let Some(after) = last_delivered {
+                            self.keep_alive(&after).await;
+                        }
+                    }
                     Err(err) => {
                         if let Some(suppressed) = trim_failures.failed() {
                             tracing::warn!(
                                 error = %err,
                                 failures_since_last_warning = suppressed,
                                 "ingress could not trim its stream; it grows until a trim works"
+                            );
+                        }
+                    }
+                }
+                match self.expire_consumers().await {
+                    Ok(_) => expiry_failures.recovered(),
+                    Err(err) => {
+                        if let Some(suppressed) = expiry_failures.failed() {
+                            tracing::warn!(
+                                error = %err,
+                                failures_since_last_warning = suppressed,
+                                "ingress could not delete idle consumers; retrying"
                             );
                         }
                     }
@@ -325,39 +353,6 @@ impl Shared {
             }
             tokio::time::sleep(READ_BACKOFF).await;
         }
-    }
-
-    /// Trims the ingress stream below the oldest entry any group still needs: its oldest
-    /// pending entry, or its first undelivered one. The last delivered id is read before
-    /// the pending list, so an entry delivered in between is above the bound.
-    async fn trim(&self) -> Result<u64, StoreError> {
-        let stream = &self.settings.stream;
-        let groups = self.store.xgroups(stream).await?;
-        let mut bound: Option<String> = None;
-        for group in &groups {
-            let pending = self.store.xpending(stream, &group.name).await?;
-            if group.name == self.settings.group {
-                let m = metrics();
-                m.ingress_pending.set(pending.count as i64);
-                m.ingress_lag.set(group.lag.unwrap_or(0) as i64);
-            }
-            let needed = match pending.lowest {
-                Some(lowest) => min_id(&lowest, &group.last_delivered),
-                None => group.last_delivered.clone(),
-            };
-            bound = Some(match bound {
-                Some(b) => min_id(&b, &needed),
-                None => needed,
-            });
-        }
-        let Some(bound) = bound.filter(|b| b != "0-0") else {
-            return Ok(0);
-        };
-        let removed = self.store.xtrim(stream, Trim::MinId(bound)).await?;
-        if removed > 0 {
-            tracing::debug!(removed, "ingress trimmed completed entries");
-        }
-        Ok(removed)
     }
 
     /// Delivery counts of pending entries of this consumer.
@@ -734,6 +729,24 @@ impl Shared {
         format!("{}{key}", self.store.key_prefix())
     }
 
+    /// The writes that add `json` to the task's reply stream: the entry (the stream capped at
+    /// `max_len`), then the stream's expiry renewed to `reply_retention`, so a reply stream
+    /// nobody writes to any more goes away.
+    fn reply(&self, task: &Task, json: Vec<u8>) -> Vec<Write> {
+        let s = &self.settings;
+        vec![
+            Write::XAdd {
+                stream: task.reply_to.clone(),
+                fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json)],
+                trim: Some(Trim::MaxLen(s.max_len)),
+            },
+            Write::Expire {
+                key: task.reply_to.clone(),
+                ttl: s.reply_retention,
+            },
+        ]
+    }
+
     /// Writes the notice that a streamed task runs to its reply stream.
     async fn accepted(&self, task: &Task, notice: TaskResult) {
         let json = match serde_json::to_vec(&notice) {
@@ -743,12 +756,7 @@ impl Shared {
                 return;
             }
         };
-        let write = Write::XAdd {
-            stream: task.reply_to.clone(),
-            fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json)],
-            trim: Some(Trim::MaxLen(self.settings.max_len)),
-        };
-        if let Err(err) = self.store.apply(vec![write]).await {
+        if let Err(err) = self.store.apply(self.reply(task, json)).await {
             tracing::warn!(error = %err, "ingress could not write a task's acceptance");
         }
     }
@@ -765,11 +773,7 @@ impl Shared {
         record: Option<(String, String)>,
     ) -> bool {
         let s = &self.settings;
-        let mut writes = vec![Write::XAdd {
-            stream: task.reply_to.clone(),
-            fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), result.clone())],
-            trim: Some(Trim::MaxLen(s.max_len)),
-        }];
+        let mut writes = self.reply(task, result.clone());
         if let Some((done, lease)) = record {
             writes.push(Write::Set {
                 key: done,
@@ -887,12 +891,8 @@ impl Shared {
                 return None;
             }
         };
-        let ack = vec![
-            Write::XAdd {
-                stream: task.reply_to.clone(),
-                fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json)],
-                trim: Some(Trim::MaxLen(s.max_len)),
-            },
+        let mut ack = self.reply(task, json);
+        ack.extend([
             Write::XAck {
                 stream: s.stream.clone(),
                 group: s.group.clone(),
@@ -901,7 +901,7 @@ impl Shared {
             Write::Del {
                 key: lease.to_owned(),
             },
-        ];
+        ]);
         let submit = Submit {
             workflow: workflow.to_owned(),
             group: task.group.clone(),
@@ -912,6 +912,7 @@ impl Shared {
             task: task.id.clone(),
             stream: task.reply_to.clone(),
             max_len: s.max_len,
+            retention_ms: u64::try_from(s.reply_retention.as_millis()).unwrap_or(u64::MAX),
         };
         match router.submit_task(submit, reply, ack).await {
             Ok(TaskRun::Submitted(_)) => {
@@ -1017,18 +1018,5 @@ impl Failures {
             tracing::info!("ingress reads work again");
         }
         self.since_warning = 0;
-    }
-}
-
-/// The lower of two stream ids (`ms-seq`); an unparsable id counts as lowest.
-fn min_id(a: &str, b: &str) -> String {
-    fn parse(id: &str) -> (u64, u64) {
-        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-    }
-    if parse(a) <= parse(b) {
-        a.to_owned()
-    } else {
-        b.to_owned()
     }
 }

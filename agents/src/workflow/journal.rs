@@ -95,6 +95,17 @@ pub struct Reply {
     pub stream: String,
     /// Approximate MAXLEN of that stream.
     pub max_len: u64,
+    /// The stream expires this long (ms) after the result is written (`[ingress]
+    /// reply_retention` of the daemon that accepted the task). Records written before the
+    /// field existed get the default.
+    #[serde(default = "default_reply_retention_ms")]
+    pub retention_ms: u64,
+}
+
+/// `[ingress] reply_retention`'s default, in ms, for records that carry none.
+fn default_reply_retention_ms() -> u64 {
+    let default = troupe_config::IngressSettings::default().reply_retention;
+    u64::try_from(default.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Where a run is.
@@ -739,6 +750,10 @@ fn reply_writes(reply: &Reply, record: &RunRecord) -> Result<Vec<Write>, Workflo
             fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json.clone())],
             trim: Some(troupe_runtime::store::Trim::MaxLen(reply.max_len)),
         },
+        Write::Expire {
+            key: reply.stream.clone(),
+            ttl: Duration::from_millis(reply.retention_ms.max(1)),
+        },
         Write::Set {
             key: wire::done_key(&record.group, &reply.task),
             value: json,
@@ -807,5 +822,15 @@ mod tests {
         }
         let longest = call_id(&run, u32::MAX, &"k".repeat(troupe_config::MAX_CALL_KEY));
         assert_eq!(longest.len(), 128);
+    }
+
+    #[test]
+    fn a_reply_recorded_before_retention_existed_decodes_with_the_default() {
+        let old = r#"{"task":"t1","stream":"results:acme","max_len":10}"#;
+        let reply: Reply = serde_json::from_str(old).expect("an old reply decodes");
+        assert_eq!(reply.retention_ms, 24 * 60 * 60 * 1000);
+        let new = r#"{"task":"t1","stream":"results:acme","max_len":10,"retention_ms":5}"#;
+        let reply: Reply = serde_json::from_str(new).expect("a reply decodes");
+        assert_eq!(reply.retention_ms, 5);
     }
 }

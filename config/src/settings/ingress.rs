@@ -37,6 +37,15 @@ pub struct IngressSettings {
     pub max_entry_bytes: usize,
     /// Approximate MAXLEN of the results and dead streams (> 0).
     pub max_len: u64,
+    /// A task's reply stream expires this long after its last write (> 0): every result
+    /// and acceptance written to it renews the expiry.
+    pub reply_retention: Duration,
+    /// Another consumer of the group that owns no pending entry and has been idle this long
+    /// is deleted (> `claim_idle`): the consumer of a retired generation or a dead daemon.
+    pub consumer_expiry: Duration,
+    /// A foreign consumer group of the ingress stream whose consumers have all been idle this
+    /// long (or that has had none for this long) no longer holds trimming back (> 0).
+    pub abandoned_group_after: Duration,
     /// Producer authentication.
     pub auth: IngressAuth,
 }
@@ -74,6 +83,9 @@ impl Default for IngressSettings {
             max_input_bytes: defaults::INGRESS_MAX_INPUT_BYTES,
             max_entry_bytes: defaults::INGRESS_MAX_ENTRY_BYTES,
             max_len: defaults::INGRESS_MAX_LEN,
+            reply_retention: defaults::INGRESS_REPLY_RETENTION,
+            consumer_expiry: defaults::INGRESS_CONSUMER_EXPIRY,
+            abandoned_group_after: defaults::INGRESS_ABANDONED_GROUP_AFTER,
             auth: IngressAuth::None,
         }
     }

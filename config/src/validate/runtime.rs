@@ -157,6 +157,39 @@ pub(super) fn ingress(ctx: &mut Ctx<'_>, raw: &RawIngress) -> IngressSettings {
         raw.max_in_flight,
         defaults::INGRESS_MAX_IN_FLIGHT,
     );
+    let claim_idle = ctx.positive_duration(
+        &at.key("claim_idle"),
+        raw.claim_idle.as_deref(),
+        defaults::INGRESS_CLAIM_IDLE,
+    );
+    let consumer_expiry = ctx.positive_duration(
+        &at.key("consumer_expiry"),
+        raw.consumer_expiry.as_deref(),
+        defaults::INGRESS_CONSUMER_EXPIRY,
+    );
+    if consumer_expiry <= claim_idle {
+        let why = "a dead daemon's entries are claimed after claim_idle, its consumer is \
+                   deleted after consumer_expiry";
+        let show = |d| humantime::format_duration(d).to_string();
+        // At the key written: the expiry, or the claim_idle that outgrew its default.
+        if raw.consumer_expiry.is_some() {
+            ctx.error(
+                &at.key("consumer_expiry"),
+                format!(
+                    "must be greater than ingress.claim_idle ({}): {why}",
+                    show(claim_idle)
+                ),
+            );
+        } else {
+            ctx.error(
+                &at.key("claim_idle"),
+                format!(
+                    "must be less than ingress.consumer_expiry ({}, its default): {why}",
+                    show(consumer_expiry)
+                ),
+            );
+        }
+    }
     IngressSettings {
         stream: ctx.non_empty(
             &at.key("stream"),
@@ -180,11 +213,7 @@ pub(super) fn ingress(ctx: &mut Ctx<'_>, raw: &RawIngress) -> IngressSettings {
             raw.block.as_deref(),
             defaults::INGRESS_BLOCK,
         ),
-        claim_idle: ctx.positive_duration(
-            &at.key("claim_idle"),
-            raw.claim_idle.as_deref(),
-            defaults::INGRESS_CLAIM_IDLE,
-        ),
+        claim_idle,
         max_deliveries: ctx.positive(
             &at.key("max_deliveries"),
             raw.max_deliveries,
@@ -208,6 +237,17 @@ pub(super) fn ingress(ctx: &mut Ctx<'_>, raw: &RawIngress) -> IngressSettings {
             defaults::INGRESS_MAX_ENTRY_BYTES,
         ),
         max_len: ctx.positive(&at.key("max_len"), raw.max_len, defaults::INGRESS_MAX_LEN),
+        reply_retention: ctx.positive_duration(
+            &at.key("reply_retention"),
+            raw.reply_retention.as_deref(),
+            defaults::INGRESS_REPLY_RETENTION,
+        ),
+        consumer_expiry,
+        abandoned_group_after: ctx.positive_duration(
+            &at.key("abandoned_group_after"),
+            raw.abandoned_group_after.as_deref(),
+            defaults::INGRESS_ABANDONED_GROUP_AFTER,
+        ),
         auth: ingress_auth(ctx, &at.key("auth"), &raw.auth),
     }
 }

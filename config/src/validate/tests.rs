@@ -954,6 +954,47 @@ fn refused(section: &str, key: &str, value: &str, message: &str) {
 }
 
 #[test]
+fn ingress_key_bounds_have_defaults_and_consumer_expiry_exceeds_claim_idle() {
+    let config = ok("");
+    let day = Duration::from_secs(24 * 60 * 60);
+    assert_eq!(config.ingress.reply_retention, day);
+    assert_eq!(config.ingress.consumer_expiry, Duration::from_secs(60 * 60));
+    assert_eq!(config.ingress.abandoned_group_after, day);
+    let config = ok(r#"
+[ingress]
+claim_idle = "1s"
+reply_retention = "10m"
+consumer_expiry = "2s"
+abandoned_group_after = "1h"
+"#);
+    assert_eq!(config.ingress.reply_retention, Duration::from_secs(600));
+    assert_eq!(config.ingress.consumer_expiry, Duration::from_secs(2));
+    assert_eq!(
+        config.ingress.abandoned_group_after,
+        Duration::from_secs(3600)
+    );
+    let message = "ingress.consumer_expiry: must be greater than ingress.claim_idle";
+    for (claim_idle, expiry, shown) in [("30s", "30s", "30s"), ("2h", "1h", "2h")] {
+        check(
+            &format!("[ingress]\nclaim_idle = \"{claim_idle}\"\nconsumer_expiry = \"{expiry}\"\n"),
+            &[&format!(
+                "bad.toml:3:19: {message} ({shown}): a dead daemon's entries are claimed after \
+                 claim_idle, its consumer is deleted after consumer_expiry"
+            )],
+        );
+    }
+    // A claim_idle longer than the default expiry needs a consumer_expiry of its own.
+    check(
+        "[ingress]\nclaim_idle = \"90m\"\n",
+        &[
+            "bad.toml:2:14: ingress.claim_idle: must be less than ingress.consumer_expiry \
+           (1h, its default): a dead daemon's entries are claimed after claim_idle, its \
+           consumer is deleted after consumer_expiry",
+        ],
+    );
+}
+
+#[test]
 fn absurd_durations_are_refused_at_their_position() {
     let model = "[models.m]\nprovider = \"scripted\"\n";
     for (section, key, value, message) in [
@@ -992,6 +1033,13 @@ fn absurd_durations_are_refused_at_their_position() {
         // Zero where it must be positive.
         ("[ingress]", "block", "\"0s\"", "must be greater than 0"),
         ("[ingress]", "claim_idle", "\"0ns\"", "must be greater than 0"),
+        ("[ingress]", "reply_retention", "\"0s\"", "must be greater than 0"),
+        (
+            "[ingress]",
+            "abandoned_group_after",
+            "\"0s\"",
+            "must be greater than 0",
+        ),
     ] {
         refused(section, key, value, message);
     }

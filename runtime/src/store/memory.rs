@@ -1384,6 +1384,27 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn xdelconsumer_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> StoreResult<bool> {
+        let mut keys = self.lock();
+        let now = Instant::now();
+        let (g, _) = keys.group_mut("xdelconsumer_idle", stream, group, now)?;
+        let Some(seen) = g.consumers.get(consumer) else {
+            return Ok(false);
+        };
+        let idle = now.saturating_duration_since(*seen);
+        if idle < min_idle || g.pel.values().any(|p| p.consumer == consumer) {
+            return Ok(false);
+        }
+        g.consumers.remove(consumer);
+        Ok(true)
+    }
+
     async fn xtrim(&self, stream: &str, trim: Trim) -> StoreResult<u64> {
         if let Trim::MinId(id) = &trim {
             strict_id("xtrim", id)?;

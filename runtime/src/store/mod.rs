@@ -388,6 +388,19 @@ pub trait Store: Send + Sync + 'static {
     async fn xgroups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>>;
     /// The consumers of a group (`XINFO CONSUMERS`), sorted by name.
     async fn xconsumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>>;
+    /// Deletes `consumer` from `group` only if it holds no pending entry and has been idle
+    /// (no read or claim) for at least `min_idle`, atomically: `XGROUP DELCONSUMER` drops a
+    /// consumer's pending entries, so the check and the delete are one step (Redis: one
+    /// script running `XINFO CONSUMERS` then `XGROUP DELCONSUMER`). Returns whether it was
+    /// deleted (`false` also when there is no such consumer). A missing stream or group is
+    /// [`StoreError::NoGroup`].
+    async fn xdelconsumer_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> StoreResult<bool>;
 
     // ---- batches ---------------------------------------------------------------------------
 

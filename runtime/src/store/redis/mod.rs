@@ -840,6 +840,23 @@ impl Store for RedisStore {
         Reply { op: "xconsumers" }.consumers(v)
     }
 
+    async fn xdelconsumer_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+    ) -> StoreResult<bool> {
+        let min_idle = ms(min_idle).to_string();
+        self.script(
+            Ctx::new("xdelconsumer_idle", stream).group(group),
+            &self.scripts.delete_idle_consumer,
+            stream,
+            &[group.as_bytes(), consumer.as_bytes(), min_idle.as_bytes()],
+        )
+        .await
+    }
+
     async fn xtrim(&self, stream: &str, trim: Trim) -> StoreResult<u64> {
         let mut c = cmd("XTRIM");
         c.arg(self.k(stream));

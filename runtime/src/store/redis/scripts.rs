@@ -1,5 +1,5 @@
-//! Lua scripts for the Redis store's atomic operations (compare-and-set, leases and rate
-//! limits). Sent with `EVALSHA`, loaded on `NOSCRIPT` by the redis crate.
+//! Lua scripts for the Redis store's atomic operations (compare-and-set, leases, deleting
+//! idle consumers and rate limits). Sent with `EVALSHA`, loaded on `NOSCRIPT` by the redis crate.
 //!
 //! `GET` inside a script raises `WRONGTYPE` on a key of another kind, which reaches the caller
 //! as [`crate::store::StoreError::WrongType`], as in the memory store.
@@ -70,6 +70,30 @@ const RELEASE_LEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
+end
+return 0
+";
+
+/// `KEYS[1]`: a stream; `ARGV`: group, consumer, min idle ms. Deletes the consumer only if
+/// it holds no pending entry and has been idle at least that long; returns 1 if it did. Reads
+/// `XINFO CONSUMERS` as RESP2 (flat name/value pairs per consumer), the protocol scripts see
+/// unless they ask for another; `idle` is the time since the consumer's last read or claim
+/// on every Redis from 5 on. A missing stream is `NOGROUP`, like a missing group.
+const DELETE_IDLE_CONSUMER: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('NOGROUP No such key or consumer group')
+end
+local min_idle = tonumber(ARGV[3])
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] == ARGV[2] then
+    if f['pending'] == 0 and f['idle'] >= min_idle then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+      return 1
+    end
+    return 0
+  end
 end
 return 0
 ";
@@ -196,6 +220,7 @@ pub(super) struct Scripts {
     pub renew_lease: Script,
     pub renew_leases: Script,
     pub release_lease: Script,
+    pub delete_idle_consumer: Script,
     pub rate_gcra: Script,
     pub rate_window: Script,
 }
@@ -208,6 +233,7 @@ impl Scripts {
             renew_lease: Script::new(RENEW_LEASE),
             renew_leases: Script::new(RENEW_LEASES),
             release_lease: Script::new(RELEASE_LEASE),
+            delete_idle_consumer: Script::new(DELETE_IDLE_CONSUMER),
             rate_gcra: Script::new(RATE_GCRA),
             rate_window: Script::new(RATE_WINDOW),
         }
