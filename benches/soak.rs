@@ -70,7 +70,7 @@ backend = "redis"
 url = "{url}"
 
 [ingress]
-# reply_retention = "{retention}s"
+reply_retention = "{retention}s"
 max_len = 1000
 
 [models.scripted]

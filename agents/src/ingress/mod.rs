@@ -15,9 +15,9 @@
 //! consumer's `XAUTOCLAIM` once idle for `claim_idle`. An entry delivered more than
 //! `max_deliveries` times, and a malformed one at once, is dead-lettered (written to the dead
 //! stream and acked in one batch). A task id that completed (per group) is answered from its
-//! stored result for [`DONE_TTL`] instead of running again; a reply stream expires
-//! `reply_retention` after the last result or notice written to it; a task id running anywhere holds a
-//! lease and is not started twice while the lease lasts.
+//! stored result for `reply_retention` instead of running again; a reply stream expires
+//! `reply_retention` after the last result or notice written to it; a task id running
+//! anywhere holds a lease and is not started twice while the lease lasts.
 //!
 //! A workflow task is acknowledged as soon as its run is submitted: the `accepted` notice
 //! (naming the run) and the `XACK` are written in the batch that makes the run adoptable, and
@@ -54,8 +54,6 @@ pub use auth::{sign, ProducerAuth};
 pub use maintenance::OwnConsumer;
 use wire::{done_key, ErrorBody, Limits, Status};
 pub use wire::{DeadLetter, Rejection, Target, Task, TaskResult};
-
-pub use wire::DONE_TTL;
 
 /// Pause after a failed read before trying again.
 const READ_BACKOFF: Duration = Duration::from_millis(200);
@@ -778,7 +776,7 @@ impl Shared {
             writes.push(Write::Set {
                 key: done,
                 value: result,
-                ttl: Some(DONE_TTL),
+                ttl: Some(s.reply_retention),
             });
             writes.push(Write::Del { key: lease });
         }

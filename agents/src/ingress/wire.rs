@@ -20,9 +20,6 @@ pub const RESULT_FIELD: &str = "result";
 /// The stream field holding a dead letter's JSON.
 pub const DEAD_FIELD: &str = "dead";
 
-/// How long a completed task's result is kept for idempotency.
-pub const DONE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
-
 /// Store key of a completed task's result (its idempotency record).
 pub fn done_key(group: &str, id: &str) -> String {
     format!("ingress:done:{group}:{id}")

@@ -744,6 +744,7 @@ fn reply_writes(reply: &Reply, record: &RunRecord) -> Result<Vec<Write>, Workflo
         record.error.clone(),
     );
     let json = encode(&result)?;
+    let retention = Duration::from_millis(reply.retention_ms.max(1));
     Ok(vec![
         Write::XAdd {
             stream: reply.stream.clone(),
@@ -752,12 +753,12 @@ fn reply_writes(reply: &Reply, record: &RunRecord) -> Result<Vec<Write>, Workflo
         },
         Write::Expire {
             key: reply.stream.clone(),
-            ttl: Duration::from_millis(reply.retention_ms.max(1)),
+            ttl: retention,
         },
         Write::Set {
             key: wire::done_key(&record.group, &reply.task),
             value: json,
-            ttl: Some(wire::DONE_TTL),
+            ttl: Some(retention),
         },
     ])
 }

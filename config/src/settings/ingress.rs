@@ -37,8 +37,9 @@ pub struct IngressSettings {
     pub max_entry_bytes: usize,
     /// Approximate MAXLEN of the results and dead streams (> 0).
     pub max_len: u64,
-    /// A task's reply stream expires this long after its last write (> 0): every result
-    /// and acceptance written to it renews the expiry.
+    /// How long a task's result is kept (> 0): its reply stream expires this long after its
+    /// last write (every result and acceptance renews it), and the record that answers a
+    /// resend of the task id this long after the task ended.
     pub reply_retention: Duration,
     /// Another consumer of the group that owns no pending entry and has been idle this long
     /// is deleted (> `claim_idle`): the consumer of a retired generation or a dead daemon.
