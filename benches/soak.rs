@@ -306,7 +306,8 @@ fn reply_stream(group: usize, client: usize) -> String {
 struct Snapshot {
     keys: u64,
     used_memory: u64,
-    families: BTreeMap<String, u64>,
+    /// Family -> (keys, bytes by `MEMORY USAGE`).
+    families: BTreeMap<String, (u64, u64)>,
     rss_kib: Vec<u64>,
 }
 
@@ -359,8 +360,15 @@ async fn snapshot(
                 .query_async(conn)
                 .await
                 .expect("SCAN");
-            for key in batch {
-                *by_family.entry(family(&key)).or_insert(0) += 1;
+            let mut pipe = redis::pipe();
+            for key in &batch {
+                pipe.cmd("MEMORY").arg("USAGE").arg(key);
+            }
+            let sizes: Vec<Option<u64>> = pipe.query_async(conn).await.expect("MEMORY USAGE");
+            for (key, size) in batch.iter().zip(sizes) {
+                let entry = by_family.entry(family(key)).or_insert((0, 0));
+                entry.0 += 1;
+                entry.1 += size.unwrap_or(0);
             }
             if next == 0 {
                 break;
@@ -524,14 +532,13 @@ fn main() {
             .collect();
         let mut names: Vec<&String> = names.into_iter().collect();
         names.sort();
-        println!("soak/families (before / peak / after):");
+        println!("soak/families: keys before / peak / after, bytes before / after (MEMORY USAGE)");
         for name in names {
-            let count = |s: &Snapshot| s.families.get(name).copied().unwrap_or(0);
+            let of = |s: &Snapshot| s.families.get(name).copied().unwrap_or((0, 0));
+            let (b, p, a) = (of(&before), of(&peak), of(&after));
             println!(
-                "  {name}: {} / {} / {}",
-                count(&before),
-                count(&peak),
-                count(&after)
+                "  {name}: {} / {} / {} keys, {} / {} bytes",
+                b.0, p.0, a.0, b.1, a.1
             );
         }
     });
