@@ -31,25 +31,7 @@ use crate::events::{EventKind, EventLog};
 use crate::message::{ChatMessage, ToolCall};
 use crate::model::{ChatRequest, DeltaSink, ModelError, ModelService, ToolSpec, Usage};
 use crate::thread_store::{now_ms, ThreadId};
-use crate::usage::{UsageLedger, UsageRecord};
-
-/// Prices of a model, in dollars per million tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Prices {
-    /// Per million prompt tokens.
-    pub input_per_million: f64,
-    /// Per million generated tokens.
-    pub output_per_million: f64,
-}
-
-impl Prices {
-    /// The cost of `usage`.
-    pub fn cost(&self, usage: &Usage) -> f64 {
-        (usage.input_tokens as f64 * self.input_per_million
-            + usage.output_tokens as f64 * self.output_per_million)
-            / 1e6
-    }
-}
+use crate::usage::{Prices, UsageLedger, UsageRecord};
 
 /// Everything an agent needs to run: its settings and the services it calls.
 pub struct AgentSpec {

@@ -17,7 +17,7 @@ use troupe_runtime::{
 };
 use troupe_tools::ToolRegistry;
 
-use crate::agent::{AgentActor, AgentDirectory, AgentHandle, AgentSpec, Prices};
+use crate::agent::{AgentActor, AgentDirectory, AgentHandle, AgentSpec};
 use crate::error::AgentError;
 use crate::events::{EventKind, EventLog};
 use crate::model::{self, ModelService};
@@ -27,6 +27,7 @@ use crate::thread::{
     TurnOutcome,
 };
 use crate::thread_store::{check_name, NewThread, ThreadId, ThreadInfo, ThreadPage, ThreadStore};
+use crate::usage::Prices;
 use crate::usage::{Budget, UsageLedger, UsageReport};
 
 /// Builds the `agents` supervisor (one permanent child per `[agents.NAME]`) and the

@@ -9,7 +9,8 @@
 //! - [`conversations`]: the API clients use.
 //! - [`workflow`]: durable workflows: the router, runs and their journals.
 //! - [`cron_targets`]: what a fired cron does (an agent turn or a workflow run).
-//! - [`ingress`]: tasks read from a Redis stream with a consumer group, results written back.
+//! - [`ingress`]: tasks read from a Redis stream with a consumer group, results written back;
+//!   [`task_result`]: what a result looks like (also written by the end of a workflow run).
 //! - [`rag`]: knowledge bases per group (chunking, embeddings, vector and hybrid search), the
 //!   `rag_search` tool and thread memory.
 
@@ -23,17 +24,18 @@ pub mod message;
 pub mod model;
 pub mod rag;
 pub mod stream;
+pub mod task_result;
 pub mod thread;
 mod thread_lease;
 pub mod thread_store;
 pub mod usage;
 pub mod workflow;
 
-pub use agent::{AgentActor, AgentDirectory, AgentHandle, AgentRun, AgentSpec, Prices, RunAgent};
+pub use agent::{AgentActor, AgentDirectory, AgentHandle, AgentRun, AgentSpec, RunAgent};
 pub use conversations::{build_agents, build_agents_with, Ask, Conversations};
 pub use cron_targets::{cron_targets, CRON_GROUP};
 pub use error::AgentError;
 pub use message::{ChatMessage, Role, ToolCall};
 pub use thread::{MessagePage, ThreadActor, TurnOutcome, TurnStatus};
 pub use thread_store::{NewThread, ThreadId, ThreadInfo, ThreadMessage, ThreadPage, ThreadStore};
-pub use usage::{Budget, Totals, UsageLedger, UsageReport};
+pub use usage::{Budget, Prices, Totals, UsageLedger, UsageReport};

@@ -14,11 +14,29 @@ use serde::{Deserialize, Serialize};
 use troupe_runtime::store::{Store, Write};
 
 use crate::error::AgentError;
-use crate::model::ModelError;
+use crate::model::{ModelError, Usage};
 
 /// How long daily usage hashes are kept.
 const RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 const NANOS_PER_DOLLAR: f64 = 1e9;
+
+/// Prices of a model, in dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prices {
+    /// Per million prompt tokens.
+    pub input_per_million: f64,
+    /// Per million generated tokens.
+    pub output_per_million: f64,
+}
+
+impl Prices {
+    /// The cost of `usage`.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        (usage.input_tokens as f64 * self.input_per_million
+            + usage.output_tokens as f64 * self.output_per_million)
+            / 1e6
+    }
+}
 
 /// One model call's usage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

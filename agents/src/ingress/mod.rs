@@ -816,7 +816,13 @@ impl Shared {
                 let announce = async {
                     if let Some(s) = start.recv().await {
                         let stream = self.redis_key(&s.stream);
-                        let notice = TaskResult::accepted(task, Some(s.thread), None, Some(stream));
+                        let notice = TaskResult::accepted(
+                            &task.id,
+                            &task.group,
+                            Some(s.thread),
+                            None,
+                            Some(stream),
+                        );
                         self.accepted(task, notice).await;
                     }
                 };
@@ -850,14 +856,19 @@ impl Shared {
                             error,
                             usage: Some(outcome.usage),
                             delta_stream: outcome.delta_stream.map(|s| self.redis_key(&s)),
-                            ..TaskResult::ok(task)
+                            ..TaskResult::ok(&task.id, &task.group)
                         })
                     }
                     Err(err) if err.is_retryable() => {
                         tracing::warn!(error = %err, "task failed transiently; left pending");
                         None
                     }
-                    Err(err) => Some(TaskResult::error(task, err.kind(), err.to_string())),
+                    Err(err) => Some(TaskResult::error(
+                        &task.id,
+                        &task.group,
+                        err.kind(),
+                        err.to_string(),
+                    )),
                 }
                 .map(|result| Answer::Result(Box::new(result)))
             }
@@ -881,7 +892,7 @@ impl Shared {
         let s = &self.settings;
         let run = task_run_id(&task.group, &task.id);
         tracing::Span::current().record("run", run.as_str());
-        let notice = TaskResult::accepted(task, None, Some(run.clone()), None);
+        let notice = TaskResult::accepted(&task.id, &task.group, None, Some(run.clone()), None);
         let json = match serde_json::to_vec(&notice) {
             Ok(json) => json,
             Err(err) => {
@@ -930,7 +941,8 @@ impl Shared {
                 None
             }
             Err(err) => Some(Answer::Result(Box::new(TaskResult::error(
-                task,
+                &task.id,
+                &task.group,
                 "workflow",
                 err.to_string(),
             )))),

@@ -7,10 +7,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use troupe_runtime::store::Store;
 
-use crate::agent::Prices;
 use crate::events::{EventKind, EventLog};
 use crate::model::{ModelService, Usage};
 use crate::thread_store::now_ms;
+use crate::usage::Prices;
 use crate::usage::{UsageLedger, UsageRecord};
 
 use super::error::RagError;

@@ -58,7 +58,7 @@ pub use self::search::{
 pub use self::store::{check_name, EntryRecord, NamespaceInfo};
 use self::store::{content_hash, decode, encode_chunks, Keys};
 pub use self::tool::{check_options, RagSearchTool, RAG_SEARCH_KIND};
-use crate::agent::Prices;
+use crate::usage::Prices;
 use crate::usage::UsageLedger;
 
 /// The namespace used when none is given.

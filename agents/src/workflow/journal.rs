@@ -34,6 +34,7 @@ use troupe_config::WorkflowSettings;
 use troupe_runtime::store::{Store, Write};
 
 use super::error::WorkflowError;
+use crate::task_result::{done_key, TaskResult, RESULT_FIELD};
 use crate::thread_store::{self, ThreadId};
 
 /// Outputs longer than this many bytes are stored once under their hash, not in the journal.
@@ -734,8 +735,7 @@ pub enum Created {
 /// The writes that answer an ingress task with the end of its run: the result on the task's
 /// reply stream and under its idempotency key.
 fn reply_writes(reply: &Reply, record: &RunRecord) -> Result<Vec<Write>, WorkflowError> {
-    use crate::ingress::wire;
-    let result = wire::TaskResult::of_run(
+    let result = TaskResult::of_run(
         &reply.task,
         &record.group,
         &record.id,
@@ -748,7 +748,7 @@ fn reply_writes(reply: &Reply, record: &RunRecord) -> Result<Vec<Write>, Workflo
     Ok(vec![
         Write::XAdd {
             stream: reply.stream.clone(),
-            fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json.clone())],
+            fields: vec![(RESULT_FIELD.as_bytes().to_vec(), json.clone())],
             trim: Some(troupe_runtime::store::Trim::MaxLen(reply.max_len)),
         },
         Write::Expire {
@@ -756,7 +756,7 @@ fn reply_writes(reply: &Reply, record: &RunRecord) -> Result<Vec<Write>, Workflo
             ttl: retention,
         },
         Write::Set {
-            key: wire::done_key(&record.group, &reply.task),
+            key: done_key(&record.group, &reply.task),
             value: json,
             ttl: Some(retention),
         },

@@ -7,22 +7,27 @@
 //! - [`run`]: the run actor and the step engine (replay, then execute and journal).
 //! - [`pool_call`]: one agent call, and the `workflow_call` handler that makes it as an item
 //!   of the step's work pool.
-//! - [`router`]: the router actor that adopts and supervises runs, and [`Runs`], the API that
-//!   submits, inspects, cancels, restarts runs and sends them events.
+//! - [`router`]: the router actor that adopts and supervises runs, and [`Router`], its handle.
+//! - [`runs`]: [`Runs`], the API that submits, inspects, cancels, restarts runs and sends them
+//!   events, through the store only.
+//! - [`options`]: [`RouterOptions`]; `env.rs`: what every run of a daemon shares.
 //! - [`error`]: the errors, [`WorkflowError`].
 
+mod env;
 pub mod error;
 pub mod journal;
 pub mod label;
+pub mod options;
 pub mod pool_call;
 pub mod router;
 pub mod run;
+pub mod runs;
 pub mod template;
 
 pub use error::WorkflowError;
 pub use journal::open_runs;
 pub use journal::{Entry, EntryKind, RunRecord, RunStatus};
-pub use router::{
-    Router, RouterActor, RouterOptions, RunView, Runs, StepHook, StepView, Submit, TaskRun,
-};
+pub use options::{RouterOptions, StepHook, RUN_RETENTION};
+pub use router::{Router, RouterActor};
 pub use run::{RunActor, Signal, SignalRun};
+pub use runs::{RunView, Runs, StepView, Submit, TaskRun};

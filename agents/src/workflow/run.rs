@@ -21,6 +21,7 @@ use troupe_config::{RouteTarget, StepKind, StepSettings, WorkflowSettings};
 use troupe_runtime::limit::{LimitError, Scope};
 use troupe_runtime::pool::{Pool, PoolError, WorkCompletedEvent, WorkId, WorkOutcome, WorkSpec};
 
+use super::env::{Env, Fresh};
 use super::error::WorkflowError;
 use super::journal::{
     call_id, lease_key, now_ms, Entry, EntryKind, Journal, OutputRef, Replay, RunRecord, RunStatus,
@@ -28,7 +29,6 @@ use super::journal::{
 };
 use super::label::{parse_label, parse_score};
 use super::pool_call::{answer_of, Call, CallFailure, WORKFLOW_CALL};
-use super::router::{Env, Fresh};
 use super::template::{render, StepOutput};
 
 /// What the router tells a run.

@@ -1,0 +1,342 @@
+//! [`Runs`]: submits, inspects, cancels, restarts runs and sends them events, through the
+//! store only — a CLI or another daemon submits a run by writing it there, and whichever
+//! daemon scans first adopts it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use troupe_config::WorkflowSettings;
+use troupe_runtime::store::{Store, Write};
+
+use super::env::{Fresh, Snapshots};
+use super::error::WorkflowError;
+use super::journal::{
+    new_run_id, now_ms, task_run_id, top_step, Created, Entry, EntryKind, Journal, OutputRef,
+    Replay, Reply, RunRecord, RunStatus, Snapshot,
+};
+use super::options::RUN_RETENTION;
+use crate::thread_store::check_name;
+
+/// A request to run a workflow.
+#[derive(Debug, Clone, Default)]
+pub struct Submit {
+    /// The workflow's name.
+    pub workflow: String,
+    /// The tenant group.
+    pub group: String,
+    /// The submitting user.
+    pub user: String,
+    /// The input.
+    pub input: String,
+}
+
+/// The run of an ingress task, as [`Runs::submit_task`] found it.
+#[derive(Debug, Clone)]
+pub enum TaskRun {
+    /// Submitted now or by an earlier delivery, not ended: the task is acknowledged.
+    Submitted(String),
+    /// Ended (its result was written when it ended); the task's acknowledgement was not
+    /// written.
+    Ended(Box<RunRecord>),
+}
+
+/// One top-level step as the journal shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepView {
+    /// The step's name.
+    pub name: String,
+    /// `pending`, `running`, `completed`.
+    pub state: &'static str,
+}
+
+/// A run as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// The run record.
+    pub record: RunRecord,
+    /// The steps of the run's workflow (its snapshot) and where each is.
+    pub steps: Vec<StepView>,
+    /// Number of journal entries.
+    pub journal_len: usize,
+}
+
+/// Submits, inspects, cancels, restarts runs and sends them events, through the store only.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Runs {
+    store: Arc<dyn Store>,
+    snapshots: Arc<Snapshots>,
+}
+
+impl Runs {
+    /// The API over `store` with the config's `workflows` (what `submit` snapshots).
+    pub fn new(store: Arc<dyn Store>, workflows: BTreeMap<String, WorkflowSettings>) -> Self {
+        Runs::with(store, Arc::new(Snapshots::new(Arc::new(workflows))))
+    }
+
+    pub(crate) fn with(store: Arc<dyn Store>, snapshots: Arc<Snapshots>) -> Self {
+        Runs { store, snapshots }
+    }
+
+    /// Writes a new run (record, definition snapshot, index entry) and returns its id. A
+    /// daemon adopts it at its next scan.
+    pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
+        self.create(submit).await.map(|fresh| fresh.record.id)
+    }
+
+    pub(crate) async fn create(&self, submit: Submit) -> Result<Fresh, WorkflowError> {
+        let (record, snapshot, encoded) = self.new_record(submit, new_run_id(), None)?;
+        let journal = Journal::new(self.store.clone(), &record.group, &record.id);
+        self.store
+            .apply(journal.create_writes(&record, encoded)?)
+            .await?;
+        tracing::debug!(workflow = %record.workflow, run = %record.id, group = %record.group, "workflow run submitted");
+        Ok(Fresh {
+            record,
+            snapshot,
+            span: tracing::Span::current(),
+        })
+    }
+
+    /// Submits the run of the ingress task `reply.task` — once, whatever happened to earlier
+    /// deliveries of the task: its id is [`task_run_id`] of the group and the task id, and its
+    /// record is created with `SET NX`. `extra` (the task's acknowledgement) is written in the
+    /// batch that makes the run adoptable, unless the run has ended already. When the run
+    /// ends, its result is written to `reply.stream` by the daemon that ends it.
+    pub async fn submit_task(
+        &self,
+        submit: Submit,
+        reply: Reply,
+        extra: Vec<Write>,
+    ) -> Result<TaskRun, WorkflowError> {
+        self.create_task(submit, reply, extra)
+            .await
+            .map(|(run, _)| run)
+    }
+
+    pub(crate) async fn create_task(
+        &self,
+        submit: Submit,
+        reply: Reply,
+        extra: Vec<Write>,
+    ) -> Result<(TaskRun, Option<Fresh>), WorkflowError> {
+        let id = task_run_id(&submit.group, &reply.task);
+        let (record, snapshot, encoded) = self.new_record(submit, id, Some(reply))?;
+        let journal = Journal::new(self.store.clone(), &record.group, &record.id);
+        let run = record.id.clone();
+        Ok(
+            match journal
+                .create_once(&record, encoded, extra, RUN_RETENTION)
+                .await?
+            {
+                Created::New => {
+                    tracing::debug!(workflow = %record.workflow, run = %run, group = %record.group, "workflow run submitted for a task");
+                    let fresh = Fresh {
+                        record,
+                        snapshot,
+                        span: tracing::Span::current(),
+                    };
+                    (TaskRun::Submitted(run), Some(fresh))
+                }
+                Created::Open(_) => (TaskRun::Submitted(run), None),
+                Created::Ended(record) => (TaskRun::Ended(Box::new(record)), None),
+            },
+        )
+    }
+
+    /// A new run's record (validated), its definition snapshot and the snapshot's encoding.
+    fn new_record(
+        &self,
+        submit: Submit,
+        id: String,
+        reply: Option<Reply>,
+    ) -> Result<(RunRecord, Arc<Snapshot>, &[u8]), WorkflowError> {
+        for (what, value) in [("group", &submit.group), ("user", &submit.user)] {
+            check_name(what, value).map_err(|err| WorkflowError::Invalid {
+                what,
+                message: err.to_string(),
+            })?;
+        }
+        let (snapshot, encoded) = self.snapshots.get(&submit.workflow)?;
+        let now = now_ms();
+        let record = RunRecord {
+            id,
+            workflow: submit.workflow,
+            group: submit.group,
+            user: submit.user,
+            input: submit.input,
+            status: RunStatus::Running,
+            definition_hash: snapshot.hash.clone(),
+            restarts: 0,
+            created_ms: now,
+            updated_ms: now,
+            output: None,
+            error: None,
+            reply,
+        };
+        Ok((record, snapshot, encoded))
+    }
+
+    fn journal(&self, group: &str, run: &str) -> Result<Journal, WorkflowError> {
+        for (what, value) in [("group", group), ("run id", run)] {
+            check_name(what, value).map_err(|err| WorkflowError::Invalid {
+                what,
+                message: err.to_string(),
+            })?;
+        }
+        Ok(Journal::new(self.store.clone(), group, run))
+    }
+
+    /// The run's record (another group's run is `NotFound`).
+    pub async fn record(&self, group: &str, run: &str) -> Result<RunRecord, WorkflowError> {
+        self.journal(group, run)?.require_record().await
+    }
+
+    /// The run with its steps.
+    pub async fn status(&self, group: &str, run: &str) -> Result<RunView, WorkflowError> {
+        let journal = self.journal(group, run)?;
+        let record = journal.require_record().await?;
+        let snapshot = journal.snapshot().await?;
+        let entries = journal.entries().await?;
+        let order: Vec<String> = snapshot
+            .definitions
+            .get(&record.workflow)
+            .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        let replay = Replay::fold(&entries, &order);
+        let steps = order
+            .iter()
+            .map(|name| {
+                let state = if replay.completed.contains_key(name) {
+                    "completed"
+                } else if replay.started.iter().any(|k| top_step(k) == name) {
+                    "running"
+                } else {
+                    "pending"
+                };
+                StepView {
+                    name: name.clone(),
+                    state,
+                }
+            })
+            .collect();
+        Ok(RunView {
+            record,
+            steps,
+            journal_len: entries.len(),
+        })
+    }
+
+    /// The run's journal.
+    pub async fn journal_entries(
+        &self,
+        group: &str,
+        run: &str,
+    ) -> Result<Vec<Entry>, WorkflowError> {
+        let journal = self.journal(group, run)?;
+        journal.require_record().await?;
+        journal.entries().await
+    }
+
+    /// Requests a cancel: the daemon running the run (or the next one to adopt it) ends it as
+    /// canceled at its next step boundary or wait. A finished run is left as it is.
+    pub async fn cancel(&self, group: &str, run: &str) -> Result<RunRecord, WorkflowError> {
+        let journal = self.journal(group, run)?;
+        let record = journal.require_record().await?;
+        if !record.status.is_terminal() {
+            self.store.set(&journal.cancel_key(), b"1", None).await?;
+        }
+        Ok(record)
+    }
+
+    /// Sends event `name` with JSON `data` to the run; a `wait_event` step waiting for it
+    /// (now or later) receives it.
+    pub async fn send_event(
+        &self,
+        group: &str,
+        run: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), WorkflowError> {
+        check_name("event", name).map_err(|err| WorkflowError::Invalid {
+            what: "event",
+            message: err.to_string(),
+        })?;
+        let journal = self.journal(group, run)?;
+        let record = journal.require_record().await?;
+        if record.status.is_terminal() {
+            return Err(WorkflowError::Invalid {
+                what: "event",
+                message: format!("run {run} has ended ({})", record.status.as_str()),
+            });
+        }
+        let bytes = data.to_string();
+        self.store
+            .hset(&journal.events_key(), &[(name, bytes.as_bytes())])
+            .await?;
+        Ok(())
+    }
+
+    /// Restarts a finished run from step `from`: the results of that step and the later ones
+    /// are void, earlier ones are kept. The run keeps its definition snapshot.
+    pub async fn restart(&self, group: &str, run: &str, from: &str) -> Result<(), WorkflowError> {
+        let journal = self.journal(group, run)?;
+        let mut record = journal.require_record().await?;
+        if !record.status.is_terminal() {
+            return Err(WorkflowError::Active {
+                run: run.to_owned(),
+            });
+        }
+        let snapshot = journal.snapshot().await?;
+        let known = snapshot
+            .definitions
+            .get(&record.workflow)
+            .is_some_and(|d| d.steps.iter().any(|s| s.name == from));
+        if !known {
+            return Err(WorkflowError::NotFound {
+                what: "step",
+                id: from.to_owned(),
+            });
+        }
+        let stored: Vec<String> = journal
+            .entries()
+            .await?
+            .into_iter()
+            .filter_map(|entry| match entry.output {
+                Some(OutputRef::Stored { hash, .. }) => Some(hash),
+                _ => None,
+            })
+            .collect();
+        record.status = RunStatus::Running;
+        record.restarts += 1;
+        record.output = None;
+        record.error = None;
+        // The task it ran for was answered by its first end.
+        record.reply = None;
+        record.updated_ms = now_ms();
+        let entry = Entry::new(from, EntryKind::Restarted);
+        self.store
+            .apply(journal.restart_writes(&record, &entry, &stored)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the run has ended (polling every 50 ms), at most `timeout`. A daemon's
+    /// [`Router::wait`] is told of the end of the runs it runs instead.
+    pub async fn wait(
+        &self,
+        group: &str,
+        run: &str,
+        timeout: Duration,
+    ) -> Result<RunRecord, WorkflowError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let record = self.record(group, run).await?;
+            if record.status.is_terminal() || Instant::now() >= deadline {
+                return Ok(record);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
