@@ -149,9 +149,11 @@ def check(crate):
 
 def main():
     crates = sys.argv[1:] or sorted(
-        os.path.join(ROOT, d)
-        for d in [".", "agents", "runtime", "tools", "config", "mock-llm"]
-        if os.path.isdir(os.path.join(ROOT, d, "src"))
+        dirpath
+        for dirpath, dirs, names in os.walk(ROOT)
+        if "Cargo.toml" in names and "src" in dirs
+        and not any(part in ("target", "fuzz") or part.startswith(".")
+                    for part in os.path.relpath(dirpath, ROOT).split(os.sep))
     )
     found = sum(check(os.path.abspath(c)) for c in crates)
     if found:

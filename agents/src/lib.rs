@@ -15,13 +15,15 @@
 //!   `rag_search` tool and thread memory.
 
 pub mod agent;
+/// Model services ([`troupe_model`]).
+pub use troupe_model as model;
+/// Chat messages ([`troupe_model::message`]).
+pub use troupe_model::message;
 pub mod conversations;
 pub mod cron_targets;
 pub mod error;
 pub mod events;
 pub mod ingress;
-pub mod message;
-pub mod model;
 pub mod rag;
 pub mod stream;
 pub mod task_result;

@@ -65,7 +65,7 @@ pub fn embeddings(body: &[u8], expected: usize) -> Result<Embeddings, ModelError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FinishReason;
+    use crate::FinishReason;
 
     #[test]
     fn decodes_what_the_mock_server_sends() {

@@ -1,4 +1,5 @@
-//! Model services: the one boundary between agents and language models.
+//! troupe-model: model services, the one boundary between agents and language models, and
+//! the chat messages they exchange ([`message`]).
 //!
 //! [`ModelService`] is implemented by [`OpenAiModel`] (async-openai against any
 //! OpenAI-compatible server) and [`ScriptedModel`] (deterministic rules or a recorded cassette,
@@ -17,6 +18,7 @@ mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod message;
 mod openai;
 mod retry;
 mod scripted;

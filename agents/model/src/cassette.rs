@@ -201,7 +201,7 @@ fn chat_key(request: &ChatRequest) -> String {
 mod tests {
     use super::*;
     use crate::message::{ChatMessage, Role};
-    use crate::model::FinishReason;
+    use crate::FinishReason;
 
     fn request(text: &str) -> ChatRequest {
         ChatRequest {
