@@ -131,7 +131,7 @@ async fn open(path: &std::path::Path) -> anyhow::Result<(Config, Rag)> {
         .map(|(group, budget)| (group.clone(), Budget::from(budget)))
         .collect();
     let usage = UsageLedger::new(Arc::clone(&store), budgets);
-    let rag = Rag::from_config(&config, store, usage)?;
+    let rag = troupe_agents::embedder::rag_from_config(&config, store, usage)?;
     Ok((config, rag))
 }
 

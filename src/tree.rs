@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_agents::ingress::{InFlight, IngressActor, OwnConsumer};
-use troupe_agents::rag::Rag;
 use troupe_agents::workflow::{Router, RouterOptions};
 use troupe_agents::{
     build_agents_with, cron_targets, AgentError, Budget, Conversations, UsageLedger,
@@ -112,12 +111,11 @@ impl Tree {
             .map(|(group, budget)| (group.clone(), Budget::from(budget)))
             .collect();
         let usage = UsageLedger::new(store.clone(), budgets);
-        let rag = Rag::from_config(config, store.clone(), usage.clone()).map_err(|err| {
-            AgentError::Invalid {
+        let rag = troupe_agents::embedder::rag_from_config(config, store.clone(), usage.clone())
+            .map_err(|err| AgentError::Invalid {
                 what: "rag",
                 message: err.to_string(),
-            }
-        })?;
+            })?;
         let (agents, directory) = build_agents_with(
             config,
             store.clone(),

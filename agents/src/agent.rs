@@ -52,7 +52,7 @@ pub struct AgentSpec {
     /// The store (for the batch that records usage and events).
     pub store: Arc<dyn Store>,
     /// Recall of earlier thread messages, when `[agents.X.memory]` is set.
-    pub memory: Option<crate::rag::Memory>,
+    pub memory: Option<crate::memory::Memory>,
 }
 
 /// A tool call whose approval was decided by a client.
@@ -299,7 +299,7 @@ async fn recall(spec: &AgentSpec, thread: &ThreadId, user: &str, messages: &mut 
         Ok(recalled) if recalled.is_empty() => {}
         Ok(recalled) => {
             tracing::debug!(recalled = recalled.len(), "memory recalled");
-            let text = crate::rag::format_recalled(&recalled, thread.thread());
+            let text = crate::memory::format_recalled(&recalled, thread.thread());
             let at = usize::from(
                 messages
                     .first()

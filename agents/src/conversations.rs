@@ -18,10 +18,12 @@ use troupe_runtime::{
 use troupe_tools::ToolRegistry;
 
 use crate::agent::{AgentActor, AgentDirectory, AgentHandle, AgentSpec};
+use crate::embedder::rag_from_config;
 use crate::error::AgentError;
 use crate::events::{EventKind, EventLog};
+use crate::memory::Memory;
 use crate::model::{self, ModelService};
-use crate::rag::{Memory, Rag, RagError, RagSearchTool, RAG_SEARCH_KIND};
+use crate::rag::{Rag, RagError, RagSearchTool, RAG_SEARCH_KIND};
 use crate::thread::{
     Approve, Archive, Delete, MessagePage, ReadMessages, StreamStarted, ThreadActor, Turn,
     TurnOutcome,
@@ -41,7 +43,7 @@ pub fn build_agents(
     limiters: Limiters,
     intensity: Intensity,
 ) -> Result<(SupervisorSpec, Arc<AgentDirectory>), AgentError> {
-    let rag = Rag::from_config(config, store.clone(), usage.clone()).map_err(rag_setup)?;
+    let rag = rag_from_config(config, store.clone(), usage.clone()).map_err(rag_setup)?;
     build_agents_with(config, store, usage, limiters, intensity, &rag, &[])
 }
 

@@ -11,8 +11,9 @@
 //! - [`cron_targets`]: what a fired cron does (an agent turn or a workflow run).
 //! - [`ingress`]: tasks read from a Redis stream with a consumer group, results written back;
 //!   [`task_result`]: what a result looks like (also written by the end of a workflow run).
-//! - [`rag`]: knowledge bases per group (chunking, embeddings, vector and hybrid search), the
-//!   `rag_search` tool and thread memory.
+//! - [`rag`]: knowledge bases per group (the `troupe-rag` crate); [`embedder`]: model
+//!   embeddings with usage and budgets, and the knowledge bases as `[rag]` configures them;
+//!   [`memory`]: thread memory, recall of earlier messages through the knowledge bases.
 
 pub mod agent;
 /// Model services ([`troupe_model`]).
@@ -24,7 +25,10 @@ pub mod cron_targets;
 pub mod error;
 pub mod events;
 pub mod ingress;
-pub mod rag;
+/// Knowledge bases ([`troupe_rag`]); [`embedder`] makes them from the config.
+pub use troupe_rag as rag;
+pub mod embedder;
+pub mod memory;
 pub mod stream;
 pub mod task_result;
 pub mod thread;

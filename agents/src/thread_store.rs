@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_runtime::store::{Store, Write};
@@ -32,13 +32,7 @@ pub struct ThreadId {
     thread: String,
 }
 
-/// Whether `value` can be part of a store key: 1-128 characters, no `:` or white space.
-pub(crate) fn is_key_name(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 128
-        && !value.contains(':')
-        && !value.chars().any(char::is_whitespace)
-}
+pub(crate) use troupe_runtime::key_name::is_key_name;
 
 /// Checks that `value` can be part of a store key.
 pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), AgentError> {
@@ -177,12 +171,7 @@ pub(crate) fn expiring(id: &ThreadId, ttl: Duration) -> Vec<Write> {
     .collect()
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use troupe_runtime::clock::now_ms;
 
 /// A thread's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,13 +10,16 @@
 //! - [`pool`]: persisted work pools; [`retrier`]: backoff policy and persistent retried runs.
 //! - [`cron`]: schedules firing exactly once per tick across daemons.
 //! - [`trace`]: span names, fixed field names, and [`trace::Traced`] (a span across a mailbox).
+//! - [`clock`]: stored time (ms since the epoch); [`key_name`]: names that become key parts.
 
 pub mod actor_ref;
+pub mod clock;
 pub mod cron;
 pub mod detach;
 pub mod error;
 pub mod guard;
 pub mod health;
+pub mod key_name;
 pub mod limit;
 pub mod metrics;
 pub mod pool;

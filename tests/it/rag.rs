@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
+use troupe_agents::embedder::ModelEmbedder;
 use troupe_agents::rag::{
-    chunk, AddStatus, Caller, ChunkOptions, Embedder, LocalEmbedder, ModelEmbedder, NewDocument,
-    Query, Rag, RagError, RagSearchTool, SearchRequest,
+    chunk, AddStatus, Caller, ChunkOptions, Embedder, LocalEmbedder, NewDocument, Query, Rag,
+    RagError, RagSearchTool, SearchRequest,
 };
 use troupe_agents::{Ask, Prices, UsageLedger};
 use troupe_config::{RagSettings, SearchType};

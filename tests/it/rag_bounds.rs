@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::rag::{
-    Caller, EntryRecord, LocalEmbedder, Memory, NewDocument, Rag, SearchRequest,
-};
+use troupe_agents::memory::Memory;
+use troupe_agents::rag::{Caller, EntryRecord, LocalEmbedder, NewDocument, Rag, SearchRequest};
 use troupe_agents::{Ask, ChatMessage, NewThread, Role, ThreadId, ThreadMessage, ThreadStore};
 use troupe_config::{MemorySettings, RagSettings};
 use troupe_runtime::store::Store;

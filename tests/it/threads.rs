@@ -281,6 +281,8 @@ async fn check_retention(store: Arc<dyn Store>) {
     .await;
     let talk = &rig.talk;
     let old = talk.ask(ask(None, "old")).await.expect("turn").thread;
+    // Activity is scored in ms: a later millisecond, so the order below is by time alone.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let kept = talk.ask(ask(None, "kept")).await.expect("turn").thread;
     for key in thread_keys(&old) {
         let ttl = store.ttl(&key).await.expect("ttl");

@@ -773,10 +773,7 @@ pub async fn open_runs(store: &dyn Store) -> Result<Vec<(String, String)>, Workf
         .collect())
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    crate::thread_store::now_ms()
-}
+pub use troupe_runtime::clock::now_ms;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WorkflowError> {
     serde_json::to_vec(value).map_err(|err| WorkflowError::Invalid {

@@ -508,7 +508,7 @@ impl Router {
         let rag = match talk.rag() {
             Some(rag) => rag.clone(),
             None => {
-                crate::rag::Rag::from_config(config, store.clone(), talk.usage_ledger().clone())
+                crate::embedder::rag_from_config(config, store.clone(), talk.usage_ledger().clone())
                     .unwrap_or_else(|err| {
                         tracing::warn!(error = %err, "knowledge steps use the local embedder");
                         crate::rag::Rag::new(

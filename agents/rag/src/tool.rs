@@ -225,7 +225,7 @@ impl Tool for RagSearchTool {
                 },
             })?;
         let content = if hits.is_empty() {
-            crate::rag::NO_PASSAGE.to_owned()
+            crate::NO_PASSAGE.to_owned()
         } else {
             format_hits(&hits)
         };

@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 use troupe_config::{MemorySettings, SearchType};
 use troupe_runtime::store::Write;
 
-use super::embed::Caller;
-use super::error::RagError;
-use super::search::SearchRequest;
-use super::store::{content_hash, decode, EntryRecord, Keys};
-use super::{expiring, NewDocument, Rag};
+use troupe_rag::{
+    content_hash, decode, expiring, Caller, EntryRecord, Keys, NewDocument, Rag, RagError,
+    SearchRequest,
+};
+
 use crate::message::Role;
 use crate::thread_store::{now_ms, ThreadId, ThreadMessage};
 
@@ -71,7 +71,7 @@ impl Memory {
     /// Indexes the messages of `thread` not indexed yet (up to `total`); returns the keys of
     /// the user's namespace.
     async fn index(&self, thread: &ThreadId, user: &str, total: u64) -> Result<Keys, RagError> {
-        let store = self.rag.inner.store.clone();
+        let store = self.rag.store().clone();
         let namespace = Self::namespace(user);
         let keys = Keys::new(thread.group(), &namespace);
         let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
@@ -144,11 +144,10 @@ impl Memory {
         let ttl = self.retention;
         // The entries first, then the set: every entry seen belongs to a thread that joined
         // the set before the entry was written.
-        let loaded = self.rag.loaded(keys).await?;
+        let records = self.rag.records(keys).await?;
         let live: HashSet<Vec<u8>> = self
             .rag
-            .inner
-            .store
+            .store()
             .zrevrange(&keys.threads(), 0, MAX_THREADS)
             .await?
             .into_iter()
@@ -156,12 +155,7 @@ impl Memory {
         let mut writes = Vec::new();
         let mut stale: Vec<&EntryRecord> = Vec::new();
         let mut gone: BTreeSet<&str> = BTreeSet::new();
-        let records = loaded
-            .entries
-            .iter()
-            .map(|e| &e.record)
-            .chain(loaded.missing.iter());
-        for record in records {
+        for record in &records {
             let Some(owner) = record.filters.get(THREAD_FILTER) else {
                 continue;
             };
@@ -203,7 +197,7 @@ impl Memory {
         let keys = Keys::new(thread.group(), &Self::namespace(user));
         let entries = keys.entries();
         let mut records = Vec::new();
-        for (field, value) in self.rag.inner.store.hgetall(&entries).await? {
+        for (field, value) in self.rag.store().hgetall(&entries).await? {
             if value.is_empty() {
                 continue;
             }
@@ -241,7 +235,7 @@ impl Memory {
         exclude_from: u64,
         settings: &MemorySettings,
     ) -> Result<Vec<Recalled>, RagError> {
-        let store = self.rag.inner.store.clone();
+        let store = self.rag.store().clone();
         let total = store.len(&thread.messages_key()).await?;
         let keys = self.index(thread, user, total).await?;
         self.maintain(&keys, thread, total).await?;

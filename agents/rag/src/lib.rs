@@ -1,23 +1,27 @@
-//! RAG: knowledge bases of a group — documents chunked, embedded and searched by vector,
-//! keyword or both — used by agents as the `rag_search` tool, by workflows as the
-//! `knowledge` step, by the `troupe rag` CLI, and as thread memory.
+//! troupe-rag: knowledge bases of a group — documents chunked, embedded and searched by
+//! vector, keyword or both — used by agents as the `rag_search` tool, by workflows as the
+//! `knowledge` step, by the `troupe rag` CLI, and by thread memory (`troupe_agents::memory`,
+//! in a reserved namespace per user). It knows no agent, thread or usage ledger: embeddings
+//! come through the [`Embedder`] trait (`troupe_agents::embedder::ModelEmbedder` is the one
+//! that calls a model and records its usage).
 //!
 //! [`Rag`] is the one handle (cheap to clone). Every operation takes the caller's group and
-//! touches only keys under `rag:{group}:` (see [`store`]), so a group can never read, list,
+//! touches only keys under `rag:{group}:` (see [`Keys`]), so a group can never read, list,
 //! replace or delete another group's documents. Namespaces whose name starts with `_` are
 //! reserved (thread memory) and refused to callers from outside.
 //!
-//! - `chunk.rs`: paragraph- and sentence-aware chunking; `embed.rs`: the local lexical
-//!   embedder and the model-service embedder (usage recorded); `text.rs`: tokenizer, BM25.
+//! - `chunk.rs`: paragraph- and sentence-aware chunking; `embed.rs`: the `Embedder` trait
+//!   and the local lexical embedder; `text.rs`: tokenizer, BM25.
 //! - `index.rs`: exact search on contiguous f32 rows and the HNSW index, one trait.
 //! - `store.rs`: the persisted layout; `namespace.rs`: the in-process index per namespace,
 //!   loaded on demand and reloaded when the namespace's version in the store moves.
 //! - `cache.rs`: those indexes, at most `[rag] index_cache` bytes of them (by approximate
 //!   heap size), the least recently searched dropped first and loaded again at their next
 //!   search (a search in progress keeps its own).
-//! - `search.rs`: ranking, fusion, filters, importance, context; `tool.rs`: `rag_search`;
-//!   `memory.rs`: recall of earlier thread messages, whose keys expire with the thread
-//!   retention (public namespaces are operator data and never expire).
+//! - `search.rs`: ranking, fusion, filters, importance, context; `tool.rs`: `rag_search`.
+//! - Reserved namespaces (`_…`) are reached only through the `…_in` methods, [`Rag::store`],
+//!   [`Rag::records`] and [`expiring`]: their owner (thread memory) bounds their keys; public
+//!   namespaces are operator data and never expire.
 //!
 //! Every key is listed with its bound in ARCHITECTURE.md, "Key map".
 
@@ -26,7 +30,6 @@ mod chunk;
 mod embed;
 mod error;
 mod index;
-mod memory;
 mod namespace;
 mod search;
 mod store;
@@ -40,26 +43,23 @@ use std::time::Duration;
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
-use troupe_config::{Config, RagSettings, SearchType};
+use troupe_config::{RagSettings, SearchType};
 use troupe_runtime::store::{Store, Write};
 
 use self::cache::IndexCache;
 pub use self::cache::IndexCacheStats;
 pub use self::chunk::{chunk, Chunk, ChunkOptions};
-pub use self::embed::{normalize, Caller, Embedder, LocalEmbedder, ModelEmbedder};
+pub use self::embed::{normalize, Caller, Embedder, LocalEmbedder};
 pub use self::error::RagError;
 pub use self::index::{dot, FlatIndex, HnswIndex, VectorIndex};
-pub use self::memory::{format_recalled, Memory, Recalled};
 use self::namespace::IndexChoice;
 pub use self::search::{
     format_hits, format_sources, knowledge_branches, Hit, Query, SearchRequest, IMPORTANCE_WEIGHT,
     NO_PASSAGE,
 };
-pub use self::store::{check_name, EntryRecord, NamespaceInfo};
-use self::store::{content_hash, decode, encode_chunks, Keys};
+use self::store::encode_chunks;
+pub use self::store::{check_name, content_hash, decode, EntryRecord, Keys, NamespaceInfo};
 pub use self::tool::{check_options, RagSearchTool, RAG_SEARCH_KIND};
-use crate::usage::Prices;
-use crate::usage::UsageLedger;
 
 /// The namespace used when none is given.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -147,32 +147,6 @@ impl Rag {
         }
     }
 
-    /// Knowledge bases as `[rag]` configures them: the local embedder, or the named model's
-    /// embeddings with usage recorded in `usage`.
-    pub fn from_config(
-        config: &Config,
-        store: Arc<dyn Store>,
-        usage: UsageLedger,
-    ) -> Result<Self, RagError> {
-        let settings = config.rag.clone();
-        let embedder: Arc<dyn Embedder> = match &settings.embedder {
-            None => Arc::new(LocalEmbedder::new(settings.dimensions)),
-            Some(name) => {
-                let model_settings = config.models.get(name).ok_or_else(|| RagError::Invalid {
-                    what: "embedder",
-                    message: format!("no model named {name:?}"),
-                })?;
-                let model = crate::model::build(name, model_settings)?;
-                let prices = Prices {
-                    input_per_million: model_settings.input_cost_per_million,
-                    output_per_million: model_settings.output_cost_per_million,
-                };
-                Arc::new(ModelEmbedder::new(model, prices, usage, store.clone()))
-            }
-        };
-        Ok(Rag::new(store, settings, embedder))
-    }
-
     /// The settings.
     pub fn settings(&self) -> &RagSettings {
         &self.inner.settings
@@ -200,7 +174,7 @@ impl Rag {
     /// [`Rag::add`] to any namespace, reserved ones included. With `ttl`, the entry's chunks,
     /// the namespace's entries, state and dimension expire `ttl` after this write (thread
     /// memory); without, nothing expires.
-    pub(crate) async fn add_in(
+    pub async fn add_in(
         &self,
         caller: &Caller,
         namespace: &str,
@@ -307,7 +281,7 @@ impl Rag {
         self.fix_dimension(&keys, namespace, dim, ttl).await?;
         let version = format!(
             "{:x}-{:08x}",
-            crate::thread_store::now_ms(),
+            troupe_runtime::clock::now_ms(),
             rand::random::<u32>()
         );
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
@@ -329,7 +303,7 @@ impl Rag {
             chunks: texts.len(),
             chars: doc.content.chars().count(),
             embedder: inner.embedder.name().to_owned(),
-            added_ms: crate::thread_store::now_ms(),
+            added_ms: troupe_runtime::clock::now_ms(),
         };
         let encoded = serde_json::to_vec(&record).map_err(|err| RagError::Invalid {
             what: "metadata",
@@ -449,7 +423,8 @@ impl Rag {
         self.search_in(caller, &namespace, &request).await
     }
 
-    pub(crate) async fn search_in(
+    /// [`Rag::search`] in any namespace, reserved ones included (thread memory).
+    pub async fn search_in(
         &self,
         caller: &Caller,
         namespace: &str,
@@ -526,6 +501,24 @@ impl Rag {
         Ok(loaded.index().kind())
     }
 
+    /// The store the knowledge bases live in (for the keys of a reserved namespace that its
+    /// owner keeps beside the entries, e.g. thread memory's cursors).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The records of every entry of the namespace `keys`, at its current version (those
+    /// whose chunks could not be read included).
+    pub async fn records(&self, keys: &Keys) -> Result<Vec<EntryRecord>, RagError> {
+        let loaded = self.loaded(keys).await?;
+        Ok(loaded
+            .entries
+            .iter()
+            .map(|e| e.record.clone())
+            .chain(loaded.missing.iter().cloned())
+            .collect())
+    }
+
     /// The namespace's index at its current version (loaded or reloaded as needed), weighed
     /// into the index cache (which may evict other namespaces).
     async fn loaded(&self, keys: &Keys) -> Result<Arc<namespace::Loaded>, RagError> {
@@ -554,7 +547,8 @@ impl Rag {
         self.delete_entry_in(group, &namespace, key).await
     }
 
-    pub(crate) async fn delete_entry_in(
+    /// [`Rag::delete_entry`] in any namespace, reserved ones included.
+    pub async fn delete_entry_in(
         &self,
         group: &str,
         namespace: &str,
@@ -588,7 +582,7 @@ impl Rag {
 
     /// Deletes `records` of the namespace `keys` in one batch with `also` (each marked deleted,
     /// the version bumped, their chunks removed), then drops their fields.
-    pub(crate) async fn delete_records(
+    pub async fn delete_records(
         &self,
         keys: &Keys,
         records: &[&EntryRecord],
@@ -699,7 +693,7 @@ impl Rag {
 }
 
 /// The writes that make a namespace's entries, state and dimension expire after `ttl`.
-fn expiring(keys: &Keys, ttl: Duration) -> [Write; 3] {
+pub fn expiring(keys: &Keys, ttl: Duration) -> [Write; 3] {
     [keys.entries(), keys.state(), keys.dim()].map(|key| Write::Expire { key, ttl })
 }
 

@@ -137,7 +137,7 @@ impl Keys {
 
 /// Checks that `value` can be part of a store key: 1-128 characters, no `:` or white space.
 pub fn check_name(what: &'static str, value: &str) -> Result<(), RagError> {
-    if crate::thread_store::is_key_name(value) {
+    if troupe_runtime::key_name::is_key_name(value) {
         Ok(())
     } else {
         Err(RagError::Invalid {

@@ -2,7 +2,7 @@
 
 use troupe_runtime::store::StoreError;
 
-use crate::model::ModelError;
+use troupe_model::ModelError;
 
 /// A failed RAG operation. An empty search is not an error: it is an empty list of hits.
 #[derive(Debug, thiserror::Error)]

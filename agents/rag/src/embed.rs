@@ -1,17 +1,7 @@
 //! Embedders: the local lexical embedder (no network, deterministic) and the model-service
 //! embedder (any OpenAI-compatible embeddings endpoint, usage recorded like chat usage).
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use async_trait::async_trait;
-use troupe_runtime::store::Store;
-
-use crate::events::{EventKind, EventLog};
-use crate::model::{ModelService, Usage};
-use crate::thread_store::now_ms;
-use crate::usage::Prices;
-use crate::usage::{UsageLedger, UsageRecord};
 
 use super::error::RagError;
 use super::text::{tokens, words};
@@ -125,94 +115,6 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(start, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// Embeddings from a configured model (`[rag] embedder = "NAME"`): the group's budget is
-/// checked first and every call's usage is recorded (with its audit event) like a chat
-/// call's, under the caller's agent.
-pub struct ModelEmbedder {
-    model: Arc<dyn ModelService>,
-    prices: Prices,
-    usage: UsageLedger,
-    store: Arc<dyn Store>,
-    name: String,
-}
-
-impl ModelEmbedder {
-    /// An embedder over `model`, recording usage in `usage`.
-    pub fn new(
-        model: Arc<dyn ModelService>,
-        prices: Prices,
-        usage: UsageLedger,
-        store: Arc<dyn Store>,
-    ) -> Self {
-        let name = format!("model:{}", model.name());
-        ModelEmbedder {
-            model,
-            prices,
-            usage,
-            store,
-            name,
-        }
-    }
-}
-
-#[async_trait]
-impl Embedder for ModelEmbedder {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn embed(&self, caller: &Caller, texts: &[String]) -> Result<Vec<Vec<f32>>, RagError> {
-        if let Err(err) = self.usage.check_budget(&caller.group).await {
-            return Err(match err {
-                crate::AgentError::Model(err) => RagError::Model(err),
-                crate::AgentError::Store(err) => RagError::Store(err),
-                other => RagError::Invalid {
-                    what: "budget",
-                    message: other.to_string(),
-                },
-            });
-        }
-        let started = Instant::now();
-        let embeddings = self.model.embed(texts).await?;
-        let usage = embeddings.usage.unwrap_or_else(|| Usage {
-            input_tokens: texts.iter().map(|t| t.len().div_ceil(4) as u64).sum(),
-            output_tokens: 0,
-        });
-        let record = UsageRecord {
-            group: caller.group.clone(),
-            user: caller.user.clone(),
-            agent: caller.agent.clone(),
-            thread: String::new(),
-            model: self.model.name().to_owned(),
-            input_tokens: usage.input_tokens,
-            output_tokens: 0,
-            latency_ms: started.elapsed().as_millis() as u64,
-            cost: self.prices.cost(&usage),
-            at_ms: now_ms(),
-        };
-        let mut writes = self.usage.writes(&record);
-        let data = serde_json::to_value(&record).unwrap_or_default();
-        writes.push(EventLog::write(&record.group, EventKind::Usage, &data));
-        if let Err(err) = self.store.apply(writes).await {
-            tracing::warn!(error = %err, "could not record embedding usage");
-        }
-        if embeddings.vectors.len() != texts.len() {
-            return Err(RagError::Invalid {
-                what: "embeddings",
-                message: format!(
-                    "{} vectors for {} texts from {}",
-                    embeddings.vectors.len(),
-                    texts.len(),
-                    self.name
-                ),
-            });
-        }
-        let mut vectors = embeddings.vectors;
-        vectors.iter_mut().for_each(|v| normalize(v));
-        Ok(vectors)
-    }
 }
 
 #[cfg(test)]
