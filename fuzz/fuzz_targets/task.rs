@@ -105,7 +105,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The notice written back for it reads back as written.
-    let notice = TaskResult::accepted(&task, task.thread.clone(), None, None);
+    let notice = TaskResult::accepted(&task.id, &task.group, task.thread.clone(), None, None);
     let json = serde_json::to_string(&notice).unwrap_or_default();
     assert_eq!(serde_json::from_str::<TaskResult>(&json).ok(), Some(notice));
 });
