@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
-use troupe_agents::workflow::{EntryKind, RunStatus, Runs, Submit};
 use troupe_runtime::store::{RedisOptions, RedisStore, Store};
+use troupe_workflow::{EntryKind, RunStatus, Runs, Submit};
 
 #[allow(dead_code)]
 #[path = "../tests/it/support/redis.rs"]
@@ -147,7 +147,7 @@ async fn submit(runs: &Runs, n: usize) -> Vec<String> {
 }
 
 /// Every run's journal, in the order of `ids`.
-async fn journals(runs: &Runs, ids: &[String]) -> Vec<Vec<troupe_agents::workflow::Entry>> {
+async fn journals(runs: &Runs, ids: &[String]) -> Vec<Vec<troupe_workflow::Entry>> {
     futures::stream::iter(ids)
         .map(|id| {
             let runs = runs.clone();

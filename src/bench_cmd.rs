@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use clap::Subcommand;
 use futures::stream::{FuturesUnordered, StreamExt};
-use troupe_agents::workflow::{RunStatus, Submit};
+use troupe_workflow::{RunStatus, Submit};
 
 use crate::demo::{RESEARCH, RESEARCH_RULES};
 use crate::serve::open_store;

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use troupe_agents::ingress::wire::DEAD_FIELD;
-use troupe_agents::ingress::DeadLetter;
 use troupe_config::Config;
+use troupe_ingress::wire::DEAD_FIELD;
+use troupe_ingress::DeadLetter;
 use troupe_runtime::store::{Store, StreamEntry, Write};
 
 use crate::serve::open_store;

@@ -13,10 +13,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use troupe_agents::workflow::{EntryKind, RunStatus, Submit};
 use troupe_agents::{AgentError, Ask, Conversations, TurnOutcome, TurnStatus};
 use troupe_runtime::store::Store;
 use troupe_runtime::Exit;
+use troupe_workflow::{EntryKind, RunStatus, Submit};
 
 use crate::serve::open_store;
 use crate::tree::Tree;

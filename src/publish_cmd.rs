@@ -11,11 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use troupe_agents::ingress::wire::{
-    RawTask, Status, DEAD_FIELD, RESULT_FIELD, SIG_FIELD, TASK_FIELD,
-};
-use troupe_agents::ingress::{sign, DeadLetter, TaskResult};
 use troupe_config::{Config, IngressAuth};
+use troupe_ingress::wire::{RawTask, Status, DEAD_FIELD, RESULT_FIELD, SIG_FIELD, TASK_FIELD};
+use troupe_ingress::{sign, DeadLetter, TaskResult};
 use troupe_runtime::store::Store;
 
 use crate::serve::open_store;

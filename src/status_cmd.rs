@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use troupe_agents::workflow::open_runs;
 use troupe_config::Config;
 use troupe_runtime::pool::open_items;
+use troupe_workflow::open_runs;
 
 use crate::serve::open_store;
 

@@ -24,12 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::ingress::{InFlight, IngressActor, OwnConsumer};
-use troupe_agents::workflow::{Router, RouterOptions};
-use troupe_agents::{
-    build_agents_with, cron_targets, AgentError, Budget, Conversations, UsageLedger,
-};
+use troupe_agents::{build_agents_with, AgentError, Budget, Conversations, UsageLedger};
 use troupe_config::Config;
+use troupe_ingress::{InFlight, IngressActor, OwnConsumer};
 use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::limit::{Limiters, PRUNE_INTERVAL};
 use troupe_runtime::pool::{Pool, PoolOptions, SetParallelism};
@@ -38,6 +35,8 @@ use troupe_runtime::{
     ActorRef, ChildOptions, Exit, Intensity, Life, Readiness, RegistryOptions, Restart,
     StoreHealth, SupervisorSpec, Workers,
 };
+use troupe_workflow::cron_targets::cron_targets;
+use troupe_workflow::{Router, RouterOptions};
 
 /// How often the store health actor pings the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);

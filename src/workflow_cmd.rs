@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use troupe_agents::workflow::{RunRecord, RunView, Runs, Submit};
 use troupe_config::{Config, StoreSettings};
 use troupe_runtime::Exit;
+use troupe_workflow::{RunRecord, RunView, Runs, Submit};
 
 use crate::serve::open_store;
 use crate::tree::Tree;

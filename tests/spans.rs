@@ -31,9 +31,9 @@ use tracing::Subscriber;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
-use troupe_agents::ingress::wire::Status;
-use troupe_agents::ingress::{IngressActor, TaskResult};
 use troupe_config::IngressSettings;
+use troupe_ingress::wire::Status;
+use troupe_ingress::{IngressActor, TaskResult};
 use troupe_runtime::store::Store;
 use troupe_runtime::trace::{self, span};
 

@@ -7,10 +7,8 @@
 //!   persisted form, scoped by group.
 //! - [`stream`]: live deltas; [`usage`]: usage, cost and budgets; [`events`]: the audit log.
 //! - [`conversations`]: the API clients use.
-//! - [`workflow`]: durable workflows: the router, runs and their journals.
-//! - [`cron_targets`]: what a fired cron does (an agent turn or a workflow run).
-//! - [`ingress`]: tasks read from a Redis stream with a consumer group, results written back;
-//!   [`task_result`]: what a result looks like (also written by the end of a workflow run).
+//! - [`task_result`]: what a task's result looks like (written by the ingress, `troupe-ingress`,
+//!   and by the end of a workflow task's run, `troupe-workflow`).
 //! - [`rag`]: knowledge bases per group (the `troupe-rag` crate); [`embedder`]: model
 //!   embeddings with usage and budgets, and the knowledge bases as `[rag]` configures them;
 //!   [`memory`]: thread memory, recall of earlier messages through the knowledge bases.
@@ -21,10 +19,8 @@ pub use troupe_model as model;
 /// Chat messages ([`troupe_model::message`]).
 pub use troupe_model::message;
 pub mod conversations;
-pub mod cron_targets;
 pub mod error;
 pub mod events;
-pub mod ingress;
 /// Knowledge bases ([`troupe_rag`]); [`embedder`] makes them from the config.
 pub use troupe_rag as rag;
 pub mod embedder;
@@ -35,11 +31,9 @@ pub mod thread;
 mod thread_lease;
 pub mod thread_store;
 pub mod usage;
-pub mod workflow;
 
 pub use agent::{AgentActor, AgentDirectory, AgentHandle, AgentRun, AgentSpec, RunAgent};
 pub use conversations::{build_agents, build_agents_with, Ask, Conversations};
-pub use cron_targets::{cron_targets, CRON_GROUP};
 pub use error::AgentError;
 pub use message::{ChatMessage, Role, ToolCall};
 pub use thread::{MessagePage, ThreadActor, TurnOutcome, TurnStatus};

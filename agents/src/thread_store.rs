@@ -35,7 +35,7 @@ pub struct ThreadId {
 pub(crate) use troupe_runtime::key_name::is_key_name;
 
 /// Checks that `value` can be part of a store key.
-pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), AgentError> {
+pub fn check_name(what: &'static str, value: &str) -> Result<(), AgentError> {
     if is_key_name(value) {
         Ok(())
     } else {
@@ -159,7 +159,7 @@ fn touch(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
 /// The writes that make thread `id`'s keys expire after `ttl` (a workflow call's thread ends
 /// with its run). Its index entries stay until they pass the thread retention; listings skip
 /// threads whose keys are gone.
-pub(crate) fn expiring(id: &ThreadId, ttl: Duration) -> Vec<Write> {
+pub fn expiring(id: &ThreadId, ttl: Duration) -> Vec<Write> {
     [
         id.meta_key(),
         id.messages_key(),

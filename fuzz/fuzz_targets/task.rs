@@ -1,5 +1,5 @@
 //! Fuzz target `task`: arbitrary bytes as a whole ingress entry (field names included),
-//! through `troupe_agents::ingress::wire::parse_entry` with small fixed limits, then through
+//! through `troupe_ingress::wire::parse_entry` with small fixed limits, then through
 //! producer authentication. Property: a `Rejection` or a task that satisfies the limits,
 //! never a panic; a task passes authentication only with the signature of its own bytes.
 //!
@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use troupe_agents::ingress::wire::{self, Limits, Target, TaskResult};
-use troupe_agents::ingress::{sign, ProducerAuth};
+use troupe_ingress::wire::{self, Limits, Target, TaskResult};
+use troupe_ingress::{sign, ProducerAuth};
 use troupe_config::IngressAuth;
 use troupe_runtime::store::StreamEntry;
 

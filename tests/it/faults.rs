@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::ingress::sign;
+use troupe_ingress::sign;
 use troupe_tools::{Tool, ToolContext, ToolError, ToolOutput, ToolRegistry};
 
 use crate::support::llm::{self, Fault};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Commands as _;
-use troupe_agents::workflow::journal::task_run_id;
+use troupe_workflow::journal::task_run_id;
 
 use crate::support::llm;
 use crate::support::oracle::{Calls, Scenario, Setup, Via, PREFIX};

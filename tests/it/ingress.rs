@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use troupe_agents::ingress::wire::Status;
-use troupe_agents::ingress::{DeadLetter, IngressActor, TaskResult};
 use troupe_config::IngressSettings;
+use troupe_ingress::wire::Status;
+use troupe_ingress::{DeadLetter, IngressActor, TaskResult};
 use troupe_runtime::store::{GroupRead, ReadFrom, Store, Write};
 
 use crate::support::agents::Rig;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use actix::Actor;
 use redis::Commands as _;
-use troupe_agents::ingress::IngressActor;
 use troupe_config::IngressSettings;
+use troupe_ingress::IngressActor;
 use troupe_runtime::store::{GroupRead, ReadFrom};
 
 use crate::support::agents::Rig;

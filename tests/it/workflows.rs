@@ -13,19 +13,20 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use troupe_agents::workflow::journal::{call_id, now_ms, OutputRef};
-use troupe_agents::workflow::pool_call::{Call, WORKFLOW_CALL};
-use troupe_agents::workflow::{
-    Entry, EntryKind, Router, RouterOptions, RunRecord, RunStatus, Runs, StepHook, Submit,
-    WorkflowError,
-};
-use troupe_agents::{build_agents, cron_targets, Conversations, UsageLedger, CRON_GROUP};
+use troupe_agents::{build_agents, Conversations, UsageLedger};
 use troupe_config::{CronSettings, CronTarget, Schedule};
 use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::limit::Limiters;
 use troupe_runtime::pool::{Pool, PoolOptions, WorkSpec, WorkStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
+use troupe_workflow::cron_targets::{cron_targets, CRON_GROUP};
+use troupe_workflow::journal::{call_id, now_ms, OutputRef};
+use troupe_workflow::pool_call::{Call, WORKFLOW_CALL};
+use troupe_workflow::{
+    Entry, EntryKind, Router, RouterOptions, RunRecord, RunStatus, Runs, StepHook, Submit,
+    WorkflowError,
+};
 
 use crate::support::daemon::Daemon;
 use crate::support::llm::{self, MockConfig, MockHandle};
@@ -367,7 +368,7 @@ async fn restart_from_a_step_keeps_earlier_results() {
     let runs = rig.router.runs().clone();
     assert!(matches!(
         runs.restart("acme", &id, "nope").await,
-        Err(troupe_agents::workflow::WorkflowError::NotFound { .. })
+        Err(troupe_workflow::WorkflowError::NotFound { .. })
     ));
     runs.restart("acme", &id, "report").await.expect("restart");
     let record = runs.wait("acme", &id, WAIT).await.expect("wait");

@@ -16,7 +16,7 @@ use super::journal::{
     Replay, Reply, RunRecord, RunStatus, Snapshot,
 };
 use super::options::RUN_RETENTION;
-use crate::thread_store::check_name;
+use troupe_agents::thread_store::check_name;
 
 /// A request to run a workflow.
 #[derive(Debug, Clone, Default)]

@@ -16,7 +16,7 @@ use troupe_runtime::store::Store;
 use super::error::WorkflowError;
 use super::journal::{RunRecord, Snapshot};
 use super::options::RouterOptions;
-use crate::conversations::Conversations;
+use troupe_agents::conversations::Conversations;
 
 /// Who waits for the end of which run this daemon runs: run id -> senders told when it ends.
 #[derive(Clone, Default)]
@@ -59,7 +59,7 @@ pub(crate) struct Env {
     pub(crate) snapshots: Arc<Snapshots>,
     pub(crate) options: RouterOptions,
     /// Knowledge bases, for `knowledge` steps.
-    pub(crate) rag: crate::rag::Rag,
+    pub(crate) rag: troupe_agents::rag::Rag,
     /// Waiters for the end of runs.
     pub(crate) endings: Endings,
 }

@@ -1,4 +1,4 @@
-//! The stream ingress: tasks published with plain `XADD` to the ingress stream are read with a
+//! troupe-ingress, the stream ingress: tasks published with plain `XADD` to the ingress stream are read with a
 //! consumer group, run (an agent turn or a workflow run), and answered on a results stream.
 //!
 //! - [`wire`]: the wire format (tasks, results, dead letters) and task validation.
@@ -45,10 +45,10 @@ use troupe_runtime::metrics::metrics;
 use troupe_runtime::store::{GroupRead, ReadFrom, Store, StoreError, StreamEntry, Trim, Write};
 use troupe_runtime::Readiness;
 
-use crate::conversations::{Ask, Conversations};
-use crate::thread::TurnStatus;
-use crate::workflow::journal::{task_run_id, Reply};
-use crate::workflow::{Router, Submit, TaskRun};
+use troupe_agents::conversations::{Ask, Conversations};
+use troupe_agents::thread::TurnStatus;
+use troupe_workflow::journal::{task_run_id, Reply};
+use troupe_workflow::{Router, Submit, TaskRun};
 
 pub use auth::{sign, ProducerAuth};
 pub use maintenance::OwnConsumer;

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use troupe_runtime::pool::{handler_fn, Work, WorkError, WorkHandler};
 
-use crate::conversations::Conversations;
-use crate::error::AgentError;
-use crate::thread::TurnStatus;
-use crate::thread_store::NewThread;
+use troupe_agents::conversations::Conversations;
+use troupe_agents::error::AgentError;
+use troupe_agents::thread::TurnStatus;
+use troupe_agents::thread_store::NewThread;
 
 /// The kind of the work items that run workflow calls.
 pub const WORKFLOW_CALL: &str = "workflow_call";

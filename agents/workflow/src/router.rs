@@ -32,7 +32,7 @@ use super::journal::{
 use super::options::RouterOptions;
 use super::run::{RunActor, Signal, SignalRun};
 use super::runs::{Runs, Submit, TaskRun};
-use crate::conversations::Conversations;
+use troupe_agents::conversations::Conversations;
 
 /// A run that panics this many times is failed instead of started again.
 pub const MAX_RUN_PANICS: u32 = 3;
@@ -507,17 +507,21 @@ impl Router {
         let snapshots = Arc::new(Snapshots::new(Arc::new(config.workflows.clone())));
         let rag = match talk.rag() {
             Some(rag) => rag.clone(),
-            None => {
-                crate::embedder::rag_from_config(config, store.clone(), talk.usage_ledger().clone())
-                    .unwrap_or_else(|err| {
-                        tracing::warn!(error = %err, "knowledge steps use the local embedder");
-                        crate::rag::Rag::new(
-                            store.clone(),
-                            config.rag.clone(),
-                            Arc::new(crate::rag::LocalEmbedder::new(config.rag.dimensions)),
-                        )
-                    })
-            }
+            None => troupe_agents::embedder::rag_from_config(
+                config,
+                store.clone(),
+                talk.usage_ledger().clone(),
+            )
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "knowledge steps use the local embedder");
+                troupe_agents::rag::Rag::new(
+                    store.clone(),
+                    config.rag.clone(),
+                    Arc::new(troupe_agents::rag::LocalEmbedder::new(
+                        config.rag.dimensions,
+                    )),
+                )
+            }),
         };
         let env = Arc::new(Env {
             store: store.clone(),

@@ -770,7 +770,7 @@ impl Exec {
                 let output = self
                     .memo(key, self.knowledge(key, namespace.as_deref(), *top_k, text))
                     .await?;
-                let branches = crate::rag::knowledge_branches(&output);
+                let branches = troupe_agents::rag::knowledge_branches(&output);
                 Ok((StepOutput { output, branches }, None))
             }
             StepKind::Workflow { workflow } => {
@@ -799,8 +799,8 @@ impl Exec {
         query: &str,
     ) -> Result<String, WorkflowError> {
         let group = self.record().group;
-        let caller = crate::rag::Caller::new(&group, "workflow", key);
-        let mut request = crate::rag::SearchRequest::text(query);
+        let caller = troupe_agents::rag::Caller::new(&group, "workflow", key);
+        let mut request = troupe_agents::rag::SearchRequest::text(query);
         request.namespace = namespace.map(str::to_owned);
         request.top_k = top_k;
         let failed = |source| WorkflowError::Knowledge {
@@ -813,9 +813,9 @@ impl Exec {
             .map_err(failed)?;
         tracing::info!(hits = hits.len(), "knowledge searched");
         Ok(if hits.is_empty() {
-            crate::rag::NO_PASSAGE.to_owned()
+            troupe_agents::rag::NO_PASSAGE.to_owned()
         } else {
-            crate::rag::format_hits(&hits)
+            troupe_agents::rag::format_hits(&hits)
         })
     }
 

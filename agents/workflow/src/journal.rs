@@ -34,8 +34,8 @@ use troupe_config::WorkflowSettings;
 use troupe_runtime::store::{Store, Write};
 
 use super::error::WorkflowError;
-use crate::task_result::{done_key, TaskResult, RESULT_FIELD};
-use crate::thread_store::{self, ThreadId};
+use troupe_agents::task_result::{done_key, TaskResult, RESULT_FIELD};
+use troupe_agents::thread_store::{self, ThreadId};
 
 /// Outputs longer than this many bytes are stored once under their hash, not in the journal.
 pub const INLINE_MAX: usize = 2048;

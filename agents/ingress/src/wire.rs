@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use troupe_runtime::store::StreamEntry;
 
-pub use crate::task_result::{done_key, ErrorBody, Status, TaskResult, RESULT_FIELD};
+pub use troupe_agents::task_result::{done_key, ErrorBody, Status, TaskResult, RESULT_FIELD};
 
 /// The stream field holding a task's JSON.
 pub const TASK_FIELD: &str = "task";

@@ -4,7 +4,7 @@ use troupe_runtime::pool::PoolError;
 use troupe_runtime::store::StoreError;
 
 use super::template::RenderError;
-use crate::error::AgentError;
+use troupe_agents::error::AgentError;
 
 /// What can go wrong with a workflow run.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ pub enum WorkflowError {
         /// The step.
         step: String,
         /// Why.
-        source: crate::rag::RagError,
+        source: troupe_agents::rag::RagError,
     },
     /// A step's input template could not be rendered.
     #[error("step {step:?}: {source}")]

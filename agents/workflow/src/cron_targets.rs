@@ -10,10 +10,10 @@ use std::sync::Arc;
 use troupe_config::CronTarget;
 use troupe_runtime::cron::{cron_handler_fn, CronHandler};
 
-use crate::conversations::{Ask, Conversations};
-use crate::error::AgentError;
-use crate::thread_store::NewThread;
-use crate::workflow::{Router, Submit};
+use crate::{Router, Submit};
+use troupe_agents::conversations::{Ask, Conversations};
+use troupe_agents::error::AgentError;
+use troupe_agents::thread_store::NewThread;
 
 /// The group cron-fired agent turns and workflow runs belong to (reserved: see
 /// [`troupe_config::SYSTEM_GROUP`]).

@@ -1,5 +1,6 @@
-//! Durable workflows: `[workflows.NAME]` run step by step, every step journaled in the store
-//! so that a run survives the daemon that started it.
+//! troupe-workflow: durable workflows — `[workflows.NAME]` run step by step, every step
+//! journaled in the store so that a run survives the daemon that started it — and what a
+//! fired cron does. Built on troupe-agents (each call is a turn in a thread of its own).
 //!
 //! - [`template`]: step inputs (`{{input}}`, `{{steps.NAME.output}}`).
 //! - [`label`]: labels and scores parsed from what classifiers and scorers answer.
@@ -12,7 +13,9 @@
 //!   events, through the store only.
 //! - [`options`]: [`RouterOptions`]; `env.rs`: what every run of a daemon shares.
 //! - [`error`]: the errors, [`WorkflowError`].
+//! - [`cron_targets`]: the daemon's cron handler (an agent turn or a workflow run).
 
+pub mod cron_targets;
 mod env;
 pub mod error;
 pub mod journal;
