@@ -1,7 +1,7 @@
 //! Rate-limit vocabulary and arithmetic, a leaf shared by the limiters (`limit/`) and the store
 //! backends (`store/`): the operation a limit asks of a counter ([`RateLimit`],
 //! [`RateAlgorithm`], [`RateOp`]) and what it answers ([`RateOutcome`]), the token-bucket
-//! arithmetic ([`gcra`]) and the fixed-window arithmetic ([`window`]). It imports nothing from
+//! arithmetic (`gcra.rs`) and the fixed-window arithmetic (`window.rs`). It imports nothing from
 //! the rest of the crate.
 
 pub(crate) mod gcra;
