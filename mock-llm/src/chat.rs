@@ -12,11 +12,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{Fault, Quirk};
-use crate::script::{self, Reply, Turn};
-use crate::server::{
+use crate::respond::{
     bad_request, channel_body, echo_response, endless_body, error_response, padded_body,
-    stalled_body, stopping_response, with_huge_header, Endpoint, Options, Shared,
+    stalled_body, stopping_response, with_huge_header,
 };
+use crate::script::{self, Reply, Turn};
+use crate::state::{Endpoint, Options, Shared};
 
 /// The parts of a chat completion request the mock reads; everything else is ignored.
 #[derive(Debug, Deserialize)]

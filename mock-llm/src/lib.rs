@@ -36,7 +36,15 @@ mod chat;
 #[cfg(feature = "server")]
 mod config;
 #[cfg(feature = "server")]
+mod control;
+#[cfg(feature = "server")]
+mod embeddings;
+#[cfg(feature = "server")]
+mod respond;
+#[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod state;
 #[cfg(feature = "server")]
 mod stats;
 

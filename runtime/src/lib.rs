@@ -6,8 +6,10 @@
 //! - [`registry`]: per-entity actors, activated on demand and passivated when idle.
 //! - [`store`]: the persistence boundary, with memory and Redis backends.
 //! - [`health`]: readiness and the store health check; [`workers`]: the actor threads.
+//! - [`rate`]: the rate-limit vocabulary and arithmetic that [`limit`] and [`store`] share.
 //! - [`limit`]: rate limits (token buckets, fixed windows; local or shared through the store).
-//! - [`pool`]: persisted work pools; [`retrier`]: backoff policy and persistent retried runs.
+//! - [`pool`]: persisted work pools and their backoff policy; [`retrier`]: persistent retried
+//!   runs, a client of [`pool`].
 //! - [`cron`]: schedules firing exactly once per tick across daemons.
 //! - [`trace`]: span names, fixed field names, and [`trace::Traced`] (a span across a mailbox).
 //! - [`clock`]: stored time (ms since the epoch); [`key_name`]: names that become key parts.
@@ -23,6 +25,7 @@ pub mod key_name;
 pub mod limit;
 pub mod metrics;
 pub mod pool;
+pub mod rate;
 pub mod registry;
 pub mod retrier;
 pub mod store;

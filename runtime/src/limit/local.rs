@@ -2,7 +2,7 @@
 //! one lock-free compare-and-swap per check, and the clock the limiter reads ([`LimitClock`]).
 //!
 //! Admissions go through governor's own `check_key_n`. The operations governor has no call for
-//! (peek, reserve, refund, penalize) run the same GCRA arithmetic ([`super::gcra`]) on the same
+//! (peek, reserve, refund, penalize) run the same GCRA arithmetic ([`crate::rate::gcra`]) on the same
 //! per-key state through governor's `StateStore::measure_and_replace`, so every operation sees
 //! and updates one theoretical arrival time per key.
 
@@ -18,7 +18,7 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
-use super::gcra::{Gcra, Op, Outcome};
+use crate::rate::gcra::{Gcra, Op, Outcome};
 
 /// The clock of local limiters: nanoseconds since the Unix epoch, read from a fast monotonic
 /// source anchored to the wall clock once (or from governor's fake clock in tests, whose zero

@@ -58,10 +58,9 @@
 
 mod distributed;
 mod error;
-pub(crate) mod gcra;
 mod janitor;
 mod local;
-pub(crate) mod window;
+mod window;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -74,16 +73,14 @@ use tracing::Instrument as _;
 use troupe_config::{LimitBackend, LimitKey, LimitKind, LimitSettings, LimitUnit};
 
 use self::distributed::Distributed;
-pub(crate) use self::distributed::{
-    micros_since_base, outcome_from_micros, unix_micros, window_fields, window_from_fields, Micros,
-    MicrosAlgorithm,
-};
 pub use self::error::LimitError;
-use self::gcra::{Gcra, Op};
 pub use self::janitor::{LimitJanitor, Prune, PRUNE_INTERVAL};
 use self::local::{LimitClock, LocalBucket};
-use self::window::{LocalWindow, Window};
-use crate::store::{RateAlgorithm, RateOp, RateOutcome, Store};
+use self::window::LocalWindow;
+use crate::rate::gcra::{Gcra, Op};
+use crate::rate::window::Window;
+use crate::rate::{RateAlgorithm, RateOp, RateOutcome};
+use crate::store::Store;
 
 /// governor's manually advanced clock, for tests of time-based behaviour
 /// ([`Limiters::with_clock`]).

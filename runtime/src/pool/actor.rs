@@ -22,16 +22,16 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use super::messages::{CancelOutcome, PoolStats, WorkCompletedEvent};
+use super::messages::{CancelOutcome, PoolStats};
 use super::persist::{self, Cas, Found, Keys, Versioned};
-use super::work::{now_ms, Work, WorkError, WorkRecord, WorkState};
+use super::retry::{RetryDecision, RetryPolicy};
+use super::work::{now_ms, Work, WorkCompletedEvent, WorkError, WorkRecord, WorkState};
 
 /// How often a pool publishes its occupancy gauges.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 use super::{PoolError, PoolOptions, Shared};
 use crate::detach::detach;
 use crate::guard::{isolate, Life};
-use crate::retrier::{RetryDecision, RetryPolicy};
 use crate::store::{Store, StoreError};
 
 /// Failed tries of a state write after which it is logged as an error (and a waiting

@@ -1,10 +1,11 @@
-//! The messages a [`PoolActor`](super::PoolActor) takes, and the event it sends when an item
-//! ends.
+//! The messages a [`PoolActor`](super::PoolActor) takes. The event it sends when an item ends,
+//! [`WorkCompletedEvent`](super::WorkCompletedEvent), is a fact about work and lives in
+//! `work.rs`.
 
 use actix::Message;
 
 use super::error::PoolError;
-use super::work::{WorkId, WorkOutcome, WorkSpec, WorkStatus};
+use super::work::{WorkId, WorkSpec, WorkStatus};
 
 /// Persists a work item and queues it. Replies once the item is in the store.
 #[derive(Debug, Message)]
@@ -59,20 +60,3 @@ pub struct PoolStats {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) struct HandlersChanged;
-
-/// Sent exactly once per item when it ends (success, failure or cancel), by the daemon that
-/// ended it, to the item's `notify` recipient and to the pool's subscribers.
-#[derive(Debug, Clone, PartialEq, Message)]
-#[rtype(result = "()")]
-pub struct WorkCompletedEvent {
-    /// The pool.
-    pub pool: String,
-    /// The item.
-    pub id: WorkId,
-    /// Its kind.
-    pub kind: String,
-    /// Attempts started.
-    pub attempts: u32,
-    /// How it ended.
-    pub outcome: WorkOutcome,
-}

@@ -25,6 +25,7 @@ mod error;
 mod handlers;
 mod messages;
 mod persist;
+mod retry;
 mod work;
 
 use std::collections::HashMap;
@@ -38,16 +39,14 @@ use troupe_config::PoolSettings;
 pub use self::actor::PoolActor;
 pub use self::error::PoolError;
 use self::messages::HandlersChanged;
-pub use self::messages::{
-    Cancel, CancelOutcome, Enqueue, GetPoolStats, PoolStats, SetParallelism, WorkCompletedEvent,
-};
+pub use self::messages::{Cancel, CancelOutcome, Enqueue, GetPoolStats, PoolStats, SetParallelism};
 use self::persist::Keys;
+pub use self::retry::{RetryDecision, RetryPolicy};
 pub use self::work::{
-    handler_fn, FollowUp, Work, WorkError, WorkHandler, WorkId, WorkOutcome, WorkRecord, WorkSpec,
-    WorkState, WorkStatus,
+    handler_fn, FollowUp, Work, WorkCompletedEvent, WorkError, WorkHandler, WorkId, WorkOutcome,
+    WorkRecord, WorkSpec, WorkState, WorkStatus,
 };
 use crate::actor_ref::ActorRef;
-use crate::retrier::RetryPolicy;
 use crate::store::Store;
 use crate::supervisor::{ChildOptions, SupervisorSpec};
 

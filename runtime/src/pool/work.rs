@@ -1,6 +1,6 @@
 //! Work items as data: what is enqueued ([`WorkSpec`]), what is persisted ([`WorkRecord`]),
 //! what a handler sees ([`Work`]) and returns ([`WorkError`]), and what callers observe
-//! ([`WorkStatus`], [`WorkOutcome`]).
+//! ([`WorkStatus`], [`WorkOutcome`], [`WorkCompletedEvent`]).
 //!
 //! Work is data, not closures, so that it survives a daemon restart: a restarted pool reloads
 //! its records and runs them with the [`WorkHandler`] registered for their `kind`.
@@ -9,12 +9,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::Recipient;
+use actix::{Message, Recipient};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use super::messages::WorkCompletedEvent;
 
 /// A work item's id, unique within its pool.
 pub type WorkId = String;
@@ -386,6 +384,23 @@ pub enum WorkOutcome {
     },
     /// It was canceled.
     Canceled,
+}
+
+/// Sent exactly once per item when it ends (success, failure or cancel), by the daemon that
+/// ended it, to the item's `notify` recipient and to the pool's subscribers.
+#[derive(Debug, Clone, PartialEq, Message)]
+#[rtype(result = "()")]
+pub struct WorkCompletedEvent {
+    /// The pool.
+    pub pool: String,
+    /// The item.
+    pub id: WorkId,
+    /// Its kind.
+    pub kind: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// How it ended.
+    pub outcome: WorkOutcome,
 }
 
 /// Milliseconds since the Unix epoch, now.

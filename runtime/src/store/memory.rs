@@ -17,6 +17,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::args::{block_millis, check_writes, ttl_millis};
 use super::{
     AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary, ReadFrom,
     Store, StoreError, StoreResult, StreamEntry, Trim, Write,
@@ -25,33 +26,6 @@ use super::{
 /// Expired keys an operation frees at most before its own work (Redis's active expiry
 /// samples 20 keys per cycle; here the queue is ordered, so every one visited is due).
 const SWEEP_PER_CALL: usize = 32;
-
-/// A TTL in whole milliseconds as both backends apply it: rounded up, at least 1 ms (Redis
-/// refuses `PX 0`).
-pub(super) fn ttl_millis(ttl: Duration) -> u64 {
-    let ms = ttl.as_nanos().div_ceil(1_000_000);
-    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
-}
-
-/// A `BLOCK` duration in whole milliseconds, at least 1 (Redis reads `BLOCK 0` as "forever").
-pub(super) fn block_millis(block: Duration) -> u64 {
-    ttl_millis(block)
-}
-
-/// Refuses a batch that no backend could apply in full, before any of it is applied.
-pub(super) fn check_writes(writes: &[Write]) -> StoreResult<()> {
-    for w in writes {
-        if let Write::XAdd { stream, fields, .. } = w {
-            if fields.is_empty() {
-                return Err(StoreError::InvalidArgument {
-                    op: "apply",
-                    message: format!("entry for stream {stream:?} has no fields"),
-                });
-            }
-        }
-    }
-    Ok(())
-}
 
 /// The embedded in-memory store.
 ///
@@ -1444,7 +1418,7 @@ impl Store for MemoryStore {
         key: &str,
         request: super::RateLimit,
     ) -> StoreResult<super::RateOutcome> {
-        use crate::limit::{self, Micros, MicrosAlgorithm};
+        use super::micros::{self, Micros, MicrosAlgorithm};
         // The same arithmetic as the Redis scripts, in the same microsecond units.
         let params = Micros::new(&request)?;
         let not_integer = || StoreError::NotInteger {
@@ -1455,7 +1429,7 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let outcome = match params.algorithm {
             MicrosAlgorithm::Gcra(gcra) => {
-                let now_us = limit::micros_since_base(now);
+                let now_us = micros::micros_since_base(now);
                 let tat = match keys.bytes("rate_limit", key, now)? {
                     None => None,
                     Some(b) => Some(parse_int(b).ok_or_else(not_integer)?),
@@ -1477,23 +1451,23 @@ impl Store for MemoryStore {
                 outcome
             }
             MicrosAlgorithm::Window(window) => {
-                let now_us = limit::unix_micros();
+                let now_us = micros::unix_micros();
                 let state = match keys.hash_mut("rate_limit", key, now, false)? {
                     None => None,
                     Some(h) => Some(
-                        limit::window_from_fields(|f| h.get(f).and_then(|v| parse_int(v)))
+                        micros::window_from_fields(|f| h.get(f).and_then(|v| parse_int(v)))
                             .ok_or_else(not_integer)?,
                     ),
                 };
                 let (outcome, next) = window.step(state, now_us, params.op);
-                let peek = matches!(params.op, limit::gcra::Op::Peek { .. });
+                let peek = matches!(params.op, crate::rate::gcra::Op::Peek { .. });
                 match next {
                     _ if peek => {}
                     None => {
                         keys.map.remove(key);
                     }
                     Some(state) => {
-                        let fields = limit::window_fields(&state)
+                        let fields = micros::window_fields(&state)
                             .into_iter()
                             .map(|(f, v)| (f.to_owned(), v.into_bytes()))
                             .collect();
@@ -1507,7 +1481,7 @@ impl Store for MemoryStore {
                 outcome
             }
         };
-        Ok(limit::outcome_from_micros(outcome))
+        Ok(micros::outcome_from_micros(outcome))
     }
 }
 
@@ -1591,12 +1565,5 @@ mod tests {
         for bad in [&b"+1"[..], b"01", b" 1", b"1.0", b"", b"-0"] {
             assert_eq!(parse_int(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn ttls_round_up_to_whole_milliseconds() {
-        assert_eq!(ttl_millis(Duration::ZERO), 1);
-        assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
-        assert_eq!(ttl_millis(Duration::from_secs(2)), 2000);
     }
 }

@@ -9,8 +9,10 @@
 //! optional TTL, hashes, append-only lists, and streams with consumer groups. A key holds one
 //! kind of value; using it as another kind is [`StoreError::WrongType`].
 
+mod args;
 mod error;
 mod memory;
+mod micros;
 mod redis;
 
 use std::time::Duration;
@@ -20,6 +22,7 @@ use async_trait::async_trait;
 pub use self::error::StoreError;
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisOptions, RedisStore};
+pub use crate::rate::{RateAlgorithm, RateLimit, RateOp, RateOutcome};
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -415,80 +418,4 @@ pub trait Store: Send + Sync + 'static {
     /// expires once its state no longer matters. Times have microsecond resolution; a key
     /// holding something else is [`StoreError::WrongType`] or [`StoreError::NotInteger`].
     async fn rate_limit(&self, key: &str, limit: RateLimit) -> StoreResult<RateOutcome>;
-}
-
-/// One operation on a rate-limit counter, for [`Store::rate_limit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// The algorithm and its parameters.
-    pub algorithm: RateAlgorithm,
-    /// What to do.
-    pub op: RateOp,
-}
-
-/// A rate-limiting algorithm with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateAlgorithm {
-    /// A token bucket (GCRA): holds up to `capacity` units and earns one back per `interval`
-    /// (rounded up to whole microseconds).
-    Gcra {
-        /// Time to earn one unit back (> 0).
-        interval: Duration,
-        /// Units the bucket holds (> 0).
-        capacity: u64,
-    },
-    /// At most `limit` units per window of `period`; windows start at `origin` (time since
-    /// the Unix epoch) plus whole periods.
-    FixedWindow {
-        /// Window length (> 0).
-        period: Duration,
-        /// A window start, since the Unix epoch (zero: windows aligned to the epoch).
-        origin: Duration,
-        /// Units per window (> 0).
-        limit: u64,
-    },
-}
-
-/// What [`Store::rate_limit`] does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateOp {
-    /// Take `count` units if they can run now. If not, reserve them for later when at most
-    /// `max_ahead` units would then be promised beyond what the limit holds (0: never
-    /// reserve).
-    Take {
-        /// Units to take.
-        count: u64,
-        /// Units that may be promised ahead.
-        max_ahead: u64,
-    },
-    /// What `Take { count, max_ahead: 0 }` would answer, changing nothing.
-    Peek {
-        /// Units asked about.
-        count: u64,
-    },
-    /// Give units back (never beyond what the limit holds).
-    Refund {
-        /// Units given back.
-        count: u64,
-    },
-    /// Admit nothing before `delay` from now (a provider said "slow down"); zero does nothing.
-    Penalize {
-        /// How long to hold everything.
-        delay: Duration,
-    },
-}
-
-/// The result of [`Store::rate_limit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateOutcome {
-    /// Take: the units were taken (to run now, or after `wait` if reserved). Peek: they could
-    /// run now. Refund and penalize: always true.
-    pub allowed: bool,
-    /// When allowed, how long to wait before running the units; when refused, how long until
-    /// they could run at once.
-    pub wait: Duration,
-    /// Units that could be taken right now, after the operation.
-    pub remaining: u64,
-    /// Time until the counter is back to full.
-    pub reset_after: Duration,
 }

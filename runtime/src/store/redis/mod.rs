@@ -19,7 +19,7 @@ use redis::{Cmd, Value};
 use self::link::{Ctx, Link, Request, Retry};
 use self::reply::Reply;
 use self::scripts::Scripts;
-use super::memory::{block_millis, check_writes, ttl_millis};
+use super::args::{block_millis, check_writes, ttl_millis};
 use super::{
     AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary, ReadFrom,
     Store, StoreError, StoreResult, StreamEntry, Trim, Write,
@@ -907,7 +907,7 @@ impl Store for RedisStore {
         key: &str,
         request: super::RateLimit,
     ) -> StoreResult<super::RateOutcome> {
-        use crate::limit::{Micros, MicrosAlgorithm};
+        use super::micros::{Micros, MicrosAlgorithm};
         let params = Micros::new(&request)?;
         let script = match params.algorithm {
             MicrosAlgorithm::Gcra(_) => &self.scripts.rate_gcra,

@@ -98,7 +98,7 @@ end
 return 0
 ";
 
-/// Rate limits, token bucket (GCRA) — the Lua twin of `crate::limit::gcra`, on the server's
+/// Rate limits, token bucket (GCRA) — the Lua twin of `crate::rate::gcra`, on the server's
 /// clock. `KEYS[1]` holds the theoretical arrival time (µs since the epoch) and expires when
 /// the bucket is full again. `ARGV`: op (`take`, `peek`, `refund`, `penalize`), interval µs,
 /// capacity, count, max_ahead, delay µs. Returns `{allowed, wait µs, remaining, reset µs}`.
@@ -146,7 +146,7 @@ local remaining = math.min(capacity, math.floor(math.max(0, full - nxt) / interv
 return {allowed, wait, remaining, nxt}
 ";
 
-/// Rate limits, fixed windows — the Lua twin of `crate::limit::window`, on the server's
+/// Rate limits, fixed windows — the Lua twin of `crate::rate::window`, on the server's
 /// clock. `KEYS[1]` is a hash: `w` (window index), `n` (units used from that window on), `u`
 /// (penalty end, µs since the epoch; 0: none); it expires when it no longer matters. `ARGV`:
 /// op, period µs, origin µs, limit, count, max_ahead, delay µs. Returns `{allowed, wait µs,
