@@ -29,7 +29,7 @@
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use troupe_runtime::store::{RedisOptions, RedisStore, Store};
@@ -96,12 +96,7 @@ fn config(url: &str, name: &str, runs: usize, latency: &str) -> tempfile::NamedT
     file
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use troupe_runtime::clock::now_ms;
 
 fn serve(file: &tempfile::NamedTempFile) -> daemon::Daemon {
     let path = file.path().to_str().expect("utf-8 path");

@@ -236,8 +236,4 @@ async fn ask(
     Ok(outcome)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use troupe_runtime::clock::now_ms;

@@ -404,16 +404,7 @@ pub struct WorkCompletedEvent {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> u64 {
-    to_ms(SystemTime::now())
-}
-
-/// Milliseconds since the Unix epoch of `at` (0 before the epoch).
-pub(crate) fn to_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// Milliseconds since the Unix epoch of `at`, rounded up (so that "not before `at`" holds
 /// when compared with [`now_ms`], which rounds down).
