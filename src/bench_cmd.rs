@@ -14,7 +14,7 @@ use troupe_workflow::{RunStatus, Submit};
 
 use crate::demo::{RESEARCH, RESEARCH_RULES};
 use crate::serve::open_store;
-use crate::tree::Tree;
+use troupe::Daemon;
 
 /// `troupe bench …`
 #[derive(Debug, Subcommand)]
@@ -105,7 +105,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         let config = troupe_config::load_str(&text, &origin, &[])
             .map_err(|err| anyhow::anyhow!("{err}"))?;
         let store = open_store(&config.store).await?;
-        let tree = Tree::start(&config, store)?;
+        let tree = Daemon::builder(&config, store).start()?;
         let outcome = drive(&tree, runs, concurrency).await;
         tree.shutdown(Duration::from_secs(5)).await;
         let (wall, mut latencies) = outcome?;
@@ -131,7 +131,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
 
 /// Keeps `concurrency` runs in flight until `runs` completed: (wall time, latencies).
 async fn drive(
-    tree: &Tree,
+    tree: &Daemon,
     runs: usize,
     concurrency: usize,
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {

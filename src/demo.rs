@@ -19,7 +19,7 @@ use troupe_runtime::Exit;
 use troupe_workflow::{EntryKind, RunStatus, Submit};
 
 use crate::serve::open_store;
-use crate::tree::Tree;
+use troupe::Daemon;
 
 /// Runs the demo and prints what happened.
 pub fn run() -> anyhow::Result<()> {
@@ -32,7 +32,7 @@ pub fn run() -> anyhow::Result<()> {
         println!("troupe demo: embedded defaults (memory store, scripted model, no network, no API key)");
         println!("{}\n", config.summary());
         let store = open_store(&config.store).await?;
-        let tree = Tree::start(&config, store.clone())?;
+        let tree = Daemon::builder(&config, store.clone()).start()?;
         let talk = &tree.conversations;
         let agent = config.agents.keys().next().cloned().context("the embedded config has an agent")?;
         println!("[tree] root -> infra (store-health), agents ({agent}); threads registry on worker arbiters");
@@ -123,7 +123,7 @@ async fn research_in(dir: &std::path::Path) -> anyhow::Result<()> {
     let config =
         troupe_config::load_str(RESEARCH, &origin, &[]).map_err(|err| anyhow::anyhow!("{err}"))?;
     let store = open_store(&config.store).await?;
-    let tree = Tree::start(&config, store)?;
+    let tree = Daemon::builder(&config, store).start()?;
     let question = "How do async runtimes schedule tasks?";
     let submit = Submit {
         workflow: "research".to_owned(),

@@ -12,7 +12,6 @@ mod rag_cmd;
 mod serve;
 mod status_cmd;
 mod tail;
-mod tree;
 mod workflow_cmd;
 
 use std::path::PathBuf;

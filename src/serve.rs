@@ -9,7 +9,7 @@ use troupe_config::{Config, StoreSettings};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{Exit, Readiness};
 
-use crate::tree::Tree;
+use troupe::Daemon;
 
 /// Opens the configured store. A Redis store is returned even while Redis is down: it
 /// reconnects in the background and the daemon reports not ready meanwhile.
@@ -54,7 +54,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let store = open_store(&config.store).await?;
         let readiness = Readiness::default();
-        let mut tree = Tree::start_generation(&config, store.clone(), readiness.clone(), 0)?;
+        let mut tree = Daemon::builder(&config, store.clone())
+            .readiness(readiness.clone())
+            .start()?;
         if let Some(addr) = config.daemon.metrics_addr {
             crate::http::serve(addr, readiness.clone()).await?;
         }
@@ -119,7 +121,7 @@ fn reload(
     store: &Arc<dyn Store>,
     readiness: &Readiness,
     generation: u64,
-) -> anyhow::Result<(Config, Tree)> {
+) -> anyhow::Result<(Config, Daemon)> {
     let path = std::path::Path::new(&running.origin);
     let next = troupe_config::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
     if next.store != running.store {
@@ -130,7 +132,10 @@ fn reload(
     {
         anyhow::bail!("daemon.name, daemon.metrics_addr and daemon.workers apply on restart only");
     }
-    let tree = Tree::start_generation(&next, store.clone(), readiness.clone(), generation)
+    let tree = Daemon::builder(&next, store.clone())
+        .readiness(readiness.clone())
+        .generation(generation)
+        .start()
         .context("starting the new configuration")?;
     Ok((next, tree))
 }

@@ -13,7 +13,7 @@ use troupe_runtime::Exit;
 use troupe_workflow::{RunRecord, RunView, Runs, Submit};
 
 use crate::serve::open_store;
-use crate::tree::Tree;
+use troupe::Daemon;
 
 /// `troupe workflow …`
 #[derive(Debug, Subcommand)]
@@ -183,7 +183,7 @@ async fn start(
     if matches!(config.store, StoreSettings::Memory) {
         // Nothing is shared with a daemon: run it here, to the end.
         let store = open_store(&config.store).await?;
-        let tree = Tree::start(config, store)?;
+        let tree = Daemon::builder(config, store).start()?;
         let id = tree.router.submit(submit).await?;
         println!("run {id}");
         let record = tree.router.wait(&group, &id, timeout).await;

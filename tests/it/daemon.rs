@@ -1,4 +1,5 @@
-//! The daemon binary: graceful shutdown on signals, the demo, staying up without Redis.
+//! The daemon binary: graceful shutdown on signals, the demo, staying up without Redis; and
+//! the daemon as a library (`troupe::Daemon::builder`).
 
 use std::io::Write;
 use std::process::Command;
@@ -136,4 +137,72 @@ fn check_rejects_an_unknown_tool_kind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("tools.calc:"), "{stderr}");
     assert!(stderr.contains("current_time"), "{stderr}");
+}
+
+/// The daemon as a library: `troupe::Daemon::builder` starts the production wiring in this
+/// process; a turn and a workflow run go through it, then it stops cleanly.
+#[actix::test]
+async fn the_daemon_library_runs_a_turn_and_a_workflow_and_stops() {
+    let text = r#"
+[models.m]
+provider = "scripted"
+
+[agents.echo]
+model = "m"
+
+[workflows.twice]
+[[workflows.twice.steps]]
+name = "first"
+kind = "agent"
+agent = "echo"
+[[workflows.twice.steps]]
+name = "second"
+kind = "agent"
+agent = "echo"
+input = "again: {{steps.first.output}}"
+"#;
+    let config =
+        troupe_config::load_str(text, "daemon.toml", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let store: std::sync::Arc<dyn troupe_runtime::store::Store> =
+        std::sync::Arc::new(troupe_runtime::store::MemoryStore::new());
+    let daemon = troupe::Daemon::builder(&config, store)
+        .start()
+        .expect("the daemon starts");
+    let turn = daemon
+        .conversations
+        .ask(troupe_agents::Ask {
+            group: "acme".into(),
+            user: "alice".into(),
+            agent: "echo".into(),
+            thread: None,
+            input: "hello daemon".into(),
+            stream: false,
+            started: None,
+        })
+        .await
+        .expect("a turn");
+    assert_eq!(turn.status, troupe_agents::TurnStatus::Completed);
+    assert!(turn.answer.contains("hello daemon"), "{}", turn.answer);
+    let submit = troupe_workflow::Submit {
+        workflow: "twice".into(),
+        group: "acme".into(),
+        user: "alice".into(),
+        input: "ping".into(),
+    };
+    let run = daemon.router.submit(submit).await.expect("submit");
+    let record = daemon
+        .router
+        .wait("acme", &run, Duration::from_secs(20))
+        .await
+        .expect("the run ends");
+    assert_eq!(
+        record.status,
+        troupe_workflow::RunStatus::Completed,
+        "{record:?}"
+    );
+    assert!(record.output.unwrap_or_default().contains("again: "));
+    assert_eq!(
+        daemon.shutdown(Duration::from_secs(5)).await,
+        troupe_runtime::Exit::Stopped
+    );
 }

@@ -1,4 +1,5 @@
-//! The daemon's actor tree, shared by `serve` and `demo`.
+//! The daemon: its actor tree, started by [`Daemon::builder`] — the one wiring that `serve`,
+//! `demo`, the CLI's in-process commands and the load generators run.
 //!
 //! ```text
 //! root (supervisor)
@@ -41,8 +42,8 @@ use troupe_workflow::{Router, RouterOptions};
 /// How often the store health actor pings the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A running actor tree.
-pub struct Tree {
+/// A running daemon: its actor tree and the handles clients use.
+pub struct Daemon {
     /// The root's life: its exit is the daemon's.
     pub life: Life,
     /// Whether the daemon is ready.
@@ -60,24 +61,58 @@ pub struct Tree {
     workers: Workers,
 }
 
-impl Tree {
-    /// Starts the tree on the current actix system. Fails if a model or tool cannot be set
-    /// up from the config.
-    pub fn start(config: &Config, store: Arc<dyn Store>) -> Result<Tree, AgentError> {
-        Tree::start_generation(config, store, Readiness::default(), 0)
+/// How to start a [`Daemon`]: its config and store, and optionally the readiness it reports
+/// to and its generation.
+#[must_use = "a builder does nothing until `start`"]
+pub struct DaemonBuilder<'a> {
+    config: &'a Config,
+    store: Arc<dyn Store>,
+    readiness: Readiness,
+    generation: u64,
+}
+
+impl DaemonBuilder<'_> {
+    /// Reports readiness to `readiness` (shared by the generations of one process) instead
+    /// of a readiness of its own.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 
-    /// Starts generation `generation` of the tree (0 at start, one more per config reload),
-    /// reporting to `readiness`. Run leases, pool runners, cron fires of each generation
-    /// and its ingress consumer are its own (`<daemon>~<generation>`), so a retiring generation
-    /// finishes its work while the next one takes new work; what it leaves unfinished is
-    /// reclaimed by the next after `claim_idle` (or the lease) like a dead daemon's.
-    pub fn start_generation(
+    /// Starts generation `generation` (0 at start, one more per config reload). Run leases,
+    /// pool runners, cron fires of each generation and its ingress consumer are its own
+    /// (`<daemon>~<generation>`), so a retiring generation finishes its work while the next
+    /// one takes new work; what it leaves unfinished is reclaimed by the next after
+    /// `claim_idle` (or the lease) like a dead daemon's.
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Starts the daemon's actor tree on the current actix system. Fails if a model, tool or
+    /// knowledge base cannot be set up from the config.
+    pub fn start(self) -> Result<Daemon, AgentError> {
+        Daemon::start(self.config, self.store, self.readiness, self.generation)
+    }
+}
+
+impl Daemon {
+    /// A daemon of `config` over `store`, started by [`DaemonBuilder::start`].
+    pub fn builder(config: &Config, store: Arc<dyn Store>) -> DaemonBuilder<'_> {
+        DaemonBuilder {
+            config,
+            store,
+            readiness: Readiness::default(),
+            generation: 0,
+        }
+    }
+
+    fn start(
         config: &Config,
         store: Arc<dyn Store>,
         readiness: Readiness,
         generation: u64,
-    ) -> Result<Tree, AgentError> {
+    ) -> Result<Daemon, AgentError> {
         let daemon = &config.daemon;
         let instance = if generation == 0 {
             daemon.name.clone()
@@ -218,7 +253,7 @@ impl Tree {
         let (_root, life) = root.start();
         readiness.set_started(true);
         tracing::info!(workers = workers.len(), "actor tree started");
-        Ok(Tree {
+        Ok(Daemon {
             life,
             readiness,
             conversations,
