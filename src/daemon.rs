@@ -61,6 +61,9 @@ pub struct Daemon {
     workers: Workers,
 }
 
+/// A change to the router's options, applied after the config's.
+type TuneRouter<'a> = Box<dyn FnOnce(&mut RouterOptions) + 'a>;
+
 /// How to start a [`Daemon`]: its config and store, and optionally the readiness it reports
 /// to and its generation.
 #[must_use = "a builder does nothing until `start`"]
@@ -69,9 +72,10 @@ pub struct DaemonBuilder<'a> {
     store: Arc<dyn Store>,
     readiness: Readiness,
     generation: u64,
+    tune_router: Option<TuneRouter<'a>>,
 }
 
-impl DaemonBuilder<'_> {
+impl<'a> DaemonBuilder<'a> {
     /// Reports readiness to `readiness` (shared by the generations of one process) instead
     /// of a readiness of its own.
     pub fn readiness(mut self, readiness: Readiness) -> Self {
@@ -89,10 +93,17 @@ impl DaemonBuilder<'_> {
         self
     }
 
+    /// Adjusts the workflow router's options after the config set them (tests and benches:
+    /// shorter leases and scans, a step hook that injects faults).
+    pub fn tune_router(mut self, tune: impl FnOnce(&mut RouterOptions) + 'a) -> Self {
+        self.tune_router = Some(Box::new(tune));
+        self
+    }
+
     /// Starts the daemon's actor tree on the current actix system. Fails if a model, tool or
     /// knowledge base cannot be set up from the config.
     pub fn start(self) -> Result<Daemon, AgentError> {
-        Daemon::start(self.config, self.store, self.readiness, self.generation)
+        Daemon::start(self)
     }
 }
 
@@ -104,15 +115,18 @@ impl Daemon {
             store,
             readiness: Readiness::default(),
             generation: 0,
+            tune_router: None,
         }
     }
 
-    fn start(
-        config: &Config,
-        store: Arc<dyn Store>,
-        readiness: Readiness,
-        generation: u64,
-    ) -> Result<Daemon, AgentError> {
+    fn start(builder: DaemonBuilder<'_>) -> Result<Daemon, AgentError> {
+        let DaemonBuilder {
+            config,
+            store,
+            readiness,
+            generation,
+            tune_router,
+        } = builder;
         let daemon = &config.daemon;
         let instance = if generation == 0 {
             daemon.name.clone()
@@ -178,6 +192,17 @@ impl Daemon {
         root.supervisor(agents);
         let (pools_spec, pools) = pools(config, &instance, store.clone(), intensity, &workers);
         root.supervisor(pools_spec);
+        let mut router_options = RouterOptions {
+            owner: instance.clone(),
+            max_runs: daemon.max_runs,
+            max_runs_per_group: daemon.max_runs_per_group,
+            retention: daemon.run_retention,
+            arbiters: workers.handles(),
+            ..RouterOptions::default()
+        };
+        if let Some(tune) = tune_router {
+            tune(&mut router_options);
+        }
         let router = Router::child_of(
             &mut root,
             store.clone(),
@@ -185,14 +210,7 @@ impl Daemon {
             Some(limiters),
             &pools,
             config,
-            RouterOptions {
-                owner: instance.clone(),
-                max_runs: daemon.max_runs,
-                max_runs_per_group: daemon.max_runs_per_group,
-                retention: daemon.run_retention,
-                arbiters: workers.handles(),
-                ..RouterOptions::default()
-            },
+            router_options,
             intensity,
         );
         let crons = Crons::child_of(

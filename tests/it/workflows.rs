@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use troupe_agents::{build_agents, Conversations, UsageLedger};
+use troupe_agents::Conversations;
 use troupe_config::{CronSettings, CronTarget, Schedule};
 use troupe_runtime::cron::{CronOptions, Crons};
-use troupe_runtime::limit::Limiters;
-use troupe_runtime::pool::{Pool, PoolOptions, WorkSpec, WorkStatus};
+use troupe_runtime::pool::{Pool, WorkSpec, WorkStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::{ChildOptions, Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
+use troupe_runtime::{ChildOptions, Exit, Intensity, SupervisorSpec};
 use troupe_workflow::cron_targets::{cron_targets, CRON_GROUP};
 use troupe_workflow::journal::{call_id, now_ms, OutputRef};
 use troupe_workflow::pool_call::{Call, WORKFLOW_CALL};
@@ -67,13 +66,13 @@ async fn example_mock(rules: &str, latency: Duration) -> MockHandle {
     llm::start(config).await
 }
 
-/// Agents, threads, work pools and a router over a store: the workflow part of the daemon's
-/// tree.
+/// A daemon in this process, started by the production wiring (`troupe::Daemon::builder`)
+/// with the test's router options (short leases and scans, step hooks).
 struct Rig {
     router: Router,
     talk: Conversations,
     pools: BTreeMap<String, Pool>,
-    life: Life,
+    daemon: troupe::Daemon,
 }
 
 impl Rig {
@@ -87,64 +86,24 @@ impl Rig {
         store: Arc<dyn Store>,
         options: RouterOptions,
     ) -> Rig {
-        let config = troupe_config::load_str(text, &origin.display().to_string(), &[])
+        let mut config = troupe_config::load_str(text, &origin.display().to_string(), &[])
             .unwrap_or_else(|err| panic!("{err}"));
-        let usage = UsageLedger::new(store.clone(), BTreeMap::new());
-        let limiters = Limiters::new(&config.limits, store.clone()).expect("limits");
-        let (agents, directory) = build_agents(
-            &config,
-            store.clone(),
-            usage.clone(),
-            limiters.clone(),
-            Intensity::default(),
-        )
-        .expect("agents");
-        let talk = Conversations::new(
-            store.clone(),
-            directory,
-            usage,
-            RegistryOptions::default(),
-            config.daemon.thread_retention,
-        );
-        let mut root = SupervisorSpec::new("root", Intensity::default());
-        root.supervisor(agents);
-        let mut pools_spec = SupervisorSpec::new("pools", Intensity::default());
-        let pool_options = PoolOptions {
-            instance: options.owner.clone(),
-            ..PoolOptions::default()
-        };
-        let pools: BTreeMap<String, Pool> = config
-            .pools
-            .iter()
-            .map(|(name, settings)| {
-                let pool = Pool::child_of(
-                    &mut pools_spec,
-                    name,
-                    settings,
-                    store.clone(),
-                    pool_options.clone(),
-                    ChildOptions::default(),
-                );
-                (name.clone(), pool)
+        // The router's owner, pool runners and leases are the daemon's name.
+        config.daemon.name.clone_from(&options.owner);
+        let daemon = troupe::Daemon::builder(&config, store)
+            .tune_router(move |tuned| {
+                *tuned = RouterOptions {
+                    arbiters: std::mem::take(&mut tuned.arbiters),
+                    ..options
+                }
             })
-            .collect();
-        root.supervisor(pools_spec);
-        let router = Router::child_of(
-            &mut root,
-            store,
-            talk.clone(),
-            Some(limiters),
-            &pools,
-            &config,
-            options,
-            Intensity::default(),
-        );
-        let (_root, life) = root.start();
+            .start()
+            .expect("the daemon starts");
         Rig {
-            router,
-            talk,
-            pools,
-            life,
+            router: daemon.router.clone(),
+            talk: daemon.conversations.clone(),
+            pools: daemon.pools.clone(),
+            daemon,
         }
     }
 
@@ -164,10 +123,8 @@ impl Rig {
     }
 
     async fn stop(self) {
-        self.router.shutdown(Duration::from_secs(2)).await;
-        self.talk.shutdown(Duration::from_secs(2)).await;
         assert_eq!(
-            self.life.shutdown(Duration::from_secs(2)).await,
+            self.daemon.shutdown(Duration::from_secs(2)).await,
             Exit::Stopped
         );
     }
