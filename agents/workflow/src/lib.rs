@@ -18,6 +18,7 @@
 pub mod cron_targets;
 mod env;
 pub mod error;
+mod exec;
 pub mod journal;
 pub mod label;
 pub mod options;
@@ -28,9 +29,10 @@ pub mod runs;
 pub mod template;
 
 pub use error::WorkflowError;
+pub use exec::Signal;
 pub use journal::open_runs;
 pub use journal::{Entry, EntryKind, RunRecord, RunStatus};
 pub use options::{RouterOptions, StepHook, RUN_RETENTION};
 pub use router::{Router, RouterActor};
-pub use run::{RunActor, Signal, SignalRun};
+pub use run::{RunActor, SignalRun};
 pub use runs::{RunView, Runs, StepView, Submit, TaskRun};

@@ -26,11 +26,12 @@ use troupe_runtime::{ActorRef, Exit, Life, Spawn};
 
 use super::env::{Endings, Env, Fresh, Snapshots};
 use super::error::WorkflowError;
+use super::exec::Signal;
 use super::journal::{
     lease_key, now_ms, open_runs, Entry, EntryKind, Journal, Reply, RunRecord, RunStatus,
 };
 use super::options::RouterOptions;
-use super::run::{RunActor, Signal, SignalRun};
+use super::run::{RunActor, SignalRun};
 use super::runs::{Runs, Submit, TaskRun};
 use troupe_agents::conversations::Conversations;
 

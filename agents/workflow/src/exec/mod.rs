@@ -1,0 +1,213 @@
+//! `Exec`: the state of one execution of a run, and what every step does with the journal
+//! (replay, begin, complete, memo, notes, deadlines, status). The step interpreter is
+//! `steps.rs` (one match over the step kinds), the agent calls and knowledge searches
+//! `calls.rs`.
+
+mod calls;
+mod steps;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix::Recipient;
+use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
+use tokio::sync::{oneshot, watch};
+use tracing::Instrument as _;
+use troupe_config::{RouteTarget, StepKind, StepSettings, WorkflowSettings};
+use troupe_runtime::limit::{LimitError, Scope};
+use troupe_runtime::pool::{Pool, PoolError, WorkCompletedEvent, WorkId, WorkOutcome, WorkSpec};
+
+use crate::env::Env;
+use crate::error::WorkflowError;
+use crate::journal::{
+    call_id, now_ms, Entry, EntryKind, Journal, OutputRef, Replay, RunRecord, RunStatus, Snapshot,
+};
+use crate::label::{parse_label, parse_score};
+use crate::pool_call::{answer_of, Call, CallFailure, WORKFLOW_CALL};
+use crate::template::{render, StepOutput};
+
+/// What the router tells a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Keep going.
+    Go,
+    /// A cancel was requested: end the run as canceled.
+    Cancel,
+    /// The daemon is stopping: stop at the next step boundary, leave the run open.
+    Shutdown,
+    /// The lease was lost (another daemon may run it): stop at once, leave the run open.
+    LeaseLost,
+}
+
+/// Who awaits which pool item: item id -> where to send its outcome.
+pub(crate) type Waiting = Arc<Mutex<HashMap<WorkId, oneshot::Sender<WorkOutcome>>>>;
+
+/// The pool items a run awaits, and the run actor's recipient that pools notify.
+#[derive(Clone)]
+pub(crate) struct Completions {
+    pub(crate) waiting: Waiting,
+    pub(crate) recipient: Recipient<WorkCompletedEvent>,
+}
+
+/// The state of one execution of a run.
+pub(super) struct Exec {
+    pub(super) env: Arc<Env>,
+    pub(super) journal: Journal,
+    pub(super) record: Mutex<RunRecord>,
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) replay: Mutex<Replay>,
+    /// Hashes of outputs stored apart from the journal (they expire with it).
+    pub(super) stored: Mutex<Vec<String>>,
+    /// The threads of the run's calls, journaled earlier or made now (they expire with it).
+    pub(super) threads: Mutex<BTreeSet<String>>,
+    pub(super) signal: watch::Receiver<Signal>,
+    pub(super) completions: Completions,
+}
+
+impl Exec {
+    pub(super) fn record(&self) -> RunRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// An error if the run must stop.
+    pub(super) fn check(&self) -> Result<(), WorkflowError> {
+        match *self.signal.borrow() {
+            Signal::Go => Ok(()),
+            Signal::Cancel => Err(WorkflowError::Canceled),
+            Signal::Shutdown => Err(WorkflowError::Interrupted("the daemon is shutting down")),
+            Signal::LeaseLost => Err(WorkflowError::Interrupted("the run's lease was lost")),
+        }
+    }
+
+    /// Runs `fut` unless the run is told to stop first.
+    pub(super) async fn interruptible<T>(
+        &self,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, WorkflowError> {
+        self.check()?;
+        let mut signal = self.signal.clone();
+        let stopped = async move {
+            loop {
+                if *signal.borrow_and_update() != Signal::Go {
+                    return;
+                }
+                if signal.changed().await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            out = fut => Ok(out),
+            () = stopped => Err(self.check().err().unwrap_or(WorkflowError::Interrupted("stopped"))),
+        }
+    }
+
+    /// The journaled output of `key`, if it completed.
+    pub(super) async fn replayed(&self, key: &str) -> Result<Option<String>, WorkflowError> {
+        let found = self
+            .replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .completed
+            .get(key)
+            .cloned();
+        match found {
+            Some(output) => self.journal.output(&output).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn begin(
+        &self,
+        key: &str,
+        detail: Option<String>,
+    ) -> Result<(), WorkflowError> {
+        self.check()?;
+        let mut entry = Entry::new(key, EntryKind::Started);
+        entry.detail = detail;
+        self.journal.append(&entry).await?;
+        if let Some(hook) = &self.env.options.on_step_start {
+            (hook.0)(key);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn complete(&self, key: &str, output: &str) -> Result<(), WorkflowError> {
+        let reference = self.journal.put_output(output).await?;
+        if let OutputRef::Stored { hash, .. } = &reference {
+            self.stored
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(hash.clone());
+        }
+        let mut entry = Entry::new(key, EntryKind::Completed);
+        entry.output = Some(reference.clone());
+        self.journal.append(&entry).await?;
+        self.replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .completed
+            .insert(key.to_owned(), reference);
+        Ok(())
+    }
+
+    /// The journaled output of `key`, or `work`'s, journaled (started, then completed).
+    pub(super) async fn memo(
+        &self,
+        key: &str,
+        work: impl Future<Output = Result<String, WorkflowError>>,
+    ) -> Result<String, WorkflowError> {
+        if let Some(output) = self.replayed(key).await? {
+            return Ok(output);
+        }
+        self.begin(key, None).await?;
+        let output = work.await?;
+        self.complete(key, &output).await?;
+        Ok(output)
+    }
+
+    pub(super) async fn note(&self, key: &str, detail: String) -> Result<(), WorkflowError> {
+        tracing::info!(step = key, "{detail}");
+        self.journal
+            .append(&Entry::new(key, EntryKind::Note).detail(detail))
+            .await
+    }
+
+    pub(super) async fn set_status(&self, status: RunStatus) -> Result<(), WorkflowError> {
+        let record = {
+            let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+            if record.status == status {
+                return Ok(());
+            }
+            record.status = status;
+            record.updated_ms = now_ms();
+            record.clone()
+        };
+        self.journal.save_record(&record).await
+    }
+
+    /// A deadline journaled for `key` (the first time: now + `after`).
+    pub(super) async fn deadline(&self, key: &str, after: Duration) -> Result<u64, WorkflowError> {
+        let known = self
+            .replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .deadlines
+            .get(key)
+            .copied();
+        if let Some(until) = known {
+            return Ok(until);
+        }
+        let until = now_ms() + u64::try_from(after.as_millis()).unwrap_or(u64::MAX / 2);
+        let mut entry = Entry::new(key, EntryKind::Waiting);
+        entry.until = Some(until);
+        self.journal.append(&entry).await?;
+        Ok(until)
+    }
+}
