@@ -17,7 +17,6 @@
 //! prints figures (BENCHMARKS.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -53,10 +52,6 @@ fn env_secs(name: &str, default: u64) -> u64 {
 }
 
 fn config(url: &str, name: &str, retention: u64) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
     let text = format!(
         r#"
 [daemon]
@@ -105,8 +100,7 @@ agent = "echo"
 input = "SYNTHESIZE {{{{steps.research.output}}}}"
 "#
     );
-    file.write_all(text.as_bytes()).expect("write config");
-    file
+    daemon::config_file(&text)
 }
 
 /// A conversation in progress: its group, user, thread and turns so far.

@@ -1,20 +1,10 @@
 //! The daemon binary: graceful shutdown on signals, the demo, staying up without Redis; and
 //! the daemon as a library (`troupe::Daemon::builder`).
 
-use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::daemon::Daemon;
-
-fn config_file(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    file.write_all(text.as_bytes()).expect("write config");
-    file
-}
+use crate::support::daemon::{config_file, Daemon};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -6,7 +6,6 @@
 //! trimming back (with a warning) only until `abandoned_group_after`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
@@ -16,7 +15,7 @@ use troupe_ingress::IngressActor;
 use troupe_runtime::store::{GroupRead, ReadFrom};
 
 use crate::support::agents::Rig;
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{config_file, Daemon};
 use crate::support::redis::{self as private_redis, redis_url, unique_prefix};
 
 /// Upper bound for anything that should happen "soon".
@@ -26,12 +25,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// and `slow` (answers after 1 s), the workflow `slowly` (two slow steps), and `extra`
 /// lines in `[ingress]`.
 fn config(name: &str, prefix: &str, ingress: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    write!(
-        file,
+    let text = format!(
         r#"[daemon]
 name = "{name}"
 shutdown_grace = "3s"
@@ -71,9 +65,8 @@ agent = "slow"
 input = "SECOND {{{{steps.first.output}}}}"
 "#,
         url = redis_url(),
-    )
-    .expect("write config");
-    file
+    );
+    config_file(&text)
 }
 
 /// Starts `troupe serve` on `file` and waits until its consumer reads.

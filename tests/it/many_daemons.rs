@@ -8,7 +8,6 @@
 //! serialized by the thread's turn lease.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use troupe_agents::{AgentError, Ask, Role, TurnStatus};
 use troupe_runtime::store::Store;
 
 use crate::support::agents::Rig;
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{config_file, Daemon};
 use crate::support::llm::{self, mock_config, MockHandle};
 use crate::support::redis::{self as private_redis, free_port, unique_prefix, RedisServer};
 
@@ -25,12 +24,7 @@ const PREFIX: &str = "many:";
 
 /// A `troupe serve` config reading tasks from the stream `tasks-{name}`.
 fn daemon_config(name: &str, redis: &RedisServer, mock: &MockHandle) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    write!(
-        file,
+    let text = format!(
         r#"[daemon]
 name = "{name}"
 metrics_addr = "127.0.0.1:{metrics}"
@@ -56,9 +50,8 @@ instructions = "Echo."
         metrics = free_port(),
         url = redis.url(),
         base_url = mock.base_url(),
-    )
-    .expect("write config");
-    file
+    );
+    config_file(&text)
 }
 
 /// XADDs an agent task to `stream` and waits for its final result.

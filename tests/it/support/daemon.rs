@@ -5,6 +5,17 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+/// A temporary `.toml` file holding `text`: a config for a daemon process (deleted on drop).
+pub fn config_file(text: &str) -> tempfile::NamedTempFile {
+    use std::io::Write as _;
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("write config");
+    file
+}
+
 /// A running `troupe` process; killed on drop if still running.
 pub struct Daemon {
     child: Child,
