@@ -647,7 +647,9 @@ impl Store for Faulty {
 #[actix::test]
 async fn a_tick_claimed_by_a_daemon_that_dies_before_firing_it_is_fired_by_another() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let config = BTreeMap::from([("t".to_owned(), every(1000, "a"))]);
+    // Ticks 2 s apart: a takeover (refresh, claim timeout, the late claim) needs about 0.6 s,
+    // and must happen before the next tick, whose claimer would record this one as failed.
+    let config = BTreeMap::from([("t".to_owned(), every(2000, "a"))]);
     let options = |daemon: &str| CronOptions {
         daemon: daemon.to_owned(),
         refresh: Duration::from_millis(200),
@@ -683,7 +685,7 @@ async fn a_tick_claimed_by_a_daemon_that_dies_before_firing_it_is_fired_by_anoth
             .all(|e| e.outcome == TickOutcome::Fired && e.daemon == "live"),
         "every tick fired by the live daemon: {history:?}"
     );
-    assert_each_tick_once(&history, 1000);
+    assert_each_tick_once(&history, 2000);
     assert!(dead_fires.try_recv().is_err(), "the dead daemon fired");
     live_life.shutdown(WAIT).await;
 }
