@@ -199,11 +199,7 @@ impl Runs {
         let record = journal.require_record().await?;
         let snapshot = journal.snapshot().await?;
         let entries = journal.entries().await?;
-        let order: Vec<String> = snapshot
-            .definitions
-            .get(&record.workflow)
-            .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
-            .unwrap_or_default();
+        let order = snapshot.top_steps(&record.workflow);
         let replay = Replay::fold(&entries, &order);
         let steps = order
             .iter()

@@ -49,6 +49,15 @@ impl Snapshot {
             hash,
         })
     }
+
+    /// The names of `workflow`'s top-level steps, in order (none if the snapshot has no such
+    /// workflow): what a run's status lists, and what a restart voids results along.
+    pub fn top_steps(&self, workflow: &str) -> Vec<String> {
+        self.definitions
+            .get(workflow)
+            .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// A stable hash of definitions (FNV-1a over their JSON), hex.
