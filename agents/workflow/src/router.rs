@@ -590,26 +590,9 @@ impl Router {
         timeout: Duration,
     ) -> Result<RunRecord, WorkflowError> {
         const POLL: Duration = Duration::from_secs(1);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ended = self.endings.listen(run);
-            let read = self.runs.record(group, run).await;
-            let now = Instant::now();
-            let done = match &read {
-                Ok(record) => record.status.is_terminal() || now >= deadline,
-                Err(_) => true,
-            };
-            if !done {
-                let nap = deadline.saturating_duration_since(now).min(POLL);
-                let _ = tokio::time::timeout(nap, ended).await;
-            } else {
-                drop(ended);
-            }
-            self.endings.prune(run);
-            if done {
-                return read;
-            }
-        }
+        self.runs
+            .wait_for_end(group, run, timeout, POLL, Some(&self.endings))
+            .await
     }
 
     /// How many runs this daemon runs now.
