@@ -15,9 +15,7 @@ use troupe_config::LimitSettings;
 use troupe_runtime::limit::Limiters;
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 
-#[allow(dead_code)]
-#[path = "../tests/it/support/redis.rs"]
-mod redis_support;
+use troupe_testkit::redis as redis_support;
 
 /// Limits that almost never refuse, so the benches measure the check, not the refusal.
 const LIMITS: &str = r#"

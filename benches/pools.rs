@@ -14,9 +14,7 @@ use troupe_runtime::pool::{handler_fn, Pool, PoolOptions, WorkCompletedEvent, Wo
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Intensity, SupervisorSpec};
 
-#[allow(dead_code)]
-#[path = "../tests/it/support/redis.rs"]
-mod redis_support;
+use troupe_testkit::redis as redis_support;
 
 /// Items per measured batch.
 const BATCH: u64 = 200;

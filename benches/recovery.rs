@@ -35,13 +35,9 @@ use futures::StreamExt as _;
 use troupe_runtime::store::{RedisOptions, RedisStore, Store};
 use troupe_workflow::{EntryKind, RunStatus, Runs, Submit};
 
-#[allow(dead_code)]
-#[path = "../tests/it/support/redis.rs"]
-mod redis_support;
+use troupe_testkit::redis as redis_support;
 
-#[allow(dead_code)]
-#[path = "../tests/it/support/daemon.rs"]
-mod daemon;
+use troupe_testkit::daemon;
 
 /// Key prefix of the daemons' Redis keys.
 const PREFIX: &str = "rec:";

@@ -23,13 +23,9 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 
-#[allow(dead_code)]
-#[path = "../tests/it/support/redis.rs"]
-mod redis_support;
+use troupe_testkit::redis as redis_support;
 
-#[allow(dead_code)]
-#[path = "../tests/it/support/daemon.rs"]
-mod daemon;
+use troupe_testkit::daemon;
 
 /// The ingress stream under the default prefix `troupe:`.
 const TASKS: &str = "troupe:tasks";

@@ -12,9 +12,7 @@ use troupe_runtime::store::{
     GroupRead, MemoryStore, ReadFrom, RedisOptions, RedisStore, Store, Trim, Write,
 };
 
-#[allow(dead_code)]
-#[path = "../tests/it/support/redis.rs"]
-mod redis_support;
+use troupe_testkit::redis as redis_support;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -2,17 +2,18 @@
 //! prints figures.
 //!
 //! Each measurement runs in a fresh child process (this executable again), so every one starts
-//! from the same baseline and no allocator state carries over: it builds the real agents and
-//! `Conversations` (the thread registry, on worker arbiters as in the daemon, with mimalloc as
-//! the global allocator as in the daemon) on the memory store or on a private redis-server,
-//! with the scripted model. It then
+//! from the same baseline and no allocator state carries over: it starts the daemon through
+//! `troupe::Daemon::builder` (its thread registry on worker arbiters, with mimalloc as the
+//! global allocator as in the binary) on the memory store or on a private redis-server, with
+//! the scripted model. It then
 //!
 //! 1. activates N threads by giving each one short turn (a new thread: owner, metadata,
 //!    indexes, creation event; the user and the assistant message) and reads the process RSS
 //!    (`VmRSS`) after settling: the delta over the baseline, per thread, is what a live idle
 //!    thread costs in the process;
-//! 2. passivates them through the registry (`passivate_idle` after the idle time, the path the
-//!    daemon's sweeper takes) and waits until every actor has stopped. The allocator keeps
+//! 2. passivates them through the registry (`passivate_idle`, the path the daemon's sweeper
+//!    takes; the config's `passivate_after` is long, so only the bench passivates) and waits
+//!    until every actor has stopped. The allocator keeps
 //!    freed pages for reuse, so RSS hardly falls; what a passivated thread really leaves in
 //!    the process shows when N new threads are activated in their place: the RSS growth over
 //!    the first peak, per thread (the actor alone is the live figure minus that);
@@ -31,17 +32,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use troupe_agents::{build_agents, Ask, Budget, Conversations, UsageLedger};
-use troupe_runtime::limit::Limiters;
+use troupe::Daemon;
+use troupe_agents::{Ask, Conversations};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::{Intensity, RegistryOptions, SupervisorSpec, Workers};
+use troupe_testkit::redis as redis_support;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[allow(dead_code)]
-#[path = "../tests/it/support/redis.rs"]
-mod redis_support;
 
 /// Set in a child: `BACKEND:N`.
 const CHILD: &str = "TROUPE_THREADS_BENCH_CHILD";
@@ -49,8 +46,6 @@ const CHILD: &str = "TROUPE_THREADS_BENCH_CHILD";
 const REDIS_URL: &str = "TROUPE_THREADS_BENCH_REDIS";
 /// Key prefix on Redis.
 const PREFIX: &str = "bench:";
-/// Idle time after which the registry passivates a thread.
-const PASSIVATE_AFTER: Duration = Duration::from_secs(1);
 /// Pause before each RSS reading: stopped actors dropped, the allocator's purge delay over.
 const SETTLE: Duration = Duration::from_secs(3);
 /// Turns in flight while activating threads.
@@ -62,6 +57,9 @@ const SAMPLE: usize = 200;
 const WARM_UP: usize = 500;
 
 const CONFIG: &str = r#"
+[daemon]
+passivate_after = "1h"
+
 [models.scripted]
 provider = "scripted"
 
@@ -229,10 +227,9 @@ async fn activate(talk: &Conversations, from: usize, count: usize) -> Vec<String
     sample
 }
 
-/// Passivates every thread (after the idle time) and waits until no actor is live.
+/// Passivates every thread and waits until no actor is live.
 async fn passivate_all(talk: &Conversations, expected: usize) {
-    tokio::time::sleep(PASSIVATE_AFTER).await;
-    let passivated = talk.passivate_idle();
+    let passivated = talk.passivate_idle(Duration::ZERO);
     assert_eq!(passivated, expected, "every thread is idle");
     let deadline = Instant::now() + Duration::from_secs(60);
     while talk.thread_stats().active > 0 {
@@ -253,27 +250,12 @@ async fn measure(backend: &str, n: usize) -> BTreeMap<String, f64> {
         other => panic!("unknown backend {other}"),
     };
     let config = troupe_config::load_str(CONFIG, "troupe.toml", &[]).expect("config");
-    let workers = Workers::start(config.daemon.workers);
-    let usage = UsageLedger::new(store.clone(), BTreeMap::<String, Budget>::new());
-    let limiters = Limiters::new(&config.limits, store.clone()).expect("limits");
-    let (agents, directory) = build_agents(
-        &config,
-        store.clone(),
-        usage.clone(),
-        limiters,
-        Intensity::default(),
-    )
-    .expect("agents");
-    let mut root = SupervisorSpec::new("root", Intensity::default());
-    root.supervisor(agents);
-    let (_root, life) = root.start();
-    let options = RegistryOptions {
-        passivate_after: PASSIVATE_AFTER,
-        mailbox: config.daemon.mailbox_capacity,
-        arbiters: workers.handles(),
-    };
-    let retention = config.daemon.thread_retention;
-    let talk = Conversations::new(store.clone(), directory, usage, options, retention);
+    // No ingress: the bench is the only client.
+    let daemon = Daemon::builder(&config, store.clone())
+        .ingress(false)
+        .start()
+        .expect("daemon");
+    let talk = daemon.conversations.clone();
     let mut redis = match &redis_url {
         Some(url) if backend == "redis" => Some(
             redis::Client::open(url.as_str())
@@ -360,9 +342,7 @@ async fn measure(backend: &str, n: usize) -> BTreeMap<String, f64> {
             );
         }
     }
-    talk.shutdown(Duration::from_secs(5)).await;
-    life.shutdown(Duration::from_secs(5)).await;
-    workers.stop();
+    daemon.shutdown(Duration::from_secs(5)).await;
     out
 }
 

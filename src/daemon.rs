@@ -25,11 +25,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::{build_agents_with, AgentError, Budget, Conversations, UsageLedger};
+use troupe_agents::rag::RagError;
+use troupe_agents::{build_agents, AgentError, Budget, Conversations, Policies, UsageLedger};
 use troupe_config::Config;
 use troupe_ingress::{InFlight, IngressActor, OwnConsumer};
 use troupe_runtime::cron::{CronOptions, Crons};
-use troupe_runtime::limit::{Limiters, PRUNE_INTERVAL};
+use troupe_runtime::limit::{LimitError, Limiters, PRUNE_INTERVAL};
 use troupe_runtime::pool::{Pool, PoolOptions, SetParallelism};
 use troupe_runtime::store::Store;
 use troupe_runtime::{
@@ -41,6 +42,20 @@ use troupe_workflow::{Router, RouterOptions};
 
 /// How often the store health actor pings the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a daemon could not start from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A model, tool or agent could not be set up.
+    #[error("agents: {0}")]
+    Agents(#[from] AgentError),
+    /// A rate limit could not be set up.
+    #[error("limits: {0}")]
+    Limits(#[from] LimitError),
+    /// The knowledge bases could not be set up (`[rag]`).
+    #[error("rag: {0}")]
+    Rag(#[from] RagError),
+}
 
 /// A running daemon: its actor tree and the handles clients use.
 pub struct Daemon {
@@ -72,6 +87,7 @@ pub struct DaemonBuilder<'a> {
     store: Arc<dyn Store>,
     readiness: Readiness,
     generation: u64,
+    ingress: bool,
     tune_router: Option<TuneRouter<'a>>,
 }
 
@@ -93,6 +109,14 @@ impl<'a> DaemonBuilder<'a> {
         self
     }
 
+    /// Whether the daemon reads tasks from the ingress stream (default: yes, on the Redis
+    /// store). Without it, only in-process clients reach the daemon — an embedding program's
+    /// own API, or a test that runs an ingress consumer of its own settings.
+    pub fn ingress(mut self, enabled: bool) -> Self {
+        self.ingress = enabled;
+        self
+    }
+
     /// Adjusts the workflow router's options after the config set them (tests and benches:
     /// shorter leases and scans, a step hook that injects faults).
     pub fn tune_router(mut self, tune: impl FnOnce(&mut RouterOptions) + 'a) -> Self {
@@ -102,7 +126,7 @@ impl<'a> DaemonBuilder<'a> {
 
     /// Starts the daemon's actor tree on the current actix system. Fails if a model, tool or
     /// knowledge base cannot be set up from the config.
-    pub fn start(self) -> Result<Daemon, AgentError> {
+    pub fn start(self) -> Result<Daemon, StartError> {
         Daemon::start(self)
     }
 }
@@ -115,16 +139,18 @@ impl Daemon {
             store,
             readiness: Readiness::default(),
             generation: 0,
+            ingress: true,
             tune_router: None,
         }
     }
 
-    fn start(builder: DaemonBuilder<'_>) -> Result<Daemon, AgentError> {
+    fn start(builder: DaemonBuilder<'_>) -> Result<Daemon, StartError> {
         let DaemonBuilder {
             config,
             store,
             readiness,
             generation,
+            ingress: read_ingress,
             tune_router,
         } = builder;
         let daemon = &config.daemon;
@@ -159,16 +185,13 @@ impl Daemon {
             .map(|(group, budget)| (group.clone(), Budget::from(budget)))
             .collect();
         let usage = UsageLedger::new(store.clone(), budgets);
-        let rag = troupe_agents::embedder::rag_from_config(config, store.clone(), usage.clone())
-            .map_err(|err| AgentError::Invalid {
-                what: "rag",
-                message: err.to_string(),
-            })?;
-        let (agents, directory) = build_agents_with(
+        let policies = Policies::new(store.clone(), usage.clone(), limiters.clone());
+        let rag =
+            troupe_agents::embedder::rag_from_config(config, store.clone(), policies.clone())?;
+        let (agents, directory) = build_agents(
             config,
             store.clone(),
-            usage.clone(),
-            limiters.clone(),
+            policies,
             intensity,
             &rag,
             &workers.handles(),
@@ -231,7 +254,7 @@ impl Daemon {
 
         // Only on Redis: on the memory store no other process could publish a task.
         let mut ingress = None;
-        if store.backend() == "redis" {
+        if read_ingress && store.backend() == "redis" {
             let make = {
                 let (store, talk, router) = (store.clone(), conversations.clone(), router.clone());
                 let workflows: BTreeSet<String> = config.workflows.keys().cloned().collect();

@@ -4,4 +4,4 @@
 
 mod daemon;
 
-pub use daemon::{Daemon, DaemonBuilder};
+pub use daemon::{Daemon, DaemonBuilder, StartError};

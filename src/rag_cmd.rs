@@ -10,8 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
 use troupe_agents::rag::{Caller, NewDocument, Query, Rag, SearchRequest};
-use troupe_agents::{Budget, UsageLedger};
+use troupe_agents::{Budget, Policies, UsageLedger};
 use troupe_config::{Config, SearchType, StoreSettings};
+use troupe_runtime::limit::Limiters;
 
 use crate::serve::open_store;
 
@@ -131,7 +132,9 @@ async fn open(path: &std::path::Path) -> anyhow::Result<(Config, Rag)> {
         .map(|(group, budget)| (group.clone(), Budget::from(budget)))
         .collect();
     let usage = UsageLedger::new(Arc::clone(&store), budgets);
-    let rag = troupe_agents::embedder::rag_from_config(&config, store, usage)?;
+    let limiters = Limiters::new(&config.limits, Arc::clone(&store))?;
+    let policies = Policies::new(Arc::clone(&store), usage, limiters);
+    let rag = troupe_agents::embedder::rag_from_config(&config, store, policies)?;
     Ok((config, rag))
 }
 

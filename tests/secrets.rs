@@ -4,17 +4,13 @@
 //! interest is cached process-wide, so other tests registering the same callsites at the same
 //! time (the `it` binary runs them in parallel) could silence the retry warning it checks.
 
-#[allow(dead_code, unused_imports)]
-#[path = "it/support/llm.rs"]
-mod llm;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use troupe_agents::model::{self, ChatRequest, ChatResponse, ModelError, ModelService};
 use troupe_agents::{ChatMessage, Role};
 
-use crate::llm::{openai_settings_with, Fault, MockConfig};
+use troupe_testkit::llm::{self, openai_settings_with, Fault, MockConfig};
 
 fn user(text: &str) -> ChatRequest {
     ChatRequest {

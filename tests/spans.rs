@@ -8,16 +8,6 @@
 //! run wherever actix puts them), and a callsite's interest is cached process-wide, so no
 //! other test may register callsites while this one captures.
 
-#[allow(dead_code)]
-#[path = "it/support/agents.rs"]
-mod agents;
-#[allow(dead_code, unused_imports)]
-#[path = "it/support/llm.rs"]
-mod llm;
-#[allow(dead_code)]
-#[path = "it/support/redis.rs"]
-mod redis;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::{Arc, OnceLock};
@@ -37,8 +27,9 @@ use troupe_ingress::{IngressActor, TaskResult};
 use troupe_runtime::store::Store;
 use troupe_runtime::trace::{self, span};
 
-use crate::agents::Rig;
-use crate::llm::{mock_config, Fault, MockHandle};
+use llm::{mock_config, Fault, MockHandle};
+use troupe::Daemon;
+use troupe_testkit::{llm, redis};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -199,10 +190,15 @@ async fn model_attempts_and_tool_calls_are_traced_under_their_task() {
     let mock = llm::start(mock_config("")).await;
     mock.push_faults([Fault::ServerError]);
     let store = redis::store(&redis::unique_prefix("spans")).await;
-    let rig = Rig::start(&config_text(&mock), store.clone(), BTreeMap::new()).await;
+    let config = troupe_config::load_str(&config_text(&mock), "troupe.toml", &[]).expect("config");
+    // The test runs an ingress consumer of its own (below).
+    let daemon = Daemon::builder(&config, store.clone())
+        .ingress(false)
+        .start()
+        .expect("daemon");
     IngressActor::new(
         store.clone(),
-        rig.talk.clone(),
+        daemon.conversations.clone(),
         None,
         BTreeSet::new(),
         settings(),
@@ -291,5 +287,5 @@ async fn model_attempts_and_tool_calls_are_traced_under_their_task() {
             }
         }
     }
-    rig.stop().await;
+    daemon.shutdown(Duration::from_secs(6)).await;
 }

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use futures::StreamExt;
@@ -21,17 +20,16 @@ use serde_json::json;
 use tracing::Instrument;
 use troupe_config::AgentSettings;
 use troupe_runtime::isolate;
-use troupe_runtime::limit::{Limiters, Scope};
-use troupe_runtime::metrics::{metrics, ModelLabels};
 use troupe_runtime::store::Store;
 use troupe_tools::{ToolContext, ToolError, ToolRegistry};
 
 use crate::error::AgentError;
 use crate::events::{EventKind, EventLog};
 use crate::message::{ChatMessage, ToolCall};
-use crate::model::{ChatRequest, DeltaSink, ModelError, ModelService, ToolSpec, Usage};
-use crate::thread_store::{now_ms, ThreadId};
-use crate::usage::{Prices, UsageLedger, UsageRecord};
+use crate::model::{ChatRequest, DeltaSink, ModelService, ToolSpec, Usage};
+use crate::policy::{Call, Policies};
+use crate::thread_store::ThreadId;
+use crate::usage::Prices;
 
 /// Everything an agent needs to run: its settings and the services it calls.
 pub struct AgentSpec {
@@ -45,11 +43,10 @@ pub struct AgentSpec {
     pub prices: Prices,
     /// All configured tools (the allowlist in `settings.tools` decides which it may call).
     pub tools: Arc<ToolRegistry>,
-    /// Usage recording and budgets.
-    pub usage: UsageLedger,
-    /// Rate limits; the agent's `limits` guard each of its model calls.
-    pub limiters: Limiters,
-    /// The store (for the batch that records usage and events).
+    /// The policies around each model call: budget, the agent's `limits`, metrics, usage
+    /// and audit.
+    pub policies: Policies,
+    /// The store (for the audit events of tool calls).
     pub store: Arc<dyn Store>,
     /// Recall of earlier thread messages, when `[agents.X.memory]` is set.
     pub memory: Option<crate::memory::Memory>,
@@ -181,52 +178,40 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
         out.produced.extend(results);
     }
     for step in 1..=settings.max_steps {
-        spec.usage.check_budget(msg.thread.group()).await?;
         let request = ChatRequest {
             messages: messages.clone(),
             tools: tools.clone(),
             temperature: Some(settings.temperature),
             max_tokens: settings.max_tokens,
         };
-        let scope = Scope {
+        let call = Call {
             group: msg.thread.group(),
-            user: Some(&msg.user),
+            user: &msg.user,
+            agent: &spec.name,
+            thread: msg.thread.thread(),
+            model: spec.model.name(),
+            prices: spec.prices,
+            limits: &settings.limits,
+            estimated_tokens: estimate_tokens(&request),
         };
-        let estimated = estimate_tokens(&request);
-        spec.limiters
-            .acquire_call(&settings.limits, scope, estimated)
-            .await?;
-        let started = Instant::now();
         let span = tracing::info_span!("model.call", model = %spec.model.name(), call = step);
-        let response = spec
+        let chat = spec
             .model
             .chat(&request, msg.deltas.clone())
-            .instrument(span)
-            .await;
-        observe_call(spec.model.name(), started, response.is_ok());
-        let response = match response {
-            Ok(response) => response,
-            Err(err) => {
-                settle_failed(spec, scope, estimated, &err).await;
-                return Err(err.into());
-            }
-        };
+            .instrument(span);
+        let (response, usage) = spec
+            .policies
+            .call(&call, async {
+                let response = chat.await?;
+                let usage = response
+                    .usage
+                    .unwrap_or_else(|| estimate_usage(&request, &response.content));
+                Ok(((response, usage), usage))
+            })
+            .await?;
         out.model_calls += 1;
-        let usage = response
-            .usage
-            .unwrap_or_else(|| estimate_usage(&request, &response.content));
-        observe_tokens(spec.model.name(), &usage);
-        let used = usage.input_tokens + usage.output_tokens;
-        if let Err(err) = spec
-            .limiters
-            .settle_call(&settings.limits, scope, estimated, used)
-            .await
-        {
-            tracing::warn!(error = %err, "could not settle rate-limit units");
-        }
         out.usage.input_tokens += usage.input_tokens;
         out.usage.output_tokens += usage.output_tokens;
-        record_usage(spec, &msg.thread, &msg.user, usage, started).await;
 
         if response.tool_calls.is_empty() {
             out.answer = response.content.clone();
@@ -415,81 +400,6 @@ async fn refuse_flood(
         .into_iter()
         .map(|d| ChatMessage::tool_result(d.call.id, refusal.clone()))
         .collect()
-}
-
-/// Counts a model call's latency in the metrics.
-fn observe_call(model: &str, started: Instant, ok: bool) {
-    let labels = ModelLabels {
-        model: model.to_owned(),
-        kind: if ok { "ok" } else { "error" },
-    };
-    metrics()
-        .model_seconds
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-}
-
-/// Counts a model call's tokens in the metrics.
-fn observe_tokens(model: &str, usage: &Usage) {
-    for (kind, n) in [
-        ("input", usage.input_tokens),
-        ("output", usage.output_tokens),
-    ] {
-        let labels = ModelLabels {
-            model: model.to_owned(),
-            kind,
-        };
-        metrics().model_tokens.get_or_create(&labels).inc_by(n);
-    }
-}
-
-/// Records a model call's usage and its audit event in one batch. A failure to record is
-/// logged, never fails the turn: the answer matters more than its accounting.
-async fn record_usage(
-    spec: &AgentSpec,
-    thread: &ThreadId,
-    user: &str,
-    usage: Usage,
-    started: Instant,
-) {
-    let record = UsageRecord {
-        group: thread.group().to_owned(),
-        user: user.to_owned(),
-        agent: spec.name.clone(),
-        thread: thread.thread().to_owned(),
-        model: spec.model.name().to_owned(),
-        input_tokens: usage.input_tokens,
-        output_tokens: usage.output_tokens,
-        latency_ms: started.elapsed().as_millis() as u64,
-        cost: spec.prices.cost(&usage),
-        at_ms: now_ms(),
-    };
-    let mut writes = spec.usage.writes(&record);
-    let data = serde_json::to_value(&record).unwrap_or_default();
-    writes.push(EventLog::write(&record.group, EventKind::Usage, &data));
-    if let Err(err) = spec.store.apply(writes).await {
-        tracing::warn!(error = %err, "could not record usage");
-    }
-}
-
-/// Gives back the tokens a failed call did not use, and when the provider answered 429,
-/// holds the agent's limits for as long as it asked: the limiter slows down too.
-async fn settle_failed(spec: &AgentSpec, scope: Scope<'_>, estimated: u64, err: &ModelError) {
-    let limits = &spec.settings.limits;
-    if let Err(e) = spec.limiters.settle_call(limits, scope, estimated, 0).await {
-        tracing::warn!(error = %e, "could not give rate-limit units back");
-    }
-    if let Some(retry_after) = err.retry_after() {
-        for name in limits {
-            let penalized = match spec.limiters.key_for(name, scope) {
-                Ok(key) => spec.limiters.penalize(name, &key, retry_after).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = penalized {
-                tracing::warn!(limit = %name, error = %e, "could not slow the limiter down");
-            }
-        }
-    }
 }
 
 /// Tokens a request is expected to use, for token limits: its prompt (about four characters

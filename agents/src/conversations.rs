@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_config::{Config, Provider};
-use troupe_runtime::limit::Limiters;
 use troupe_runtime::store::{Store, StreamEntry};
 use troupe_runtime::{
     ChildOptions, Intensity, Life, Registry, RegistryOptions, RegistryStats, SupervisorSpec,
@@ -18,12 +17,12 @@ use troupe_runtime::{
 use troupe_tools::ToolRegistry;
 
 use crate::agent::{AgentActor, AgentDirectory, AgentHandle, AgentSpec};
-use crate::embedder::rag_from_config;
 use crate::error::AgentError;
 use crate::events::{EventKind, EventLog};
 use crate::memory::Memory;
 use crate::model::{self, ModelService};
-use crate::rag::{Rag, RagError, RagSearchTool, RAG_SEARCH_KIND};
+use crate::policy::Policies;
+use crate::rag::{Rag, RagSearchTool, RAG_SEARCH_KIND};
 use crate::thread::{
     Approve, Archive, Delete, MessagePage, ReadMessages, StreamStarted, ThreadActor, Turn,
     TurnOutcome,
@@ -34,27 +33,14 @@ use crate::usage::{Budget, UsageLedger, UsageReport};
 
 /// Builds the `agents` supervisor (one permanent child per `[agents.NAME]`) and the
 /// directory threads use to reach them. Models are built once and shared by the agents that
-/// name them. The agents' `rag_search` tools and memory use knowledge bases built from
-/// `[rag]` (see [`build_agents_with`] to share one [`Rag`]).
+/// name them; every model call goes through `policies`. The agents' `rag_search` tools and
+/// memory use the daemon's knowledge bases `rag` (shared with workflows and the CLI's view of
+/// the same store); the agents are spread over `arbiters` (round-robin; none: the
+/// supervisor's).
 pub fn build_agents(
     config: &Config,
     store: Arc<dyn Store>,
-    usage: UsageLedger,
-    limiters: Limiters,
-    intensity: Intensity,
-) -> Result<(SupervisorSpec, Arc<AgentDirectory>), AgentError> {
-    let rag = rag_from_config(config, store.clone(), usage.clone()).map_err(rag_setup)?;
-    build_agents_with(config, store, usage, limiters, intensity, &rag, &[])
-}
-
-/// [`build_agents`] with the daemon's knowledge bases `rag` (shared with workflows and the
-/// CLI's view of the same store), the agents spread over `arbiters` (round-robin; none: the
-/// supervisor's).
-pub fn build_agents_with(
-    config: &Config,
-    store: Arc<dyn Store>,
-    usage: UsageLedger,
-    limiters: Limiters,
+    policies: Policies,
     intensity: Intensity,
     rag: &Rag,
     arbiters: &[actix::ArbiterHandle],
@@ -105,8 +91,7 @@ pub fn build_agents_with(
             model,
             prices,
             tools: tools.clone(),
-            usage: usage.clone(),
-            limiters: limiters.clone(),
+            policies: policies.clone(),
             store: store.clone(),
             memory: settings.memory.as_ref().map(|_| memory.clone()),
         });
@@ -124,18 +109,6 @@ pub fn build_agents_with(
         );
     }
     Ok((supervisor, Arc::new(directory)))
-}
-
-/// A knowledge base that cannot be set up, as an agent error.
-fn rag_setup(err: RagError) -> AgentError {
-    match err {
-        RagError::Store(err) => AgentError::Store(err),
-        RagError::Model(err) => AgentError::Model(err),
-        other => AgentError::Invalid {
-            what: "rag",
-            message: other.to_string(),
-        },
-    }
 }
 
 /// A question for an agent.
@@ -401,9 +374,10 @@ impl Conversations {
         self.registry.stats()
     }
 
-    /// Passivates idle threads now (the sweeper also does it periodically).
-    pub fn passivate_idle(&self) -> usize {
-        self.registry.passivate_idle()
+    /// Passivates now the threads idle for at least `idle` with no turn running; returns how
+    /// many (the sweeper does it periodically for threads idle past `passivate_after`).
+    pub fn passivate_idle(&self, idle: Duration) -> usize {
+        self.registry.passivate_idle_for(idle)
     }
 
     /// Starts the periodic passivation sweeper.

@@ -1,26 +1,26 @@
 //! Embeddings from a configured model (`[rag] embedder = "NAME"`) for the knowledge bases,
 //! and the knowledge bases as `[rag]` configures them. Here rather than in `troupe-rag`
-//! because an embedding call is a model call: budget, usage and audit like a chat call's.
+//! because an embedding call is a model call: it goes through the same [`Policies`] as a
+//! chat call (budget, metrics, usage and audit).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use troupe_config::Config;
 use troupe_rag::{normalize, Caller, Embedder, LocalEmbedder, Rag, RagError};
-use troupe_runtime::clock::now_ms;
 use troupe_runtime::store::Store;
 
-use crate::events::{EventKind, EventLog};
+use crate::error::AgentError;
 use crate::model::{ModelService, Usage};
-use crate::usage::{Prices, UsageLedger, UsageRecord};
+use crate::policy::{Call, Policies};
+use crate::usage::Prices;
 
 /// Knowledge bases as `[rag]` configures them: the local embedder, or the named model's
-/// embeddings with usage recorded in `usage`.
+/// embeddings through `policies`.
 pub fn rag_from_config(
     config: &Config,
     store: Arc<dyn Store>,
-    usage: UsageLedger,
+    policies: Policies,
 ) -> Result<Rag, RagError> {
     let settings = config.rag.clone();
     let embedder: Arc<dyn Embedder> = match &settings.embedder {
@@ -35,37 +35,30 @@ pub fn rag_from_config(
                 input_per_million: model_settings.input_cost_per_million,
                 output_per_million: model_settings.output_cost_per_million,
             };
-            Arc::new(ModelEmbedder::new(model, prices, usage, store.clone()))
+            Arc::new(ModelEmbedder::new(model, prices, policies))
         }
     };
     Ok(Rag::new(store, settings, embedder))
 }
 
-/// Embeddings from a configured model (`[rag] embedder = "NAME"`): the group's budget is
-/// checked first and every call's usage is recorded (with its audit event) like a chat
-/// call's, under the caller's agent.
+/// Embeddings from a configured model (`[rag] embedder = "NAME"`), each call through the
+/// daemon's [`Policies`] under the caller's group, user and agent: the group's budget is
+/// checked first, and its usage and audit event are recorded like a chat call's.
 pub struct ModelEmbedder {
     model: Arc<dyn ModelService>,
     prices: Prices,
-    usage: UsageLedger,
-    store: Arc<dyn Store>,
+    policies: Policies,
     name: String,
 }
 
 impl ModelEmbedder {
-    /// An embedder over `model`, recording usage in `usage`.
-    pub fn new(
-        model: Arc<dyn ModelService>,
-        prices: Prices,
-        usage: UsageLedger,
-        store: Arc<dyn Store>,
-    ) -> Self {
+    /// An embedder over `model` at `prices`, its calls through `policies`.
+    pub fn new(model: Arc<dyn ModelService>, prices: Prices, policies: Policies) -> Self {
         let name = format!("model:{}", model.name());
         ModelEmbedder {
             model,
             prices,
-            usage,
-            store,
+            policies,
             name,
         }
     }
@@ -78,40 +71,31 @@ impl Embedder for ModelEmbedder {
     }
 
     async fn embed(&self, caller: &Caller, texts: &[String]) -> Result<Vec<Vec<f32>>, RagError> {
-        if let Err(err) = self.usage.check_budget(&caller.group).await {
-            return Err(match err {
-                crate::AgentError::Model(err) => RagError::Model(err),
-                crate::AgentError::Store(err) => RagError::Store(err),
-                other => RagError::Invalid {
-                    what: "budget",
-                    message: other.to_string(),
-                },
-            });
-        }
-        let started = Instant::now();
-        let embeddings = self.model.embed(texts).await?;
-        let usage = embeddings.usage.unwrap_or_else(|| Usage {
-            input_tokens: texts.iter().map(|t| t.len().div_ceil(4) as u64).sum(),
-            output_tokens: 0,
-        });
-        let record = UsageRecord {
-            group: caller.group.clone(),
-            user: caller.user.clone(),
-            agent: caller.agent.clone(),
-            thread: String::new(),
-            model: self.model.name().to_owned(),
-            input_tokens: usage.input_tokens,
-            output_tokens: 0,
-            latency_ms: started.elapsed().as_millis() as u64,
-            cost: self.prices.cost(&usage),
-            at_ms: now_ms(),
+        let call = Call {
+            group: &caller.group,
+            user: &caller.user,
+            agent: &caller.agent,
+            thread: "",
+            model: self.model.name(),
+            prices: self.prices,
+            // Embedding calls are not rate-limited (no `[rag]` limits).
+            limits: &[],
+            estimated_tokens: 0,
         };
-        let mut writes = self.usage.writes(&record);
-        let data = serde_json::to_value(&record).unwrap_or_default();
-        writes.push(EventLog::write(&record.group, EventKind::Usage, &data));
-        if let Err(err) = self.store.apply(writes).await {
-            tracing::warn!(error = %err, "could not record embedding usage");
-        }
+        let embed = async {
+            let embeddings = self.model.embed(texts).await?;
+            let usage = embeddings.usage.unwrap_or_else(|| Usage {
+                input_tokens: texts.iter().map(|t| t.len().div_ceil(4) as u64).sum(),
+                output_tokens: 0,
+            });
+            // Embeddings generate no tokens.
+            let usage = Usage {
+                output_tokens: 0,
+                ..usage
+            };
+            Ok((embeddings, usage))
+        };
+        let embeddings = self.policies.call(&call, embed).await.map_err(rag_error)?;
         if embeddings.vectors.len() != texts.len() {
             return Err(RagError::Invalid {
                 what: "embeddings",
@@ -126,5 +110,17 @@ impl Embedder for ModelEmbedder {
         let mut vectors = embeddings.vectors;
         vectors.iter_mut().for_each(|v| normalize(v));
         Ok(vectors)
+    }
+}
+
+/// A refused or failed embedding call, as the knowledge bases' error.
+fn rag_error(err: AgentError) -> RagError {
+    match err {
+        AgentError::Model(err) => RagError::Model(err),
+        AgentError::Store(err) => RagError::Store(err),
+        other => RagError::Invalid {
+            what: "budget",
+            message: other.to_string(),
+        },
     }
 }

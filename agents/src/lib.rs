@@ -5,6 +5,8 @@
 //! - [`agent`]: the agent actor and its loop (model → tools → model …).
 //! - [`thread`]: the thread actor, an entity of the thread registry; [`thread_store`]: its
 //!   persisted form, scoped by group.
+//! - [`policy`]: the layers around every model call (budget, rate limits, metrics, usage,
+//!   audit), alike for chat and embedding calls.
 //! - [`stream`]: live deltas; [`usage`]: usage, cost and budgets; [`events`]: the audit log.
 //! - [`conversations`]: the API clients use.
 //! - [`task_result`]: what a task's result looks like (written by the ingress, `troupe-ingress`,
@@ -25,6 +27,7 @@ pub mod events;
 pub use troupe_rag as rag;
 pub mod embedder;
 pub mod memory;
+pub mod policy;
 pub mod stream;
 pub mod task_result;
 pub mod thread;
@@ -33,9 +36,10 @@ pub mod thread_store;
 pub mod usage;
 
 pub use agent::{AgentActor, AgentDirectory, AgentHandle, AgentRun, AgentSpec, RunAgent};
-pub use conversations::{build_agents, build_agents_with, Ask, Conversations};
+pub use conversations::{build_agents, Ask, Conversations};
 pub use error::AgentError;
 pub use message::{ChatMessage, Role, ToolCall};
+pub use policy::Policies;
 pub use thread::{MessagePage, ThreadActor, TurnOutcome, TurnStatus};
 pub use thread_store::{NewThread, ThreadId, ThreadInfo, ThreadMessage, ThreadPage, ThreadStore};
 pub use usage::{Budget, Prices, Totals, UsageLedger, UsageReport};

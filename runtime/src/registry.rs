@@ -177,7 +177,13 @@ where
     /// Passivates every entity idle for at least `passivate_after` with no request in
     /// flight; returns how many.
     pub fn passivate_idle(&self) -> usize {
-        let ttl = self.inner.passivate_after.as_millis() as u64;
+        self.passivate_idle_for(self.inner.passivate_after)
+    }
+
+    /// Passivates every entity idle for at least `idle` with no request in flight (an
+    /// operator's "free memory now", whatever `passivate_after` says); returns how many.
+    pub fn passivate_idle_for(&self, idle: Duration) -> usize {
+        let ttl = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
         let now = self.now_ms();
         let mut passivated = 0;
         self.inner.map.retain(|id, entry| {

@@ -2,11 +2,10 @@
 //! server, tool calls and the allowlist, approvals, streaming to the store, usage and budgets,
 //! group isolation, and a conversation that survives a restart on Redis.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use troupe_agents::usage::day_of;
-use troupe_agents::{AgentError, Ask, Budget, Conversations, Role, TurnOutcome, TurnStatus};
+use troupe_agents::{AgentError, Ask, Conversations, Role, TurnOutcome, TurnStatus};
 use troupe_runtime::limit::LimitError;
 use troupe_runtime::store::{MemoryStore, Store};
 
@@ -76,10 +75,7 @@ fn ask(agent: &str, group: &str, thread: Option<&str>, input: &str) -> Ask {
 
 async fn memory_rig(mock: &MockHandle) -> (Rig, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    (
-        Rig::start(&config_text(mock), store.clone(), BTreeMap::new()).await,
-        store,
-    )
+    (Rig::start(&config_text(mock), store.clone()).await, store)
 }
 
 async fn contents(talk: &Conversations, group: &str, out: &TurnOutcome) -> Vec<(Role, String)> {
@@ -482,14 +478,11 @@ async fn threads_list_newest_first_archive_and_delete() {
 async fn a_spent_budget_stops_calls_before_they_reach_the_model() {
     let mock = llm::start(mock_config("")).await;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let budgets = BTreeMap::from([(
-        "acme".to_owned(),
-        Budget {
-            tokens_per_day: Some(5),
-            cost_per_day: None,
-        },
-    )]);
-    let rig = Rig::start(&config_text(&mock), store, budgets).await;
+    let config = format!(
+        "{}\n[budgets.acme]\ntokens_per_day = 5\n",
+        config_text(&mock)
+    );
+    let rig = Rig::start(&config, store).await;
     rig.talk
         .ask(ask("helper", "acme", None, "one two three four five six"))
         .await
@@ -522,12 +515,7 @@ async fn a_spent_budget_stops_calls_before_they_reach_the_model() {
 async fn a_conversation_survives_a_restart_on_redis() {
     let mock = llm::start(mock_config("")).await;
     let prefix = unique_prefix("agents-restart");
-    let first = Rig::start(
-        &config_text(&mock),
-        redis::store(&prefix).await,
-        BTreeMap::new(),
-    )
-    .await;
+    let first = Rig::start(&config_text(&mock), redis::store(&prefix).await).await;
     let out = first
         .talk
         .ask(ask("helper", "acme", None, "remember the word zebra"))
@@ -536,12 +524,7 @@ async fn a_conversation_survives_a_restart_on_redis() {
     first.stop().await;
 
     // A new daemon (new connection, new actors) continues the same thread.
-    let second = Rig::start(
-        &config_text(&mock),
-        redis::store(&prefix).await,
-        BTreeMap::new(),
-    )
-    .await;
+    let second = Rig::start(&config_text(&mock), redis::store(&prefix).await).await;
     let next = second
         .talk
         .ask(ask(
@@ -582,12 +565,7 @@ async fn a_conversation_survives_a_restart_on_redis() {
 async fn tail_prints_a_thread_from_the_store_and_refuses_other_groups() {
     let mock = llm::start(mock_config("")).await;
     let prefix = unique_prefix("tail");
-    let rig = Rig::start(
-        &config_text(&mock),
-        redis::store(&prefix).await,
-        BTreeMap::new(),
-    )
-    .await;
+    let rig = Rig::start(&config_text(&mock), redis::store(&prefix).await).await;
     let out = rig
         .talk
         .ask(ask("helper", "acme", None, "What is the current_time?"))
@@ -655,7 +633,7 @@ limits = ["llm_requests"]
 "#,
         config_text(&mock)
     );
-    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new())).await;
     for i in 0..2 {
         rig.talk
             .ask(ask("limited", "acme", None, &format!("q{i}")))
@@ -707,7 +685,7 @@ async fn budgets_come_from_the_config() {
         "{}\n[budgets.acme]\ntokens_per_day = 3\n",
         config_text(&mock)
     );
-    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new())).await;
     rig.talk
         .ask(ask("helper", "acme", None, "one two three"))
         .await
@@ -768,7 +746,7 @@ tools = ["current_time"]
             mock.base_url(),
             cassette.display()
         );
-        let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+        let rig = Rig::start(&config, Arc::new(MemoryStore::new())).await;
         let out = rig
             .talk
             .ask(ask("helper", "acme", None, "call it with broken args"))
@@ -785,7 +763,7 @@ tools = ["current_time"]
         "[models.mock]\nprovider = \"scripted\"\ncassette = \"{}\"\n{agents}",
         cassette.display()
     );
-    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new())).await;
     let out = rig
         .talk
         .ask(ask("helper", "acme", None, "call it with broken args"))
@@ -801,12 +779,7 @@ async fn tail_follows_the_live_deltas_of_a_turn_in_progress() {
     // 100 ms between streamed words: the turn streams for well over a second.
     let mock = llm::start(mock_config("token_latency = \"100ms\"\n")).await;
     let prefix = unique_prefix("tail-follow");
-    let rig = Rig::start(
-        &config_text(&mock),
-        redis::store(&prefix).await,
-        BTreeMap::new(),
-    )
-    .await;
+    let rig = Rig::start(&config_text(&mock), redis::store(&prefix).await).await;
     let thread = rig
         .talk
         .ask(ask("helper", "acme", None, "hello"))
@@ -889,7 +862,7 @@ async fn a_429_with_an_absurd_retry_after_holds_the_limiter_at_most_max_retry_ti
              [agents.limited]\nmodel = \"mock\"\nlimits = [\"llm\"]\n",
             config_text(&mock)
         );
-        let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+        let rig = Rig::start(&config, Arc::new(MemoryStore::new())).await;
         let limited = rig.talk.ask(ask("limited", group, None, "busy?")).await;
         assert!(
             matches!(
@@ -929,7 +902,7 @@ async fn a_flood_of_tool_calls_runs_max_tool_calls_and_refuses_the_rest() {
         "{}\n[agents.flooded]\nmodel = \"mock\"\ntools = [\"current_time\"]\nmax_tool_calls = 16\n",
         config_text(&mock).replace("idle_timeout = \"500ms\"", "idle_timeout = \"10s\"")
     );
-    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new())).await;
     for (group, stream) in [("acme", false), ("globex", true)] {
         let mut question = ask("flooded", group, None, "flood the tools");
         question.stream = stream;
@@ -1005,7 +978,7 @@ async fn a_failed_call_names_no_url_or_key_in_the_error_or_its_event() {
         "model = \"mock-model\"\n",
         &format!("model = \"mock-model\"\napi_key_env = \"{var}\"\n"),
     );
-    let rig = Rig::start(&config, Arc::new(MemoryStore::new()), BTreeMap::new()).await;
+    let rig = Rig::start(&config, Arc::new(MemoryStore::new())).await;
     // A reqwest error (reqwest names the URL), an error body echoing URL and key, a huge body.
     for (group, fault) in [
         ("acme", llm::Fault::HugeHeader),

@@ -39,7 +39,7 @@ fn settings() -> IngressSettings {
 
 async fn rig(name: &str) -> (Rig, Arc<dyn Store>) {
     let store = redis::store(&unique_prefix(name)).await;
-    let rig = Rig::start(CONFIG, store.clone(), BTreeMap::new()).await;
+    let rig = Rig::start(CONFIG, store.clone()).await;
     (rig, store)
 }
 
@@ -298,7 +298,7 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries() {
 async fn slow_rig(name: &str, latency: &str) -> (Rig, Arc<dyn Store>) {
     let store = redis::store(&unique_prefix(name)).await;
     let config = format!("{CONFIG}\n[models.slow]\nprovider = \"scripted\"\nlatency = \"{latency}\"\n\n[agents.slow]\nmodel = \"slow\"\n");
-    let rig = Rig::start(&config, store.clone(), BTreeMap::new()).await;
+    let rig = Rig::start(&config, store.clone()).await;
     (rig, store)
 }
 

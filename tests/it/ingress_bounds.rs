@@ -335,7 +335,6 @@ async fn a_consumer_holding_a_pending_entry_is_never_deleted() {
     let rig = Rig::start(
         "[models.scripted]\nprovider = \"scripted\"\n[agents.echo]\nmodel = \"scripted\"\n",
         store.clone(),
-        BTreeMap::new(),
     )
     .await;
     // Built directly (no validation): a claim_idle too long to reclaim the holder's entry

@@ -7,7 +7,6 @@
 //! pending by one is seen and answered by the other, and turns sent to both at once are
 //! serialized by the thread's turn lease.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -211,8 +210,8 @@ async fn an_approval_left_pending_on_one_daemon_is_seen_and_answered_on_the_othe
     let mock = llm::start(mock_config("")).await;
     let store: Arc<dyn Store> = private_redis::store(&unique_prefix("approvals")).await;
     let config = GATED.replace("BASE_URL", &mock.base_url());
-    let one = Rig::start(&config, store.clone(), BTreeMap::new()).await;
-    let two = Rig::start(&config, store.clone(), BTreeMap::new()).await;
+    let one = Rig::start(&config, store.clone()).await;
+    let two = Rig::start(&config, store.clone()).await;
 
     // A plain turn on both first: both daemons now hold a live actor for the thread.
     let first = one.talk.ask(ask(None, "hello")).await.expect("turn");
@@ -284,8 +283,8 @@ async fn turns_sent_to_two_daemons_at_once_are_serialized_by_the_thread_lease() 
     let mock = llm::start(mock_config("latency = \"50ms\"")).await;
     let store: Arc<dyn Store> = private_redis::store(&unique_prefix("leases")).await;
     let config = GATED.replace("BASE_URL", &mock.base_url());
-    let one = Rig::start(&config, store.clone(), BTreeMap::new()).await;
-    let two = Rig::start(&config, store.clone(), BTreeMap::new()).await;
+    let one = Rig::start(&config, store.clone()).await;
+    let two = Rig::start(&config, store.clone()).await;
     let thread = one.talk.ask(ask(None, "start")).await.expect("turn").thread;
 
     let turns = (0..6).map(|i| {

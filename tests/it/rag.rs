@@ -17,8 +17,9 @@ use troupe_agents::rag::{
     chunk, AddStatus, Caller, ChunkOptions, Embedder, LocalEmbedder, NewDocument, Query, Rag,
     RagError, RagSearchTool, SearchRequest,
 };
-use troupe_agents::{Ask, Prices, UsageLedger};
+use troupe_agents::{Ask, Policies, Prices, UsageLedger};
 use troupe_config::{RagSettings, SearchType};
+use troupe_runtime::limit::Limiters;
 use troupe_runtime::store::{MemoryStore, Store};
 use troupe_tools::{Tool, ToolContext, ToolError, ToolRegistry};
 
@@ -580,12 +581,9 @@ async fn embeddings_from_the_mock_server_record_usage() {
         input_per_million: 2.0,
         output_per_million: 0.0,
     };
-    let embedder = Arc::new(ModelEmbedder::new(
-        model,
-        prices,
-        ledger.clone(),
-        store.clone(),
-    ));
+    let limiters = Limiters::new(&BTreeMap::new(), store.clone()).expect("limiters");
+    let policies = Policies::new(store.clone(), ledger.clone(), limiters);
+    let embedder = Arc::new(ModelEmbedder::new(model, prices, policies));
     let rag = Rag::new(store, settings_with_batch(2), embedder);
     let caller = Caller::new("acme", "ann", "indexer");
     let content = (0..6)
@@ -744,7 +742,7 @@ range = 1
         mock.base_url()
     );
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let rig = Rig::start(&config, store, BTreeMap::new()).await;
+    let rig = Rig::start(&config, store).await;
     let ask = |input: &str, thread: Option<String>| Ask {
         group: "acme".to_owned(),
         user: "ann".to_owned(),

@@ -325,7 +325,7 @@ other_threads = true
         mock.base_url()
     );
     let store = redis::store(&unique_prefix("rag-mem-delete")).await;
-    let mut rig = Rig::start(&config, store.clone(), BTreeMap::new()).await;
+    let mut rig = Rig::start(&config, store.clone()).await;
     let rag = rag_with(store.clone(), 1 << 30);
     rig.talk = rig.talk.clone().with_rag(rag.clone());
     let ask = |input: &str| Ask {

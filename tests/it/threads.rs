@@ -2,13 +2,11 @@
 //! in order, passivation and re-activation from the store, concurrent turns serialized, a
 //! corrupt record failing the turn with a typed error.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_agents::{AgentError, Ask, Role, ThreadId};
 use troupe_runtime::store::{MemoryStore, Store};
-use troupe_runtime::RegistryOptions;
 
 use crate::support::agents::Rig;
 use crate::support::redis::{self, unique_prefix};
@@ -23,11 +21,7 @@ context_messages = 4
 "#;
 
 async fn start(store: Arc<dyn Store>) -> Rig {
-    let options = RegistryOptions {
-        passivate_after: Duration::ZERO,
-        ..RegistryOptions::default()
-    };
-    Rig::start_with(CONFIG, store, BTreeMap::new(), options).await
+    Rig::start(CONFIG, store).await
 }
 
 fn ask(thread: Option<&str>, input: &str) -> Ask {
@@ -75,7 +69,7 @@ async fn check_persistence_and_reactivation(store: Arc<dyn Store>) {
         .all(|(i, m)| m.seq == i as u64));
 
     // Passivate; the next turn re-activates the thread from the store and continues it.
-    assert_eq!(talk.passivate_idle(), 1);
+    assert_eq!(talk.passivate_idle(Duration::ZERO), 1);
     assert_eq!(talk.thread_stats().active, 0);
     let next = talk
         .ask(ask(Some(&thread), "after a rest"))
@@ -118,7 +112,7 @@ async fn a_corrupt_thread_fails_its_turn_with_a_typed_error() {
     // changed thread and refuses the corrupt record.
     for passivate in [false, true] {
         if passivate {
-            assert_eq!(talk.passivate_idle(), 1);
+            assert_eq!(talk.passivate_idle(Duration::ZERO), 1);
         }
         let err = talk
             .ask(ask(Some(&out.thread), "again"))
@@ -272,13 +266,7 @@ async fn check_retention(store: Arc<dyn Store>) {
         "[models.scripted]",
         "[daemon]\nthread_retention = \"1500ms\"\n\n[models.scripted]",
     );
-    let rig = Rig::start_with(
-        &config,
-        store.clone(),
-        BTreeMap::new(),
-        RegistryOptions::default(),
-    )
-    .await;
+    let rig = Rig::start(&config, store.clone()).await;
     let talk = &rig.talk;
     let old = talk.ask(ask(None, "old")).await.expect("turn").thread;
     // Activity is scored in ms: a later millisecond, so the order below is by time alone.

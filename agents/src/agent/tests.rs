@@ -70,8 +70,12 @@ fn spec(store: Arc<dyn Store>, gate: Arc<Gate>, agent_keys: &str) -> AgentSpec {
         model: Arc::new(model),
         prices: Prices::default(),
         tools: Arc::new(tools),
-        usage: UsageLedger::new(store.clone(), Default::default()),
-        limiters: Limiters::new(&config.limits, store.clone()).unwrap_or_else(|e| panic!("{e}")),
+        policies: Policies::new(
+            store.clone(),
+            crate::usage::UsageLedger::new(store.clone(), Default::default()),
+            troupe_runtime::limit::Limiters::new(&config.limits, store.clone())
+                .unwrap_or_else(|e| panic!("{e}")),
+        ),
         store,
         memory: None,
     }

@@ -1,69 +1,39 @@
-//! Agents and conversations started in-process from a config text: the agents supervisor,
-//! rate limits and budgets from the config, and the thread registry.
+//! The daemon started in-process from a config text, through the production builder
+//! (`troupe::Daemon::builder`), without its ingress consumer: the tests reach it through
+//! [`Conversations`], and the ingress tests run a consumer of their own settings.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe_agents::{build_agents, Budget, Conversations, UsageLedger};
-use troupe_runtime::limit::Limiters;
+use troupe::Daemon;
+use troupe_agents::Conversations;
 use troupe_runtime::store::Store;
-use troupe_runtime::{Exit, Intensity, Life, RegistryOptions, SupervisorSpec};
+use troupe_runtime::Exit;
 
-/// A running set of agents and threads over a store.
+/// A running daemon over a store, and its conversations API.
 pub struct Rig {
     /// The conversations API.
     pub talk: Conversations,
-    life: Life,
+    daemon: Daemon,
 }
 
 impl Rig {
-    /// Starts the agents of `config` over `store`, with `budgets` added to the config's.
-    pub async fn start(
-        config: &str,
-        store: Arc<dyn Store>,
-        budgets: BTreeMap<String, Budget>,
-    ) -> Rig {
-        Rig::start_with(config, store, budgets, RegistryOptions::default()).await
+    /// Starts the daemon of `config` (TOML text) over `store`.
+    pub async fn start(config: &str, store: Arc<dyn Store>) -> Rig {
+        let config = troupe_config::load_str(config, "troupe.toml", &[])
+            .unwrap_or_else(|err| panic!("config: {err}"));
+        let daemon = Daemon::builder(&config, store)
+            .ingress(false)
+            .start()
+            .unwrap_or_else(|err| panic!("daemon: {err}"));
+        let talk = daemon.conversations.clone();
+        Rig { talk, daemon }
     }
 
-    /// Like [`Rig::start`], with the thread registry's options.
-    pub async fn start_with(
-        config: &str,
-        store: Arc<dyn Store>,
-        mut budgets: BTreeMap<String, Budget>,
-        options: RegistryOptions,
-    ) -> Rig {
-        let config = troupe_config::load_str(config, "troupe.toml", &[]).expect("config");
-        budgets.extend(
-            config
-                .budgets
-                .iter()
-                .map(|(g, b)| (g.clone(), Budget::from(b))),
-        );
-        let usage = UsageLedger::new(store.clone(), budgets);
-        let limiters = Limiters::new(&config.limits, store.clone()).expect("limits");
-        let (agents, directory) = build_agents(
-            &config,
-            store.clone(),
-            usage.clone(),
-            limiters,
-            Intensity::default(),
-        )
-        .expect("agents");
-        let mut root = SupervisorSpec::new("root", Intensity::default());
-        root.supervisor(agents);
-        let (_root, life) = root.start();
-        let retention = config.daemon.thread_retention;
-        let talk = Conversations::new(store, directory, usage, options, retention);
-        Rig { talk, life }
-    }
-
-    /// Stops the threads and the agents; both must stop cleanly.
+    /// Stops the daemon; it must stop cleanly.
     pub async fn stop(self) {
-        self.talk.shutdown(Duration::from_secs(2)).await;
         assert_eq!(
-            self.life.shutdown(Duration::from_secs(2)).await,
+            self.daemon.shutdown(Duration::from_secs(6)).await,
             Exit::Stopped
         );
     }

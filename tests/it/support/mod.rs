@@ -1,6 +1,4 @@
-//! Test support: real services (a private redis-server, the daemon binary) for the integration tests.
+//! Test support: the test kit's real services (a private redis-server, the daemon binary, the
+//! mock model server, the oracle), and the in-process daemon started through the builder.
 pub mod agents;
-pub mod daemon;
-pub mod llm;
-pub mod oracle;
-pub mod redis;
+pub use troupe_testkit::{daemon, llm, oracle, redis};

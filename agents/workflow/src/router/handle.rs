@@ -52,24 +52,18 @@ impl Router {
         let pools = pools.clone();
         let endings = Endings::default();
         let snapshots = Arc::new(Snapshots::new(Arc::new(config.workflows.clone())));
-        let rag = match talk.rag() {
-            Some(rag) => rag.clone(),
-            None => troupe_agents::embedder::rag_from_config(
-                config,
+        // The daemon gives its conversations the knowledge bases of `[rag]`; without them
+        // (an embedding program's own wiring), knowledge steps embed locally.
+        let rag = talk.rag().cloned().unwrap_or_else(|| {
+            tracing::warn!("no knowledge bases: knowledge steps use the local embedder");
+            troupe_agents::rag::Rag::new(
                 store.clone(),
-                talk.usage_ledger().clone(),
+                config.rag.clone(),
+                Arc::new(troupe_agents::rag::LocalEmbedder::new(
+                    config.rag.dimensions,
+                )),
             )
-            .unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "knowledge steps use the local embedder");
-                troupe_agents::rag::Rag::new(
-                    store.clone(),
-                    config.rag.clone(),
-                    Arc::new(troupe_agents::rag::LocalEmbedder::new(
-                        config.rag.dimensions,
-                    )),
-                )
-            }),
-        };
+        });
         let env = Arc::new(Env {
             store: store.clone(),
             talk,

@@ -1,6 +1,7 @@
 //! Runs the real `troupe` binary as a child process: watch its log lines, signal it, wait.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -14,6 +15,23 @@ pub fn config_file(text: &str) -> tempfile::NamedTempFile {
         .expect("temp file");
     file.write_all(text.as_bytes()).expect("write config");
     file
+}
+
+/// The `troupe` binary of this build: Cargo builds it for the integration tests and the benches
+/// of its package, next to their `deps/` directory (`target/<profile>/troupe`).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a test binary lives in target/<profile>/deps");
+    let binary = profile.join(format!("troupe{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is not built: run this from `cargo test` or `cargo bench` of the troupe package",
+        binary.display()
+    );
+    binary
 }
 
 /// A running `troupe` process; killed on drop if still running.
@@ -32,7 +50,7 @@ impl Daemon {
     /// Like [`Daemon::spawn`], with environment variables (`RUST_LOG` among them overrides
     /// the default `info`).
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        let mut child = Command::new(binary())
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())

@@ -233,8 +233,7 @@ pub fn store_config_file(prefix: &str) -> tempfile::NamedTempFile {
 
 /// A private server for a benchmark, or `None` (with a note naming `what` is skipped) when
 /// `redis-server` is not installed: benches run where tests would fail loudly instead. Used
-/// by the benches (which include this file), not by the tests.
-#[allow(dead_code)]
+/// by the benches, not by the tests.
 pub fn start_for_bench(what: &str) -> Option<RedisServer> {
     let installed = Command::new("redis-server")
         .arg("--version")
