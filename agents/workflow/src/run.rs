@@ -196,11 +196,7 @@ async fn execute(
             stored.push(hash.clone());
         }
     }
-    let order: Vec<String> = snapshot
-        .definitions
-        .get(&record.workflow)
-        .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
-        .unwrap_or_default();
+    let order = snapshot.top_steps(&record.workflow);
     let replay = Replay::fold(&entries, &order);
     let resumed = replay.completed.len();
     if resumed > 0 {
