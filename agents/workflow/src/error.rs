@@ -1,6 +1,6 @@
 //! Errors of workflow runs and of the API that submits and inspects them.
 
-use troupe_runtime::pool::PoolError;
+use troupe_runtime::pool::{PoolError, WorkFailure};
 use troupe_runtime::store::StoreError;
 
 use super::template::RenderError;
@@ -35,8 +35,9 @@ pub enum WorkflowError {
         step: String,
         /// The pool.
         pool: String,
-        /// How the item ended.
-        error: String,
+        /// How the item ended: the kind of failure (a rate limit, bad input, a timeout…),
+        /// its message and causes, as they crossed the pool.
+        error: WorkFailure,
     },
     /// A knowledge step's search failed.
     #[error("step {step:?}: {source}")]

@@ -206,7 +206,10 @@ impl Exec {
                 None => Err(WorkflowError::PoolCall {
                     step: key,
                     pool: pool.name().to_owned(),
-                    error: format!("the item's output has no answer: {output}"),
+                    error: WorkFailure::new(
+                        WorkErrorKind::Internal,
+                        format!("the item's output has no answer: {output}"),
+                    ),
                 }),
             },
             WorkOutcome::Failed { error } => Err(WorkflowError::PoolCall {
@@ -217,7 +220,7 @@ impl Exec {
             WorkOutcome::Canceled => Err(WorkflowError::PoolCall {
                 step: key,
                 pool: pool.name().to_owned(),
-                error: "the item was canceled".to_owned(),
+                error: WorkFailure::new(WorkErrorKind::Canceled, "the item was canceled"),
             }),
         }
     }

@@ -18,7 +18,9 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument as _;
 use troupe_config::{RouteTarget, StepKind, StepSettings, WorkflowSettings};
 use troupe_runtime::limit::{LimitError, Scope};
-use troupe_runtime::pool::{Pool, PoolError, WorkCompletedEvent, WorkId, WorkOutcome, WorkSpec};
+use troupe_runtime::pool::{
+    Pool, PoolError, WorkCompletedEvent, WorkErrorKind, WorkFailure, WorkId, WorkOutcome, WorkSpec,
+};
 
 use crate::env::Env;
 use crate::error::WorkflowError;
