@@ -21,6 +21,7 @@ use troupe_runtime::limit::{LimitError, Scope};
 use troupe_runtime::pool::{
     Pool, PoolError, WorkCompletedEvent, WorkErrorKind, WorkFailure, WorkId, WorkOutcome, WorkSpec,
 };
+use troupe_runtime::retry::{retry_with, Backoff, Jitter, Next, RetryPolicy};
 
 use crate::env::Env;
 use crate::error::WorkflowError;
