@@ -18,7 +18,6 @@ use troupe_runtime::pool::{
     handler_fn, CancelOutcome, FollowUp, Pool, PoolOptions, WorkCompletedEvent, WorkError,
     WorkHandler, WorkOutcome, WorkSpec, WorkStatus,
 };
-use troupe_runtime::retrier::{Retrier, RetrierSettings, RetryPolicy, RunStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Intensity, Life, Restart, SupervisorSpec};
 
@@ -785,91 +784,6 @@ async fn items_of_an_unregistered_kind_wait_for_their_handler_and_ids_deduplicat
     pool.register_handler("later", handler_fn(|_| async { Ok(Value::Null) }));
     let events = collect(&mut rx, 1).await;
     assert_eq!(events[0].id, "job-1");
-    life.shutdown(WAIT).await;
-}
-
-// ---- the retrier -------------------------------------------------------------------------------
-
-#[actix::test]
-async fn the_retrier_keeps_a_persistent_status_and_notifies_once() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let mut supervisor = SupervisorSpec::new("retriers", Intensity::default());
-    let retrier_settings = RetrierSettings {
-        policy: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            backoff_base: 2.0,
-            max_backoff: Duration::from_millis(20),
-            jitter: true,
-        },
-        parallelism: 2,
-        retention: Duration::from_secs(60),
-    };
-    let retrier = Retrier::child_of(
-        &mut supervisor,
-        "retrier",
-        retrier_settings,
-        store,
-        fast_options(),
-        ChildOptions::default(),
-    );
-    let (_, life) = supervisor.start();
-    eventually("the retrier starts", || async {
-        retrier.pool().actor().addr().is_some()
-    })
-    .await;
-    let gate = Gate::new();
-    let gate_in = gate.clone();
-    retrier.register_action(
-        "call",
-        handler_fn(move |work| {
-            let gate = gate_in.clone();
-            async move {
-                gate.wait().await;
-                if work.attempt < 2 {
-                    Err(WorkError::retry_after("429", Duration::from_millis(5)))
-                } else {
-                    Ok(json!("answer"))
-                }
-            }
-        }),
-    );
-    let (recipient, mut rx) = sink();
-    let run = retrier
-        .run("call", json!({"q": 1}), Some(recipient.clone()))
-        .await
-        .expect("run");
-    eventually("the run is in progress", || async {
-        retrier.status(&run).await.ok().flatten() == Some(RunStatus::InProgress { attempt: 1 })
-    })
-    .await;
-    gate.open();
-    let events = collect(&mut rx, 1).await;
-    assert_eq!(
-        (events[0].id.as_str(), events[0].attempts),
-        (run.as_str(), 2)
-    );
-    assert_eq!(
-        retrier.status(&run).await.expect("status"),
-        Some(RunStatus::Succeeded)
-    );
-
-    retrier.pool().set_parallelism(0).await.expect("pause");
-    let canceled = retrier
-        .run("call", Value::Null, Some(recipient))
-        .await
-        .expect("run");
-    assert_eq!(
-        retrier.cancel(&canceled).await.expect("cancel"),
-        CancelOutcome::Canceled
-    );
-    assert_eq!(
-        retrier.status(&canceled).await.expect("status"),
-        Some(RunStatus::Canceled)
-    );
-    let events = collect(&mut rx, 1).await;
-    assert_eq!(events[0].outcome, WorkOutcome::Canceled);
-    assert!(rx.try_recv().is_err());
     life.shutdown(WAIT).await;
 }
 

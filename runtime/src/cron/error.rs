@@ -1,6 +1,7 @@
 //! Errors of the cron scheduler's operations (register, delete, list, history).
 
 use crate::error::ActorError;
+use crate::retry::Transient;
 use crate::store::StoreError;
 
 /// Why a cron operation failed. A target that fails is not an error of the scheduler: it is
@@ -24,8 +25,16 @@ pub enum CronError {
 }
 
 impl CronError {
-    /// Whether the same call may succeed later.
+    /// Whether the same call may succeed later: the [`Transient`] decision, callable without
+    /// importing the trait.
     pub fn is_retryable(&self) -> bool {
+        Transient::is_retryable(self)
+    }
+}
+
+impl Transient for CronError {
+    /// A store or actor failure that may pass; never an invalid schedule.
+    fn is_retryable(&self) -> bool {
         match self {
             CronError::InvalidSchedule { .. } => false,
             CronError::Store(err) => err.is_retryable(),
