@@ -48,7 +48,7 @@ pub use self::messages::{
 };
 pub use self::schedule::CronSchedule;
 pub use self::scheduler::CronScheduler;
-pub use self::target::{cron_handler_fn, CronHandler, RecordOnly};
+pub use self::target::{cron_handler_fn, CronHandler};
 
 /// The hash of cron definitions.
 const DEFS: &str = "cron:defs";

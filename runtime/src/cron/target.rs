@@ -35,16 +35,3 @@ where
 
     Arc::new(FnHandler(f))
 }
-
-/// A [`CronHandler`] that invokes nothing: the cron's history is its only effect. Used until
-/// targets are wired to agents and workflows.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RecordOnly;
-
-#[async_trait]
-impl CronHandler for RecordOnly {
-    async fn fire(&self, cron: &str, target: &CronTarget, _input: &str) -> Result<(), String> {
-        tracing::info!(cron, ?target, "cron fired (no target wired yet)");
-        Ok(())
-    }
-}
