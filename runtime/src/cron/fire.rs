@@ -14,6 +14,7 @@ use super::{key, CronHandler, TickOutcome};
 use crate::clock::now_ms;
 use crate::guard::isolate;
 use crate::store::{Store, StoreError, Trim, Write};
+use crate::trace::span;
 
 /// First pause before a failed store call of a tick is tried again; doubled per failure up
 /// to `STORE_RETRY_MAX`, within the claim's time.
@@ -51,7 +52,7 @@ enum Claimed {
 
 impl FireJob {
     pub(super) async fn run(self) {
-        let span = tracing::info_span!("cron.tick", cron = %self.cron, tick = self.tick);
+        let span = tracing::info_span!(span::CRON_TICK, cron = %self.cron, tick = self.tick);
         tracing::Instrument::instrument(self.run_inner(), span).await;
     }
 
