@@ -10,7 +10,7 @@ use std::time::Duration;
 use troupe_config::CronSettings;
 
 use super::claim::{judge, Last, Verdict};
-use super::{key, CronHandler, TickOutcome};
+use super::{key, CronFireError, CronHandler, TickOutcome};
 use crate::clock::now_ms;
 use crate::guard::isolate;
 use crate::store::{Store, StoreError, Trim, Write};
@@ -116,12 +116,13 @@ impl FireJob {
         };
         let failure = match result {
             Ok(Ok(())) => None,
-            Ok(Err(message)) => Some(message),
-            Err(panicked) => Some(panicked.to_string()),
+            Ok(Err(err)) => Some(err),
+            Err(panicked) => Some(CronFireError::Panicked(panicked)),
         };
-        if let Some(message) = failure {
-            tracing::warn!(error = %message, "cron target failed");
-            self.record(self.tick, TickOutcome::Failed, &message).await;
+        if let Some(err) = failure {
+            tracing::warn!(error = %err, "cron target failed");
+            self.record(self.tick, TickOutcome::Failed, &err.to_string())
+                .await;
         }
         self.release(&running).await;
     }

@@ -41,7 +41,7 @@ mod target;
 
 use std::time::Duration;
 
-pub use self::error::CronError;
+pub use self::error::{CronError, CronFireError};
 pub use self::handle::{history, Crons};
 pub use self::messages::{
     CronInfo, CronOrigin, DeleteCron, HistoryEntry, ListCrons, RegisterCron, TickOutcome,
