@@ -61,7 +61,7 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let span = tracing::info_span!("workflow.run", run = %self.run, group = %self.group);
+        let span = tracing::info_span!(troupe_runtime::trace::span::WORKFLOW_RUN, run = %self.run, group = %self.group);
         if let Some(fresh) = &self.fresh {
             // Submitted here (for an ingress task, say): linked, not a child, since a run
             // outlives its submitter and may be adopted by another daemon.

@@ -41,7 +41,7 @@ impl PoolActor {
             max_attempts: record.max_attempts,
         };
         let span = tracing::info_span!(
-            "pool.work",
+            crate::trace::span::POOL_WORK,
             pool = %self.name,
             work = %record.id,
             kind = %record.kind,
