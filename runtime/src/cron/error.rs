@@ -73,8 +73,15 @@ pub enum CronFireError {
 }
 
 impl CronFireError {
-    /// Whether firing the same target again may succeed.
+    /// Whether firing the same target again may succeed: the [`Transient`] decision, callable
+    /// without the trait in scope.
     pub fn is_retryable(&self) -> bool {
+        Transient::is_retryable(self)
+    }
+}
+
+impl Transient for CronFireError {
+    fn is_retryable(&self) -> bool {
         match self {
             CronFireError::UnknownTarget { .. } => false,
             CronFireError::Target { retryable, .. } => *retryable,
