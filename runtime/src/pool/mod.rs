@@ -22,6 +22,7 @@
 
 mod actor;
 mod error;
+mod failure;
 mod handlers;
 mod messages;
 mod persist;
