@@ -364,13 +364,19 @@ impl Handler<Resume<Self>> for RouterActor {
 }
 
 impl Handler<StopRuns> for RouterActor {
-    type Result = ();
+    type Result = MessageResult<StopRuns>;
 
-    fn handle(&mut self, _: StopRuns, _: &mut Self::Context) {
+    fn handle(&mut self, _: StopRuns, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
-        for owned in self.owned.values() {
-            owned.addr.do_send(SignalRun(Signal::Shutdown));
-        }
+        let lives = self
+            .owned
+            .values()
+            .map(|owned| {
+                owned.addr.do_send(SignalRun(Signal::Shutdown));
+                owned.life.clone()
+            })
+            .collect();
+        MessageResult(lives)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use troupe_runtime::limit::Limiters;
 use troupe_runtime::pool::Pool;
@@ -143,12 +143,11 @@ impl Router {
     /// Stops adopting runs and stops the running ones at their next step boundary or wait,
     /// waiting up to `grace` for them; unfinished runs stay in the store for recovery.
     pub async fn shutdown(&self, grace: Duration) {
-        if self.actor.send(StopRuns).await.is_err() {
+        // Once stopping, the router adopts nothing more: the runs it told are all it runs.
+        let Ok(lives) = self.actor.send(StopRuns).await else {
             return;
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && self.running().await > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        let ended = futures::future::join_all(lives.iter().map(|life| life.exited()));
+        let _ = tokio::time::timeout(grace, ended).await;
     }
 }

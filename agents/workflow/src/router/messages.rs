@@ -25,9 +25,10 @@ pub struct RunEndedEvent {
     pub exit: Exit,
 }
 
-/// Stop adopting runs and tell the running ones to stop (the daemon is shutting down).
+/// Stop adopting runs and tell the running ones to stop (the daemon is shutting down);
+/// answers the lives of the runs told, to wait for.
 #[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Vec<troupe_runtime::Life>")]
 pub struct StopRuns;
 
 /// How many runs the router runs now.
