@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use futures::StreamExt;
-use serde_json::json;
 use tracing::Instrument;
 use troupe_config::AgentSettings;
 use troupe_runtime::isolate;
@@ -24,7 +23,7 @@ use troupe_runtime::store::Store;
 use troupe_tools::{ToolContext, ToolError, ToolRegistry};
 
 use crate::error::AgentError;
-use crate::events::{EventKind, EventLog};
+use crate::events::{AuditEvent, EventLog, RefusedCall, ToolEvent, Who};
 use crate::message::{ChatMessage, ToolCall};
 use crate::model::{ChatRequest, DeltaSink, ModelService, ToolSpec, Usage};
 use crate::policy::{Call, Policies};
@@ -329,22 +328,31 @@ async fn execute(
                     reason: "the user did not approve this call".to_owned(),
                 })
             };
-            let (kind, content) = match &outcome {
-                Ok(output) => (EventKind::ToolCall, output.content.clone()),
-                Err(err @ ToolError::Denied { .. }) => {
-                    tracing::warn!(agent = %spec.name, tool = %call.name, error = %err, "tool call refused");
-                    (EventKind::ToolDenied, format!("error: {err}"))
+            let denied = matches!(outcome, Err(ToolError::Denied { .. }));
+            let content = match &outcome {
+                Ok(output) => output.content.clone(),
+                Err(err) => {
+                    if denied {
+                        tracing::warn!(agent = %spec.name, tool = %call.name, error = %err, "tool call refused");
+                    }
+                    format!("error: {err}")
                 }
-                Err(err) => (EventKind::ToolCall, format!("error: {err}")),
             };
-            let event = json!({
-                "thread": ctx.thread, "agent": ctx.agent, "user": ctx.user,
-                "tool": call.name, "call_id": call.id, "ok": outcome.is_ok(),
-                "error": outcome.as_ref().err().map(ToString::to_string),
-            });
+            let tool_event = ToolEvent {
+                by: actor(&ctx),
+                tool: &call.name,
+                call_id: &call.id,
+                ok: outcome.is_ok(),
+                error: outcome.as_ref().err().map(ToString::to_string),
+            };
+            let event = if denied {
+                AuditEvent::ToolDenied(tool_event)
+            } else {
+                AuditEvent::ToolCall(tool_event)
+            };
             if let Err(err) = spec
                 .store
-                .apply(vec![EventLog::write(&ctx.group, kind, &event)])
+                .apply(vec![EventLog::write(&ctx.group, &event)])
                 .await
             {
                 tracing::warn!(error = %err, "could not record a tool event");
@@ -375,23 +383,26 @@ async fn refuse_flood(
     let refusal = format!("refused: more than max_tool_calls = {max} tool calls in one response");
     tracing::warn!(agent = %spec.name, max_tool_calls = max, refused = beyond.len(), "tool calls refused");
     let short = |text: &str| text.chars().take(CHARS).collect::<String>();
-    let named: Vec<serde_json::Value> = beyond
+    let calls = beyond
         .iter()
         .take(NAMED)
-        .map(|d| json!({"call_id": short(&d.call.id), "tool": short(&d.call.name)}))
+        .map(|d| RefusedCall {
+            call_id: short(&d.call.id),
+            tool: short(&d.call.name),
+        })
         .collect();
-    let event = json!({
-        "thread": ctx.thread, "agent": ctx.agent, "user": ctx.user,
-        "reason": "max_tool_calls", "max_tool_calls": max, "refused": beyond.len(),
-        "calls": named, "ok": false, "error": refusal,
-    });
+    let event = AuditEvent::ToolsRefused {
+        by: actor(ctx),
+        reason: "max_tool_calls",
+        max_tool_calls: max,
+        refused: beyond.len(),
+        calls,
+        ok: false,
+        error: refusal.clone(),
+    };
     if let Err(err) = spec
         .store
-        .apply(vec![EventLog::write(
-            &ctx.group,
-            EventKind::ToolDenied,
-            &event,
-        )])
+        .apply(vec![EventLog::write(&ctx.group, &event)])
         .await
     {
         tracing::warn!(error = %err, "could not record a tool event");
@@ -400,6 +411,15 @@ async fn refuse_flood(
         .into_iter()
         .map(|d| ChatMessage::tool_result(d.call.id, refusal.clone()))
         .collect()
+}
+
+/// Who acts in a tool event.
+fn actor(ctx: &ToolContext) -> Who<'_> {
+    Who {
+        thread: &ctx.thread,
+        agent: &ctx.agent,
+        user: &ctx.user,
+    }
 }
 
 /// Tokens a request is expected to use, for token limits: its prompt (about four characters

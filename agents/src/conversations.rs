@@ -18,7 +18,7 @@ use troupe_tools::ToolRegistry;
 
 use crate::agent::{AgentActor, AgentDirectory, AgentHandle, AgentSpec};
 use crate::error::AgentError;
-use crate::events::{EventKind, EventLog};
+use crate::events::{AuditEvent, EventLog};
 use crate::memory::Memory;
 use crate::model::{self, ModelService};
 use crate::policy::Policies;
@@ -393,12 +393,12 @@ impl Conversations {
 
 /// The audit event of a thread's creation, written in the thread's own batch.
 fn creation_event(info: &ThreadInfo) -> Vec<troupe_runtime::store::Write> {
-    let event = serde_json::json!({"thread": info.id, "user": info.user, "title": info.title});
-    vec![EventLog::write(
-        &info.group,
-        EventKind::ThreadCreated,
-        &event,
-    )]
+    let event = AuditEvent::ThreadCreated {
+        thread: &info.id,
+        user: &info.user,
+        title: &info.title,
+    };
+    vec![EventLog::write(&info.group, &event)]
 }
 
 /// A title from the first words of a message.

@@ -30,7 +30,7 @@ impl Tool for Gate {
     }
 
     fn parameters(&self) -> serde_json::Value {
-        json!({"type": "object"})
+        serde_json::json!({"type": "object"})
     }
 
     async fn call(

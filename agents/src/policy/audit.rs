@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use troupe_runtime::store::Write;
 
 use super::{Call, Layer, Outcome};
-use crate::events::{EventKind, EventLog};
+use crate::events::{AuditEvent, EventLog};
 
 /// Audits every answered call.
 pub struct AuditLayer;
@@ -14,8 +14,7 @@ pub struct AuditLayer;
 impl Layer for AuditLayer {
     async fn settle(&self, _: &Call<'_>, outcome: &Outcome<'_>, batch: &mut Vec<Write>) {
         if let Outcome::Answered(record) = outcome {
-            let data = serde_json::to_value(record).unwrap_or_default();
-            batch.push(EventLog::write(&record.group, EventKind::Usage, &data));
+            batch.push(EventLog::write(&record.group, &AuditEvent::Usage(record)));
         }
     }
 }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tracing::{Instrument, Span};
 use troupe_runtime::store::Write;
 
@@ -12,7 +11,7 @@ use super::messages::{StreamStart, StreamStarted, Turn, TurnOutcome, TurnStatus}
 use super::state::PendingApproval;
 use crate::agent::{AgentDirectory, AgentRun, Decided, RunAgent, RunStatus};
 use crate::error::AgentError;
-use crate::events::{EventKind, EventLog};
+use crate::events::{AuditEvent, EventLog, Who};
 use crate::message::{ChatMessage, Role};
 use crate::stream::DeltaWriter;
 use crate::thread_lease::TurnLease;
@@ -134,16 +133,19 @@ pub(super) async fn drive(d: Drive) -> (Driven, Result<TurnOutcome, AgentError>)
     };
     let result = drive_inner(&d, &mut driven).await;
     if let Err(err) = &result {
-        let event = json!({"thread": d.id.thread(), "agent": d.agent, "user": d.user,
-                           "kind": err.kind(), "error": err.to_string()});
+        let event = AuditEvent::Error {
+            by: Who {
+                thread: d.id.thread(),
+                agent: &d.agent,
+                user: &d.user,
+            },
+            kind: err.kind(),
+            error: err.to_string(),
+        };
         if let Err(e) = d
             .threads
             .store()
-            .apply(vec![EventLog::write(
-                d.id.group(),
-                EventKind::Error,
-                &event,
-            )])
+            .apply(vec![EventLog::write(d.id.group(), &event)])
             .await
         {
             tracing::warn!(error = %e, "could not record an error event");
@@ -269,9 +271,14 @@ async fn persist(
     writes.reserve(2 * messages.len() + 1);
     for m in messages {
         values.push(encode(m)?);
-        let event = json!({"thread": d.id.thread(), "seq": m.seq, "role": m.message.role,
-                           "agent": m.agent, "user": d.user});
-        writes.push(EventLog::write(d.id.group(), EventKind::Message, &event));
+        let event = AuditEvent::Message {
+            thread: d.id.thread(),
+            seq: m.seq,
+            role: m.message.role,
+            agent: m.agent.as_deref(),
+            user: &d.user,
+        };
+        writes.push(EventLog::write(d.id.group(), &event));
     }
     writes.push(Write::Push {
         key: d.id.messages_key(),
