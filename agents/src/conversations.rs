@@ -27,9 +27,10 @@ use crate::thread::{
     Approve, Archive, Delete, MessagePage, ReadMessages, StreamStarted, ThreadActor, Turn,
     TurnOutcome,
 };
-use crate::thread_store::{check_name, NewThread, ThreadId, ThreadInfo, ThreadPage, ThreadStore};
+use crate::thread_store::{NewThread, ThreadId, ThreadInfo, ThreadPage, ThreadStore};
 use crate::usage::Prices;
 use crate::usage::{Budget, UsageLedger, UsageReport};
+use troupe_runtime::key_name::check_key_name as check_name;
 
 /// Builds the `agents` supervisor (one permanent child per `[agents.NAME]`) and the
 /// directory threads use to reach them. Models are built once and shared by the agents that

@@ -147,3 +147,12 @@ impl Transient for AgentError {
         }
     }
 }
+
+impl From<troupe_runtime::key_name::InvalidKeyName> for AgentError {
+    fn from(err: troupe_runtime::key_name::InvalidKeyName) -> Self {
+        AgentError::Invalid {
+            what: err.what,
+            message: err.detail(),
+        }
+    }
+}

@@ -32,21 +32,7 @@ pub struct ThreadId {
     thread: String,
 }
 
-pub(crate) use troupe_runtime::key_name::is_key_name;
-
-/// Checks that `value` can be part of a store key.
-pub fn check_name(what: &'static str, value: &str) -> Result<(), AgentError> {
-    if is_key_name(value) {
-        Ok(())
-    } else {
-        Err(AgentError::Invalid {
-            what,
-            message: format!(
-                "{value:?} must be 1-128 characters without ':' or whitespace (it must not contain ':')"
-            ),
-        })
-    }
-}
+use troupe_runtime::key_name::check_key_name as check_name;
 
 impl ThreadId {
     /// A thread id; both parts must be non-empty and free of `:` and whitespace.

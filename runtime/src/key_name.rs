@@ -1,4 +1,45 @@
-//! Names that become parts of store keys (groups, users, thread ids, namespaces…).
+//! Names that become parts of store keys (groups, users, thread ids, namespaces…): one rule,
+//! [`is_key_name`], and one way to say a name breaks it, [`InvalidKeyName`], which each
+//! crate's error takes as its `Invalid` variant.
+
+/// How many characters of a bad name an error quotes.
+const QUOTED: usize = 64;
+
+/// A name that cannot be part of a store key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {}", self.detail())]
+pub struct InvalidKeyName {
+    /// What the name names (`group`, `user`, `thread id`, `namespace`…).
+    pub what: &'static str,
+    /// The name, cut to its first characters.
+    pub value: String,
+}
+
+impl InvalidKeyName {
+    /// Why, without the `invalid {what}` prefix.
+    pub fn detail(&self) -> String {
+        format!(
+            "{:?} must be 1-128 characters without white space, and it must not contain ':'",
+            self.value
+        )
+    }
+}
+
+/// `Ok` when `value` can be part of a store key ([`is_key_name`]), else an error naming
+/// `what`.
+pub fn check_key_name(what: &'static str, value: &str) -> Result<(), InvalidKeyName> {
+    if is_key_name(value) {
+        return Ok(());
+    }
+    let mut quoted: String = value.chars().take(QUOTED).collect();
+    if quoted.len() < value.len() {
+        quoted.push('…');
+    }
+    Err(InvalidKeyName {
+        what,
+        value: quoted,
+    })
+}
 
 /// Whether `value` can be part of a store key: 1-128 characters, no `:` (the key separator)
 /// and no white space.
@@ -21,5 +62,17 @@ mod tests {
         assert!(!is_key_name("a b"));
         assert!(is_key_name(&"k".repeat(128)));
         assert!(!is_key_name(&"k".repeat(129)));
+    }
+
+    #[test]
+    fn a_bad_name_is_named_and_quoted_short() {
+        assert_eq!(check_key_name("group", "acme"), Ok(()));
+        let err = check_key_name("group", "a:b").expect_err("a separator");
+        assert_eq!(
+            err.to_string(),
+            "invalid group: \"a:b\" must be 1-128 characters without white space, and it must not contain ':'"
+        );
+        let err = check_key_name("user", &"x".repeat(500)).expect_err("too long");
+        assert_eq!(err.value, format!("{}…", "x".repeat(64)));
     }
 }

@@ -15,7 +15,9 @@ use crate::embed::Caller;
 use crate::error::RagError;
 use crate::handle::Rag;
 use crate::reserved::{expiring, is_reserved, public_namespace};
-use crate::store::{check_name, content_hash, decode, encode_chunks, EntryRecord, Keys};
+use troupe_runtime::key_name::check_key_name as check_name;
+
+use crate::store::{content_hash, decode, encode_chunks, EntryRecord, Keys};
 
 /// Default importance of a document.
 pub const DEFAULT_IMPORTANCE: f32 = 0.5;

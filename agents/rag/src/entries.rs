@@ -6,7 +6,9 @@ use troupe_runtime::store::Write;
 use crate::error::RagError;
 use crate::handle::Rag;
 use crate::reserved::{is_reserved, public_namespace};
-use crate::store::{check_name, decode, EntryRecord, Keys, NamespaceInfo};
+use troupe_runtime::key_name::check_key_name as check_name;
+
+use crate::store::{decode, EntryRecord, Keys, NamespaceInfo};
 
 impl Rag {
     /// The records of every entry of the namespace `keys`, at its current version (those

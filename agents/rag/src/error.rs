@@ -84,3 +84,12 @@ impl Transient for RagError {
         }
     }
 }
+
+impl From<troupe_runtime::key_name::InvalidKeyName> for RagError {
+    fn from(err: troupe_runtime::key_name::InvalidKeyName) -> Self {
+        RagError::Invalid {
+            what: err.what,
+            message: err.detail(),
+        }
+    }
+}

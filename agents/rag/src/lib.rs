@@ -56,5 +56,5 @@ pub use self::search::{
     format_hits, format_sources, knowledge_branches, Hit, Query, SearchRequest, IMPORTANCE_WEIGHT,
     NO_PASSAGE,
 };
-pub use self::store::{check_name, content_hash, decode, EntryRecord, Keys, NamespaceInfo};
+pub use self::store::{content_hash, decode, EntryRecord, Keys, NamespaceInfo};
 pub use self::tool::{check_options, RagSearchTool, RAG_SEARCH_KIND};

@@ -10,7 +10,9 @@ use crate::error::RagError;
 use crate::handle::Rag;
 use crate::reserved::public_namespace;
 use crate::search::{self, Hit, Query, SearchRequest, IMPORTANCE_WEIGHT};
-use crate::store::{check_name, Keys};
+use troupe_runtime::key_name::check_key_name as check_name;
+
+use crate::store::Keys;
 
 impl Rag {
     /// Searches a namespace of `caller.group`. An empty or missing namespace gives no hit.

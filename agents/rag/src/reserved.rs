@@ -6,7 +6,9 @@ use std::time::Duration;
 use troupe_runtime::store::Write;
 
 use crate::error::RagError;
-use crate::store::{check_name, Keys};
+use troupe_runtime::key_name::check_key_name as check_name;
+
+use crate::store::Keys;
 
 /// The namespace used when none is given.
 pub const DEFAULT_NAMESPACE: &str = "default";

@@ -135,18 +135,6 @@ impl Keys {
     }
 }
 
-/// Checks that `value` can be part of a store key: 1-128 characters, no `:` or white space.
-pub fn check_name(what: &'static str, value: &str) -> Result<(), RagError> {
-    if troupe_runtime::key_name::is_key_name(value) {
-        Ok(())
-    } else {
-        Err(RagError::Invalid {
-            what,
-            message: format!("{value:?} must be 1-128 characters without ':' or white space"),
-        })
-    }
-}
-
 const MAGIC: &[u8; 4] = b"RAG1";
 
 /// Encodes a version's chunks: `RAG1`, count and dimension (u32 LE), the vectors (f32 LE,

@@ -60,7 +60,7 @@ impl Options {
         for (key, value) in options {
             match (key.as_str(), value) {
                 ("namespace", toml::Value::String(ns)) => {
-                    super::store::check_name("namespace", ns)
+                    troupe_runtime::key_name::check_key_name("namespace", ns)
                         .map_err(|err| config(format!("options.namespace: {err}")))?;
                     parsed.namespace = Some(ns.clone());
                 }

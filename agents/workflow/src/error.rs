@@ -194,3 +194,12 @@ impl Transient for WorkflowError {
         }
     }
 }
+
+impl From<troupe_runtime::key_name::InvalidKeyName> for WorkflowError {
+    fn from(err: troupe_runtime::key_name::InvalidKeyName) -> Self {
+        WorkflowError::Invalid {
+            what: err.what,
+            message: err.detail(),
+        }
+    }
+}

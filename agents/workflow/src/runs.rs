@@ -16,7 +16,7 @@ use super::journal::{
     Replay, Reply, RunRecord, RunStatus, Snapshot,
 };
 use super::options::RUN_RETENTION;
-use troupe_agents::thread_store::check_name;
+use troupe_runtime::key_name::check_key_name as check_name;
 
 /// A request to run a workflow.
 #[derive(Debug, Clone, Default)]
@@ -153,10 +153,7 @@ impl Runs {
         reply: Option<Reply>,
     ) -> Result<(RunRecord, Arc<Snapshot>, &[u8]), WorkflowError> {
         for (what, value) in [("group", &submit.group), ("user", &submit.user)] {
-            check_name(what, value).map_err(|err| WorkflowError::Invalid {
-                what,
-                message: err.to_string(),
-            })?;
+            check_name(what, value)?;
         }
         let (snapshot, encoded) = self.snapshots.get(&submit.workflow)?;
         let now = now_ms();
@@ -180,10 +177,7 @@ impl Runs {
 
     fn journal(&self, group: &str, run: &str) -> Result<Journal, WorkflowError> {
         for (what, value) in [("group", group), ("run id", run)] {
-            check_name(what, value).map_err(|err| WorkflowError::Invalid {
-                what,
-                message: err.to_string(),
-            })?;
+            check_name(what, value)?;
         }
         Ok(Journal::new(self.store.clone(), group, run))
     }
@@ -255,10 +249,7 @@ impl Runs {
         name: &str,
         data: &serde_json::Value,
     ) -> Result<(), WorkflowError> {
-        check_name("event", name).map_err(|err| WorkflowError::Invalid {
-            what: "event",
-            message: err.to_string(),
-        })?;
+        check_name("event", name)?;
         let journal = self.journal(group, run)?;
         let record = journal.require_record().await?;
         if record.status.is_terminal() {
