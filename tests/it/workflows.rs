@@ -19,6 +19,7 @@ use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::pool::{Pool, WorkSpec, WorkStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Exit, Intensity, SupervisorSpec};
+use troupe_testkit::{eventually, eventually_blocking, WAIT};
 use troupe_workflow::cron_targets::{cron_targets, CRON_GROUP};
 use troupe_workflow::journal::{call_id, now_ms, OutputRef};
 use troupe_workflow::pool_call::{Call, WORKFLOW_CALL};
@@ -30,9 +31,6 @@ use troupe_workflow::{
 use crate::support::daemon::Daemon;
 use crate::support::llm::{self, MockConfig, MockHandle};
 use crate::support::redis::{redis_url, unique_prefix};
-
-/// Upper bound for a run to end.
-const WAIT: Duration = Duration::from_secs(30);
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -362,15 +360,15 @@ input = "PUBLISH {{steps.draft.output}} approved by {{steps.approval.output}}"
 "#;
 
 async fn wait_status(runs: &Runs, id: &str, status: RunStatus) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(format!("run {id} {status:?}"), WAIT, || async {
         let record = runs.record("acme", id).await.expect("record");
         if record.status == status {
-            return;
+            Ok(())
+        } else {
+            Err(format!("run stayed {:?}", record.status))
         }
-        assert!(Instant::now() < deadline, "run stayed {:?}", record.status);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[actix::test]
@@ -676,17 +674,16 @@ fn a_sigkilled_daemon_leaves_no_workflow_behind_and_repeats_no_completed_step() 
         ids.push(id);
     }
     // Kill it mid-flight: some runs done with some steps, many calls in flight.
-    let deadline = Instant::now() + WAIT;
     // Kill it once most research calls have answered: some runs then have their research
     // completed, others have calls in flight.
-    while mock.requests().len() < RUNS * 4 + RUNS / 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon made only {} calls",
-            mock.requests().len()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually_blocking("most research calls answered", WAIT, || {
+        let calls = mock.requests().len();
+        if calls >= RUNS * 4 + RUNS / 2 {
+            Ok(())
+        } else {
+            Err(format!("the daemon made only {calls} calls"))
+        }
+    });
     daemon.signal("KILL");
     assert!(daemon.wait_exit(Duration::from_secs(5)).is_some());
     drop(daemon);
@@ -1048,19 +1045,15 @@ async fn a_cron_with_a_workflow_target_submits_a_run_that_completes() {
     let (_, life) = root.start();
     // The fire's run, found by its record in the cron group.
     let prefix = format!("wf:{CRON_GROUP}:");
-    let deadline = Instant::now() + WAIT;
-    let id = loop {
+    let id = eventually("the cron submitted no run", WAIT, || async {
         let keys = store.keys_with_prefix(&prefix).await.expect("keys");
-        let run = keys.iter().find_map(|k| {
+        keys.iter().find_map(|k| {
             k.strip_prefix(&prefix)
                 .and_then(|rest| rest.strip_suffix(":meta"))
-        });
-        if let Some(run) = run {
-            break run.to_owned();
-        }
-        assert!(Instant::now() < deadline, "the cron submitted no run");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+                .map(str::to_owned)
+        })
+    })
+    .await;
     crons.delete("digest").await.expect("delete the cron");
     let record = rig
         .router
@@ -1260,11 +1253,10 @@ async fn a_call_made_again_takes_the_answer_of_its_earlier_pool_item() {
     pool.enqueue(WorkSpec::new(WORKFLOW_CALL, payload).id(item.clone()))
         .await
         .expect("enqueue");
-    let deadline = Instant::now() + WAIT;
-    while pool.status(&item).await.expect("status") != Some(WorkStatus::Succeeded) {
-        assert!(Instant::now() < deadline, "the earlier item did not end");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the earlier item did not end", WAIT, || async {
+        pool.status(&item).await.expect("status") == Some(WorkStatus::Succeeded)
+    })
+    .await;
     assert_eq!(mock.requests().len(), 1);
     assert_eq!(idle.router.running().await, 0);
     idle.stop().await;
