@@ -14,13 +14,11 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use troupe_agents::Conversations;
-use troupe_config::{CronSettings, CronTarget, Schedule};
-use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::pool::{Pool, WorkSpec, WorkStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::{ChildOptions, Exit, Intensity, SupervisorSpec};
+use troupe_runtime::Exit;
 use troupe_testkit::{eventually, eventually_blocking, WAIT};
-use troupe_workflow::cron_targets::{cron_targets, CRON_GROUP};
+use troupe_workflow::cron_targets::CRON_GROUP;
 use troupe_workflow::journal::{call_id, now_ms, OutputRef};
 use troupe_workflow::pool_call::{Call, WORKFLOW_CALL};
 use troupe_workflow::{
@@ -1022,27 +1020,11 @@ async fn a_large_output_is_stored_once_referenced_and_read_back_after_a_restart(
 #[actix::test]
 async fn a_cron_with_a_workflow_target_submits_a_run_that_completes() {
     let store = memory();
-    let rig = Rig::start(FLAKY, Path::new("troupe.toml"), store.clone(), "d1").await;
-    let settings = CronSettings {
-        schedule: Schedule::Every(Duration::from_millis(200)),
-        timezone: None,
-        target: CronTarget::Workflow("flaky".to_owned()),
-        input: "the nightly digest".to_owned(),
-    };
-    let mut root = SupervisorSpec::new("cron-root", Intensity::default());
-    let crons = Crons::child_of(
-        &mut root,
-        BTreeMap::from([("digest".to_owned(), settings)]),
-        store.clone(),
-        cron_targets(rig.talk.clone(), rig.router.clone()),
-        CronOptions {
-            daemon: "it".to_owned(),
-            refresh: Duration::from_millis(200),
-            ..CronOptions::default()
-        },
-        ChildOptions::default(),
+    // The daemon's own cron scheduler fires it, as configured.
+    let text = format!(
+        "{FLAKY}\n[crons.digest]\nevery = \"200ms\"\nworkflow = \"flaky\"\ninput = \"the nightly digest\"\n"
     );
-    let (_, life) = root.start();
+    let rig = Rig::start(&text, Path::new("troupe.toml"), store.clone(), "d1").await;
     // The fire's run, found by its record in the cron group.
     let prefix = format!("wf:{CRON_GROUP}:");
     let id = eventually("the cron submitted no run", WAIT, || async {
@@ -1054,7 +1036,11 @@ async fn a_cron_with_a_workflow_target_submits_a_run_that_completes() {
         })
     })
     .await;
-    crons.delete("digest").await.expect("delete the cron");
+    rig.daemon
+        .crons
+        .delete("digest")
+        .await
+        .expect("delete the cron");
     let record = rig
         .router
         .runs()
@@ -1068,7 +1054,6 @@ async fn a_cron_with_a_workflow_target_submits_a_run_that_completes() {
         record.output.unwrap_or_default(),
         "You said: PUBLISH You said: the nightly digest"
     );
-    assert_eq!(life.shutdown(Duration::from_secs(2)).await, Exit::Stopped);
     rig.stop().await;
 }
 
