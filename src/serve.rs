@@ -9,7 +9,7 @@ use troupe_config::{Config, StoreSettings};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{Exit, Readiness};
 
-use troupe::Daemon;
+use troupe::Generations;
 
 /// Opens the configured store. A Redis store is returned even while Redis is down: it
 /// reconnects in the background and the daemon reports not ready meanwhile.
@@ -54,53 +54,37 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let store = open_store(&config.store).await?;
         let readiness = Readiness::default();
-        let mut tree = Daemon::builder(&config, store.clone())
-            .readiness(readiness.clone())
-            .start()?;
-        if let Some(addr) = config.daemon.metrics_addr {
+        let metrics_addr = config.daemon.metrics_addr;
+        let (name, origin) = (config.daemon.name.clone(), config.origin.clone());
+        let mut daemon = Generations::start(config, store.clone(), readiness.clone())?;
+        if let Some(addr) = metrics_addr {
             crate::http::serve(addr, readiness.clone()).await?;
         }
-        tracing::info!(
-            daemon = %config.daemon.name,
-            config = %config.origin,
-            store = store.backend(),
-            "troupe serving"
-        );
-        let mut config = config;
-        let mut generation = 0;
+        tracing::info!(daemon = %name, config = %origin, store = store.backend(), "troupe serving");
         let cause = loop {
-            let root_life = tree.life.clone();
+            let root_life = daemon.daemon().life.clone();
             tokio::select! {
                 _ = terminate.recv() => break "SIGTERM",
                 _ = interrupt.recv() => break "SIGINT",
-                _ = hangup.recv() => {
-                    match reload(&config, &store, &readiness, generation + 1) {
-                        Ok((next_config, next_tree)) => {
-                            generation += 1;
-                            let old = std::mem::replace(&mut tree, next_tree);
-                            config = next_config;
-                            tracing::info!(generation, "config reloaded: new work runs on it; the previous generation finishes its work");
-                            let grace = config.daemon.shutdown_grace;
-                            actix::spawn(async move {
-                                let exit = old.retire(grace).await;
-                                tracing::info!(?exit, "previous generation retired");
-                            });
-                        }
-                        Err(err) => tracing::error!("config reload rejected, the running config stays: {err:#}"),
-                    }
-                }
+                _ = hangup.recv() => match reload(&mut daemon) {
+                    Ok(()) => tracing::info!(
+                        generation = daemon.generation(),
+                        "config reloaded: new work runs on it; the previous generation finishes its work"
+                    ),
+                    Err(err) => tracing::error!("config reload rejected, the running config stays: {err:#}"),
+                },
                 exit = root_life.exited() => {
                     anyhow::bail!("the root supervisor stopped: {exit:?}");
                 }
             }
         };
-        let grace = config.daemon.shutdown_grace;
+        let grace = daemon.config().daemon.shutdown_grace;
         tracing::info!(
             signal = cause,
             ?grace,
             "shutting down: draining in-flight work"
         );
-        match tokio::time::timeout(grace, tree.shutdown(grace)).await {
+        match tokio::time::timeout(grace, daemon.shutdown(grace)).await {
             Ok(Exit::Stopped) => tracing::info!("stopped cleanly"),
             Ok(exit) => tracing::warn!(?exit, "stopped after a failure"),
             Err(_) => tracing::warn!(
@@ -114,28 +98,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// Reads the config file again and starts a tree on it. Refused (the caller keeps the
-/// running config) when the file is invalid, or changes what only a restart can change.
-fn reload(
-    running: &Config,
-    store: &Arc<dyn Store>,
-    readiness: &Readiness,
-    generation: u64,
-) -> anyhow::Result<(Config, Daemon)> {
-    let path = std::path::Path::new(&running.origin);
+/// Reads the config file again and starts the next generation on it. Refused (the running
+/// config stays) when the file is invalid, or changes what only a restart can change.
+fn reload(daemon: &mut Generations) -> anyhow::Result<()> {
+    let path = std::path::Path::new(&daemon.config().origin);
     let next = troupe_config::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
-    if next.store != running.store {
-        anyhow::bail!("[store] changed: restart the daemon to use another store");
-    }
-    let (now, then) = (&running.daemon, &next.daemon);
-    if then.name != now.name || then.metrics_addr != now.metrics_addr || then.workers != now.workers
-    {
-        anyhow::bail!("daemon.name, daemon.metrics_addr and daemon.workers apply on restart only");
-    }
-    let tree = Daemon::builder(&next, store.clone())
-        .readiness(readiness.clone())
-        .generation(generation)
-        .start()
-        .context("starting the new configuration")?;
-    Ok((next, tree))
+    daemon.reload(next)?;
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Errors of the agents crate: threads, agent runs and the services they call.
 
+use troupe_runtime::retry::Transient;
 use troupe_runtime::store::StoreError;
 use troupe_runtime::ActorError;
 
@@ -95,16 +96,10 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// Whether the same request may succeed later.
+    /// Whether the same request may succeed later: the [`Transient`] decision, callable
+    /// without importing the trait.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            AgentError::Store(err) => err.is_retryable(),
-            AgentError::Actor(err) => err.is_retryable(),
-            AgentError::Model(err) => err.is_retryable(),
-            AgentError::Limit(err) => err.is_retryable(),
-            AgentError::Busy { .. } | AgentError::LeaseLost { .. } => true,
-            _ => false,
-        }
+        Transient::is_retryable(self)
     }
 
     /// A short stable name of the error kind, for results and events.
@@ -126,6 +121,29 @@ impl AgentError {
             AgentError::AwaitingApproval { .. } => "awaiting_approval",
             AgentError::Busy { .. } => "busy",
             AgentError::LeaseLost { .. } => "lease_lost",
+        }
+    }
+}
+
+impl Transient for AgentError {
+    /// The store's, the actor's, the model's and the limit's own decisions; a thread busy on
+    /// another daemon or a lapsed turn lease pass. Tool setup errors and the caller's
+    /// mistakes (bad input, a missing or foreign thread, an archived or waiting one) do not.
+    fn is_retryable(&self) -> bool {
+        match self {
+            AgentError::Store(err) => err.is_retryable(),
+            AgentError::Actor(err) => err.is_retryable(),
+            AgentError::Model(err) => err.is_retryable(),
+            AgentError::Limit(err) => err.is_retryable(),
+            AgentError::Busy { .. } | AgentError::LeaseLost { .. } => true,
+            AgentError::Tool(_)
+            | AgentError::Corrupt { .. }
+            | AgentError::Invalid { .. }
+            | AgentError::NotFound { .. }
+            | AgentError::Forbidden { .. }
+            | AgentError::Conflict { .. }
+            | AgentError::Archived { .. }
+            | AgentError::AwaitingApproval { .. } => false,
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::retry::Transient;
+
 /// Why a message to an actor got no reply.
 ///
 /// Every variant names the actor, so a log line or a task's error says where it failed.
@@ -47,8 +49,23 @@ pub enum ActorError {
 }
 
 impl ActorError {
-    /// Whether sending again (to the restarted or re-activated actor) may succeed.
+    /// Whether sending again (to the restarted or re-activated actor) may succeed: the
+    /// [`Transient`] decision, callable without importing the trait.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ActorError::Failed { .. })
+        Transient::is_retryable(self)
+    }
+}
+
+impl Transient for ActorError {
+    /// Everything but an actor its supervisor gave up on: the restarted or re-activated actor
+    /// may answer.
+    fn is_retryable(&self) -> bool {
+        match self {
+            ActorError::Panicked { .. }
+            | ActorError::Stopped { .. }
+            | ActorError::MailboxFull { .. }
+            | ActorError::Timeout { .. } => true,
+            ActorError::Failed { .. } => false,
+        }
     }
 }

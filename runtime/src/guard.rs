@@ -1,9 +1,9 @@
 //! Panic isolation for actix actors.
 //!
 //! actix runs an actor as one future (its `ContextFut`) and does not catch panics: a panicking
-//! handler unwinds through that future and the actor silently disappears. [`spawn`] runs the
+//! handler unwinds through that future and the actor silently disappears. [`Spawn`] runs the
 //! context future inside a guard that catches the unwind, so a panic ends only that actor,
-//! is counted and logged, and is recorded as the actor's [`Exit`]. Whoever holds the actor's
+//! is logged, and is recorded as the actor's [`Exit`]. Whoever holds the actor's
 //! [`Life`] (its supervisor, a registry, a sender waiting for a reply) learns why it ended and
 //! can start a fresh incarnation. Stopping is also driven through the [`Life`], so any actor
 //! can be stopped from outside without a dedicated message.
@@ -12,7 +12,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -25,14 +25,6 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::error::ActorError;
-
-/// Panics caught by guards since the process started (all actors).
-static PANICS_CAUGHT: AtomicU64 = AtomicU64::new(0);
-
-/// How many actor panics the guards have caught so far in this process.
-pub fn panics_caught() -> u64 {
-    PANICS_CAUGHT.load(Ordering::Relaxed)
-}
 
 /// Why an actor incarnation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +103,7 @@ impl Life {
         }
     }
 
-    /// The actor's name, as given to [`spawn`].
+    /// The actor's name, as given to [`Spawn::named`].
     pub fn name(&self) -> &str {
         &self.inner.name
     }
@@ -297,7 +289,6 @@ impl<A: Actor<Context = Context<A>>> Guarded<A> {
         match &exit {
             Exit::Stopped => tracing::debug!(actor = %self.life.name(), "actor stopped"),
             Exit::Panicked(message) => {
-                PANICS_CAUGHT.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(actor = %self.life.name(), panic = %message, "actor panicked");
             }
             Exit::Failed(reason) => {
@@ -383,7 +374,6 @@ pub async fn isolate<T>(actor: &str, fut: impl Future<Output = T>) -> Result<T, 
         .catch_unwind()
         .await
         .map_err(|payload| {
-            PANICS_CAUGHT.fetch_add(1, Ordering::Relaxed);
             let message = panic_message(payload.as_ref());
             tracing::error!(actor, panic = %message, "panic in isolated work");
             ActorError::Panicked {

@@ -8,8 +8,8 @@
 //! - [`health`]: readiness and the store health check; [`workers`]: the actor threads.
 //! - [`rate`]: the rate-limit vocabulary and arithmetic that [`limit`] and [`store`] share.
 //! - [`limit`]: rate limits (token buckets, fixed windows; local or shared through the store).
-//! - [`pool`]: persisted work pools and their backoff policy; [`retrier`]: persistent retried
-//!   runs, a client of [`pool`].
+//! - [`retry`]: the transient-error vocabulary ([`retry::Transient`]), the one backoff and
+//!   the retry loop; [`pool`]: persisted work pools, retried by the same policy.
 //! - [`cron`]: schedules firing exactly once per tick across daemons.
 //! - [`trace`]: span names, fixed field names, and [`trace::Traced`] (a span across a mailbox).
 //! - [`clock`]: stored time (ms since the epoch); [`key_name`]: names that become key parts.
@@ -27,7 +27,7 @@ pub mod metrics;
 pub mod pool;
 pub mod rate;
 pub mod registry;
-pub mod retrier;
+pub mod retry;
 pub mod store;
 pub mod supervisor;
 pub mod trace;

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use troupe_config::{CronSettings, CronTarget, Schedule};
 use troupe_runtime::cron::{
-    cron_handler_fn, history, CronError, CronHandler, CronOptions, CronOrigin, Crons, HistoryEntry,
-    TickOutcome,
+    cron_handler_fn, history, CronError, CronFireError, CronHandler, CronOptions, CronOrigin,
+    Crons, HistoryEntry, TickOutcome,
 };
 use troupe_runtime::store::{
     AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, MemoryStore, PendingEntry,
@@ -223,7 +223,10 @@ async fn a_tick_is_skipped_and_recorded_while_the_previous_run_is_going() {
         let mut gate = gate.clone();
         async move {
             let _ = gate.wait_for(|open| *open).await;
-            Err("the target failed".to_owned())
+            Err(CronFireError::Target {
+                source: "the target failed".into(),
+                retryable: false,
+            })
         }
     });
     let mut config = BTreeMap::new();

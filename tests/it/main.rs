@@ -10,6 +10,7 @@ mod daemon;
 mod faults;
 mod faults_model;
 mod faults_runs;
+mod generations;
 mod ingress;
 mod ingress_bounds;
 mod ingress_load;

@@ -18,10 +18,9 @@ use troupe_runtime::pool::{
     handler_fn, CancelOutcome, FollowUp, Pool, PoolOptions, WorkCompletedEvent, WorkError,
     WorkHandler, WorkOutcome, WorkSpec, WorkStatus,
 };
-use troupe_runtime::retrier::{Retrier, RetrierSettings, RetryPolicy, RunStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Intensity, Life, Restart, SupervisorSpec};
-use troupe_testkit::{wait, WAIT};
+use troupe_testkit::{eventually, WAIT};
 
 use crate::support::redis::{redis_url, unique_prefix, RedisServer};
 
@@ -74,7 +73,7 @@ async fn start_pool_with(
     };
     let pool = Pool::child_of(&mut supervisor, "p", settings, store, options, child);
     let (_, life) = supervisor.start();
-    wait::eventually("the pool actor starts", WAIT, || async {
+    eventually("the pool actor starts", WAIT, || async {
         pool.actor().addr().is_some()
     })
     .await;
@@ -136,16 +135,6 @@ async fn collect(
         }
     }
     events
-}
-
-/// The kit's [`wait::eventually`] with [`WAIT`], as the retrier test below calls it. Only
-/// that test does (the others call the kit's directly): this goes when that test goes.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    wait::eventually(what, WAIT, check).await;
 }
 
 /// Counts running attempts and keeps the high-water mark.
@@ -448,7 +437,7 @@ async fn cancel_fires_on_complete_once_with_canceled() {
         .enqueue(WorkSpec::new("k", json!({"hang": true})).notify(recipient.clone()))
         .await
         .expect("enqueue");
-    wait::eventually("the hanging item runs", WAIT, || async {
+    eventually("the hanging item runs", WAIT, || async {
         pool.status(&running).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
     })
     .await;
@@ -518,12 +507,12 @@ async fn parallelism_changes_at_run_time_and_zero_pauses() {
     );
 
     pool.set_parallelism(3).await.expect("3");
-    wait::eventually("3 attempts running", WAIT, || async {
+    eventually("3 attempts running", WAIT, || async {
         gauge.now.load(Ordering::SeqCst) == 3
     })
     .await;
     pool.set_parallelism(5).await.expect("5");
-    wait::eventually("5 attempts running", WAIT, || async {
+    eventually("5 attempts running", WAIT, || async {
         gauge.now.load(Ordering::SeqCst) == 5
     })
     .await;
@@ -607,7 +596,7 @@ async fn an_item_whose_runner_died_is_retried_by_another_daemon() {
         .enqueue(WorkSpec::new("k", Value::Null))
         .await
         .expect("enqueue");
-    wait::eventually("A runs the item", WAIT, || async {
+    eventually("A runs the item", WAIT, || async {
         a.status(&id).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
     })
     .await;
@@ -658,7 +647,7 @@ async fn a_daemon_restarted_under_its_name_retries_its_predecessors_items_at_onc
         .enqueue(WorkSpec::new("k", Value::Null))
         .await
         .expect("enqueue");
-    wait::eventually("A runs the item", WAIT, || async {
+    eventually("A runs the item", WAIT, || async {
         a.status(&id).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
     })
     .await;
@@ -697,7 +686,7 @@ async fn a_restarted_pool_retries_what_its_predecessor_was_running() {
         .enqueue(WorkSpec::new("k", Value::Null))
         .await
         .expect("enqueue");
-    wait::eventually("the item runs", WAIT, || async {
+    eventually("the item runs", WAIT, || async {
         pool.status(&id).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
     })
     .await;
@@ -774,98 +763,13 @@ async fn items_of_an_unregistered_kind_wait_for_their_handler_and_ids_deduplicat
         duplicate,
         Err(troupe_runtime::pool::PoolError::Duplicate { .. })
     ));
-    wait::eventually("the item is parked", WAIT, || async {
+    eventually("the item is parked", WAIT, || async {
         pool.stats().await.is_ok_and(|s| s.parked == 1)
     })
     .await;
     pool.register_handler("later", handler_fn(|_| async { Ok(Value::Null) }));
     let events = collect(&mut rx, 1).await;
     assert_eq!(events[0].id, "job-1");
-    life.shutdown(WAIT).await;
-}
-
-// ---- the retrier -------------------------------------------------------------------------------
-
-#[actix::test]
-async fn the_retrier_keeps_a_persistent_status_and_notifies_once() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let mut supervisor = SupervisorSpec::new("retriers", Intensity::default());
-    let retrier_settings = RetrierSettings {
-        policy: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            backoff_base: 2.0,
-            max_backoff: Duration::from_millis(20),
-            jitter: true,
-        },
-        parallelism: 2,
-        retention: Duration::from_secs(60),
-    };
-    let retrier = Retrier::child_of(
-        &mut supervisor,
-        "retrier",
-        retrier_settings,
-        store,
-        fast_options(),
-        ChildOptions::default(),
-    );
-    let (_, life) = supervisor.start();
-    eventually("the retrier starts", || async {
-        retrier.pool().actor().addr().is_some()
-    })
-    .await;
-    let gate = Gate::new();
-    let gate_in = gate.clone();
-    retrier.register_action(
-        "call",
-        handler_fn(move |work| {
-            let gate = gate_in.clone();
-            async move {
-                gate.wait().await;
-                if work.attempt < 2 {
-                    Err(WorkError::retry_after("429", Duration::from_millis(5)))
-                } else {
-                    Ok(json!("answer"))
-                }
-            }
-        }),
-    );
-    let (recipient, mut rx) = sink();
-    let run = retrier
-        .run("call", json!({"q": 1}), Some(recipient.clone()))
-        .await
-        .expect("run");
-    eventually("the run is in progress", || async {
-        retrier.status(&run).await.ok().flatten() == Some(RunStatus::InProgress { attempt: 1 })
-    })
-    .await;
-    gate.open();
-    let events = collect(&mut rx, 1).await;
-    assert_eq!(
-        (events[0].id.as_str(), events[0].attempts),
-        (run.as_str(), 2)
-    );
-    assert_eq!(
-        retrier.status(&run).await.expect("status"),
-        Some(RunStatus::Succeeded)
-    );
-
-    retrier.pool().set_parallelism(0).await.expect("pause");
-    let canceled = retrier
-        .run("call", Value::Null, Some(recipient))
-        .await
-        .expect("run");
-    assert_eq!(
-        retrier.cancel(&canceled).await.expect("cancel"),
-        CancelOutcome::Canceled
-    );
-    assert_eq!(
-        retrier.status(&canceled).await.expect("status"),
-        Some(RunStatus::Canceled)
-    );
-    let events = collect(&mut rx, 1).await;
-    assert_eq!(events[0].outcome, WorkOutcome::Canceled);
-    assert!(rx.try_recv().is_err());
     life.shutdown(WAIT).await;
 }
 
@@ -946,7 +850,7 @@ async fn a_succeeded_attempt_survives_a_redis_pause_during_its_final_write() {
         .enqueue(WorkSpec::new("k", Value::Null))
         .await
         .expect("enqueue");
-    wait::eventually("the attempt ran", WAIT, || async {
+    eventually("the attempt ran", WAIT, || async {
         runs.load(Ordering::SeqCst) == 1
     })
     .await;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use troupe_runtime::retry::Transient;
+
 /// A failed tool call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ToolError {
@@ -70,10 +72,17 @@ impl ToolError {
         }
     }
 
-    /// Whether calling again with the same arguments may succeed: a retryable failure or a
-    /// timeout. Bad arguments need the model to change them; denials, panics and
-    /// configuration errors do not go away by themselves.
+    /// Whether calling again with the same arguments may succeed: the [`Transient`] decision,
+    /// callable without importing the trait.
     pub fn is_retryable(&self) -> bool {
+        Transient::is_retryable(self)
+    }
+}
+
+impl Transient for ToolError {
+    /// A retryable failure or a timeout. Bad arguments need the model to change them;
+    /// denials, panics and configuration errors do not go away by themselves.
+    fn is_retryable(&self) -> bool {
         match self {
             ToolError::Failed { retryable, .. } => *retryable,
             ToolError::Timeout { .. } => true,

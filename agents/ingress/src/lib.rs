@@ -40,7 +40,7 @@ pub mod wire;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use quota::GroupQuota;
@@ -190,16 +190,16 @@ impl InFlight {
         self.max.saturating_sub(self.permits.available_permits())
     }
 
-    /// Waits until no task runs, at most `limit`; whether none runs.
+    /// Waits until no task runs, at most `limit`; whether none runs. Woken by the last
+    /// task's end (it takes every permit for an instant, so call it once the ingress no
+    /// longer starts tasks: a task waiting for a permit meanwhile queues behind it).
     pub async fn wait_idle(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.count() > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        match tokio::time::timeout(limit, self.permits.acquire_many(all)).await {
+            Ok(Ok(_every_permit)) => true,
+            // Closed (never, today) or timed out.
+            Ok(Err(_)) | Err(_) => self.count() == 0,
         }
-        true
     }
 }
 
@@ -208,5 +208,32 @@ fn labels(task: &Task) -> (&'static str, &str) {
     match &task.target {
         Target::Agent(name) => ("agent", name),
         Target::Workflow(name) => ("workflow", name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_idle_wakes_when_the_last_task_ends_and_gives_up_after_its_limit() {
+        let in_flight = InFlight::new(4);
+        let task = in_flight
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("a permit");
+        assert_eq!(in_flight.count(), 1);
+        assert!(!in_flight.wait_idle(Duration::from_millis(30)).await);
+        let ends = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(task);
+        });
+        assert!(in_flight.wait_idle(Duration::from_secs(30)).await);
+        assert_eq!(in_flight.count(), 0);
+        ends.await.expect("the task ended");
+        // Idle again: the waiter gave every permit back.
+        assert!(in_flight.wait_idle(Duration::ZERO).await);
     }
 }

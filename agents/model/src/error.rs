@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use troupe_runtime::retry::Transient;
+
 /// A failed model call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
@@ -95,28 +97,15 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    /// Whether the same call may succeed later (rate limits, timeouts, connection errors, 5xx).
+    /// Whether the same call may succeed later (rate limits, timeouts, connection errors, 5xx):
+    /// the [`Transient`] decision, callable without importing the trait.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            ModelError::RateLimited { .. }
-            | ModelError::Timeout { .. }
-            | ModelError::Connection { .. } => true,
-            ModelError::Provider { status, .. } => *status >= 500,
-            ModelError::QuotaExceeded { .. }
-            | ModelError::MalformedResponse { .. }
-            | ModelError::ResponseTooLarge { .. }
-            | ModelError::BudgetExceeded { .. }
-            | ModelError::InvalidRequest { .. }
-            | ModelError::NoScriptedReply { .. } => false,
-        }
+        Transient::is_retryable(self)
     }
 
-    /// How long the server asked to wait, if it did.
+    /// How long the server asked to wait, if it did (as [`Transient::retry_after`]).
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ModelError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        }
+        Transient::retry_after(self)
     }
 
     /// The same error with every free-text part (messages, bodies) passed through `clean`:
@@ -153,6 +142,41 @@ impl ModelError {
             | ModelError::ResponseTooLarge { .. }
             | ModelError::BudgetExceeded { .. }
             | ModelError::NoScriptedReply { .. }) => other,
+        }
+    }
+}
+
+impl Transient for ModelError {
+    /// Rate limits, timeouts, connection errors and 5xx; never a quota, a budget, a bad
+    /// request or response, or a missing scripted reply.
+    fn is_retryable(&self) -> bool {
+        match self {
+            ModelError::RateLimited { .. }
+            | ModelError::Timeout { .. }
+            | ModelError::Connection { .. } => true,
+            ModelError::Provider { status, .. } => *status >= 500,
+            ModelError::QuotaExceeded { .. }
+            | ModelError::MalformedResponse { .. }
+            | ModelError::ResponseTooLarge { .. }
+            | ModelError::BudgetExceeded { .. }
+            | ModelError::InvalidRequest { .. }
+            | ModelError::NoScriptedReply { .. } => false,
+        }
+    }
+
+    /// A 429's Retry-After, when the server gave one.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ModelError::RateLimited { retry_after, .. } => *retry_after,
+            ModelError::QuotaExceeded { .. }
+            | ModelError::Timeout { .. }
+            | ModelError::Connection { .. }
+            | ModelError::Provider { .. }
+            | ModelError::MalformedResponse { .. }
+            | ModelError::ResponseTooLarge { .. }
+            | ModelError::BudgetExceeded { .. }
+            | ModelError::InvalidRequest { .. }
+            | ModelError::NoScriptedReply { .. } => None,
         }
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! - `openai.rs`: the HTTP model (timeouts, retries, streaming, tool calls, embeddings).
 //! - `wire.rs`: the tolerant OpenAI wire types; `transport.rs`: HTTP, auth and error mapping.
-//! - `retry.rs`: backoff with jitter, bounded in attempts and time.
+//! - `retry.rs`: the runtime's retry loop for model calls (equal jitter, bounded in attempts
+//!   and time).
 //! - `scripted.rs`: the scripted model; `cassette.rs`: recording and replaying exchanges.
 //! - `fuzzing.rs`: the response decoders without HTTP, for the fuzz targets (feature
 //!   `fuzzing`).
@@ -26,7 +27,6 @@ mod transport;
 mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -143,19 +143,4 @@ pub trait ModelService: Send + Sync + 'static {
 
     /// Embeds texts.
     async fn embed(&self, inputs: &[String]) -> Result<Embeddings, ModelError>;
-}
-
-/// Retry policy of a model service: exponential backoff with jitter, bounded twice. Built from
-/// settings by [`RetryPolicy::from_settings`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts after the first.
-    pub max_retries: u32,
-    /// No retry starts whose wait would end later than this after the first attempt began (an
-    /// attempt in progress is not cut: streams are bounded by the idle timeout instead).
-    pub max_total: Duration,
-    /// First backoff.
-    pub initial_backoff: Duration,
-    /// Backoff cap.
-    pub max_backoff: Duration,
 }

@@ -23,14 +23,13 @@ use async_openai::Client;
 use async_trait::async_trait;
 use futures::StreamExt;
 use troupe_config::{ModelSettings, Provider};
+use troupe_runtime::retry::RetryPolicy;
 
 use super::cassette::{Exchange, Recorder};
 use super::retry::{self, Failure};
 use super::transport::{self, Endpoint, Redact, ResponseBound, Transport};
 use super::wire::{self, Assembly};
-use super::{
-    ChatRequest, ChatResponse, DeltaSink, Embeddings, ModelError, ModelService, RetryPolicy,
-};
+use super::{ChatRequest, ChatResponse, DeltaSink, Embeddings, ModelError, ModelService};
 
 /// A model behind an OpenAI-compatible HTTP API.
 #[derive(Debug)]
@@ -71,7 +70,7 @@ impl OpenAiModel {
             base_url: base_url.clone(),
             settings: settings.clone(),
             http,
-            retry: RetryPolicy::from_settings(settings),
+            retry: retry::policy(settings),
             recorder: record.clone().map(Recorder::new),
         })
     }

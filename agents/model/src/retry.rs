@@ -1,15 +1,14 @@
-//! Retries of model calls: exponential backoff with jitter (or the server's Retry-After),
-//! bounded in attempts and in total time; one `model.attempt` span per attempt with `model` and
-//! `attempt`.
+//! Retries of model calls, on the runtime's one retry loop ([`troupe_runtime::retry`]):
+//! exponential backoff with equal jitter (or the server's Retry-After), bounded in attempts and
+//! in total time; one `model.attempt` span per attempt with `model` and `attempt`.
 
 use std::future::Future;
-use std::time::Duration;
 
-use rand::Rng;
-use tokio::time::Instant;
 use tracing::Instrument;
+use troupe_config::ModelSettings;
+use troupe_runtime::retry::{self, Backoff, Jitter, Next, RetryPolicy, Stop, Transient};
 
-use super::{ModelError, ModelSettings, RetryPolicy};
+use super::ModelError;
 
 /// A failed attempt: the error, and whether text deltas were already sent (a streamed call is
 /// only retried when none were).
@@ -28,31 +27,33 @@ impl From<ModelError> for Failure {
     }
 }
 
-impl RetryPolicy {
-    /// The policy of a configured model.
-    pub fn from_settings(settings: &ModelSettings) -> RetryPolicy {
-        RetryPolicy {
-            max_retries: settings.max_retries,
-            max_total: settings.max_retry_time,
-            initial_backoff: settings.initial_backoff,
-            max_backoff: settings.max_backoff,
-        }
+impl Transient for Failure {
+    /// The error's decision, unless deltas were sent: a caller has seen part of the answer.
+    fn is_retryable(&self) -> bool {
+        !self.streamed && self.error.is_retryable()
     }
 
-    /// The wait before retry number `retry` (0 for the first retry): the server's
-    /// `retry_after` when it gave one (at most `max_total`: no server makes a call wait
-    /// longer), else `initial_backoff * 2^retry` capped at `max_backoff`, with equal jitter
-    /// (between half and all of it).
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(wait) = retry_after {
-            return wait.min(self.max_total);
-        }
-        let base = self
-            .initial_backoff
-            .saturating_mul(2_u32.saturating_pow(retry.min(31)))
-            .min(self.max_backoff);
-        let half = base / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        self.error.retry_after()
+    }
+}
+
+/// The retry policy of a configured model: `max_retries` after the first attempt;
+/// `initial_backoff * 2^retry` capped at `max_backoff`, with equal jitter (between half and
+/// all of it), or the server's `retry_after` when it gave one (at most `max_retry_time`: no
+/// server makes a call wait longer); no retry starts whose wait would end later than
+/// `max_retry_time` after the first attempt began (an attempt in progress is not cut:
+/// streams are bounded by the idle timeout instead).
+pub(super) fn policy(settings: &ModelSettings) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: settings.max_retries.saturating_add(1),
+        backoff: Backoff {
+            initial: settings.initial_backoff,
+            factor: 2.0,
+            max: settings.max_backoff,
+            jitter: Jitter::Equal,
+        },
+        max_total: Some(settings.max_retry_time),
     }
 }
 
@@ -68,48 +69,67 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    let started = Instant::now();
-    let mut retries = 0_u32;
-    loop {
-        let span = tracing::info_span!("model.attempt", model = %model, attempt = retries + 1);
-        let failure = match attempt().instrument(span).await {
-            Ok(value) => return Ok(value),
-            Err(failure) => failure,
-        };
-        let error = failure.error;
-        if failure.streamed || !error.is_retryable() || retries >= policy.max_retries {
-            return Err(error);
-        }
-        let wait = policy.delay(retries, error.retry_after());
-        if started.elapsed().saturating_add(wait) > policy.max_total {
-            tracing::warn!(model, attempt = retries + 1, error = %error, "model call failed; retry time spent");
-            return Err(error);
-        }
-        tracing::warn!(
-            model,
-            attempt = retries + 1,
-            error = %error,
-            wait_ms = wait.as_millis() as u64,
-            "model call failed; retrying"
-        );
-        tokio::time::sleep(wait).await;
-        retries += 1;
-    }
+    retry::retry_with(
+        policy,
+        |number| {
+            let span = tracing::info_span!("model.attempt", model = %model, attempt = number);
+            attempt().instrument(span)
+        },
+        |failure, number, next| {
+            let error = &failure.error;
+            let wait = match next {
+                Next::Retry(wait) => {
+                    tracing::warn!(
+                        model,
+                        attempt = number,
+                        error = %error,
+                        wait_ms = wait.as_millis() as u64,
+                        "model call failed; retrying"
+                    );
+                    Some(wait)
+                }
+                Next::Stop(Stop::Time) => {
+                    tracing::warn!(model, attempt = number, error = %error, "model call failed; retry time spent");
+                    None
+                }
+                Next::Stop(Stop::Permanent | Stop::Attempts) => None,
+            };
+            async move {
+                if let Some(wait) = wait {
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(())
+            }
+        },
+    )
+    .await
+    .map_err(|failure| failure.error)
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
 
     use super::*;
 
     fn policy(max_retries: u32, max_total: Duration) -> RetryPolicy {
-        RetryPolicy {
+        super::policy(&ModelSettings {
+            provider: troupe_config::Provider::Scripted {
+                script: None,
+                cassette: None,
+                latency: Duration::ZERO,
+            },
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
             max_retries,
-            max_total,
+            max_retry_time: max_total,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),
-        }
+            input_cost_per_million: 0.0,
+            output_cost_per_million: 0.0,
+            max_response_bytes: 1 << 20,
+        })
     }
 
     fn connection() -> ModelError {
@@ -125,16 +145,17 @@ mod tests {
         for retry in 0..6 {
             let base =
                 Duration::from_millis(100 * 2_u64.pow(retry)).min(Duration::from_millis(400));
-            let delay = policy.delay(retry, None);
+            // Retry number `retry` (from 0) follows failed attempt `retry + 1`.
+            let delay = policy.delay(retry + 1, None);
             assert!(delay >= base / 2 && delay <= base, "{retry}: {delay:?}");
         }
         assert_eq!(
-            policy.delay(0, Some(Duration::from_secs(7))),
+            policy.delay(1, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
         // A server's wait never exceeds the total retry time.
         assert_eq!(
-            policy.delay(0, Some(Duration::MAX)),
+            policy.delay(1, Some(Duration::MAX)),
             Duration::from_secs(60)
         );
     }
@@ -184,5 +205,24 @@ mod tests {
         })
         .await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_servers_retry_after_replaces_the_backoff() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result: Result<(), _> = run(&policy(2, Duration::from_secs(60)), "m", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err(Failure::from(ModelError::RateLimited {
+                    model: "m".into(),
+                    retry_after: Some(Duration::from_secs(5)),
+                }))
+            }
+        })
+        .await;
+        assert!(matches!(result, Err(ModelError::RateLimited { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
 }

@@ -1,5 +1,6 @@
 //! `RagError`: what can go wrong when adding to or searching a knowledge base.
 
+use troupe_runtime::retry::Transient;
 use troupe_runtime::store::StoreError;
 
 use troupe_model::ModelError;
@@ -50,13 +51,10 @@ pub enum RagError {
 }
 
 impl RagError {
-    /// Whether the same request may succeed later.
+    /// Whether the same request may succeed later: the [`Transient`] decision, callable
+    /// without importing the trait.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            RagError::Store(err) => err.is_retryable(),
-            RagError::Model(err) => err.is_retryable(),
-            _ => false,
-        }
+        Transient::is_retryable(self)
     }
 
     /// A short stable name of the error kind.
@@ -68,6 +66,21 @@ impl RagError {
             RagError::Forbidden { .. } => "forbidden",
             RagError::DimensionMismatch { .. } => "dimension_mismatch",
             RagError::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+impl Transient for RagError {
+    /// The store's and the embedding model's own decisions; the caller's mistakes and corrupt
+    /// records do not pass.
+    fn is_retryable(&self) -> bool {
+        match self {
+            RagError::Store(err) => err.is_retryable(),
+            RagError::Model(err) => err.is_retryable(),
+            RagError::Invalid { .. }
+            | RagError::Forbidden { .. }
+            | RagError::DimensionMismatch { .. }
+            | RagError::Corrupt { .. } => false,
         }
     }
 }

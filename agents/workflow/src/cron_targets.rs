@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use troupe_config::CronTarget;
-use troupe_runtime::cron::{cron_handler_fn, CronHandler};
+use troupe_runtime::cron::{cron_handler_fn, CronFireError, CronHandler};
 
-use crate::{Router, Submit};
+use crate::{Router, Submit, WorkflowError};
 use troupe_agents::conversations::{Ask, Conversations};
 use troupe_agents::error::AgentError;
 use troupe_agents::thread_store::NewThread;
@@ -29,7 +29,7 @@ pub fn cron_targets(talk: Conversations, router: Router) -> Arc<dyn CronHandler>
                 CronTarget::Agent(agent) => agent,
                 CronTarget::Workflow(workflow) => {
                     let submit = Submit {
-                        workflow,
+                        workflow: workflow.clone(),
                         group: CRON_GROUP.to_owned(),
                         user: cron,
                         input,
@@ -38,7 +38,7 @@ pub fn cron_targets(talk: Conversations, router: Router) -> Arc<dyn CronHandler>
                         .submit(submit)
                         .await
                         .map(|_| ())
-                        .map_err(|err| err.to_string());
+                        .map_err(|err| workflow_failure(&workflow, err));
                 }
             };
             let thread = format!("cron-{cron}");
@@ -52,13 +52,13 @@ pub fn cron_targets(talk: Conversations, router: Router) -> Arc<dyn CronHandler>
                 };
                 match talk.create_thread(new).await {
                     Ok(_) | Err(AgentError::Conflict { .. }) => {}
-                    Err(err) => return Err(err.to_string()),
+                    Err(err) => return Err(agent_failure(&agent, err)),
                 }
             }
             let ask = Ask {
                 group: CRON_GROUP.to_owned(),
                 user: cron,
-                agent,
+                agent: agent.clone(),
                 thread: Some(thread),
                 input,
                 stream: false,
@@ -67,7 +67,40 @@ pub fn cron_targets(talk: Conversations, router: Router) -> Arc<dyn CronHandler>
             talk.ask(ask)
                 .await
                 .map(|_| ())
-                .map_err(|err| err.to_string())
+                .map_err(|err| agent_failure(&agent, err))
         }
     })
+}
+
+/// An agent target's failure, typed: the agent does not exist, the store failed, or the
+/// agent's own error (kept as the source, with its retry decision).
+fn agent_failure(agent: &str, err: AgentError) -> CronFireError {
+    match err {
+        AgentError::NotFound { what: "agent", id } if id == agent => CronFireError::UnknownTarget {
+            target: CronTarget::Agent(id),
+        },
+        AgentError::Store(err) => CronFireError::Store(err),
+        err => CronFireError::Target {
+            retryable: err.is_retryable(),
+            source: Box::new(err),
+        },
+    }
+}
+
+/// A workflow target's failure, typed: the workflow does not exist, the store failed, or the
+/// submission's own error (kept as the source, with its retry decision).
+fn workflow_failure(workflow: &str, err: WorkflowError) -> CronFireError {
+    match err {
+        WorkflowError::NotFound {
+            what: "workflow",
+            id,
+        } if id == workflow => CronFireError::UnknownTarget {
+            target: CronTarget::Workflow(id),
+        },
+        WorkflowError::Store(err) => CronFireError::Store(err),
+        err => CronFireError::Target {
+            retryable: err.is_retryable(),
+            source: Box::new(err),
+        },
+    }
 }

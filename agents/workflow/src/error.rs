@@ -1,6 +1,7 @@
 //! Errors of workflow runs and of the API that submits and inspects them.
 
-use troupe_runtime::pool::PoolError;
+use troupe_runtime::pool::{PoolError, WorkFailure};
+use troupe_runtime::retry::Transient;
 use troupe_runtime::store::StoreError;
 
 use super::template::RenderError;
@@ -35,8 +36,9 @@ pub enum WorkflowError {
         step: String,
         /// The pool.
         pool: String,
-        /// How the item ended.
-        error: String,
+        /// How the item ended: the kind of failure (a rate limit, bad input, a timeout…),
+        /// its message and causes, as they crossed the pool.
+        error: WorkFailure,
     },
     /// A knowledge step's search failed.
     #[error("step {step:?}: {source}")]
@@ -133,16 +135,10 @@ pub enum WorkflowError {
 }
 
 impl WorkflowError {
-    /// Whether trying the same thing again may succeed.
+    /// Whether trying the same thing again may succeed: the [`Transient`] decision, callable
+    /// without importing the trait.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            WorkflowError::Store(err) => err.is_retryable(),
-            WorkflowError::Agent { source, .. } => source.is_retryable(),
-            WorkflowError::Timeout { .. } => true,
-            WorkflowError::Knowledge { source, .. } => source.is_retryable(),
-            WorkflowError::Pool { source, .. } => source.is_retryable(),
-            _ => false,
-        }
+        Transient::is_retryable(self)
     }
 
     /// Whether the run should stay unfinished in the store (for this or another daemon to
@@ -153,7 +149,48 @@ impl WorkflowError {
             WorkflowError::Store(err) => err.is_retryable(),
             // The pool is stopping or restarting: a later adoption hands the call over again.
             WorkflowError::Pool { source, .. } => source.is_retryable(),
-            _ => false,
+            WorkflowError::Agent { .. }
+            | WorkflowError::PoolCall { .. }
+            | WorkflowError::Knowledge { .. }
+            | WorkflowError::Template { .. }
+            | WorkflowError::Timeout { .. }
+            | WorkflowError::NoAnswer { .. }
+            | WorkflowError::NoRoute { .. }
+            | WorkflowError::EventTimeout { .. }
+            | WorkflowError::Canceled
+            | WorkflowError::NotFound { .. }
+            | WorkflowError::Forbidden { .. }
+            | WorkflowError::Invalid { .. }
+            | WorkflowError::Active { .. }
+            | WorkflowError::Corrupt { .. } => false,
+        }
+    }
+}
+
+impl Transient for WorkflowError {
+    /// The store's, the agent's, the search's and the pool's own decisions, and a step's
+    /// timeout. A call that failed in its pool was retried there already; the rest are
+    /// decisions of the run (no route, no answer, canceled, interrupted) or the caller's
+    /// mistakes.
+    fn is_retryable(&self) -> bool {
+        match self {
+            WorkflowError::Store(err) => err.is_retryable(),
+            WorkflowError::Agent { source, .. } => source.is_retryable(),
+            WorkflowError::Timeout { .. } => true,
+            WorkflowError::Knowledge { source, .. } => source.is_retryable(),
+            WorkflowError::Pool { source, .. } => source.is_retryable(),
+            WorkflowError::PoolCall { .. }
+            | WorkflowError::Template { .. }
+            | WorkflowError::NoAnswer { .. }
+            | WorkflowError::NoRoute { .. }
+            | WorkflowError::EventTimeout { .. }
+            | WorkflowError::Canceled
+            | WorkflowError::Interrupted(_)
+            | WorkflowError::NotFound { .. }
+            | WorkflowError::Forbidden { .. }
+            | WorkflowError::Invalid { .. }
+            | WorkflowError::Active { .. }
+            | WorkflowError::Corrupt { .. } => false,
         }
     }
 }

@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
-use troupe_runtime::pool::{handler_fn, Work, WorkError, WorkHandler};
+use troupe_runtime::pool::{handler_fn, Work, WorkError, WorkErrorKind, WorkHandler};
+use troupe_runtime::retry::Transient;
 
 use troupe_agents::conversations::Conversations;
 use troupe_agents::error::AgentError;
+use troupe_agents::model::ModelError;
 use troupe_agents::thread::TurnStatus;
 use troupe_agents::thread_store::NewThread;
 
@@ -62,19 +64,54 @@ pub enum CallFailure {
 }
 
 impl CallFailure {
-    /// As a pool attempt's error: agent errors keep their retry decision, timeouts are
-    /// retried, a turn without an answer is not.
+    /// As a pool attempt's error: its retry decision ([`Transient`]), its [`kind`](Self::kind)
+    /// and its message chain, so that the run awaiting the item can tell a rate limit from
+    /// bad input.
     pub fn to_work_error(&self) -> WorkError {
-        let retryable = match self {
+        WorkError::from_error(self.kind(), self)
+    }
+
+    /// The kind of failure, as it crosses the pool: an agent error's kind (as
+    /// `AgentError::kind` names it), a timeout, or a turn without an answer.
+    pub fn kind(&self) -> WorkErrorKind {
+        match self {
+            CallFailure::Agent(err) => agent_kind(err),
+            CallFailure::Timeout(_) => WorkErrorKind::Timeout,
+            CallFailure::NoAnswer(_) => WorkErrorKind::NoAnswer,
+        }
+    }
+}
+
+impl Transient for CallFailure {
+    /// Agent errors keep their retry decision, timeouts are retried, a turn without an answer
+    /// is not. No wait of its own: the pool's backoff paces the retries.
+    fn is_retryable(&self) -> bool {
+        match self {
             CallFailure::Agent(err) => err.is_retryable(),
             CallFailure::Timeout(_) => true,
             CallFailure::NoAnswer(_) => false,
-        };
-        if retryable {
-            WorkError::retryable(self.to_string())
-        } else {
-            WorkError::non_retryable(self.to_string())
         }
+    }
+}
+
+/// The kind of an agent error as a work failure.
+fn agent_kind(err: &AgentError) -> WorkErrorKind {
+    match err {
+        AgentError::Store(_) => WorkErrorKind::Store,
+        AgentError::Model(ModelError::BudgetExceeded { .. }) => WorkErrorKind::Budget,
+        AgentError::Model(ModelError::RateLimited { .. }) | AgentError::Limit(_) => {
+            WorkErrorKind::RateLimited
+        }
+        AgentError::Model(_) => WorkErrorKind::Model,
+        AgentError::Tool(_) => WorkErrorKind::Tool,
+        AgentError::Invalid { .. } => WorkErrorKind::Invalid,
+        AgentError::NotFound { .. } => WorkErrorKind::NotFound,
+        AgentError::Forbidden { .. } => WorkErrorKind::Forbidden,
+        AgentError::Conflict { .. }
+        | AgentError::Archived { .. }
+        | AgentError::AwaitingApproval { .. } => WorkErrorKind::Conflict,
+        AgentError::Busy { .. } | AgentError::LeaseLost { .. } => WorkErrorKind::Busy,
+        AgentError::Actor(_) | AgentError::Corrupt { .. } => WorkErrorKind::Internal,
     }
 }
 
@@ -125,6 +162,7 @@ pub fn handler(talk: Conversations) -> Arc<dyn WorkHandler> {
         async move {
             let call: Call = serde_json::from_value(work.payload).map_err(|err| {
                 WorkError::non_retryable(format!("not a workflow call payload: {err}"))
+                    .with_kind(WorkErrorKind::Invalid)
             })?;
             let span = tracing::info_span!(
                 "workflow.call",
@@ -143,4 +181,67 @@ pub fn handler(talk: Conversations) -> Arc<dyn WorkHandler> {
             Ok(serde_json::json!({ "answer": answer }))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use troupe_runtime::pool::WorkFailure;
+
+    use super::*;
+    use crate::error::WorkflowError;
+
+    #[test]
+    fn a_failed_call_crosses_the_pool_with_its_kind_and_retry_decision() {
+        let limited = CallFailure::Agent(AgentError::Model(ModelError::RateLimited {
+            model: "m".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        }));
+        let error = limited.to_work_error();
+        assert!(error.is_retryable());
+        assert_eq!(error.kind(), WorkErrorKind::RateLimited);
+        assert_eq!(error.message(), limited.to_string());
+        // The pool's backoff paces a call's retries, as before kinds were kept.
+        assert_eq!(Transient::retry_after(&error), None);
+
+        let invalid = CallFailure::Agent(AgentError::Invalid {
+            what: "message",
+            message: "empty".into(),
+        });
+        let error = invalid.to_work_error();
+        assert!(!error.is_retryable());
+        assert_eq!(error.kind(), WorkErrorKind::Invalid);
+
+        let timeout = CallFailure::Timeout(Duration::from_secs(1)).to_work_error();
+        assert!(timeout.is_retryable());
+        assert_eq!(timeout.kind(), WorkErrorKind::Timeout);
+        let no_answer = CallFailure::NoAnswer("step limit").to_work_error();
+        assert!(!no_answer.is_retryable());
+        assert_eq!(no_answer.kind(), WorkErrorKind::NoAnswer);
+        let budget = CallFailure::Agent(AgentError::Model(ModelError::BudgetExceeded {
+            scope: "g".into(),
+            message: "spent".into(),
+        }));
+        assert_eq!(budget.kind(), WorkErrorKind::Budget);
+    }
+
+    #[test]
+    fn a_pool_call_error_keeps_the_kind_and_reads_as_before() {
+        let error = WorkflowError::PoolCall {
+            step: "ask".into(),
+            pool: "llm".into(),
+            error: WorkFailure::new(WorkErrorKind::RateLimited, "model m: rate limited"),
+        };
+        assert_eq!(
+            error.to_string(),
+            "step \"ask\" in pool \"llm\": model m: rate limited"
+        );
+        assert!(!error.is_retryable(), "the pool retried it already");
+        assert!(!error.leaves_run_open());
+        let WorkflowError::PoolCall { error, .. } = error else {
+            unreachable!()
+        };
+        assert_eq!(error.kind, WorkErrorKind::RateLimited);
+    }
 }

@@ -61,7 +61,7 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let span = tracing::info_span!("workflow.run", run = %self.run, group = %self.group);
+        let span = tracing::info_span!(troupe_runtime::trace::span::WORKFLOW_RUN, run = %self.run, group = %self.group);
         if let Some(fresh) = &self.fresh {
             // Submitted here (for an ingress task, say): linked, not a child, since a run
             // outlives its submitter and may be adopted by another daemon.
@@ -196,11 +196,7 @@ async fn execute(
             stored.push(hash.clone());
         }
     }
-    let order: Vec<String> = snapshot
-        .definitions
-        .get(&record.workflow)
-        .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
-        .unwrap_or_default();
+    let order = snapshot.top_steps(&record.workflow);
     let replay = Replay::fold(&entries, &order);
     let resumed = replay.completed.len();
     if resumed > 0 {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use troupe_config::WorkflowSettings;
 use troupe_runtime::store::{Store, Write};
 
-use super::env::{Fresh, Snapshots};
+use super::env::{Endings, Fresh, Snapshots};
 use super::error::WorkflowError;
 use super::journal::{
     new_run_id, now_ms, task_run_id, top_step, Created, Entry, EntryKind, Journal, OutputRef,
@@ -199,11 +199,7 @@ impl Runs {
         let record = journal.require_record().await?;
         let snapshot = journal.snapshot().await?;
         let entries = journal.entries().await?;
-        let order: Vec<String> = snapshot
-            .definitions
-            .get(&record.workflow)
-            .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
-            .unwrap_or_default();
+        let order = snapshot.top_steps(&record.workflow);
         let replay = Replay::fold(&entries, &order);
         let steps = order
             .iter()
@@ -323,20 +319,53 @@ impl Runs {
     }
 
     /// Waits until the run has ended (polling every 50 ms), at most `timeout`. A daemon's
-    /// [`Router::wait`] is told of the end of the runs it runs instead.
+    /// [`Router::wait`](crate::Router::wait) is told of the end of the runs it runs instead.
     pub async fn wait(
         &self,
         group: &str,
         run: &str,
         timeout: Duration,
     ) -> Result<RunRecord, WorkflowError> {
+        self.wait_for_end(group, run, timeout, Duration::from_millis(50), None)
+            .await
+    }
+
+    /// Waits until the run has ended, at most `timeout`, reading its record every `poll` —
+    /// and at once when `endings` (those of the daemon that runs it) tell of its end.
+    pub(crate) async fn wait_for_end(
+        &self,
+        group: &str,
+        run: &str,
+        timeout: Duration,
+        poll: Duration,
+        endings: Option<&Endings>,
+    ) -> Result<RunRecord, WorkflowError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let record = self.record(group, run).await?;
-            if record.status.is_terminal() || Instant::now() >= deadline {
-                return Ok(record);
+            let ended = endings.map(|endings| endings.listen(run));
+            let read = self.record(group, run).await;
+            let now = Instant::now();
+            let done = match &read {
+                Ok(record) => record.status.is_terminal() || now >= deadline,
+                Err(_) => true,
+            };
+            if !done {
+                let nap = deadline.saturating_duration_since(now).min(poll);
+                match ended {
+                    Some(ended) => {
+                        let _ = tokio::time::timeout(nap, ended).await;
+                    }
+                    None => tokio::time::sleep(nap).await,
+                }
+            } else {
+                drop(ended);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(endings) = endings {
+                endings.prune(run);
+            }
+            if done {
+                return read;
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Raw image -> typed settings. Every problem is collected as a `Diagnostic` (validation goes on
 //! after the first); a `Config` is only returned when there is none.
 
+mod crons;
 mod limits;
 mod models;
 mod rag;
@@ -55,7 +56,7 @@ pub(crate) fn validate(
             })
             .collect(),
         crons: each(ctx, "crons", &raw.crons, |ctx, at, cron| {
-            workflows::cron(ctx, at, cron, raw)
+            crons::cron(ctx, at, cron, raw)
         }),
         budgets: each(ctx, "budgets", &raw.budgets, models::budget),
         rag: rag::rag(ctx, &raw.rag, raw),

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::retry::Transient;
 use crate::store::StoreError;
 
 /// A failed rate-limit operation. [`LimitError::is_retryable`] says whether trying again later
@@ -78,22 +79,15 @@ pub enum LimitError {
 }
 
 impl LimitError {
-    /// Whether the same call may succeed later: the limit was busy or its store unreachable.
+    /// Whether the same call may succeed later: the limit was busy or its store unreachable
+    /// (the [`Transient`] decision, callable without importing the trait).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited { .. } | Self::TooManyReserved { .. } | Self::StoreUnavailable { .. }
-        )
+        Transient::is_retryable(self)
     }
 
-    /// How long to wait before retrying, when the limit knows.
+    /// How long to wait before retrying, when the limit knows (as [`Transient::retry_after`]).
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::RateLimited { retry_after, .. } | Self::TooManyReserved { retry_after, .. } => {
-                Some(*retry_after)
-            }
-            _ => None,
-        }
+        Transient::retry_after(self)
     }
 
     /// A store failure of `limit`, classified by whether retrying may help.
@@ -103,6 +97,35 @@ impl LimitError {
             Self::StoreUnavailable { limit, source }
         } else {
             Self::Store { limit, source }
+        }
+    }
+}
+
+impl Transient for LimitError {
+    /// The limit was busy or its store unreachable.
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. }
+            | Self::TooManyReserved { .. }
+            | Self::StoreUnavailable { .. } => true,
+            Self::UnknownLimit { .. }
+            | Self::ExceedsCapacity { .. }
+            | Self::Store { .. }
+            | Self::Settings { .. } => false,
+        }
+    }
+
+    /// When the units would be available, for a busy limit.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::TooManyReserved { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            Self::UnknownLimit { .. }
+            | Self::ExceedsCapacity { .. }
+            | Self::StoreUnavailable { .. }
+            | Self::Store { .. }
+            | Self::Settings { .. } => None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Errors of pool operations (enqueue, cancel, status), as callers see them.
 
 use crate::error::ActorError;
+use crate::retry::Transient;
 use crate::store::StoreError;
 
 /// Why a pool operation failed. Work failures are not errors of the pool: they are the
@@ -46,20 +47,29 @@ pub enum PoolError {
 }
 
 impl PoolError {
-    /// Whether the same call may succeed later.
+    /// Whether the same call may succeed later: the [`Transient`] decision, callable without
+    /// importing the trait.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            PoolError::Store { source, .. } => source.is_retryable(),
-            PoolError::Actor(err) => err.is_retryable(),
-            PoolError::Stopping { .. } => true,
-            PoolError::Duplicate { .. } | PoolError::Corrupt { .. } => false,
-        }
+        Transient::is_retryable(self)
     }
 
     pub(crate) fn store(pool: &str) -> impl FnOnce(StoreError) -> PoolError + '_ {
         move |source| PoolError::Store {
             pool: pool.to_owned(),
             source,
+        }
+    }
+}
+
+impl Transient for PoolError {
+    /// A store or actor failure that may pass, or a pool that is stopping (its successor
+    /// takes the call); never a duplicate id or an unreadable record.
+    fn is_retryable(&self) -> bool {
+        match self {
+            PoolError::Store { source, .. } => source.is_retryable(),
+            PoolError::Actor(err) => err.is_retryable(),
+            PoolError::Stopping { .. } => true,
+            PoolError::Duplicate { .. } | PoolError::Corrupt { .. } => false,
         }
     }
 }

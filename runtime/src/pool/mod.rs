@@ -41,10 +41,9 @@ pub use self::error::PoolError;
 use self::messages::HandlersChanged;
 pub use self::messages::{Cancel, CancelOutcome, Enqueue, GetPoolStats, PoolStats, SetParallelism};
 use self::persist::Keys;
-pub use self::retry::{RetryDecision, RetryPolicy};
 pub use self::work::{
-    handler_fn, FollowUp, Work, WorkCompletedEvent, WorkError, WorkHandler, WorkId, WorkOutcome,
-    WorkRecord, WorkSpec, WorkState, WorkStatus,
+    handler_fn, FollowUp, Work, WorkCompletedEvent, WorkError, WorkErrorKind, WorkFailure,
+    WorkHandler, WorkId, WorkOutcome, WorkRecord, WorkSpec, WorkState, WorkStatus,
 };
 use crate::actor_ref::ActorRef;
 use crate::store::Store;
@@ -149,7 +148,7 @@ impl Pool {
             subscribers: RwLock::new(Vec::new()),
             runners: Mutex::new(Vec::new()),
         });
-        let policy = RetryPolicy::from(settings);
+        let policy = retry::policy(settings);
         let (parallelism, retention) = (settings.max_parallelism, settings.retention);
         let make = {
             let (shared, store) = (shared.clone(), store.clone());

@@ -1,6 +1,7 @@
 //! Work items as data: what is enqueued ([`WorkSpec`]), what is persisted ([`WorkRecord`]),
-//! what a handler sees ([`Work`]) and returns ([`WorkError`]), and what callers observe
-//! ([`WorkStatus`], [`WorkOutcome`], [`WorkCompletedEvent`]).
+//! what a handler sees ([`Work`]) and returns ([`WorkError`]: a retry decision and a
+//! [`WorkFailure`] of a [`WorkErrorKind`]), and what callers observe ([`WorkStatus`],
+//! [`WorkOutcome`], [`WorkCompletedEvent`]).
 //!
 //! Work is data, not closures, so that it survives a daemon restart: a restarted pool reloads
 //! its records and runs them with the [`WorkHandler`] registered for their `kind`.
@@ -14,31 +15,156 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::retry::Transient;
+
 /// A work item's id, unique within its pool.
 pub type WorkId = String;
 
+/// What kind of failure ended an attempt or an item: a stable, serialisable name that
+/// crosses the pool boundary with the failure, so that whoever awaits the item can tell a
+/// rate limit from bad input without parsing the message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkErrorKind {
+    /// Not classified by its handler (and every failure recorded before kinds were kept).
+    #[default]
+    Other,
+    /// The input is invalid (a payload, a request, an argument).
+    Invalid,
+    /// Something the work needs does not exist.
+    NotFound,
+    /// The work may not use something it needs.
+    Forbidden,
+    /// The work conflicts with the state it meets (an id taken, a thread archived or
+    /// waiting for an approval).
+    Conflict,
+    /// A rate limit (a limiter's or a provider's 429) refused it.
+    RateLimited,
+    /// A usage budget is spent.
+    Budget,
+    /// It ran longer than it was allowed.
+    Timeout,
+    /// What it needs is busy elsewhere (a thread's turn on another daemon, a lapsed lease).
+    Busy,
+    /// The agent ended its turn without an answer (awaiting an approval, a step limit).
+    NoAnswer,
+    /// The model call failed (other than a rate limit or a budget).
+    Model,
+    /// A tool failed or could not be set up.
+    Tool,
+    /// The store failed.
+    Store,
+    /// The handler panicked.
+    Panicked,
+    /// The attempt stopped with its runner (a daemon that died mid-attempt).
+    Interrupted,
+    /// The item was canceled.
+    Canceled,
+    /// A fault inside troupe (an actor that failed, a corrupt record, an unusable output).
+    Internal,
+}
+
+impl WorkErrorKind {
+    /// Whether this is [`WorkErrorKind::Other`], the default (not written to records).
+    pub fn is_other(&self) -> bool {
+        *self == WorkErrorKind::Other
+    }
+}
+
+/// A failure as it is kept and observed: its kind, its message and the messages of its
+/// sources (outermost first). Displays as the message.
+///
+/// Serialised flat into the record or outcome that holds it, as `error` (the message, the
+/// field every record has always had), `error_kind` and `error_causes`; the last two are
+/// left out when they are the default ([`WorkErrorKind::Other`], no causes), so records
+/// without them (older ones) read as exactly that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct WorkFailure {
+    /// What went wrong.
+    #[serde(rename = "error", alias = "message")]
+    pub message: String,
+    /// What kind of failure it is.
+    #[serde(
+        rename = "error_kind",
+        default,
+        skip_serializing_if = "WorkErrorKind::is_other"
+    )]
+    pub kind: WorkErrorKind,
+    /// The messages of the failure's sources, outermost first (its `source()` chain).
+    #[serde(
+        rename = "error_causes",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub causes: Vec<String>,
+}
+
+impl WorkFailure {
+    /// A failure of `kind` with `message` and no causes.
+    pub fn new(kind: WorkErrorKind, message: impl Into<String>) -> Self {
+        WorkFailure {
+            kind,
+            message: message.into(),
+            causes: Vec::new(),
+        }
+    }
+
+    /// `error` as a failure of `kind`: its message and the messages of its sources.
+    pub fn of(kind: WorkErrorKind, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut causes = Vec::new();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        WorkFailure {
+            kind,
+            message: error.to_string(),
+            causes,
+        }
+    }
+}
+
+/// A failure of kind [`WorkErrorKind::Other`] with this message (how handlers that do not
+/// classify their failures, and tests, name one).
+impl From<&str> for WorkFailure {
+    fn from(message: &str) -> Self {
+        WorkFailure::new(WorkErrorKind::Other, message)
+    }
+}
+
+impl From<String> for WorkFailure {
+    fn from(message: String) -> Self {
+        WorkFailure::new(WorkErrorKind::Other, message)
+    }
+}
+
 /// Why an attempt failed. The error *is* the retry decision: a [`Retryable`] error is tried
 /// again (after `retry_after` if given, else after the pool's backoff) while attempts remain;
-/// a [`NonRetryable`] one fails the item at once.
+/// a [`NonRetryable`] one fails the item at once. Either way its [`WorkFailure`] (kind,
+/// message, causes) is what the item's record and outcome keep.
 ///
 /// [`Retryable`]: WorkError::Retryable
 /// [`NonRetryable`]: WorkError::NonRetryable
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum WorkError {
     /// A transient failure (a timeout, a 429, a 503): try again.
-    #[error("{message}")]
+    #[error("{failure}")]
     Retryable {
         /// What went wrong.
-        message: String,
+        #[serde(flatten)]
+        failure: WorkFailure,
         /// When the next attempt may start at the earliest (a server's `Retry-After`);
         /// the pool's backoff when `None`.
         retry_after: Option<Duration>,
     },
     /// A permanent failure (bad input, no quota): trying again cannot help.
-    #[error("{message}")]
+    #[error("{failure}")]
     NonRetryable {
         /// What went wrong.
-        message: String,
+        #[serde(flatten)]
+        failure: WorkFailure,
     },
 }
 
@@ -46,7 +172,7 @@ impl WorkError {
     /// A retryable error, retried after the pool's backoff.
     pub fn retryable(message: impl Into<String>) -> Self {
         WorkError::Retryable {
-            message: message.into(),
+            failure: WorkFailure::from(message.into()),
             retry_after: None,
         }
     }
@@ -54,7 +180,7 @@ impl WorkError {
     /// A retryable error, retried no sooner than `after`.
     pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
         WorkError::Retryable {
-            message: message.into(),
+            failure: WorkFailure::from(message.into()),
             retry_after: Some(after),
         }
     }
@@ -62,19 +188,72 @@ impl WorkError {
     /// A permanent error: the item fails at once.
     pub fn non_retryable(message: impl Into<String>) -> Self {
         WorkError::NonRetryable {
-            message: message.into(),
+            failure: WorkFailure::from(message.into()),
         }
+    }
+
+    /// `error` as an attempt's error of `kind`, keeping its message chain and its own retry
+    /// decision ([`Transient::is_retryable`] and [`Transient::retry_after`]).
+    pub fn from_error<E>(kind: WorkErrorKind, error: &E) -> Self
+    where
+        E: Transient + std::error::Error + 'static,
+    {
+        let failure = WorkFailure::of(kind, error);
+        if error.is_retryable() {
+            WorkError::Retryable {
+                failure,
+                retry_after: error.retry_after(),
+            }
+        } else {
+            WorkError::NonRetryable { failure }
+        }
+    }
+
+    /// The same error, of `kind`.
+    pub fn with_kind(mut self, kind: WorkErrorKind) -> Self {
+        match &mut self {
+            WorkError::Retryable { failure, .. } | WorkError::NonRetryable { failure } => {
+                failure.kind = kind;
+            }
+        }
+        self
     }
 
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, WorkError::Retryable { .. })
+        Transient::is_retryable(self)
+    }
+
+    /// What failed: kind, message and causes, without the retry decision.
+    pub fn failure(&self) -> &WorkFailure {
+        match self {
+            WorkError::Retryable { failure, .. } | WorkError::NonRetryable { failure } => failure,
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> WorkErrorKind {
+        self.failure().kind
     }
 
     /// The message, without the retry decision.
     pub fn message(&self) -> &str {
+        &self.failure().message
+    }
+}
+
+impl Transient for WorkError {
+    fn is_retryable(&self) -> bool {
         match self {
-            WorkError::Retryable { message, .. } | WorkError::NonRetryable { message } => message,
+            WorkError::Retryable { .. } => true,
+            WorkError::NonRetryable { .. } => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            WorkError::Retryable { retry_after, .. } => *retry_after,
+            WorkError::NonRetryable { .. } => None,
         }
     }
 }
@@ -248,8 +427,9 @@ pub enum WorkState {
     },
     /// Ended with a failure: a non-retryable error, or attempts exhausted.
     Failed {
-        /// Why.
-        error: String,
+        /// Why (kept flat: `error`, `error_kind`, `error_causes`).
+        #[serde(flatten)]
+        error: WorkFailure,
     },
     /// Canceled before it ended.
     Canceled,
@@ -352,7 +532,7 @@ pub enum WorkStatus {
     /// Ended with a failure.
     Failed {
         /// Why.
-        error: String,
+        error: WorkFailure,
     },
     /// Canceled.
     Canceled,
@@ -379,8 +559,9 @@ pub enum WorkOutcome {
     },
     /// It failed for good.
     Failed {
-        /// Why.
-        error: String,
+        /// Why (kept flat: `error`, `error_kind`, `error_causes`).
+        #[serde(flatten)]
+        error: WorkFailure,
     },
     /// It was canceled.
     Canceled,
@@ -456,5 +637,135 @@ mod tests {
             WorkError::non_retryable("bad input").to_string(),
             "bad input"
         );
+    }
+
+    #[test]
+    fn the_failure_keeps_its_kind_and_message_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("limit llm: store unavailable: {source}")]
+        struct Outer {
+            source: Inner,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("redis down")]
+        struct Inner;
+        impl Transient for Outer {
+            fn is_retryable(&self) -> bool {
+                true
+            }
+            fn retry_after(&self) -> Option<Duration> {
+                Some(Duration::from_secs(2))
+            }
+        }
+        let error = WorkError::from_error(WorkErrorKind::RateLimited, &Outer { source: Inner });
+        assert_eq!(
+            error,
+            WorkError::Retryable {
+                failure: WorkFailure {
+                    kind: WorkErrorKind::RateLimited,
+                    message: "limit llm: store unavailable: redis down".into(),
+                    causes: vec!["redis down".into()],
+                },
+                retry_after: Some(Duration::from_secs(2)),
+            }
+        );
+        assert_eq!(error.kind(), WorkErrorKind::RateLimited);
+        assert_eq!(error.message(), "limit llm: store unavailable: redis down");
+        assert_eq!(error.to_string(), error.message());
+        let plain = WorkError::non_retryable("bad input");
+        assert_eq!(plain.kind(), WorkErrorKind::Other);
+        assert_eq!(plain.failure(), &WorkFailure::from("bad input"));
+        assert_eq!(
+            plain.with_kind(WorkErrorKind::Invalid).kind(),
+            WorkErrorKind::Invalid
+        );
+    }
+
+    #[test]
+    fn failed_records_keep_the_kind_and_read_the_old_shape() {
+        let failed = |error: WorkFailure| WorkRecord {
+            id: "a".into(),
+            kind: "k".into(),
+            payload: Value::Null,
+            priority: 0,
+            run_at_ms: 5,
+            enqueued_at_ms: 4,
+            attempts: 3,
+            max_attempts: 3,
+            last_error: Some("429".into()),
+            then: None,
+            state: WorkState::Failed { error },
+            rev: 7,
+        };
+        let typed = failed(WorkFailure {
+            kind: WorkErrorKind::RateLimited,
+            message: "429".into(),
+            causes: vec!["slow down".into()],
+        });
+        let bytes = typed.encode();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains(
+                r#""state":"failed","error":"429","error_kind":"rate_limited","error_causes":["slow down"]"#
+            ),
+            "{text}"
+        );
+        assert_eq!(WorkRecord::decode(&bytes).ok(), Some(typed.clone()));
+        assert_eq!(
+            typed.outcome(),
+            Some(WorkOutcome::Failed {
+                error: typed_failure()
+            })
+        );
+        // A failure of no particular kind is written as before, and a record written before
+        // kinds were kept reads as one.
+        let plain = failed("bad input".into());
+        let text = String::from_utf8_lossy(&plain.encode()).into_owned();
+        assert!(
+            text.contains(r#""state":"failed","error":"bad input","rev""#),
+            "{text}"
+        );
+        let old = r#"{"id":"a","kind":"k","payload":null,"priority":0,"run_at_ms":5,
+            "enqueued_at_ms":4,"attempts":3,"max_attempts":3,"last_error":"429","then":null,
+            "state":"failed","error":"bad input"}"#;
+        let decoded = WorkRecord::decode(old.as_bytes()).ok();
+        assert_eq!(decoded.map(|r| r.state), Some(plain.state));
+        // An outcome, as a follow-up's payload holds it.
+        let outcome = serde_json::to_value(WorkOutcome::Failed {
+            error: typed_failure(),
+        })
+        .ok();
+        assert_eq!(
+            outcome,
+            Some(serde_json::json!({"outcome": "failed", "error": "429",
+                "error_kind": "rate_limited", "error_causes": ["slow down"]}))
+        );
+        let old: Option<WorkOutcome> =
+            serde_json::from_str(r#"{"outcome":"failed","error":"nope"}"#).ok();
+        assert_eq!(
+            old,
+            Some(WorkOutcome::Failed {
+                error: "nope".into()
+            })
+        );
+    }
+
+    fn typed_failure() -> WorkFailure {
+        WorkFailure {
+            kind: WorkErrorKind::RateLimited,
+            message: "429".into(),
+            causes: vec!["slow down".into()],
+        }
+    }
+
+    #[test]
+    fn work_errors_read_their_old_shape() {
+        let old: Option<WorkError> =
+            serde_json::from_str(r#"{"Retryable":{"message":"503","retry_after":null}}"#).ok();
+        assert_eq!(old, Some(WorkError::retryable("503")));
+        let error = WorkError::retry_after("429", Duration::from_secs(1))
+            .with_kind(WorkErrorKind::RateLimited);
+        let text = serde_json::to_string(&error).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<WorkError>(&text).ok(), Some(error));
     }
 }

@@ -1,5 +1,6 @@
 //! Arguments as both store backends apply them, so they agree: TTLs and `BLOCK` times in whole
-//! milliseconds, and the check that a batch of writes can be applied in full.
+//! milliseconds, and the checks both make before sending anything: an entry has fields, an
+//! `XAUTOCLAIM` count is at least 1, a batch of writes can be applied in full.
 
 use std::time::Duration;
 
@@ -17,16 +18,33 @@ pub(super) fn block_millis(block: Duration) -> u64 {
     ttl_millis(block)
 }
 
+/// Refuses a stream entry without fields (Redis cannot store one) for `op`.
+pub(super) fn check_entry(op: &'static str, stream: &str, fields: usize) -> StoreResult<()> {
+    if fields == 0 {
+        return Err(StoreError::InvalidArgument {
+            op,
+            message: format!("entry for stream {stream:?} has no fields"),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an `XAUTOCLAIM` that could claim nothing (Redis refuses `COUNT 0`).
+pub(super) fn check_claim_count(count: usize) -> StoreResult<()> {
+    if count == 0 {
+        return Err(StoreError::InvalidArgument {
+            op: "xautoclaim",
+            message: "count must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a batch that no backend could apply in full, before any of it is applied.
 pub(super) fn check_writes(writes: &[Write]) -> StoreResult<()> {
     for w in writes {
         if let Write::XAdd { stream, fields, .. } = w {
-            if fields.is_empty() {
-                return Err(StoreError::InvalidArgument {
-                    op: "apply",
-                    message: format!("entry for stream {stream:?} has no fields"),
-                });
-            }
+            check_entry("apply", stream, fields.len())?;
         }
     }
     Ok(())

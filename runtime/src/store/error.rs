@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::retry::Transient;
+
 /// A failed store operation.
 ///
 /// Expected outcomes (a missing key, a lease held by someone else, a refused compare-and-set)
@@ -105,10 +107,23 @@ impl StoreError {
     /// A retried write that timed out may apply twice; only idempotent operations should be
     /// retried blindly.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::Unavailable { .. } | Self::Timeout { .. } | Self::OutOfMemory { .. }
-        )
+        Transient::is_retryable(self)
+    }
+}
+
+impl Transient for StoreError {
+    /// The backend was unreachable, slow or full (see [`StoreError::is_retryable`]).
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::OutOfMemory { .. } => true,
+            Self::NoGroup { .. }
+            | Self::WrongType { .. }
+            | Self::NotInteger { .. }
+            | Self::InvalidId { .. }
+            | Self::InvalidArgument { .. }
+            | Self::Protocol { .. }
+            | Self::Other { .. } => false,
+        }
     }
 }
 

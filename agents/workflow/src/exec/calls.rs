@@ -4,6 +4,15 @@
 // The imports of `Exec` (the parent module), shared by its method files.
 use super::*;
 
+/// The pause between attempts of a call made by the run itself: 400 ms after the first
+/// failure, doubling to at most 6.4 s, without jitter (a run's retries are its own).
+const CALL_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(400),
+    factor: 2.0,
+    max: Duration::from_millis(6_400),
+    jitter: Jitter::None,
+};
+
 impl Exec {
     /// Searches the run's group's knowledge base with `query`: the passages found, numbered,
     /// then their sources (or a line saying nothing matched).
@@ -47,31 +56,45 @@ impl Exec {
     ) -> BoxFuture<'a, Result<String, WorkflowError>> {
         async move {
             self.memo(key, async {
-                let attempts = if step.pool.is_some() {
-                    1
-                } else {
-                    step.retries.unwrap_or(0) + 1
+                let policy = RetryPolicy {
+                    max_attempts: if step.pool.is_some() {
+                        1
+                    } else {
+                        step.retries.unwrap_or(0).saturating_add(1)
+                    },
+                    backoff: CALL_BACKOFF,
+                    max_total: None,
                 };
-                let mut attempt = 1;
-                loop {
-                    match self.attempt(step, key, agent, input).await {
-                        Ok(answer) => return Ok(answer),
-                        // Failures while the run is being stopped are the stop, not the step's.
-                        Err(_) if self.check().is_err() => self.check()?,
-                        Err(err) if attempt < attempts && err.is_retryable() => {
-                            self.journal
-                                .append(
-                                    &Entry::new(key, EntryKind::AttemptFailed)
-                                        .detail(format!("attempt {attempt}: {err}")),
-                                )
-                                .await?;
-                            let backoff = Duration::from_millis(200 * (1 << attempt.min(5)));
-                            self.interruptible(tokio::time::sleep(backoff)).await?;
-                            attempt += 1;
+                retry_with(
+                    &policy,
+                    |_| async {
+                        let result = self.attempt(step, key, agent, input).await;
+                        if result.is_err() {
+                            // Failures while the run is being stopped are the stop, not the
+                            // step's (and a stop is not retried).
+                            self.check()?;
                         }
-                        Err(err) => return Err(err),
-                    }
-                }
+                        result
+                    },
+                    |err, attempt, next| {
+                        let failed = match next {
+                            Next::Retry(wait) => Some((format!("attempt {attempt}: {err}"), wait)),
+                            Next::Stop(_) => None,
+                        };
+                        async move {
+                            if let Some((detail, wait)) = failed {
+                                self.journal
+                                    .append(
+                                        &Entry::new(key, EntryKind::AttemptFailed).detail(detail),
+                                    )
+                                    .await?;
+                                self.interruptible(tokio::time::sleep(wait)).await?;
+                            }
+                            Ok(())
+                        }
+                    },
+                )
+                .await
             })
             .await
         }
@@ -206,7 +229,10 @@ impl Exec {
                 None => Err(WorkflowError::PoolCall {
                     step: key,
                     pool: pool.name().to_owned(),
-                    error: format!("the item's output has no answer: {output}"),
+                    error: WorkFailure::new(
+                        WorkErrorKind::Internal,
+                        format!("the item's output has no answer: {output}"),
+                    ),
                 }),
             },
             WorkOutcome::Failed { error } => Err(WorkflowError::PoolCall {
@@ -217,7 +243,7 @@ impl Exec {
             WorkOutcome::Canceled => Err(WorkflowError::PoolCall {
                 step: key,
                 pool: pool.name().to_owned(),
-                error: "the item was canceled".to_owned(),
+                error: WorkFailure::new(WorkErrorKind::Canceled, "the item was canceled"),
             }),
         }
     }

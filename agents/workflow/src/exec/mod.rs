@@ -18,7 +18,10 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument as _;
 use troupe_config::{RouteTarget, StepKind, StepSettings, WorkflowSettings};
 use troupe_runtime::limit::{LimitError, Scope};
-use troupe_runtime::pool::{Pool, PoolError, WorkCompletedEvent, WorkId, WorkOutcome, WorkSpec};
+use troupe_runtime::pool::{
+    Pool, PoolError, WorkCompletedEvent, WorkErrorKind, WorkFailure, WorkId, WorkOutcome, WorkSpec,
+};
+use troupe_runtime::retry::{retry_with, Backoff, Jitter, Next, RetryPolicy};
 
 use crate::env::Env;
 use crate::error::WorkflowError;

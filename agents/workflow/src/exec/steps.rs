@@ -27,7 +27,7 @@ impl Exec {
             while let Some(step) = def.steps.get(index) {
                 let key = format!("{prefix}{}", step.name);
                 let span = tracing::info_span!(
-                    "workflow.step",
+                    troupe_runtime::trace::span::WORKFLOW_STEP,
                     workflow = name,
                     run = %self.record().id,
                     step = %key,

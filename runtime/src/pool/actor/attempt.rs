@@ -41,7 +41,7 @@ impl PoolActor {
             max_attempts: record.max_attempts,
         };
         let span = tracing::info_span!(
-            "pool.work",
+            crate::trace::span::POOL_WORK,
             pool = %self.name,
             work = %record.id,
             kind = %record.kind,
@@ -52,9 +52,10 @@ impl PoolActor {
             tracing::debug!("attempt started");
             match isolate(&actor, handler.run(work)).await {
                 Ok(result) => result,
-                Err(panicked) => Err(WorkError::retryable(format!(
-                    "handler panicked: {panicked}"
-                ))),
+                Err(panicked) => Err(
+                    WorkError::retryable(format!("handler panicked: {panicked}"))
+                        .with_kind(WorkErrorKind::Panicked),
+                ),
             }
         }
         .instrument(span);
@@ -84,7 +85,7 @@ impl PoolActor {
                 tracing::debug!(pool = %self.name, work = %id, attempt, "attempt succeeded");
                 next.state = WorkState::Succeeded { output };
             }
-            Err(error) => match self.policy.decide(attempt, &error) {
+            Err(error) => match retry::decide(&self.policy, attempt, &error) {
                 RetryDecision::Retry(delay) => {
                     tracing::info!(pool = %self.name, work = %id, attempt, ?delay, error = %error, "attempt failed; will retry");
                     next.state = WorkState::Pending;

@@ -105,7 +105,10 @@ impl PoolActor {
         tracing::warn!(pool = %self.name, work = %id, attempt = next.attempts, "work's runner died; retrying it");
         next.state = if next.attempts >= next.max_attempts {
             WorkState::Failed {
-                error: format!("{error} (gave up after {} attempts)", next.attempts),
+                error: WorkFailure::new(
+                    WorkErrorKind::Interrupted,
+                    format!("{error} (gave up after {} attempts)", next.attempts),
+                ),
             }
         } else {
             WorkState::Pending

@@ -33,11 +33,14 @@ use tracing::Instrument;
 
 use super::messages::{CancelOutcome, PoolStats};
 use super::persist::{self, Cas, Found, Keys, Versioned};
-use super::retry::{RetryDecision, RetryPolicy};
-use super::work::{now_ms, Work, WorkCompletedEvent, WorkError, WorkRecord, WorkState};
+use super::retry::{self, RetryDecision};
+use super::work::{
+    now_ms, Work, WorkCompletedEvent, WorkError, WorkErrorKind, WorkFailure, WorkRecord, WorkState,
+};
 use super::{PoolError, PoolOptions, Shared};
 use crate::detach::detach;
 use crate::guard::{isolate, Life};
+use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError};
 
 /// How often a pool publishes its occupancy gauges.

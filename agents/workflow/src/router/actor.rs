@@ -1,6 +1,6 @@
-//! The router: `RouterActor` runs workflow runs; [`Router`] is the daemon's handle on it.
+//! [`RouterActor`]: the actor that adopts, runs and supervises workflow runs.
 //!
-//! `RouterActor` is the child `router` of the `workflows` supervisor. It takes [`ScanRuns`]
+//! [`RouterActor`] is the child `router` of the `workflows` supervisor. It takes [`ScanRuns`]
 //! (look for runs to adopt now) and [`RunEndedEvent`] (sent when one of its runs ends). Every
 //! `scan` interval it reads the index of unfinished runs and the lease keys of the runs it
 //! does not have (one `MGET` per [`LEASES_PER_READ`]), takes the leases that are free (a
@@ -9,64 +9,24 @@
 //! cancel is requested. Every third of the lease, on a timer of its own, it renews the leases
 //! of all its runs in one round trip, and stops the runs whose lease was lost. A run that
 //! panics is started again from its journal, at most [`MAX_RUN_PANICS`] times, then failed.
-//!
-//! [`Runs`](super::runs::Runs) needs only the store: a CLI or another daemon submits a run by
-//! writing it there, and whichever daemon scans first adopts it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use troupe_runtime::detach::{detach, Resume};
-use troupe_runtime::limit::Limiters;
-use troupe_runtime::pool::Pool;
-use troupe_runtime::store::{Store, Write};
-use troupe_runtime::{ActorRef, Exit, Life, Spawn};
+use troupe_runtime::{Exit, Life, Spawn};
 
-use super::env::{Endings, Env, Fresh, Snapshots};
-use super::error::WorkflowError;
-use super::exec::Signal;
-use super::journal::{
-    lease_key, now_ms, open_runs, Entry, EntryKind, Journal, Reply, RunRecord, RunStatus,
-};
-use super::options::RouterOptions;
-use super::run::{RunActor, SignalRun};
-use super::runs::{Runs, Submit, TaskRun};
-use troupe_agents::conversations::Conversations;
+use super::messages::{AdoptRun, CountRuns, RunEndedEvent, ScanRuns, StopRuns};
+use crate::env::{Env, Fresh};
+use crate::error::WorkflowError;
+use crate::exec::Signal;
+use crate::journal::{lease_key, now_ms, open_runs, Entry, EntryKind, Journal, RunStatus};
+use crate::run::{RunActor, SignalRun};
 
 /// A run that panics this many times is failed instead of started again.
 pub const MAX_RUN_PANICS: u32 = 3;
-
-/// Look for runs to adopt now.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct ScanRuns;
-
-/// Adopt this run now if there is room (it was just submitted here).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct AdoptRun(Box<Fresh>);
-
-/// One of the router's runs ended.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct RunEndedEvent {
-    /// The run.
-    pub run: String,
-    /// How its actor ended.
-    pub exit: Exit,
-}
-
-/// Stop adopting runs and tell the running ones to stop (the daemon is shutting down).
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct StopRuns;
-
-/// How many runs the router runs now.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "usize")]
-pub struct CountRuns;
 
 struct Owned {
     group: String,
@@ -470,156 +430,5 @@ impl Handler<RunEndedEvent> for RouterActor {
                 tracing::error!(error = %err, "could not fail a panicking run");
             }
         }));
-    }
-}
-
-/// The router as the daemon holds it: the store API plus the actor, told about local
-/// submissions so they start without waiting for a scan. Cheap to clone.
-#[derive(Clone)]
-pub struct Router {
-    runs: Runs,
-    actor: ActorRef<RouterActor>,
-    endings: Endings,
-}
-
-impl Router {
-    /// Adds the `workflows` supervisor's `router` child to `parent`, and registers the
-    /// [`WORKFLOW_CALL`](super::pool_call::WORKFLOW_CALL) handler on every pool of `pools`
-    /// (the daemon's `[pools.NAME]`), where steps naming a pool run their calls.
-    #[allow(clippy::too_many_arguments)]
-    pub fn child_of(
-        parent: &mut troupe_runtime::SupervisorSpec,
-        store: Arc<dyn Store>,
-        talk: Conversations,
-        limiters: Option<Limiters>,
-        pools: &BTreeMap<String, Pool>,
-        config: &troupe_config::Config,
-        options: RouterOptions,
-        intensity: troupe_runtime::Intensity,
-    ) -> Router {
-        for pool in pools.values() {
-            pool.register_handler(
-                super::pool_call::WORKFLOW_CALL,
-                super::pool_call::handler(talk.clone()),
-            );
-        }
-        let pools = pools.clone();
-        let endings = Endings::default();
-        let snapshots = Arc::new(Snapshots::new(Arc::new(config.workflows.clone())));
-        // The daemon gives its conversations the knowledge bases of `[rag]`; without them
-        // (an embedding program's own wiring), knowledge steps embed locally.
-        let rag = talk.rag().cloned().unwrap_or_else(|| {
-            tracing::warn!("no knowledge bases: knowledge steps use the local embedder");
-            troupe_agents::rag::Rag::new(
-                store.clone(),
-                config.rag.clone(),
-                Arc::new(troupe_agents::rag::LocalEmbedder::new(
-                    config.rag.dimensions,
-                )),
-            )
-        });
-        let env = Arc::new(Env {
-            store: store.clone(),
-            talk,
-            limiters,
-            pools,
-            snapshots: snapshots.clone(),
-            options,
-            rag,
-            endings: endings.clone(),
-        });
-        let mut spec = troupe_runtime::SupervisorSpec::new("workflows", intensity);
-        let actor = spec.child(
-            "router",
-            troupe_runtime::ChildOptions::default(),
-            move |_| RouterActor::new(env.clone()),
-        );
-        parent.supervisor(spec);
-        Router {
-            runs: Runs::with(store, snapshots),
-            actor,
-            endings,
-        }
-    }
-
-    /// The store API.
-    pub fn runs(&self) -> &Runs {
-        &self.runs
-    }
-
-    /// Submits a run and has this daemon adopt it at once if it has room.
-    pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
-        let fresh = self.runs.create(submit).await?;
-        let run = fresh.record.id.clone();
-        let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
-        Ok(run)
-    }
-
-    /// [`Runs::submit_task`], and this daemon adopts a run it created at once if it has room.
-    pub async fn submit_task(
-        &self,
-        submit: Submit,
-        reply: Reply,
-        extra: Vec<Write>,
-    ) -> Result<TaskRun, WorkflowError> {
-        let (run, fresh) = self.runs.create_task(submit, reply, extra).await?;
-        match fresh {
-            Some(fresh) => {
-                let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
-            }
-            // Opened again by this delivery: a scan adopts it.
-            None => {
-                let _ = self.actor.try_send(ScanRuns);
-            }
-        }
-        Ok(run)
-    }
-
-    /// Waits until the run has ended, at most `timeout`: told at once when this daemon runs
-    /// it, and reading the record every second in case another daemon does.
-    pub async fn wait(
-        &self,
-        group: &str,
-        run: &str,
-        timeout: Duration,
-    ) -> Result<RunRecord, WorkflowError> {
-        const POLL: Duration = Duration::from_secs(1);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ended = self.endings.listen(run);
-            let read = self.runs.record(group, run).await;
-            let now = Instant::now();
-            let done = match &read {
-                Ok(record) => record.status.is_terminal() || now >= deadline,
-                Err(_) => true,
-            };
-            if !done {
-                let nap = deadline.saturating_duration_since(now).min(POLL);
-                let _ = tokio::time::timeout(nap, ended).await;
-            } else {
-                drop(ended);
-            }
-            self.endings.prune(run);
-            if done {
-                return read;
-            }
-        }
-    }
-
-    /// How many runs this daemon runs now.
-    pub async fn running(&self) -> usize {
-        self.actor.send(CountRuns).await.unwrap_or(0)
-    }
-
-    /// Stops adopting runs and stops the running ones at their next step boundary or wait,
-    /// waiting up to `grace` for them; unfinished runs stay in the store for recovery.
-    pub async fn shutdown(&self, grace: Duration) {
-        if self.actor.send(StopRuns).await.is_err() {
-            return;
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && self.running().await > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }

@@ -1,0 +1,282 @@
+//! How a turn runs: the model context of its agent ([`context_of`]), the agent called, and its
+//! messages and their events persisted ([`Drive`]); and the one-shot turn of a thread no actor
+//! holds ([`one_shot`]).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tracing::{Instrument, Span};
+use troupe_runtime::store::Write;
+
+use super::messages::{StreamStart, StreamStarted, Turn, TurnOutcome, TurnStatus};
+use super::state::PendingApproval;
+use crate::agent::{AgentDirectory, AgentRun, Decided, RunAgent, RunStatus};
+use crate::error::AgentError;
+use crate::events::{EventKind, EventLog};
+use crate::message::{ChatMessage, Role};
+use crate::stream::DeltaWriter;
+use crate::thread_lease::TurnLease;
+use crate::thread_store::{encode, now_ms, ThreadId, ThreadMessage, ThreadStore};
+
+/// The model context for `agent`: its instructions, then the last of `recent`.
+pub(super) fn context_of(
+    agents: &AgentDirectory,
+    agent: &str,
+    recent: &[ThreadMessage],
+) -> Result<Vec<ChatMessage>, AgentError> {
+    let handle = agents.get(agent).ok_or_else(|| AgentError::NotFound {
+        what: "agent",
+        id: agent.to_owned(),
+    })?;
+    let settings = &handle.settings;
+    let mut context = Vec::with_capacity(settings.context_messages.min(recent.len()) + 2);
+    if !settings.instructions.is_empty() {
+        context.push(ChatMessage::new(
+            Role::System,
+            settings.instructions.clone(),
+        ));
+    }
+    let mut start = recent.len().saturating_sub(settings.context_messages);
+    // A window that starts inside a tool exchange would open with tool results whose call is
+    // cut off, which servers refuse: it starts after them.
+    while recent
+        .get(start)
+        .is_some_and(|m| m.message.role == Role::Tool)
+    {
+        start += 1;
+    }
+    context.extend(recent[start..].iter().map(|m| m.message.clone()));
+    Ok(context)
+}
+
+/// A one-shot turn: `input` answered by `agent` in thread `id`, which no actor holds (a
+/// workflow call's own thread). The thread's metadata and the user's message (after the
+/// `next_seq` messages already there) are written in one batch with `prelude`, then the
+/// agent runs and its messages are written like a turn's. The thread is an ordinary thread
+/// afterwards: readable, and a turn paused for an approval can be approved through it.
+pub(crate) async fn one_shot(
+    threads: ThreadStore,
+    agents: Arc<AgentDirectory>,
+    id: ThreadId,
+    next_seq: u64,
+    prelude: Vec<Write>,
+    turn: Turn,
+) -> Result<TurnOutcome, AgentError> {
+    let user_message = ThreadMessage {
+        seq: next_seq,
+        at_ms: now_ms(),
+        agent: None,
+        message: ChatMessage::new(Role::User, turn.input),
+    };
+    let mut context = context_of(&agents, &turn.agent, &[])?;
+    context.push(user_message.message.clone());
+    let approval_key = id.approval_key();
+    let spec = Drive {
+        id,
+        threads,
+        agents,
+        agent: turn.agent,
+        creator: turn.user.clone(),
+        user: turn.user,
+        context,
+        resume: Vec::new(),
+        first: vec![user_message],
+        prelude,
+        next_seq,
+        stream: turn.stream,
+        started: turn.started,
+        approval_key,
+        lease: None,
+    };
+    let span = tracing::info_span!(
+        "thread.turn",
+        group = %spec.id.group(),
+        thread = %spec.id.thread(),
+        agent = %spec.agent,
+    );
+    drive(spec).instrument(span).await.1
+}
+
+/// What a turn or a resumed turn runs, prepared by the actor before it awaits.
+pub(super) struct Drive {
+    pub(super) id: ThreadId,
+    pub(super) threads: ThreadStore,
+    pub(super) agents: Arc<AgentDirectory>,
+    pub(super) agent: String,
+    pub(super) user: String,
+    /// The thread's creator, whose thread index holds it.
+    pub(super) creator: String,
+    pub(super) context: Vec<ChatMessage>,
+    pub(super) resume: Vec<Decided>,
+    /// Messages to persist before the agent runs (the user's message).
+    pub(super) first: Vec<ThreadMessage>,
+    /// Other writes of the batch that persists `first` (a one-shot thread's metadata).
+    pub(super) prelude: Vec<Write>,
+    pub(super) next_seq: u64,
+    pub(super) stream: bool,
+    pub(super) started: Option<StreamStarted>,
+    pub(super) approval_key: String,
+    /// The turn lease held by the change (none for a one-shot thread: its run's lease covers
+    /// it), confirmed before messages are written.
+    pub(super) lease: Option<Arc<TurnLease>>,
+}
+
+/// What a drive changed, applied to the actor afterwards.
+pub(super) struct Driven {
+    pub(super) written: Vec<ThreadMessage>,
+    pub(super) pending: Option<PendingApproval>,
+}
+
+pub(super) async fn drive(d: Drive) -> (Driven, Result<TurnOutcome, AgentError>) {
+    let mut driven = Driven {
+        written: Vec::new(),
+        pending: None,
+    };
+    let result = drive_inner(&d, &mut driven).await;
+    if let Err(err) = &result {
+        let event = json!({"thread": d.id.thread(), "agent": d.agent, "user": d.user,
+                           "kind": err.kind(), "error": err.to_string()});
+        if let Err(e) = d
+            .threads
+            .store()
+            .apply(vec![EventLog::write(
+                d.id.group(),
+                EventKind::Error,
+                &event,
+            )])
+            .await
+        {
+            tracing::warn!(error = %e, "could not record an error event");
+        }
+    }
+    (driven, result)
+}
+
+async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, AgentError> {
+    let store = d.threads.store().clone();
+    let handle = d.agents.get(&d.agent).ok_or_else(|| AgentError::NotFound {
+        what: "agent",
+        id: d.agent.clone(),
+    })?;
+    let mut seq = d.next_seq;
+    if !d.first.is_empty() {
+        persist(d, &d.first, d.prelude.clone()).await?;
+        driven.written.extend(d.first.iter().cloned());
+        seq += d.first.len() as u64;
+    }
+    let writer = d.stream.then(|| {
+        let key = d.id.delta_stream(d.next_seq);
+        DeltaWriter::start(store.clone(), key, d.threads.retention())
+    });
+    if let Some(writer) = &writer {
+        store
+            .set(
+                &d.id.live_key(),
+                writer.stream().as_bytes(),
+                Some(writer.ttl()),
+            )
+            .await?;
+        if let Some(started) = &d.started {
+            let _ = started.send(StreamStart {
+                thread: d.id.thread().to_owned(),
+                stream: writer.stream().to_owned(),
+            });
+        }
+    }
+    let request = RunAgent {
+        span: Span::current(),
+        thread: d.id.clone(),
+        user: d.user.clone(),
+        messages: d.context.clone(),
+        resume: d.resume.clone(),
+        deltas: writer.as_ref().and_then(DeltaWriter::sink),
+    };
+    let delta_stream = writer.as_ref().map(|w| w.stream().to_owned());
+    let run: Result<AgentRun, AgentError> = match handle.actor.send(request).await {
+        Ok(run) => run,
+        Err(err) => Err(err.into()),
+    };
+    if let Some(writer) = writer {
+        let error = run.as_ref().err().map(ToString::to_string);
+        writer.finish(error.as_deref()).await;
+        store.del(&[d.id.live_key()]).await?;
+    }
+    let run = run?;
+    let at_ms = now_ms();
+    let produced: Vec<ThreadMessage> = run
+        .produced
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| ThreadMessage {
+            seq: seq + i as u64,
+            at_ms,
+            agent: Some(d.agent.clone()),
+            message,
+        })
+        .collect();
+    persist(d, &produced, Vec::new()).await?;
+    let last_seq = produced.last().map_or(seq.saturating_sub(1), |m| m.seq);
+    driven.written.extend(produced);
+    let status = match run.status {
+        RunStatus::Completed => TurnStatus::Completed,
+        RunStatus::StepLimit => TurnStatus::StepLimit,
+        RunStatus::AwaitingApproval { calls } => {
+            let pending = PendingApproval {
+                id: format!("a{last_seq}"),
+                agent: d.agent.clone(),
+                user: d.user.clone(),
+                stream: d.stream,
+                calls: calls.clone(),
+            };
+            let retention = Some(d.threads.retention());
+            store
+                .set(&d.approval_key, &encode(&pending)?, retention)
+                .await?;
+            let status = TurnStatus::AwaitingApproval {
+                approval: pending.id.clone(),
+                calls,
+            };
+            driven.pending = Some(pending);
+            status
+        }
+    };
+    Ok(TurnOutcome {
+        thread: d.id.thread().to_owned(),
+        seq: last_seq,
+        answer: run.answer,
+        status,
+        usage: run.usage,
+        model_calls: run.model_calls,
+        delta_stream,
+    })
+}
+
+/// Appends messages to the thread and records one event per message, in one batch after
+/// `prelude`.
+async fn persist(
+    d: &Drive,
+    messages: &[ThreadMessage],
+    prelude: Vec<Write>,
+) -> Result<(), AgentError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    if let Some(lease) = &d.lease {
+        lease.confirm().await?;
+    }
+    let mut values = Vec::with_capacity(messages.len());
+    let mut writes = prelude;
+    writes.reserve(2 * messages.len() + 1);
+    for m in messages {
+        values.push(encode(m)?);
+        let event = json!({"thread": d.id.thread(), "seq": m.seq, "role": m.message.role,
+                           "agent": m.agent, "user": d.user});
+        writes.push(EventLog::write(d.id.group(), EventKind::Message, &event));
+    }
+    writes.push(Write::Push {
+        key: d.id.messages_key(),
+        values,
+    });
+    writes.extend(d.threads.touch(&d.id, &d.creator));
+    Ok(d.threads.store().apply(writes).await?)
+}

@@ -1,0 +1,77 @@
+//! The definition snapshot of a run (`wf:{group}:{run}:def`): the definitions it started with,
+//! and their hash.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use troupe_config::WorkflowSettings;
+
+use crate::error::WorkflowError;
+
+/// The definitions a run started with: its workflow and every workflow it runs as a child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The run's workflow.
+    pub workflow: String,
+    /// Name -> definition.
+    pub definitions: BTreeMap<String, WorkflowSettings>,
+    /// Hash of `definitions` (see [`definition_hash`]).
+    pub hash: String,
+}
+
+impl Snapshot {
+    /// The snapshot of `workflow` (and its children) from `all`.
+    pub fn of(
+        workflow: &str,
+        all: &BTreeMap<String, WorkflowSettings>,
+    ) -> Result<Snapshot, WorkflowError> {
+        let mut definitions = BTreeMap::new();
+        let mut todo = vec![workflow.to_owned()];
+        while let Some(name) = todo.pop() {
+            if definitions.contains_key(&name) {
+                continue;
+            }
+            let def = all.get(&name).ok_or_else(|| WorkflowError::NotFound {
+                what: "workflow",
+                id: name.clone(),
+            })?;
+            for step in &def.steps {
+                if let troupe_config::StepKind::Workflow { workflow } = &step.kind {
+                    todo.push(workflow.clone());
+                }
+            }
+            definitions.insert(name, def.clone());
+        }
+        let hash = definition_hash(&definitions);
+        Ok(Snapshot {
+            workflow: workflow.to_owned(),
+            definitions,
+            hash,
+        })
+    }
+
+    /// The names of `workflow`'s top-level steps, in order (none if the snapshot has no such
+    /// workflow): what a run's status lists, and what a restart voids results along.
+    pub fn top_steps(&self, workflow: &str) -> Vec<String> {
+        self.definitions
+            .get(workflow)
+            .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A stable hash of definitions (FNV-1a over their JSON), hex.
+pub fn definition_hash(definitions: &BTreeMap<String, WorkflowSettings>) -> String {
+    let bytes = serde_json::to_vec(definitions).unwrap_or_default();
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+/// FNV-1a, 64 bits.
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}

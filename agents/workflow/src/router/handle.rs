@@ -1,0 +1,154 @@
+//! [`Router`]: the daemon's handle on the router — the store API plus the actor, told about
+//! local submissions — and the wiring of the `workflows` supervisor.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use troupe_runtime::limit::Limiters;
+use troupe_runtime::pool::Pool;
+use troupe_runtime::store::{Store, Write};
+use troupe_runtime::ActorRef;
+
+use super::actor::RouterActor;
+use super::messages::{AdoptRun, CountRuns, ScanRuns, StopRuns};
+use crate::env::{Endings, Env, Snapshots};
+use crate::error::WorkflowError;
+use crate::journal::{Reply, RunRecord};
+use crate::options::RouterOptions;
+use crate::runs::{Runs, Submit, TaskRun};
+use troupe_agents::conversations::Conversations;
+
+/// The router as the daemon holds it: the store API plus the actor, told about local
+/// submissions so they start without waiting for a scan. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    runs: Runs,
+    actor: ActorRef<RouterActor>,
+    endings: Endings,
+}
+
+impl Router {
+    /// Adds the `workflows` supervisor's `router` child to `parent`, and registers the
+    /// [`WORKFLOW_CALL`](crate::pool_call::WORKFLOW_CALL) handler on every pool of `pools`
+    /// (the daemon's `[pools.NAME]`), where steps naming a pool run their calls.
+    #[allow(clippy::too_many_arguments)]
+    pub fn child_of(
+        parent: &mut troupe_runtime::SupervisorSpec,
+        store: Arc<dyn Store>,
+        talk: Conversations,
+        limiters: Option<Limiters>,
+        pools: &BTreeMap<String, Pool>,
+        config: &troupe_config::Config,
+        options: RouterOptions,
+        intensity: troupe_runtime::Intensity,
+    ) -> Router {
+        for pool in pools.values() {
+            pool.register_handler(
+                crate::pool_call::WORKFLOW_CALL,
+                crate::pool_call::handler(talk.clone()),
+            );
+        }
+        let pools = pools.clone();
+        let endings = Endings::default();
+        let snapshots = Arc::new(Snapshots::new(Arc::new(config.workflows.clone())));
+        // The daemon gives its conversations the knowledge bases of `[rag]`; without them
+        // (an embedding program's own wiring), knowledge steps embed locally.
+        let rag = talk.rag().cloned().unwrap_or_else(|| {
+            tracing::warn!("no knowledge bases: knowledge steps use the local embedder");
+            troupe_agents::rag::Rag::new(
+                store.clone(),
+                config.rag.clone(),
+                Arc::new(troupe_agents::rag::LocalEmbedder::new(
+                    config.rag.dimensions,
+                )),
+            )
+        });
+        let env = Arc::new(Env {
+            store: store.clone(),
+            talk,
+            limiters,
+            pools,
+            snapshots: snapshots.clone(),
+            options,
+            rag,
+            endings: endings.clone(),
+        });
+        let mut spec = troupe_runtime::SupervisorSpec::new("workflows", intensity);
+        let actor = spec.child(
+            "router",
+            troupe_runtime::ChildOptions::default(),
+            move |_| RouterActor::new(env.clone()),
+        );
+        parent.supervisor(spec);
+        Router {
+            runs: Runs::with(store, snapshots),
+            actor,
+            endings,
+        }
+    }
+
+    /// The store API.
+    pub fn runs(&self) -> &Runs {
+        &self.runs
+    }
+
+    /// Submits a run and has this daemon adopt it at once if it has room.
+    pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
+        let fresh = self.runs.create(submit).await?;
+        let run = fresh.record.id.clone();
+        let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
+        Ok(run)
+    }
+
+    /// [`Runs::submit_task`], and this daemon adopts a run it created at once if it has room.
+    pub async fn submit_task(
+        &self,
+        submit: Submit,
+        reply: Reply,
+        extra: Vec<Write>,
+    ) -> Result<TaskRun, WorkflowError> {
+        let (run, fresh) = self.runs.create_task(submit, reply, extra).await?;
+        match fresh {
+            Some(fresh) => {
+                let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
+            }
+            // Opened again by this delivery: a scan adopts it.
+            None => {
+                let _ = self.actor.try_send(ScanRuns);
+            }
+        }
+        Ok(run)
+    }
+
+    /// Waits until the run has ended, at most `timeout`: told at once when this daemon runs
+    /// it, and reading the record every second in case another daemon does.
+    pub async fn wait(
+        &self,
+        group: &str,
+        run: &str,
+        timeout: Duration,
+    ) -> Result<RunRecord, WorkflowError> {
+        const POLL: Duration = Duration::from_secs(1);
+        self.runs
+            .wait_for_end(group, run, timeout, POLL, Some(&self.endings))
+            .await
+    }
+
+    /// How many runs this daemon runs now.
+    pub async fn running(&self) -> usize {
+        self.actor.send(CountRuns).await.unwrap_or(0)
+    }
+
+    /// Stops adopting runs and stops the running ones at their next step boundary or wait,
+    /// waiting up to `grace` for them; unfinished runs stay in the store for recovery.
+    pub async fn shutdown(&self, grace: Duration) {
+        if self.actor.send(StopRuns).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && self.running().await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The messages [`RouterActor`](super::RouterActor) takes.
+
+use actix::prelude::*;
+use troupe_runtime::Exit;
+
+use crate::env::Fresh;
+
+/// Look for runs to adopt now.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ScanRuns;
+
+/// Adopt this run now if there is room (it was just submitted here).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AdoptRun(pub(super) Box<Fresh>);
+
+/// One of the router's runs ended.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RunEndedEvent {
+    /// The run.
+    pub run: String,
+    /// How its actor ended.
+    pub exit: Exit,
+}
+
+/// Stop adopting runs and tell the running ones to stop (the daemon is shutting down).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopRuns;
+
+/// How many runs the router runs now.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "usize")]
+pub struct CountRuns;

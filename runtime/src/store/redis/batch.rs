@@ -1,0 +1,147 @@
+//! [`Store::apply`](crate::store::Store::apply) on Redis: the batch's writes as one
+//! `MULTI`/`EXEC` transaction (a single write is sent alone), errors reported per write.
+
+use redis::Value;
+
+use super::link::{self, Ctx, Request, Retry};
+use super::reply::Reply;
+use super::RedisStore;
+use crate::store::args::{check_writes, ttl_millis};
+use crate::store::{StoreResult, Trim, Write};
+
+pub(super) async fn apply(store: &RedisStore, writes: Vec<Write>) -> StoreResult<()> {
+    check_writes(&writes)?;
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let sent: Vec<&Write> = writes
+        .iter()
+        .filter(|w| add_write(store, &mut pipe, w))
+        .collect();
+    if sent.is_empty() {
+        return Ok(());
+    }
+    // One command is atomic on its own: MULTI/EXEC would only add two commands.
+    if sent.len() > 1 {
+        pipe.atomic();
+    }
+    let v = store
+        .link
+        .query(&Ctx::new("apply", ""), &Request::Pipe(&pipe), Retry::Never)
+        .await?;
+    let results = Reply { op: "apply" }.array(v)?;
+    // Like the memory store: every write ran; the first failure is reported.
+    for (w, result) in sent.into_iter().zip(results) {
+        if let Value::ServerError(e) = result {
+            return Err(link::server_error(
+                &write_ctx(w),
+                e.code(),
+                e.details().unwrap_or_default(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Appends one write to a transaction; `false` if it is a no-op and was left out.
+fn add_write(store: &RedisStore, pipe: &mut redis::Pipeline, w: &Write) -> bool {
+    match w {
+        Write::Set { key, value, ttl } => {
+            let c = pipe.cmd("SET").arg(store.k(key)).arg(value.as_slice());
+            if let Some(ttl) = ttl {
+                c.arg("PX").arg(ttl_millis(*ttl));
+            }
+        }
+        Write::Del { key } => {
+            pipe.cmd("DEL").arg(store.k(key));
+        }
+        Write::HSet { key, fields } => {
+            if fields.is_empty() {
+                return false;
+            }
+            let c = pipe.cmd("HSET").arg(store.k(key));
+            for (f, v) in fields {
+                c.arg(f.as_str()).arg(v.as_slice());
+            }
+        }
+        Write::Push { key, values } => {
+            if values.is_empty() {
+                return false;
+            }
+            let c = pipe.cmd("RPUSH").arg(store.k(key));
+            for v in values {
+                c.arg(v.as_slice());
+            }
+        }
+        Write::XAdd {
+            stream,
+            fields,
+            trim,
+        } => {
+            let c = pipe.cmd("XADD").arg(store.k(stream));
+            match trim {
+                Some(Trim::MaxLen(n)) => c.arg("MAXLEN").arg(*n),
+                Some(Trim::MinId(id)) => c.arg("MINID").arg(id.as_str()),
+                None => c,
+            };
+            c.arg("*");
+            for (f, v) in fields {
+                c.arg(f.as_slice()).arg(v.as_slice());
+            }
+        }
+        Write::XAck { stream, group, ids } => {
+            if ids.is_empty() {
+                return false;
+            }
+            pipe.cmd("XACK").arg(store.k(stream)).arg(group).arg(ids);
+        }
+        Write::XDel { stream, ids } => {
+            if ids.is_empty() {
+                return false;
+            }
+            pipe.cmd("XDEL").arg(store.k(stream)).arg(ids);
+        }
+        Write::Expire { key, ttl } => {
+            pipe.cmd("PEXPIRE").arg(store.k(key)).arg(ttl_millis(*ttl));
+        }
+        Write::Persist { key } => {
+            pipe.cmd("PERSIST").arg(store.k(key));
+        }
+        Write::HIncrBy { key, field, delta } => {
+            pipe.cmd("HINCRBY").arg(store.k(key)).arg(field).arg(*delta);
+        }
+        Write::ZAdd { key, member, score } => {
+            pipe.cmd("ZADD")
+                .arg(store.k(key))
+                .arg(*score)
+                .arg(member.as_slice());
+        }
+        Write::ZRem { key, member } => {
+            pipe.cmd("ZREM").arg(store.k(key)).arg(member.as_slice());
+        }
+        Write::ZRemBelow { key, below } => {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(store.k(key))
+                .arg("-inf")
+                .arg(format!("({below}"));
+        }
+    }
+    true
+}
+
+fn write_ctx(w: &Write) -> Ctx<'_> {
+    match w {
+        Write::Set { key, .. } => Ctx::new("apply(set)", key),
+        Write::Del { key } => Ctx::new("apply(del)", key),
+        Write::HSet { key, .. } => Ctx::new("apply(hset)", key),
+        Write::Push { key, .. } => Ctx::new("apply(push)", key),
+        Write::XAdd { stream, .. } => Ctx::new("apply(xadd)", stream),
+        Write::XAck { stream, group, .. } => Ctx::new("apply(xack)", stream).group(group),
+        Write::XDel { stream, .. } => Ctx::new("apply(xdel)", stream),
+        Write::Expire { key, .. } => Ctx::new("apply(expire)", key),
+        Write::Persist { key } => Ctx::new("apply(persist)", key),
+        Write::HIncrBy { key, .. } => Ctx::new("apply(hincrby)", key),
+        Write::ZAdd { key, .. } => Ctx::new("apply(zadd)", key),
+        Write::ZRem { key, .. } => Ctx::new("apply(zrem)", key),
+        Write::ZRemBelow { key, .. } => Ctx::new("apply(zremrangebyscore)", key),
+    }
+}
