@@ -183,7 +183,8 @@ fn repetition(
     let mut daemon = serve(&first);
     daemon.wait_for_log("workflow router started", Duration::from_secs(30));
     let ids = runtime.block_on(submit(&runs, n));
-    // Wait until every run has started a step: all of them in flight.
+    // Wait until every run has started a step: all of them in flight. Not `eventually`: it
+    // reads every journal, so it polls slowly, not to load the daemon it measures.
     let deadline = Instant::now() + Duration::from_secs(120);
     let at_kill = loop {
         let journals = runtime.block_on(journals(&runs, &ids));
@@ -224,6 +225,7 @@ fn repetition(
     let mut daemon = serve(&second);
     daemon.wait_for_log("workflow router started", Duration::from_secs(30));
     let router_started = restarted.elapsed().as_millis() as u64;
+    // Not `eventually`: it polls slowly, not to load the recovery it measures.
     let deadline = Instant::now() + Duration::from_secs(300);
     while runtime.block_on(open_runs(&mut conn)) > 0 {
         assert!(

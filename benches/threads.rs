@@ -35,7 +35,7 @@ use futures::StreamExt as _;
 use troupe::Daemon;
 use troupe_agents::{Ask, Conversations};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_testkit::redis as redis_support;
+use troupe_testkit::{eventually, redis as redis_support};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -231,11 +231,10 @@ async fn activate(talk: &Conversations, from: usize, count: usize) -> Vec<String
 async fn passivate_all(talk: &Conversations, expected: usize) {
     let passivated = talk.passivate_idle(Duration::ZERO);
     assert_eq!(passivated, expected, "every thread is idle");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while talk.thread_stats().active > 0 {
-        assert!(Instant::now() < deadline, "threads still live");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("threads still live", Duration::from_secs(60), || async {
+        talk.thread_stats().active == 0
+    })
+    .await;
 }
 
 async fn measure(backend: &str, n: usize) -> BTreeMap<String, f64> {

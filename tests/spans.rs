@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Actor;
 use parking_lot::Mutex;
@@ -29,9 +29,7 @@ use troupe_runtime::trace::{self, span};
 
 use llm::{mock_config, Fault, MockHandle};
 use troupe::Daemon;
-use troupe_testkit::{llm, redis};
-
-const WAIT: Duration = Duration::from_secs(10);
+use troupe_testkit::{eventually, llm, redis, WAIT};
 
 /// A span's name and the fields recorded on it so far.
 #[derive(Debug, Clone)]
@@ -166,22 +164,17 @@ fn settings() -> IngressSettings {
 
 /// Waits for the result of task `id` on the results stream.
 async fn result_of(store: &Arc<dyn Store>, id: &str) -> TaskResult {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(format!("no result for {id}"), WAIT, || async {
         let entries = store
             .xrange(&settings().results, "-", "+", None)
             .await
             .expect("xrange");
-        let found = entries.iter().find_map(|e| {
+        entries.iter().find_map(|e| {
             let result: TaskResult = serde_json::from_slice(e.field("result")?).ok()?;
             (result.task_id == id).then_some(result)
-        });
-        if let Some(result) = found {
-            return result;
-        }
-        assert!(Instant::now() < deadline, "no result for {id}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        })
+    })
+    .await
 }
 
 #[actix::test]

@@ -11,8 +11,7 @@ use troupe_runtime::{
     ActorError, ActorRef, ChildOptions, Exit, Intensity, Life, Registry, RegistryOptions, Restart,
     SupervisorSpec,
 };
-
-const WAIT: Duration = Duration::from_secs(5);
+use troupe_testkit::{eventually, WAIT};
 
 /// A counter whose state is lost on restart; `Boom` panics inside its handler.
 struct Counter {
@@ -75,20 +74,16 @@ fn counter(name: &str) -> Counter {
 
 /// Sends `Get` until the (restarted) child answers, bounded by [`WAIT`].
 async fn get_when_up(child: &ActorRef<Counter>) -> u64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually("child never came back", WAIT, || async {
         match child.send(Get).await {
-            Ok(n) => return n,
+            Ok(n) => Some(n),
             Err(err) => {
                 assert!(err.is_retryable(), "unexpected error {err}");
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "child never came back"
-                );
-                tokio::task::yield_now().await;
+                None
             }
         }
-    }
+    })
+    .await
 }
 
 #[actix::test]
@@ -374,11 +369,10 @@ async fn idle_entities_are_passivated_but_never_with_a_request_in_flight() {
         actix::spawn(async move { reg.send(&busy, Slow(Duration::from_millis(300))).await })
     };
     // Wait until the busy entity is live with its request in flight.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !reg.is_active(&busy) {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::task::yield_now().await;
-    }
+    eventually("the busy entity is live", WAIT, || async {
+        reg.is_active(&busy)
+    })
+    .await;
     let idle_life = reg.life(&idle).expect("idle is live");
     assert_eq!(reg.passivate_idle(), 1);
     assert!(reg.is_active(&busy));
@@ -406,11 +400,10 @@ async fn a_full_mailbox_refuses_try_send_and_send_waits_for_space() {
         count: 0,
     });
     let (_root, _life) = spec.start();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while child.send(Incr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::task::yield_now().await;
-    }
+    eventually("the child answers", WAIT, || async {
+        child.send(Incr).await.is_ok()
+    })
+    .await;
     // Without yielding, the actor (on this thread) cannot drain its mailbox: it fills up.
     let mut accepted = 0u64;
     let mut refused = None;

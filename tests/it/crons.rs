@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -22,12 +22,10 @@ use troupe_runtime::store::{
     StreamEntry, Trim, Write,
 };
 use troupe_runtime::{ChildOptions, Intensity, Life, SupervisorSpec};
+use troupe_testkit::{eventually, WAIT};
 
 use crate::support::daemon::Daemon;
 use crate::support::redis::{redis_url, unique_prefix, RedisServer};
-
-/// Upper bound for anything that should happen "soon".
-const WAIT: Duration = Duration::from_secs(20);
 
 fn every(ms: u64, agent: &str) -> CronSettings {
     CronSettings {
@@ -80,28 +78,16 @@ async fn start_with(
         ChildOptions::default(),
     );
     let (_, life) = supervisor.start();
-    eventually("the scheduler starts", || async {
+    eventually("the scheduler starts", WAIT, || async {
         crons.actor().addr().is_some()
     })
     .await;
     (crons, life)
 }
 
-/// Polls `check` every 20 ms until it holds, failing after [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits for `n` fires of `cron` on `rx` (other crons' fires are dropped).
 async fn fires(rx: &mut UnboundedReceiver<(String, String)>, cron: &str, n: usize) {
+    // Not `eventually`: it waits on the channel rather than polling.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen = 0;
     while seen < n {
@@ -142,7 +128,7 @@ async fn interval_and_cron_expression_schedules_fire() {
     );
     let (crons, life) = start(config, store.clone(), handler).await;
     fires(&mut rx, "secondly", 2).await;
-    eventually("fast has fired 5 times", || async {
+    eventually("fast has fired 5 times", WAIT, || async {
         entries(store.as_ref(), "fast").await.len() >= 5
     })
     .await;
@@ -246,7 +232,7 @@ async fn a_tick_is_skipped_and_recorded_while_the_previous_run_is_going() {
     let mut config = BTreeMap::new();
     config.insert("slow".to_owned(), every(100, "a"));
     let (_crons, life) = start(config, store.clone(), handler).await;
-    eventually("two ticks skipped", || async {
+    eventually("two ticks skipped", WAIT, || async {
         let history = entries(store.as_ref(), "slow").await;
         history
             .iter()
@@ -256,7 +242,7 @@ async fn a_tick_is_skipped_and_recorded_while_the_previous_run_is_going() {
     })
     .await;
     open.send_replace(true);
-    eventually("a fire after the skips", || async {
+    eventually("a fire after the skips", WAIT, || async {
         let history = entries(store.as_ref(), "slow").await;
         let first_skip = history
             .iter()
@@ -331,20 +317,16 @@ agent = "a"
         };
         let store = RedisStore::connect(options).await.expect("connect");
         // Both daemons are up: count the ticks fired from now on, over about 6 s.
-        let deadline = Instant::now() + WAIT;
         let start = entries(&store, "x").await.len();
-        loop {
+        eventually("six more fires", WAIT, || async {
             let history = entries(&store, "x").await;
             if history.len() >= start + 6 {
-                return history;
+                Ok(history)
+            } else {
+                Err(format!("only {} fires: {history:?}", history.len()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {} fires: {history:?}",
-                history.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     });
     for daemon in &mut daemons {
         daemon.signal("TERM");
@@ -751,22 +733,19 @@ agent = "a"
         };
         let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.expect("connect"));
         let threads = troupe_agents::ThreadStore::new(store.clone(), Duration::from_secs(60));
-        let deadline = Instant::now() + WAIT;
-        loop {
+        eventually("three fires of each cron", WAIT, || async {
             let turns = match threads.resolve("system", "cron-hist").await {
                 Ok(id) => threads.messages(&id, 0, 10_000).await.expect("messages").1 / 2,
                 Err(_) => 0,
             };
             let lease = entries(store.as_ref(), "lease").await;
             if turns >= 3 && lease.len() >= 3 {
-                return (turns, lease);
+                Ok((turns, lease))
+            } else {
+                Err(format!("{turns} turns of hist, lease history {lease:?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{turns} turns of hist, lease history {lease:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     });
     for daemon in &mut daemons {
         daemon.signal("TERM");

@@ -18,10 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Commands as _;
+use troupe_testkit::{eventually_blocking, WAIT};
 use troupe_workflow::journal::task_run_id;
 
 use crate::support::llm;
 use crate::support::oracle::{Calls, Scenario, Setup, Via, PREFIX};
+
+/// How long a case waits for what a daemon does in its rounds: the router's scan of the open
+/// runs, a run's lease taken, a restarted daemon's second look at a task.
+const ROUNDS: Duration = Duration::from_secs(30);
 
 /// A workflow that waits for the event `go`, then echoes its input; and one that echoes at
 /// once.
@@ -69,23 +74,6 @@ fn finals(s: &mut Scenario) -> Vec<serde_json::Value> {
         .into_iter()
         .filter(|r| r["status"] != "accepted")
         .collect()
-}
-
-/// Polls `done` every 50 ms until it holds; panics with `what` and the logs after `limit`.
-fn eventually(
-    s: &mut Scenario,
-    limit: Duration,
-    what: &str,
-    mut done: impl FnMut(&mut Scenario) -> bool,
-) {
-    let deadline = Instant::now() + limit;
-    while !done(s) {
-        if Instant::now() > deadline {
-            let logs = s.all_logs();
-            panic!("{what}: not within {limit:?}; logs:\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Run records (`wf:{group}:{run}:meta`) of `group` in the store.
@@ -258,11 +246,7 @@ fn a_sigkill_between_submitting_a_run_and_acking_its_task_leaves_one_run_and_one
     proxy.arm();
     assert!(publish(&mut s, "t1", "quick", "g1", "submitted once"));
     // The daemon wrote the run's submission; nothing it sends afterwards arrives.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !proxy.is_frozen() {
-        assert!(Instant::now() < deadline, "the run was never submitted");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually_blocking("the run was never submitted", WAIT, || proxy.is_frozen());
     s.kill(0);
     proxy.thaw();
     // Restarted under its name: it reads its own pending entries first, and adopts open runs.
@@ -295,28 +279,18 @@ fn a_run_record_whose_creation_was_cut_short_expires() {
     })
     .to_string();
     assert!(s.publish_entry(&[(b"task", task.as_bytes())], None));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !proxy.is_frozen() {
-        assert!(
-            Instant::now() < deadline,
-            "the run record was never written"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually_blocking("the run record was never written", WAIT, || {
+        proxy.is_frozen()
+    });
     s.kill(0);
     proxy.thaw();
     s.spawn(0);
-    eventually(
-        &mut s,
-        Duration::from_secs(30),
-        "the task's dead letter",
-        |s| {
-            let dead: u64 = s
-                .with_conn(|c| c.xlen(format!("{PREFIX}dead")))
-                .unwrap_or(0);
-            dead == 1
-        },
-    );
+    s.eventually("the task's dead letter", ROUNDS, |s| {
+        let dead: u64 = s
+            .with_conn(|c| c.xlen(format!("{PREFIX}dead")))
+            .unwrap_or(0);
+        dead == 1
+    });
     let key = format!("{PREFIX}wf:g1:{}:meta", task_run_id("g1", "t1"));
     let ttl: i64 = s.with_conn(|c| c.pttl(&key)).expect("PTTL");
     assert!(
@@ -365,12 +339,9 @@ fn waiting_runs_of_one_group_do_not_stop_another_groups_tasks() {
         published.push(id);
     }
     // The other group's tasks complete while every run of the flood still waits.
-    eventually(
-        &mut s,
-        Duration::from_secs(120),
-        "the other group's results",
-        |s| finals(s).iter().filter(|r| r["group"] == "other").count() >= OTHERS,
-    );
+    s.eventually("the other group's results", Duration::from_secs(120), |s| {
+        finals(s).iter().filter(|r| r["group"] == "other").count() >= OTHERS
+    });
     let results = finals(&mut s);
     assert_eq!(
         results.iter().filter(|r| r["group"] == "flood").count(),
@@ -476,35 +447,18 @@ fn ten_thousand_foreign_open_runs_cost_no_round_trip_each_nor_delay_renewals() {
     // This daemon's own run, waiting for its event.
     assert!(publish(&mut s, "mine", "hold", "g", "my own run"));
     let open = format!("{PREFIX}wf-open");
-    let mut run = String::new();
-    eventually(
-        &mut s,
-        Duration::from_secs(30),
-        "the own run submitted",
-        |s| {
-            let runs: Vec<String> = s.with_conn(|c| c.hkeys(&open)).unwrap_or_default();
-            match runs.into_iter().find(|r| !r.starts_with("rforeign")) {
-                Some(found) => {
-                    run = found;
-                    true
-                }
-                None => false,
-            }
-        },
-    );
+    let run = s.eventually("the own run submitted", ROUNDS, |s| {
+        let runs: Vec<String> = s.with_conn(|c| c.hkeys(&open)).unwrap_or_default();
+        runs.into_iter().find(|r| !r.starts_with("rforeign"))
+    });
     let lease_key = format!("{PREFIX}wf-lease:{run}");
-    eventually(
-        &mut s,
-        Duration::from_secs(30),
-        "the run's lease taken",
-        |s| {
-            s.with_conn(|c| c.get::<_, Option<String>>(&lease_key))
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some("d0")
-        },
-    );
+    s.eventually("the run's lease taken", ROUNDS, |s| {
+        s.with_conn(|c| c.get::<_, Option<String>>(&lease_key))
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("d0")
+    });
     // Over three renewal periods: many scans, each over every foreign run.
     let before = evalsha_calls(&mut s);
     let mut lowest = u64::MAX;
@@ -561,12 +515,9 @@ fn a_run_that_cannot_be_loaded_is_failed_once_and_leaves_the_open_index() {
     })
     .expect("seed broken runs");
     let open = format!("{PREFIX}wf-open");
-    eventually(
-        &mut s,
-        Duration::from_secs(30),
-        "the broken runs leave the index",
-        |s| s.with_conn(|c| c.hlen::<_, usize>(&open)).ok() == Some(0),
-    );
+    s.eventually("the broken runs leave the index", ROUNDS, |s| {
+        s.with_conn(|c| c.hlen::<_, usize>(&open)).ok() == Some(0)
+    });
     let meta: String = s
         .with_conn(|c| c.get(format!("{PREFIX}wf:g:rnodefinition000000:meta")))
         .expect("GET");

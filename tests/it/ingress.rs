@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Actor;
 use troupe_config::IngressSettings;
 use troupe_ingress::wire::Status;
 use troupe_ingress::{DeadLetter, IngressActor, TaskResult};
 use troupe_runtime::store::{GroupRead, ReadFrom, Store, Write};
+use troupe_testkit::{eventually, eventually_blocking, WAIT};
 
 use crate::support::agents::Rig;
 use crate::support::redis::{self, unique_prefix};
@@ -24,8 +25,6 @@ provider = "scripted"
 [agents.echo]
 model = "scripted"
 "#;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn settings() -> IngressSettings {
     IngressSettings {
@@ -70,18 +69,20 @@ fn task(id: &str, input: &str) -> String {
 
 /// Waits until `stream` holds `n` entries and returns the values of their field `field`.
 async fn wait_entries(store: &Arc<dyn Store>, stream: &str, field: &str, n: usize) -> Vec<Vec<u8>> {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let entries = eventually(format!("{n} entries of {stream}"), WAIT, || async {
         let entries = store.xrange(stream, "-", "+", None).await.expect("xrange");
-        if entries.len() >= n || Instant::now() > deadline {
-            assert_eq!(entries.len(), n, "entries of {stream}: {entries:?}");
-            return entries
-                .iter()
-                .map(|e| e.field(field).expect("the field").to_vec())
-                .collect();
+        if entries.len() >= n {
+            Ok(entries)
+        } else {
+            Err(format!("entries of {stream}: {entries:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(entries.len(), n, "entries of {stream}: {entries:?}");
+    entries
+        .iter()
+        .map(|e| e.field(field).expect("the field").to_vec())
+        .collect()
 }
 
 async fn results(store: &Arc<dyn Store>, stream: &str, n: usize) -> BTreeMap<String, TaskResult> {
@@ -105,15 +106,15 @@ async fn dead(store: &Arc<dyn Store>, n: usize) -> Vec<DeadLetter> {
 
 async fn assert_nothing_pending(store: &Arc<dyn Store>) {
     let s = settings();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("nothing pending", WAIT, || async {
         let pending = store.xpending(&s.stream, &s.group).await.expect("xpending");
         if pending.count == 0 {
-            return;
+            Ok(())
+        } else {
+            Err(format!("still pending: {pending:?}"))
         }
-        assert!(Instant::now() < deadline, "still pending: {pending:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 /// Reads one new entry as another consumer, which then "dies" holding it.
@@ -408,14 +409,10 @@ async fn trimming_drops_completed_entries_and_keeps_pending_ones() {
     let answered = results(&store, &s.results, 21).await;
     assert!(answered.values().all(|r| r.status == Status::Ok));
     assert_nothing_pending(&store).await;
-    let deadline = Instant::now() + WAIT;
-    while store.xlen(&s.stream).await.expect("xlen") > 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the ingress stream is never trimmed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the ingress stream is never trimmed", WAIT, || async {
+        store.xlen(&s.stream).await.expect("xlen") <= 1
+    })
+    .await;
     rig.stop().await;
 }
 
@@ -518,7 +515,7 @@ fn the_cli_publishes_streams_reports_status_and_retries_dead_letters() {
     let file = daemon_config(&unique_prefix("ingress-cli"), "");
     let path = file.path().to_str().expect("utf-8 path");
     let mut daemon = Daemon::spawn(&["serve", "--config", path]);
-    daemon.wait_for_log("ingress consumer started", Duration::from_secs(20));
+    daemon.wait_for_log("ingress consumer started", WAIT);
     let publish = [
         "publish", "--group", "acme", "--user", "alice", "--config", path,
     ];
@@ -603,8 +600,7 @@ fn the_cli_publishes_streams_reports_status_and_retries_dead_letters() {
     assert!(ok, "{err}");
     assert!(out.contains(&format!("retried {letter}")), "{out}");
     // Published again, refused again: a new letter replaces the retried one.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually_blocking("the retried task dead-lettered again", WAIT, || {
         let (_, list, _) = troupe(&["dead-letters", "list", "--config", path]);
         let ids: Vec<&str> = list
             .lines()
@@ -612,14 +608,13 @@ fn the_cli_publishes_streams_reports_status_and_retries_dead_letters() {
             .filter_map(|l| l.split_whitespace().next())
             .collect();
         if ids.len() == 1 && ids[0] != letter {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "the retried task was not dead-lettered again: {list}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the retried task was not dead-lettered again: {list}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let (ok, _, err) = troupe(&["dead-letters", "retry", "0-1", "--config", path]);
     assert!(!ok && err.contains("no dead letter 0-1"), "{err}");
 
@@ -641,7 +636,7 @@ fn the_cli_signs_its_tasks_when_producer_auth_is_on() {
     let path = file.path().to_str().expect("utf-8 path");
     let secret = [(VAR, "acme-cli-secret")];
     let mut daemon = Daemon::spawn_with_env(&["serve", "--config", path], &secret);
-    daemon.wait_for_log("ingress consumer started", Duration::from_secs(20));
+    daemon.wait_for_log("ingress consumer started", WAIT);
     let publish = [
         "publish",
         "--agent",

@@ -6,20 +6,22 @@
 //! trimming back (with a warning) only until `abandoned_group_after`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Actor;
 use redis::Commands as _;
 use troupe_config::IngressSettings;
 use troupe_ingress::IngressActor;
 use troupe_runtime::store::{GroupRead, ReadFrom};
+use troupe_testkit::{eventually, eventually_blocking, WAIT};
 
 use crate::support::agents::Rig;
 use crate::support::daemon::{config_file, Daemon};
 use crate::support::redis::{self as private_redis, redis_url, unique_prefix};
 
-/// Upper bound for anything that should happen "soon".
-const WAIT: Duration = Duration::from_secs(30);
+/// How long a test waits for the ingress's maintenance to act past a deliberate delay
+/// (`consumer_expiry`, `abandoned_group_after`): the delay, then up to a maintenance round.
+const MAINTENANCE: Duration = Duration::from_secs(30);
 
 /// A `troupe serve` config on the shared private Redis under `prefix`: the agents `echo`
 /// and `slow` (answers after 1 s), the workflow `slowly` (two slow steps), and `extra`
@@ -119,21 +121,12 @@ fn final_result(
     id: &str,
     daemon: &mut Daemon,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = results_of(conn, stream, id)
+    let what = format!("no result for {id} on {stream}");
+    eventually_blocking(daemon.with_log(what), WAIT, || {
+        results_of(conn, stream, id)
             .into_iter()
-            .find(|r| r["status"] != "accepted");
-        if let Some(result) = found {
-            return result;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no result for {id} on {stream}; log:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .find(|r| r["status"] != "accepted")
+    })
 }
 
 /// The names of the consumers of the ingress group under `prefix`, with their pending counts.
@@ -145,19 +138,6 @@ fn consumers(conn: &mut redis::Connection, prefix: &str) -> BTreeMap<String, u64
         .into_iter()
         .map(|c| (c.name, c.pending as u64))
         .collect()
-}
-
-/// Polls `check` every 50 ms until it holds; panics with `what` and the log after [`WAIT`].
-fn wait_until(daemon: &mut Daemon, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {WAIT:?}; log:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
@@ -205,7 +185,7 @@ fn reply_streams_expire_after_reply_retention_renewed_by_each_result() {
     streamed["stream"] = true.into();
     let streamed_key = format!("{prefix}results:acme:streamed");
     publish(&mut conn, &prefix, streamed);
-    wait_until(&mut daemon, "no acceptance of a3", || {
+    eventually_blocking(daemon.with_log("no acceptance of a3"), WAIT, || {
         !results_of(&mut conn, &streamed_key, "a3").is_empty()
     });
     let ttl = pttl(&mut conn, &streamed_key);
@@ -220,7 +200,7 @@ fn reply_streams_expire_after_reply_retention_renewed_by_each_result() {
         "reply_to": "results:acme:runs",
     });
     publish(&mut conn, &prefix, task);
-    wait_until(&mut daemon, "no acceptance of w1", || {
+    eventually_blocking(daemon.with_log("no acceptance of w1"), WAIT, || {
         !results_of(&mut conn, &runs, "w1").is_empty()
     });
     let ttl = pttl(&mut conn, &runs);
@@ -259,7 +239,8 @@ fn a_retired_generation_deletes_its_consumer_once_drained() {
 
     daemon.signal("HUP");
     daemon.wait_for_log("previous generation retired", WAIT);
-    wait_until(&mut daemon, "the new generation never read", || {
+    let what = daemon.with_log("the new generation never read");
+    eventually_blocking(what, WAIT, || {
         consumers(&mut conn, &prefix).contains_key("gen~1")
     });
     let left = consumers(&mut conn, &prefix);
@@ -290,7 +271,8 @@ fn a_killed_daemons_consumer_is_deleted_once_its_entries_are_claimed() {
     let mut conn = connect();
     // A slow task, taken by the only daemon, which dies holding it.
     publish(&mut conn, &prefix, agent_task("held", "slow", None));
-    wait_until(&mut dead, "the slow task was never taken", || {
+    let what = dead.with_log("the slow task was never taken");
+    eventually_blocking(what, WAIT, || {
         consumers(&mut conn, &prefix).get("dead") == Some(&1)
     });
     dead.signal("KILL");
@@ -304,11 +286,10 @@ fn a_killed_daemons_consumer_is_deleted_once_its_entries_are_claimed() {
     let result = final_result(&mut conn, &results, "held", &mut live);
     assert_eq!(result["status"], "ok", "{result}");
     // Claimed (it owns nothing now), then deleted once idle past consumer_expiry.
-    wait_until(
-        &mut live,
-        "the dead daemon's consumer is never deleted",
-        || !consumers(&mut conn, &prefix).contains_key("dead"),
-    );
+    let what = live.with_log("the dead daemon's consumer is never deleted");
+    eventually_blocking(what, MAINTENANCE, || {
+        !consumers(&mut conn, &prefix).contains_key("dead")
+    });
     let log = format!("{}\n{}", live.log(), other.log());
     assert!(log.contains("idle past consumer_expiry"), "{log}");
     // Live consumers with nothing to read stay, however long past consumer_expiry.
@@ -390,14 +371,12 @@ async fn a_consumer_holding_a_pending_entry_is_never_deleted() {
             .map(|c| (c.name, c.pending))
             .collect::<BTreeMap<_, _>>()
     };
-    let deadline = Instant::now() + WAIT;
-    while names().await.contains_key("idle") {
-        assert!(
-            Instant::now() < deadline,
-            "the idle consumer is never deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the idle consumer is never deleted",
+        MAINTENANCE,
+        || async { !names().await.contains_key("idle") },
+    )
+    .await;
     // Two more maintenance rounds: the holder, idle far past consumer_expiry, stays.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let left = names().await;
@@ -450,8 +429,7 @@ fn a_foreign_group_nobody_reads_holds_trimming_back_only_until_abandoned_group_a
 
     // After it: both groups are left out (with how to remove them) and the stream is trimmed
     // down to the last entry (everything the ingress's own group needs).
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually_blocking("trimmed past the abandoned groups", MAINTENANCE, || {
         let log = daemon.log();
         let left_out = |group: &str| {
             log.lines().any(|l| {
@@ -462,14 +440,11 @@ fn a_foreign_group_nobody_reads_holds_trimming_back_only_until_abandoned_group_a
         };
         let len: u64 = conn.xlen(&stream).expect("XLEN");
         if left_out("tap") && left_out("tap2") && len == 1 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("XLEN {len}; log:\n{log}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "not trimmed past the abandoned groups (XLEN {len}); log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     // The tap had read none of the five entries.
     let log = daemon.log();
     let line = log

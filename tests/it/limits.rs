@@ -16,6 +16,7 @@ use troupe_runtime::limit::{
 };
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Intensity, SupervisorSpec};
+use troupe_testkit::{eventually, WAIT};
 
 use crate::support::redis::{free_port, redis_url, unique_prefix, RedisServer};
 
@@ -486,16 +487,14 @@ async fn janitor_actor_prunes_under_a_supervisor() {
         handle.janitor(Duration::from_secs(3600))
     });
     let (_infra, life) = infra.start();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let report = loop {
+    let report = eventually("the janitor answers", WAIT, || async {
         match janitor.send(Prune).await {
-            Ok(report) => break report,
-            Err(err) if err.is_retryable() && Instant::now() < deadline => {
-                tokio::time::sleep(10 * MS).await;
-            }
-            Err(err) => panic!("the janitor did not answer: {err}"),
+            Err(err) if err.is_retryable() => Err(format!("the janitor did not answer: {err}")),
+            other => Ok(other),
         }
-    };
+    })
+    .await
+    .unwrap_or_else(|err| panic!("the janitor did not answer: {err}"));
     assert_eq!((report.before, report.after), (1_000, 0));
     life.stop();
 }
@@ -667,18 +666,15 @@ async fn a_dropped_distributed_acquire_gives_its_units_back() -> Result<()> {
         "it waits 12 s"
     );
     // The refund runs in a task of its own: poll (bounded) until the reservation is gone.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now_owed = limiters.status("l", "k").await?.reset_after;
-        if now_owed <= owed {
-            break;
+    eventually("the reservation given back", WAIT, || async {
+        match limiters.status("l", "k").await {
+            Ok(status) if status.reset_after > owed => {
+                Err(format!("still owed {:?}, was {owed:?}", status.reset_after))
+            }
+            other => Ok(other),
         }
-        ensure!(
-            Instant::now() < deadline,
-            "still owed {now_owed:?}, was {owed:?}"
-        );
-        tokio::time::sleep(10 * MS).await;
-    }
+    })
+    .await?;
     Ok(())
 }
 
@@ -732,19 +728,14 @@ async fn a_distributed_limit_recovers_when_redis_returns() -> Result<()> {
     );
     server.restart();
     // Bounded polling until the store has reconnected; the restarted Redis is empty.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let admission = eventually("the store reconnects", WAIT, || async {
         match limiters.limit("l", "k", 2).await {
-            Ok(admission) => {
-                ensure!(admission.is_admitted(), "{admission:?}");
-                break;
-            }
-            Err(err) if err.is_retryable() && Instant::now() < deadline => {
-                tokio::time::sleep(20 * MS).await;
-            }
-            Err(err) => return Err(err.into()),
+            Err(err) if err.is_retryable() => Err(err.to_string()),
+            other => Ok(other),
         }
-    }
+    })
+    .await?;
+    ensure!(admission.is_admitted(), "{admission:?}");
     ensure!(
         !limiters.limit("l", "k", 1).await?.is_admitted(),
         "enforcing again"

@@ -8,11 +8,12 @@
 //! serialized by the thread's turn lease.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::Commands as _;
 use troupe_agents::{AgentError, Ask, Role, TurnStatus};
 use troupe_runtime::store::Store;
+use troupe_testkit::{eventually_blocking, WAIT};
 
 use crate::support::agents::Rig;
 use crate::support::daemon::{config_file, Daemon};
@@ -74,22 +75,16 @@ fn turn(
             &[("task", task.to_string())],
         )
         .expect("XADD");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually_blocking(format!("no result for {id}"), WAIT, || {
         let reply: redis::streams::StreamRangeReply =
             conn.xrange_all(format!("{PREFIX}results")).expect("XRANGE");
-        let found = reply
+        reply
             .ids
             .iter()
             .filter_map(|e| e.get::<String>("result"))
             .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-            .find(|r| r["task_id"] == id && r["status"] != "accepted");
-        if let Some(result) = found {
-            return result;
-        }
-        assert!(Instant::now() < deadline, "no result for {id} within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .find(|r| r["task_id"] == id && r["status"] != "accepted")
+    })
 }
 
 #[test]

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use troupe_testkit::{eventually_blocking, WAIT};
 
 use crate::support::daemon::Daemon;
 use crate::support::redis::{free_port, RedisServer};
@@ -27,20 +29,14 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Polls `GET path` until its status is `want`; the body then.
 fn wait_status(port: u16, path: &str, want: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = get(port, path);
-        if let Some((status, body)) = &got {
-            if *status == want {
-                return body.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "GET {path} never answered {want}; last: {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(
+        format!("GET {path} never answered {want}"),
+        WAIT,
+        || match get(port, path) {
+            Some((status, body)) if status == want => Ok(body),
+            got => Err(format!("{got:?}")),
+        },
+    )
 }
 
 /// The samples of the metrics text: `name{labels}` -> value (chunked bodies read whole).
@@ -88,7 +84,7 @@ model = "scripted"
     .expect("write config");
     let path = file.path().to_str().expect("utf-8 path");
     let mut daemon = Daemon::spawn(&["serve", "--config", path]);
-    daemon.wait_for_log("serving /metrics", Duration::from_secs(20));
+    daemon.wait_for_log("serving /metrics", WAIT);
     assert_eq!(wait_status(port, "/health/live", 200), "live\n");
     assert_eq!(wait_status(port, "/health/ready", 200), "ready\n");
 
@@ -110,22 +106,18 @@ model = "scripted"
     cli(&["XADD", "troupe:tasks", "*", "task", "{broken"]);
     cli(&["XADD", "troupe:tasks", "*", "other", "x"]);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let metrics = loop {
+    let metrics = eventually_blocking("metrics count the tasks", WAIT, || {
         let (status, body) = get(port, "/metrics").expect("metrics answer");
         assert_eq!(status, 200);
         let m = samples(&body);
         let ok = r#"troupe_tasks_total{target="agent",name="echo",outcome="ok"}"#;
         let dead = r#"troupe_tasks_total{target="none",name="",outcome="dead_lettered"}"#;
         if value(&m, ok) >= 5.0 && value(&m, dead) >= 2.0 {
-            break m;
+            Ok(m)
+        } else {
+            Err(format!("metrics never counted the tasks:\n{body}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never counted the tasks:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
     let received = r#"troupe_tasks_total{target="agent",name="echo",outcome="received"}"#;
     assert_eq!(value(&metrics, received), 5.0);
     let calls = r#"troupe_model_call_seconds_count{model="scripted",kind="ok"}"#;
@@ -198,7 +190,7 @@ fn sighup_applies_a_new_config_to_new_work_and_keeps_the_old_on_errors() {
     std::fs::write(client.path(), reload_config(&prefix, "")).expect("write client config");
     let client_path = client.path().to_str().expect("utf-8 path").to_owned();
     let mut daemon = Daemon::spawn(&["serve", "--config", &path]);
-    daemon.wait_for_log("ingress consumer started", Duration::from_secs(20));
+    daemon.wait_for_log("ingress consumer started", WAIT);
     let publish = |agent: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
             .args([
@@ -229,20 +221,15 @@ fn sighup_applies_a_new_config_to_new_work_and_keeps_the_old_on_errors() {
     // A slow turn is in flight when the config changes under it.
     let in_flight = publish("slow");
     let stream = format!("{prefix}tasks");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually_blocking("the slow task was never taken", WAIT, || {
         let out = std::process::Command::new("redis-cli")
             .args(["-u", &crate::support::redis::redis_url()])
             .args(["XPENDING", &stream, "troupe"])
             .output()
             .expect("run redis-cli");
         // The summary's first line is the pending count: the slow task was taken.
-        if String::from_utf8_lossy(&out.stdout).lines().next() == Some("1") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the slow task was never taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        String::from_utf8_lossy(&out.stdout).lines().next() == Some("1")
+    });
     let v2 = "[agents.echo]\nmodel = \"scripted\"\n[agents.second]\nmodel = \"scripted\"\n";
     std::fs::write(&path, reload_config(&prefix, v2)).expect("rewrite config");
     daemon.signal("HUP");

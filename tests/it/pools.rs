@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use parking_lot::Mutex;
@@ -20,11 +20,9 @@ use troupe_runtime::pool::{
 };
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::{ChildOptions, Intensity, Life, Restart, SupervisorSpec};
+use troupe_testkit::{eventually, WAIT};
 
 use crate::support::redis::{redis_url, unique_prefix, RedisServer};
-
-/// Upper bound for anything that should happen "soon".
-const WAIT: Duration = Duration::from_secs(30);
 
 // ---- harness -----------------------------------------------------------------------------------
 
@@ -75,7 +73,7 @@ async fn start_pool_with(
     };
     let pool = Pool::child_of(&mut supervisor, "p", settings, store, options, child);
     let (_, life) = supervisor.start();
-    eventually("the pool actor starts", || async {
+    eventually("the pool actor starts", WAIT, || async {
         pool.actor().addr().is_some()
     })
     .await;
@@ -127,6 +125,7 @@ async fn collect(
     n: usize,
 ) -> Vec<WorkCompletedEvent> {
     let mut events = Vec::with_capacity(n);
+    // Not `eventually`: it waits on the channel rather than polling.
     let deadline = tokio::time::Instant::now() + WAIT;
     while events.len() < n {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -136,19 +135,6 @@ async fn collect(
         }
     }
     events
-}
-
-/// Polls `check` every 10 ms until it holds, failing after [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Counts running attempts and keeps the high-water mark.
@@ -451,7 +437,7 @@ async fn cancel_fires_on_complete_once_with_canceled() {
         .enqueue(WorkSpec::new("k", json!({"hang": true})).notify(recipient.clone()))
         .await
         .expect("enqueue");
-    eventually("the hanging item runs", || async {
+    eventually("the hanging item runs", WAIT, || async {
         pool.status(&running).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
     })
     .await;
@@ -521,12 +507,12 @@ async fn parallelism_changes_at_run_time_and_zero_pauses() {
     );
 
     pool.set_parallelism(3).await.expect("3");
-    eventually("3 attempts running", || async {
+    eventually("3 attempts running", WAIT, || async {
         gauge.now.load(Ordering::SeqCst) == 3
     })
     .await;
     pool.set_parallelism(5).await.expect("5");
-    eventually("5 attempts running", || async {
+    eventually("5 attempts running", WAIT, || async {
         gauge.now.load(Ordering::SeqCst) == 5
     })
     .await;
@@ -610,7 +596,7 @@ async fn an_item_whose_runner_died_is_retried_by_another_daemon() {
         .enqueue(WorkSpec::new("k", Value::Null))
         .await
         .expect("enqueue");
-    eventually("A runs the item", || async {
+    eventually("A runs the item", WAIT, || async {
         a.status(&id).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
     })
     .await;
@@ -661,7 +647,7 @@ async fn a_daemon_restarted_under_its_name_retries_its_predecessors_items_at_onc
         .enqueue(WorkSpec::new("k", Value::Null))
         .await
         .expect("enqueue");
-    eventually("A runs the item", || async {
+    eventually("A runs the item", WAIT, || async {
         a.status(&id).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
     })
     .await;
@@ -700,7 +686,7 @@ async fn a_restarted_pool_retries_what_its_predecessor_was_running() {
         .enqueue(WorkSpec::new("k", Value::Null))
         .await
         .expect("enqueue");
-    eventually("the item runs", || async {
+    eventually("the item runs", WAIT, || async {
         pool.status(&id).await.ok().flatten() == Some(WorkStatus::Running { attempt: 1 })
     })
     .await;
@@ -777,7 +763,7 @@ async fn items_of_an_unregistered_kind_wait_for_their_handler_and_ids_deduplicat
         duplicate,
         Err(troupe_runtime::pool::PoolError::Duplicate { .. })
     ));
-    eventually("the item is parked", || async {
+    eventually("the item is parked", WAIT, || async {
         pool.stats().await.is_ok_and(|s| s.parked == 1)
     })
     .await;
@@ -864,7 +850,7 @@ async fn a_succeeded_attempt_survives_a_redis_pause_during_its_final_write() {
         .enqueue(WorkSpec::new("k", Value::Null))
         .await
         .expect("enqueue");
-    eventually("the attempt ran", || async {
+    eventually("the attempt ran", WAIT, || async {
         runs.load(Ordering::SeqCst) == 1
     })
     .await;

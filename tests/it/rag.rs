@@ -21,6 +21,7 @@ use troupe_agents::{Ask, Policies, Prices, UsageLedger};
 use troupe_config::{RagSettings, SearchType};
 use troupe_runtime::limit::Limiters;
 use troupe_runtime::store::{MemoryStore, Store};
+use troupe_testkit::{eventually, WAIT};
 use troupe_tools::{Tool, ToolContext, ToolError, ToolRegistry};
 
 use crate::support::agents::Rig;
@@ -1032,14 +1033,10 @@ async fn the_approximate_index_answers_like_the_exact_one() {
         add(&exact, &acme(), doc(&format!("n{i}"), &text)).await;
     }
     // The graph is built in the background; meanwhile the exact index answers.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while approximate.index_kind("acme", None).await.expect("kind") != "hnsw" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no HNSW index after 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("no HNSW index", WAIT, || async {
+        approximate.index_kind("acme", None).await.expect("kind") == "hnsw"
+    })
+    .await;
     assert_eq!(exact.index_kind("acme", None).await.expect("kind"), "exact");
     for query in ["subject word17", "word3 colour", "note 25"] {
         let mut request = SearchRequest::text(query);

@@ -3,7 +3,6 @@
 //! at the end cover key prefixes and faults: no server, a server started late, a server
 //! killed and restarted, a server paused.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,11 +11,14 @@ use troupe_runtime::store::{
     GroupRead, MemoryStore, ReadFrom, RedisOptions, RedisStore, Store, StoreError, StreamEntry,
     Trim, Write,
 };
+use troupe_testkit::{eventually, WAIT};
 
 use crate::support::redis::{free_port, redis_url, unique_prefix, RedisServer};
 
-/// Upper bound for anything that should happen "soon".
-const SOON: Duration = Duration::from_secs(5);
+/// Upper bound on what a case measures to be prompt (a blocked read woken by a write, a call
+/// failing fast, an entry's idle time just after its delivery): well under the reads' 10 s
+/// block timeouts, so a read woken by its write is told apart from one that timed out.
+const PROMPT: Duration = Duration::from_secs(5);
 
 // ---- harness -----------------------------------------------------------------------------------
 
@@ -113,25 +115,6 @@ macro_rules! all_cases {
 all_cases!(memory, super::memory_store);
 all_cases!(redis, super::redis_store);
 
-/// Polls `check` every 10 ms until it returns true; fails after `limit`.
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn keys(ks: &[&str]) -> Vec<String> {
     ks.iter().map(|k| (*k).to_owned()).collect()
 }
@@ -225,10 +208,10 @@ async fn ttl_expires_keys(s: Arc<dyn Store>) -> Result<()> {
         ttl > Duration::ZERO && ttl <= Duration::from_millis(80),
         "ttl {ttl:?}"
     );
-    wait_until(SOON, "the key to expire", || async {
-        Ok(s.get("short").await?.is_none())
+    eventually("the key to expire", WAIT, || async {
+        s.get("short").await.expect("get").is_none()
     })
-    .await?;
+    .await;
     ensure!(!s.exists("short").await?);
     assert_eq!(s.ttl("short").await?, None);
 
@@ -240,10 +223,10 @@ async fn ttl_expires_keys(s: Arc<dyn Store>) -> Result<()> {
     s.push("list", &[b"x"]).await?;
     ensure!(s.expire("list", Duration::from_millis(60)).await?);
     ensure!(s.ttl("list").await?.is_some());
-    wait_until(SOON, "the list to expire", || async {
-        Ok(s.len("list").await? == 0)
+    eventually("the list to expire", WAIT, || async {
+        s.len("list").await.expect("len") == 0
     })
-    .await?;
+    .await;
     ensure!(!s.exists("list").await?);
     Ok(())
 }
@@ -256,10 +239,10 @@ async fn set_nx_only_when_absent(s: Arc<dyn Store>) -> Result<()> {
     ensure!(!s.set_nx("h", b"x", None).await?, "any kind of key counts");
     ensure!(s.set_nx("t", b"v", Some(Duration::from_millis(50))).await?);
     ensure!(s.ttl("t").await?.is_some());
-    wait_until(SOON, "set_nx to succeed after expiry", || async {
-        Ok(s.set_nx("t", b"again", None).await?)
+    eventually("set_nx to succeed after expiry", WAIT, || async {
+        s.set_nx("t", b"again", None).await.expect("set_nx")
     })
-    .await?;
+    .await;
     Ok(())
 }
 
@@ -370,11 +353,12 @@ async fn lease_expiry_frees_it(s: Arc<dyn Store>) -> Result<()> {
         !s.acquire_lease("lease", "b", Duration::from_secs(30))
             .await?
     );
-    wait_until(SOON, "b to take the expired lease", || async {
-        Ok(s.acquire_lease("lease", "b", Duration::from_secs(30))
-            .await?)
+    eventually("b to take the expired lease", WAIT, || async {
+        s.acquire_lease("lease", "b", Duration::from_secs(30))
+            .await
+            .expect("acquire_lease")
     })
-    .await?;
+    .await;
     ensure!(!s.renew_lease("lease", "a", Duration::from_secs(1)).await?);
     Ok(())
 }
@@ -710,10 +694,10 @@ async fn xread_blocks_until_an_xadd(s: Arc<dyn Store>) -> Result<()> {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let new = s.xadd("s", &[("n", b"1")], None).await?;
-    let got = tokio::time::timeout(SOON, reader).await???;
+    let got = tokio::time::timeout(PROMPT, reader).await???;
     assert_eq!(ids(&got), vec![new]);
     ensure!(
-        started.elapsed() < SOON,
+        started.elapsed() < PROMPT,
         "woken by the xadd, not the block timeout"
     );
     Ok(())
@@ -728,7 +712,7 @@ async fn xread_block_times_out_empty(s: Arc<dyn Store>) -> Result<()> {
     let waited = started.elapsed();
     assert_eq!(got, vec![]);
     ensure!(
-        waited >= Duration::from_millis(90) && waited < SOON,
+        waited >= Duration::from_millis(90) && waited < PROMPT,
         "waited {waited:?}"
     );
     Ok(())
@@ -823,7 +807,7 @@ async fn xpending_summary_and_range(s: Arc<dyn Store>) -> Result<()> {
             (added[2].as_str(), "amy", 1),
         ]
     );
-    ensure!(range.iter().all(|p| p.idle < SOON));
+    ensure!(range.iter().all(|p| p.idle < PROMPT));
     let amy = s
         .xpending_range("s", "g", "-", "+", 10, Some("amy"))
         .await?;
@@ -1160,9 +1144,9 @@ async fn xreadgroup_blocks_until_an_entry(s: Arc<dyn Store>) -> Result<()> {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let id = s.xadd("s", &[("n", b"1")], None).await?;
-    let got = tokio::time::timeout(SOON, reader).await???;
+    let got = tokio::time::timeout(PROMPT, reader).await???;
     assert_eq!(ids(&got), vec![id]);
-    ensure!(started.elapsed() < SOON);
+    ensure!(started.elapsed() < PROMPT);
     assert_eq!(s.xpending("s", "g").await?.count, 1);
     Ok(())
 }
@@ -1175,7 +1159,7 @@ async fn xreadgroup_block_times_out_empty(s: Arc<dyn Store>) -> Result<()> {
     assert_eq!(s.xreadgroup(r).await?, vec![]);
     let waited = started.elapsed();
     ensure!(
-        waited >= Duration::from_millis(90) && waited < SOON,
+        waited >= Duration::from_millis(90) && waited < PROMPT,
         "waited {waited:?}"
     );
     Ok(())
@@ -1206,7 +1190,7 @@ async fn blocking_read_does_not_stall_other_calls(s: Arc<dyn Store>) -> Result<(
         "other calls took {took:?} behind blocked reads"
     );
     for r in readers {
-        tokio::time::timeout(SOON, r).await???;
+        tokio::time::timeout(PROMPT, r).await???;
     }
     Ok(())
 }
@@ -1583,10 +1567,11 @@ async fn rate_limit_window_rolls_over(s: Arc<dyn Store>) -> Result<()> {
         o.wait <= Duration::from_millis(200) && o.remaining == 0,
         "{o:?}"
     );
-    wait_until(SOON, "the next window", || async {
-        Ok(run(take(1)).await?.allowed)
+    eventually("the next window", WAIT, || async {
+        run(take(1)).await.expect("rate_limit").allowed
     })
-    .await
+    .await;
+    Ok(())
 }
 
 async fn rate_limit_keys_expire_when_full(s: Arc<dyn Store>) -> Result<()> {
@@ -1599,10 +1584,10 @@ async fn rate_limit_keys_expire_when_full(s: Arc<dyn Store>) -> Result<()> {
     };
     ensure!(s.rate_limit("b", bucket).await?.allowed);
     ensure!(s.exists("b").await?);
-    wait_until(SOON, "the refilled bucket's key to expire", || async {
-        Ok(!s.exists("b").await?)
+    eventually("the refilled bucket's key to expire", WAIT, || async {
+        !s.exists("b").await.expect("exists")
     })
-    .await?;
+    .await;
     let o = s.rate_limit("b", bucket).await?;
     ensure!(o.allowed && o.remaining == 0, "full again: {o:?}");
     Ok(())
@@ -1720,13 +1705,11 @@ mod redis_only {
         }
     }
 
-    async fn ready(store: &RedisStore) -> Result<()> {
-        wait_until(
-            Duration::from_secs(10),
-            "the store to reconnect",
-            || async { Ok(store.ping().await.is_ok()) },
-        )
-        .await
+    async fn ready(store: &RedisStore) {
+        eventually("the store to reconnect", WAIT, || async {
+            store.ping().await.is_ok()
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -1754,7 +1737,7 @@ mod redis_only {
         let started = Instant::now();
         let store = RedisStore::connect(fast(url)).await?;
         ensure!(
-            started.elapsed() < SOON,
+            started.elapsed() < PROMPT,
             "connect took {:?}",
             started.elapsed()
         );
@@ -1768,7 +1751,7 @@ mod redis_only {
             r.block = Some(Duration::from_secs(2));
             retryable("blocking xreadgroup", store.xreadgroup(r).await)?;
             ensure!(
-                started.elapsed() < SOON,
+                started.elapsed() < PROMPT,
                 "calls took {:?}",
                 started.elapsed()
             );
@@ -1782,7 +1765,7 @@ mod redis_only {
         let store = RedisStore::connect(fast(format!("redis://127.0.0.1:{port}/"))).await?;
         retryable("ping before the server", store.ping().await)?;
         let _server = RedisServer::start_on(port);
-        ready(&store).await?;
+        ready(&store).await;
         store.set("k", b"v", None).await?;
         assert_eq!(store.get("k").await?.as_deref(), Some(&b"v"[..]));
         Ok(())
@@ -1804,14 +1787,14 @@ mod redis_only {
                 store.xadd("s", &[("n", b"1")], None).await,
             )?;
             ensure!(
-                started.elapsed() < SOON,
+                started.elapsed() < PROMPT,
                 "calls took {:?}",
                 started.elapsed()
             );
         }
 
         server.restart();
-        ready(&store).await?;
+        ready(&store).await;
         // No persistence: the data and the group are gone, and the consumer is told so.
         assert_eq!(store.get("k").await?, None);
         let r = store.xreadgroup(read("s", "c", 1, ReadFrom::New)).await;
@@ -1855,7 +1838,7 @@ mod redis_only {
             took < Duration::from_secs(2),
             "bounded by the response timeout: {took:?}"
         );
-        ready(&store).await?;
+        ready(&store).await;
         assert_eq!(store.get("k").await?.as_deref(), Some(&b"v"[..]));
         Ok(())
     }

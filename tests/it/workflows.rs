@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use troupe_agents::Conversations;
-use troupe_config::{CronSettings, CronTarget, Schedule};
-use troupe_runtime::cron::{CronOptions, Crons};
 use troupe_runtime::pool::{Pool, WorkSpec, WorkStatus};
 use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
-use troupe_runtime::{ChildOptions, Exit, Intensity, SupervisorSpec};
-use troupe_workflow::cron_targets::{cron_targets, CRON_GROUP};
+use troupe_runtime::Exit;
+use troupe_testkit::{eventually, eventually_blocking, WAIT};
+use troupe_workflow::cron_targets::CRON_GROUP;
 use troupe_workflow::journal::{call_id, now_ms, OutputRef};
 use troupe_workflow::pool_call::{Call, WORKFLOW_CALL};
 use troupe_workflow::{
@@ -30,9 +29,6 @@ use troupe_workflow::{
 use crate::support::daemon::Daemon;
 use crate::support::llm::{self, MockConfig, MockHandle};
 use crate::support::redis::{redis_url, unique_prefix};
-
-/// Upper bound for a run to end.
-const WAIT: Duration = Duration::from_secs(30);
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -362,15 +358,15 @@ input = "PUBLISH {{steps.draft.output}} approved by {{steps.approval.output}}"
 "#;
 
 async fn wait_status(runs: &Runs, id: &str, status: RunStatus) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(format!("run {id} {status:?}"), WAIT, || async {
         let record = runs.record("acme", id).await.expect("record");
         if record.status == status {
-            return;
+            Ok(())
+        } else {
+            Err(format!("run stayed {:?}", record.status))
         }
-        assert!(Instant::now() < deadline, "run stayed {:?}", record.status);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[actix::test]
@@ -676,17 +672,16 @@ fn a_sigkilled_daemon_leaves_no_workflow_behind_and_repeats_no_completed_step() 
         ids.push(id);
     }
     // Kill it mid-flight: some runs done with some steps, many calls in flight.
-    let deadline = Instant::now() + WAIT;
     // Kill it once most research calls have answered: some runs then have their research
     // completed, others have calls in flight.
-    while mock.requests().len() < RUNS * 4 + RUNS / 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon made only {} calls",
-            mock.requests().len()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually_blocking("most research calls answered", WAIT, || {
+        let calls = mock.requests().len();
+        if calls >= RUNS * 4 + RUNS / 2 {
+            Ok(())
+        } else {
+            Err(format!("the daemon made only {calls} calls"))
+        }
+    });
     daemon.signal("KILL");
     assert!(daemon.wait_exit(Duration::from_secs(5)).is_some());
     drop(daemon);
@@ -1025,43 +1020,27 @@ async fn a_large_output_is_stored_once_referenced_and_read_back_after_a_restart(
 #[actix::test]
 async fn a_cron_with_a_workflow_target_submits_a_run_that_completes() {
     let store = memory();
-    let rig = Rig::start(FLAKY, Path::new("troupe.toml"), store.clone(), "d1").await;
-    let settings = CronSettings {
-        schedule: Schedule::Every(Duration::from_millis(200)),
-        timezone: None,
-        target: CronTarget::Workflow("flaky".to_owned()),
-        input: "the nightly digest".to_owned(),
-    };
-    let mut root = SupervisorSpec::new("cron-root", Intensity::default());
-    let crons = Crons::child_of(
-        &mut root,
-        BTreeMap::from([("digest".to_owned(), settings)]),
-        store.clone(),
-        cron_targets(rig.talk.clone(), rig.router.clone()),
-        CronOptions {
-            daemon: "it".to_owned(),
-            refresh: Duration::from_millis(200),
-            ..CronOptions::default()
-        },
-        ChildOptions::default(),
+    // The daemon's own cron scheduler fires it, as configured.
+    let text = format!(
+        "{FLAKY}\n[crons.digest]\nevery = \"200ms\"\nworkflow = \"flaky\"\ninput = \"the nightly digest\"\n"
     );
-    let (_, life) = root.start();
+    let rig = Rig::start(&text, Path::new("troupe.toml"), store.clone(), "d1").await;
     // The fire's run, found by its record in the cron group.
     let prefix = format!("wf:{CRON_GROUP}:");
-    let deadline = Instant::now() + WAIT;
-    let id = loop {
+    let id = eventually("the cron submitted no run", WAIT, || async {
         let keys = store.keys_with_prefix(&prefix).await.expect("keys");
-        let run = keys.iter().find_map(|k| {
+        keys.iter().find_map(|k| {
             k.strip_prefix(&prefix)
                 .and_then(|rest| rest.strip_suffix(":meta"))
-        });
-        if let Some(run) = run {
-            break run.to_owned();
-        }
-        assert!(Instant::now() < deadline, "the cron submitted no run");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    crons.delete("digest").await.expect("delete the cron");
+                .map(str::to_owned)
+        })
+    })
+    .await;
+    rig.daemon
+        .crons
+        .delete("digest")
+        .await
+        .expect("delete the cron");
     let record = rig
         .router
         .runs()
@@ -1075,7 +1054,6 @@ async fn a_cron_with_a_workflow_target_submits_a_run_that_completes() {
         record.output.unwrap_or_default(),
         "You said: PUBLISH You said: the nightly digest"
     );
-    assert_eq!(life.shutdown(Duration::from_secs(2)).await, Exit::Stopped);
     rig.stop().await;
 }
 
@@ -1260,11 +1238,10 @@ async fn a_call_made_again_takes_the_answer_of_its_earlier_pool_item() {
     pool.enqueue(WorkSpec::new(WORKFLOW_CALL, payload).id(item.clone()))
         .await
         .expect("enqueue");
-    let deadline = Instant::now() + WAIT;
-    while pool.status(&item).await.expect("status") != Some(WorkStatus::Succeeded) {
-        assert!(Instant::now() < deadline, "the earlier item did not end");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the earlier item did not end", WAIT, || async {
+        pool.status(&item).await.expect("status") == Some(WorkStatus::Succeeded)
+    })
+    .await;
     assert_eq!(mock.requests().len(), 1);
     assert_eq!(idle.router.running().await, 0);
     idle.stop().await;

@@ -1,10 +1,13 @@
 //! Runs the real `troupe` binary as a child process: watch its log lines, signal it, wait.
 
+use std::fmt::Display;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+use super::wait::lazy;
 
 /// A temporary `.toml` file holding `text`: a config for a daemon process (deleted on drop).
 pub fn config_file(text: &str) -> tempfile::NamedTempFile {
@@ -77,6 +80,7 @@ impl Daemon {
 
     /// Waits until a log line contains `needle`; panics with the log so far on timeout.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        // Not `eventually`: it blocks on the next line rather than polling.
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -112,6 +116,7 @@ impl Daemon {
 
     /// Waits for the process to exit, at most `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        // Not `eventually`: a process still running after `timeout` is an answer, not a panic.
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -130,6 +135,7 @@ impl Daemon {
     /// The whole log of an exited process: every line until its stderr closed (at most
     /// `timeout` more).
     pub fn log_to_end(&mut self, timeout: Duration) -> String {
+        // Not `eventually`: it blocks on the next line, and running out of time is no failure.
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -147,6 +153,12 @@ impl Daemon {
             self.seen.push(line);
         }
         self.seen.join("\n")
+    }
+
+    /// `what` followed by the log, read only if it is shown: the `what` of a wait
+    /// ([`crate::eventually`]) whose failure should show what the daemon said.
+    pub fn with_log<'a>(&'a mut self, what: impl Display + 'a) -> impl Display + 'a {
+        lazy(move || format!("{what}; log:\n{}", self.log()))
     }
 }
 

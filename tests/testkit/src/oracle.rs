@@ -14,6 +14,7 @@
 //!   promise;
 //! - every daemon that should run is alive and answers `/health/ready` with 200.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -26,6 +27,7 @@ use redis::Commands as _;
 use super::daemon::Daemon;
 use super::llm::{self, MockConfig, MockHandle};
 use super::redis::{free_port, RedisServer};
+use super::wait::{eventually_blocking, lazy, Check};
 
 /// The key prefix of every scenario (each has its own Redis).
 pub const PREFIX: &str = "faults:";
@@ -33,6 +35,8 @@ pub const PREFIX: &str = "faults:";
 const GROUP: &str = "troupe";
 /// How long the oracle waits for every accepted entry to end.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+/// How long a daemon may take to become ready, or not ready, after a change.
+const READY_LIMIT: Duration = Duration::from_secs(30);
 
 /// How a scenario is set up; `Setup::default()` is one daemon on a volatile Redis.
 #[derive(Debug, Clone)]
@@ -316,23 +320,42 @@ impl Scenario {
         http_status(self.nodes[i].metrics_port, "/health/ready")
     }
 
+    /// Polls `check` until it holds (see [`Check`]) and returns what it held; after `budget`,
+    /// panics naming `what`, with what the check saw last and every daemon's log.
+    pub fn eventually<C: Check>(
+        &mut self,
+        what: &str,
+        budget: Duration,
+        mut check: impl FnMut(&mut Scenario) -> C,
+    ) -> C::Output {
+        let seen: RefCell<Option<String>> = RefCell::new(None);
+        let this = RefCell::new(self);
+        let what = lazy(|| {
+            let seen = seen
+                .take()
+                .map(|s| format!(" (last {s})"))
+                .unwrap_or_default();
+            format!("{what}{seen}; logs:\n{}", this.borrow_mut().all_logs())
+        });
+        eventually_blocking(what, budget, || {
+            match check(&mut this.borrow_mut()).done() {
+                Ok(out) => Some(out),
+                Err(last) => {
+                    *seen.borrow_mut() = last;
+                    None
+                }
+            }
+        })
+    }
+
     /// Waits until daemon `i` is ready (`true`, 200) or not (`false`, 503).
     pub fn wait_ready(&mut self, i: usize, ready: bool) {
         let want = if ready { 200 } else { 503 };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let got = self.readiness(i);
-            if got == Some(want) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let log = self.all_logs();
-                panic!(
-                    "daemon {i} never answered /health/ready {want} (last {got:?}); logs:\n{log}"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("daemon {i} never answered /health/ready {want}");
+        self.eventually(&what, READY_LIMIT, |s| match s.readiness(i) {
+            Some(got) if got == want => Ok(()),
+            got => Err(format!("{got:?}")),
+        });
     }
 
     /// A connection of the test's own, opened again after Redis went away.
@@ -481,18 +504,14 @@ impl Scenario {
     /// Waits until the results stream holds at least `n` entries.
     pub fn wait_results(&mut self, n: usize) {
         let key = format!("{PREFIX}results");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let len: usize = self.with_conn(|c| c.xlen(&key)).unwrap_or(0);
+        self.eventually(&format!("{n} results"), DRAIN_LIMIT, |s| {
+            let len: usize = s.with_conn(|c| c.xlen(&key)).unwrap_or(0);
             if len >= n {
-                return;
+                Ok(())
+            } else {
+                Err(format!("only {len} of {n} results"))
             }
-            if Instant::now() > deadline {
-                let log = self.all_logs();
-                panic!("only {len} of {n} results within 60 s; logs:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        });
     }
 
     /// Every JSON value of `field` in the stream `key` (prefix added).
@@ -527,33 +546,28 @@ impl Scenario {
     /// The oracle (see the module docs). Waits up to a minute for every accepted entry to end
     /// and nothing to be pending, then asserts; returns what it saw for case-specific checks.
     pub fn check(&mut self, calls: Calls) -> Report {
-        let deadline = Instant::now() + DRAIN_LIMIT;
-        let (results, letters) = loop {
+        let (results, letters) = self.eventually("drained", DRAIN_LIMIT, |s| {
             let read = (|| -> redis::RedisResult<_> {
-                let results = self.values("results", "result")?;
-                let letters = self.values("dead", "dead")?;
-                let pending = self.pending()?;
+                let results = s.values("results", "result")?;
+                let letters = s.values("dead", "dead")?;
+                let pending = s.pending()?;
                 Ok((results, letters, pending))
             })();
-            if let Ok((results, letters, pending)) = read {
-                let finals = results.iter().filter(|r| r["status"] != "accepted").count();
-                if pending == 0 && finals + letters.len() >= self.published.len() {
-                    break (results, letters);
-                }
-                if Instant::now() > deadline {
-                    let log = self.all_logs();
-                    panic!(
-                        "not drained within {DRAIN_LIMIT:?}: {finals} results, {} dead letters, \
-                         {pending} pending, {} accepted; logs:\n{log}",
-                        letters.len(),
-                        self.published.len()
-                    );
-                }
-            } else if Instant::now() > deadline {
-                panic!("Redis unreadable at the end: {read:?}");
+            let (results, letters, pending) = match read {
+                Ok(read) => read,
+                Err(err) => return Err(format!("Redis unreadable at the end: {err:?}")),
+            };
+            let finals = results.iter().filter(|r| r["status"] != "accepted").count();
+            if pending == 0 && finals + letters.len() >= s.published.len() {
+                Ok((results, letters))
+            } else {
+                Err(format!(
+                    "{finals} results, {} dead letters, {pending} pending, {} accepted",
+                    letters.len(),
+                    s.published.len()
+                ))
             }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        });
 
         let mut report = Report::default();
         // Endings per task id (results) and per entry id (dead letters).
@@ -674,6 +688,8 @@ impl Scenario {
                 problems.push(format!("daemon {} exited", self.nodes[i].name));
                 continue;
             }
+            // Not `eventually`: a daemon that stays unready is a problem to report with the
+            // others, not a panic of its own.
             let deadline = Instant::now() + Duration::from_secs(20);
             while self.readiness(i) != Some(200) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));

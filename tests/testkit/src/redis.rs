@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::wait::{eventually_blocking, lazy};
 
 /// How long a fresh server may take to answer PING.
 const STARTUP_LIMIT: Duration = Duration::from_secs(10);
@@ -91,17 +93,14 @@ impl RedisServer {
             .expect("spawn sh for redis-server");
         let stdin = child.stdin.take().expect("watchdog stdin is piped");
         self.watchdog = Some((child, stdin));
-        let deadline = Instant::now() + STARTUP_LIMIT;
-        while !answers_ping(self.port) {
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-                panic!(
-                    "redis-server on port {} did not answer PING within {STARTUP_LIMIT:?}; log:\n{log}",
-                    self.port
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = lazy(|| {
+            let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+            format!(
+                "redis-server on port {} did not answer PING; log:\n{log}",
+                self.port
+            )
+        });
+        eventually_blocking(what, STARTUP_LIMIT, || answers_ping(self.port));
     }
 
     /// The port it listens on (127.0.0.1).

@@ -4,8 +4,13 @@
 //! A check that should succeed promptly gets [`WAIT`]: long enough for a loaded CI machine,
 //! short enough that a broken test fails in seconds, not at the harness's timeout. A check
 //! that waits for a deliberate delay (a lease, a retention) passes a budget of its own.
+//!
+//! A failed wait says what it waited for (`what`) and, if the check said so, what it saw last:
+//! a check returns `Err(seen)` while it does not hold. State read only on failure (a process's
+//! log) goes into `what` through [`lazy`].
 
-use std::fmt::Display;
+use std::cell::Cell;
+use std::fmt::{self, Display};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -17,30 +22,69 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// How often a check is polled.
 const POLL: Duration = Duration::from_millis(10);
 
-/// What a check returns: `true`, or `Some(value)`, once it holds.
+/// What a check returns: `true`, `Some(value)` or `Ok(value)` once it holds; an `Err` holds
+/// what it saw instead (shown if the wait fails).
 pub trait Check {
     /// What [`eventually`] returns once the check holds.
     type Output;
-    /// `Some` once the check holds.
-    fn done(self) -> Option<Self::Output>;
+    /// `Ok` once the check holds; otherwise what it saw, if it says.
+    fn done(self) -> Result<Self::Output, Option<String>>;
 }
 
 impl Check for bool {
     type Output = ();
-    fn done(self) -> Option<()> {
-        self.then_some(())
+    fn done(self) -> Result<(), Option<String>> {
+        if self {
+            Ok(())
+        } else {
+            Err(None)
+        }
     }
 }
 
 impl<T> Check for Option<T> {
     type Output = T;
-    fn done(self) -> Option<T> {
-        self
+    fn done(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
     }
 }
 
-/// Polls `check` until it holds (returns `true` or `Some`), and returns what it held;
-/// panics naming `what` once `budget` has passed.
+/// `Err(seen)`: not yet, and what the check saw.
+impl<T> Check for Result<T, String> {
+    type Output = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.map_err(Some)
+    }
+}
+
+/// A `what` written only if the wait fails, by calling `describe` (once: formatting it again
+/// writes nothing). For state worth reading only then, such as a process's log.
+pub fn lazy<F: FnOnce() -> String>(describe: F) -> Lazy<F> {
+    Lazy(Cell::new(Some(describe)))
+}
+
+/// See [`lazy`].
+pub struct Lazy<F>(Cell<Option<F>>);
+
+impl<F: FnOnce() -> String> Display for Lazy<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.take() {
+            Some(describe) => f.write_str(&describe()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The panic of a wait that did not succeed within `budget`.
+fn give_up(what: impl Display, budget: Duration, seen: Option<String>) -> ! {
+    match seen {
+        Some(seen) => panic!("not within {budget:?}: {what}; last seen: {seen}"),
+        None => panic!("not within {budget:?}: {what}"),
+    }
+}
+
+/// Polls `check` until it holds (returns `true`, `Some` or `Ok`), and returns what it held;
+/// panics naming `what` (and what the check saw last, if it said) once `budget` has passed.
 pub async fn eventually<C, F, Fut>(what: impl Display, budget: Duration, mut check: F) -> C::Output
 where
     C: Check,
@@ -50,13 +94,13 @@ where
     // Tokio's clock, so a test with paused time waits in virtual time.
     let deadline = TokioInstant::now() + budget;
     loop {
-        if let Some(out) = check().await.done() {
-            return out;
+        let seen = match check().await.done() {
+            Ok(out) => return out,
+            Err(seen) => seen,
+        };
+        if TokioInstant::now() >= deadline {
+            give_up(what, budget, seen);
         }
-        assert!(
-            TokioInstant::now() < deadline,
-            "not within {budget:?}: {what}"
-        );
         tokio::time::sleep(POLL).await;
     }
 }
@@ -69,10 +113,13 @@ pub fn eventually_blocking<C: Check>(
 ) -> C::Output {
     let deadline = Instant::now() + budget;
     loop {
-        if let Some(out) = check().done() {
-            return out;
+        let seen = match check().done() {
+            Ok(out) => return out,
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            give_up(what, budget, seen);
         }
-        assert!(Instant::now() < deadline, "not within {budget:?}: {what}");
         std::thread::sleep(POLL);
     }
 }
@@ -97,6 +144,41 @@ mod tests {
     #[should_panic(expected = "not within 1s: never")]
     async fn eventually_panics_with_what_after_its_budget() {
         eventually("never", Duration::from_secs(1), || async { false }).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "not within 1s: n to reach 10; last seen: n is 3")]
+    async fn a_failed_wait_shows_what_the_check_saw_last() {
+        let mut n = 0;
+        eventually("n to reach 10", Duration::from_secs(1), || {
+            n = (n + 1).min(3);
+            let seen = if n >= 10 {
+                Ok(n)
+            } else {
+                Err(format!("n is {n}"))
+            };
+            async move { seen }
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "not within 1s: the log was: started")]
+    async fn a_lazy_what_is_written_when_the_wait_fails() {
+        let log = String::from("started");
+        let what = lazy(|| format!("the log was: {log}"));
+        eventually(what, Duration::from_secs(1), || async { false }).await;
+    }
+
+    #[test]
+    fn a_lazy_what_is_not_written_while_the_wait_holds() {
+        let written = Cell::new(false);
+        let what = lazy(|| {
+            written.set(true);
+            String::new()
+        });
+        eventually_blocking(what, WAIT, || true);
+        assert!(!written.get());
     }
 
     #[test]
