@@ -360,6 +360,7 @@ pub(crate) fn to_ms_ceil(at: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Transient;
 
     #[test]
     fn records_round_trip_with_a_flat_state() {
