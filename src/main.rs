@@ -82,41 +82,7 @@ enum Command {
     },
     /// Publish a task to the ingress stream, wait for its result and print it (needs a
     /// running daemon on the same Redis).
-    Publish {
-        /// The agent to ask.
-        #[arg(
-            long,
-            conflicts_with = "workflow",
-            required_unless_present = "workflow"
-        )]
-        agent: Option<String>,
-        /// The workflow to run.
-        #[arg(long)]
-        workflow: Option<String>,
-        /// The tenant group.
-        #[arg(long)]
-        group: String,
-        /// The end user.
-        #[arg(long)]
-        user: String,
-        /// The input.
-        input: String,
-        /// Idempotency key (random when absent).
-        #[arg(long)]
-        id: Option<String>,
-        /// The TOML config file (for the store and `[ingress]`).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Give up waiting for the result after this long.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
-        timeout: std::time::Duration,
-        /// Print the whole result JSON instead of the output.
-        #[arg(long)]
-        json: bool,
-        /// Print the answer live as it is generated (agents).
-        #[arg(long)]
-        stream: bool,
-    },
+    Publish(publish_cmd::PublishArgs),
     /// Start workflow runs, show their status, send events, cancel and restart them.
     Workflow {
         #[command(subcommand)]
@@ -171,29 +137,8 @@ fn main() -> ExitCode {
         }
         Command::MockLlm { port, config } => report(mock_llm(port, config)),
         Command::Limits { command } => report(limits_cmd::run(command)),
-        Command::Publish {
-            agent,
-            workflow,
-            group,
-            user,
-            input,
-            id,
-            config,
-            timeout,
-            json,
-            stream,
-        } => {
-            let args = publish_cmd::PublishArgs {
-                agent,
-                workflow,
-                group,
-                user,
-                input,
-                id,
-                timeout,
-                json,
-                stream,
-            };
+        Command::Publish(args) => {
+            let config = args.config.clone();
             with_config(&config, |config| publish_cmd::run(config, args))
         }
         Command::Workflow { command } => report(workflow_cmd::run(command)),

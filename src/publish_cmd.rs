@@ -7,6 +7,7 @@
 //! secret (read from the variable the config names) and expires when the wait ends.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,25 +22,41 @@ use crate::serve::open_store;
 /// How long one blocking read of the reply stream waits.
 const BLOCK: Duration = Duration::from_millis(500);
 
-/// What to publish.
+/// What to publish: the command line of `troupe publish`.
+#[derive(Debug, clap::Args)]
 pub struct PublishArgs {
-    /// The agent to ask (exclusive with `workflow`).
+    /// The agent to ask.
+    #[arg(
+        long,
+        conflicts_with = "workflow",
+        required_unless_present = "workflow"
+    )]
     pub agent: Option<String>,
     /// The workflow to run.
+    #[arg(long)]
     pub workflow: Option<String>,
-    /// Tenant group.
+    /// The tenant group.
+    #[arg(long)]
     pub group: String,
-    /// End user.
+    /// The end user.
+    #[arg(long)]
     pub user: String,
     /// The input.
     pub input: String,
-    /// Idempotency key (a random one when absent).
+    /// Idempotency key (random when absent).
+    #[arg(long)]
     pub id: Option<String>,
-    /// Give up waiting after this long.
+    /// The TOML config file (for the store and `[ingress]`).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Give up waiting for the result after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     pub timeout: Duration,
     /// Print the whole result JSON instead of the output.
+    #[arg(long)]
     pub json: bool,
-    /// Print the answer live as it is generated.
+    /// Print the answer live as it is generated (agents).
+    #[arg(long)]
     pub stream: bool,
 }
 

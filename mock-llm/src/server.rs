@@ -22,17 +22,7 @@ pub struct MockServer;
 impl MockServer {
     /// Starts a server on `127.0.0.1:0` in the current tokio runtime.
     pub async fn start(config: MockConfig) -> Result<MockHandle, MockError> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| MockError::Bind {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| MockError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let (listener, addr) = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared::new(config, stopped.clone()));
         tokio::spawn(run(listener, shared.clone(), stopped));
@@ -40,18 +30,21 @@ impl MockServer {
     }
 }
 
-/// Serves the mock on `addr` until the returned future is dropped (or the process ends).
-pub async fn serve(addr: SocketAddr, config: MockConfig) -> Result<(), MockError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| MockError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| MockError::Bind {
+/// Listens on `addr` and returns the listener with the address it got (the port, when `addr`
+/// asks for port 0). A failure of either is [`MockError::Bind`] naming `addr`.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), MockError> {
+    let bind_error = |source| MockError::Bind {
         addr: addr.to_string(),
         source,
-    })?;
+    };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+/// Serves the mock on `addr` until the returned future is dropped (or the process ends).
+pub async fn serve(addr: SocketAddr, config: MockConfig) -> Result<(), MockError> {
+    let (listener, local) = bind(addr).await?;
     tracing::info!(addr = %local, "mock LLM listening on http://{local}/v1");
     // The sender lives as long as this future: dropping it releases hung requests.
     let (_stop, stopped) = watch::channel(false);

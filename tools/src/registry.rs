@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use serde::{Deserialize, Serialize};
-use tracing::Instrument as _;
 use troupe_config::ToolSettings;
 
 use crate::builtin;
@@ -187,26 +186,13 @@ impl ToolRegistry {
     /// - Arguments that are not a JSON object: [`ToolError::InvalidArguments`] saying so.
     /// - Longer than the tool's timeout: [`ToolError::Timeout`] (the call is dropped).
     /// - A panic in the tool: [`ToolError::Panicked`]; the caller goes on.
+    #[tracing::instrument(
+        name = "tool",
+        level = "info",
+        skip_all,
+        fields(tool = %name, group = %ctx.group, agent = %ctx.agent, thread = %ctx.thread)
+    )]
     pub async fn call(
-        &self,
-        allowlist: &[String],
-        name: &str,
-        ctx: &ToolContext,
-        raw_arguments: &str,
-    ) -> Result<ToolOutput, ToolError> {
-        let span = tracing::info_span!(
-            "tool",
-            tool = %name,
-            group = %ctx.group,
-            agent = %ctx.agent,
-            thread = %ctx.thread,
-        );
-        self.call_inner(allowlist, name, ctx, raw_arguments)
-            .instrument(span)
-            .await
-    }
-
-    async fn call_inner(
         &self,
         allowlist: &[String],
         name: &str,

@@ -97,10 +97,7 @@ pub(super) struct Replay {
 impl Replay {
     /// Reads a cassette; `model` names the scripted model in errors.
     pub(super) fn load(model: &str, path: &Path) -> Result<Replay, ModelError> {
-        let invalid = |message: String| ModelError::InvalidRequest {
-            model: model.to_owned(),
-            message,
-        };
+        let invalid = |message: String| ModelError::invalid_request(model, message);
         let text = std::fs::read_to_string(path)
             .map_err(|err| invalid(format!("cannot read cassette {}: {err}", path.display())))?;
         let mut replay = Replay {
@@ -189,12 +186,7 @@ fn chat_key(request: &ChatRequest) -> String {
             serde_json::json!([message.role, collapse(&message.content), calls])
         })
         .collect();
-    let tools: Vec<&str> = request
-        .tools
-        .iter()
-        .map(|tool| tool.name.as_str())
-        .collect();
-    serde_json::json!([messages, tools]).to_string()
+    serde_json::json!([messages, request.tool_names()]).to_string()
 }
 
 #[cfg(test)]

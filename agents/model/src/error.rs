@@ -97,6 +97,14 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// [`ModelError::InvalidRequest`] of the model `model` saying `message`.
+    pub(crate) fn invalid_request(model: &str, message: impl Into<String>) -> ModelError {
+        ModelError::InvalidRequest {
+            model: model.to_owned(),
+            message: message.into(),
+        }
+    }
+
     /// Whether the same call may succeed later (rate limits, timeouts, connection errors, 5xx):
     /// the [`Transient`] decision, callable without importing the trait.
     pub fn is_retryable(&self) -> bool {

@@ -72,6 +72,13 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
 }
 
+impl ChatRequest {
+    /// The names of the offered tools, in order.
+    pub(crate) fn tool_names(&self) -> Vec<&str> {
+        self.tools.iter().map(|tool| tool.name.as_str()).collect()
+    }
+}
+
 /// Why the model stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

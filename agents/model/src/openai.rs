@@ -53,17 +53,10 @@ impl OpenAiModel {
             ..
         } = &settings.provider
         else {
-            return Err(ModelError::InvalidRequest {
-                model: name.to_owned(),
-                message: "not an openai model".to_owned(),
-            });
+            return Err(ModelError::invalid_request(name, "not an openai model"));
         };
-        let http = transport::http_client(settings.connect_timeout).map_err(|message| {
-            ModelError::InvalidRequest {
-                model: name.to_owned(),
-                message,
-            }
-        })?;
+        let http = transport::http_client(settings.connect_timeout)
+            .map_err(|message| ModelError::invalid_request(name, message))?;
         Ok(OpenAiModel {
             name: name.to_owned(),
             model: model.clone(),
@@ -86,14 +79,10 @@ impl OpenAiModel {
             Provider::Openai {
                 api_key_env: Some(var),
                 ..
-            } => self
-                .settings
-                .api_key()
-                .map(Some)
-                .ok_or_else(|| ModelError::InvalidRequest {
-                    model: self.name.clone(),
-                    message: format!("the API key variable {var} is unset or empty"),
-                }),
+            } => self.settings.api_key().map(Some).ok_or_else(|| {
+                let message = format!("the API key variable {var} is unset or empty");
+                ModelError::invalid_request(&self.name, message)
+            }),
             _ => Ok(None),
         }
     }
@@ -104,11 +93,8 @@ impl OpenAiModel {
         key: Option<String>,
         bound: &Arc<ResponseBound>,
     ) -> Result<Client<Endpoint>, ModelError> {
-        let endpoint =
-            Endpoint::new(&self.base_url, key).map_err(|message| ModelError::InvalidRequest {
-                model: self.name.clone(),
-                message,
-            })?;
+        let endpoint = Endpoint::new(&self.base_url, key)
+            .map_err(|message| ModelError::invalid_request(&self.name, message))?;
         let transport = Transport::new(
             self.http.clone(),
             bound.clone(),

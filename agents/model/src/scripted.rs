@@ -42,10 +42,7 @@ impl ScriptedModel {
             latency,
         } = &settings.provider
         else {
-            return Err(ModelError::InvalidRequest {
-                model: name.to_owned(),
-                message: "not a scripted model".to_owned(),
-            });
+            return Err(ModelError::invalid_request(name, "not a scripted model"));
         };
         let source = match (cassette, script) {
             (Some(cassette), _) => Source::Cassette(Mutex::new(Replay::load(name, cassette)?)),
@@ -95,11 +92,7 @@ impl ScriptedModel {
                 tool_calls: message.tool_calls.len(),
             })
             .collect();
-        let tools: Vec<&str> = request
-            .tools
-            .iter()
-            .map(|tool| tool.name.as_str())
-            .collect();
+        let tools = request.tool_names();
         let reply = script.reply(&turns, &tools);
         let usage = Usage {
             input_tokens: script::prompt_tokens(turns.iter().map(|turn| turn.content)),

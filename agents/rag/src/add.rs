@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument as _;
 use troupe_runtime::store::Write;
 
 use crate::chunk::{chunk, ChunkOptions};
@@ -81,6 +80,12 @@ impl Rag {
     /// [`Rag::add`] to any namespace, reserved ones included. With `ttl`, the entry's chunks,
     /// the namespace's entries, state and dimension expire `ttl` after this write (thread
     /// memory); without, nothing expires.
+    #[tracing::instrument(
+        name = "rag.ingest",
+        level = "info",
+        skip_all,
+        fields(group = %caller.group, namespace = namespace, key = %doc.key)
+    )]
     pub async fn add_in(
         &self,
         caller: &Caller,
@@ -90,20 +95,6 @@ impl Rag {
     ) -> Result<AddOutcome, RagError> {
         check_name("group", &caller.group)?;
         check_name("namespace", namespace)?;
-        let span =
-            tracing::info_span!("rag.ingest", group = %caller.group, namespace, key = %doc.key);
-        self.ingest(caller, namespace, doc, ttl)
-            .instrument(span)
-            .await
-    }
-
-    async fn ingest(
-        &self,
-        caller: &Caller,
-        namespace: &str,
-        doc: NewDocument,
-        ttl: Option<Duration>,
-    ) -> Result<AddOutcome, RagError> {
         let inner = &self.inner;
         let settings = &inner.settings;
         if doc.key.is_empty() || doc.key.len() > 512 {

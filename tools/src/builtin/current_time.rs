@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
 use serde::Deserialize;
 
+use super::arguments;
 use crate::error::ToolError;
 use crate::tool::{Tool, ToolContext, ToolOutput};
 
@@ -48,10 +49,7 @@ impl CurrentTime {
     }
 
     fn invalid(&self, message: impl Into<String>) -> ToolError {
-        ToolError::InvalidArguments {
-            tool: self.name.clone(),
-            message: message.into(),
-        }
+        arguments::invalid(&self.name, message)
     }
 }
 
@@ -83,9 +81,8 @@ impl Tool for CurrentTime {
         _ctx: &ToolContext,
         args: serde_json::Value,
     ) -> Result<ToolOutput, ToolError> {
-        let args: Args =
-            serde_json::from_value(args).map_err(|err| self.invalid(err.to_string()))?;
-        let zone = match args.timezone.as_deref() {
+        let Args { timezone } = arguments::parse(&self.name, args)?;
+        let zone = match timezone.as_deref() {
             None => Zone::Utc,
             Some(text) => parse_zone(text).ok_or_else(|| {
                 self.invalid(format!(

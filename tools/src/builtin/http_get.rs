@@ -25,6 +25,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use url::Url;
 
+use super::arguments;
 use super::Options;
 use crate::error::ToolError;
 use crate::net::{DestinationPolicy, GuardedResolver, HostPattern, Refusal};
@@ -187,10 +188,7 @@ impl HttpGet {
     }
 
     fn invalid(&self, message: impl Into<String>) -> ToolError {
-        ToolError::InvalidArguments {
-            tool: self.name.clone(),
-            message: message.into(),
-        }
+        arguments::invalid(&self.name, message)
     }
 
     fn failed(&self, message: impl Into<String>, retryable: bool) -> ToolError {
@@ -286,12 +284,10 @@ impl Tool for HttpGet {
         _ctx: &ToolContext,
         args: serde_json::Value,
     ) -> Result<ToolOutput, ToolError> {
-        let args: Args =
-            serde_json::from_value(args).map_err(|err| self.invalid(err.to_string()))?;
-        let mut url = Url::parse(args.url.trim()).map_err(|err| {
+        let Args { url: requested } = arguments::parse(&self.name, args)?;
+        let mut url = Url::parse(requested.trim()).map_err(|err| {
             self.invalid(format!(
-                "\"{}\" is not an absolute URL ({err}): send one such as \"https://example.com/page\"",
-                args.url
+                "\"{requested}\" is not an absolute URL ({err}): send one such as \"https://example.com/page\""
             ))
         })?;
         let mut redirects = 0;

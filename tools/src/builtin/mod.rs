@@ -1,6 +1,7 @@
 //! The built-in tool kinds: `[tools.NAME] kind = "…"` picks one, `[tools.NAME.options]` is
 //! read by it.
 
+mod arguments;
 mod current_time;
 mod http_get;
 mod options;

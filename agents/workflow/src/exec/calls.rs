@@ -101,65 +101,64 @@ impl Exec {
         .boxed()
     }
 
-    pub(super) fn attempt<'a>(
-        &'a self,
-        step: &'a StepSettings,
-        key: &'a str,
-        agent: &'a str,
-        input: &'a str,
-    ) -> BoxFuture<'a, Result<String, WorkflowError>> {
-        async move {
-            let record = self.record();
-            if let Some(limiters) = &self.env.limiters {
-                for limit in &step.limits {
-                    let scope = Scope {
-                        group: &record.group,
-                        user: Some(&record.user),
-                    };
-                    let agent_error = |source: LimitError| WorkflowError::Agent {
-                        step: key.to_owned(),
-                        source: source.into(),
-                    };
-                    let limit_key = limiters.key_for(limit, scope).map_err(agent_error)?;
-                    self.interruptible(limiters.acquire(limit, &limit_key, 1, None))
-                        .await?
-                        .map_err(agent_error)?;
-                }
+    /// One attempt of [`call`](Self::call): takes the step's limits, then asks the agent in
+    /// the call's thread, directly or through the step's pool.
+    async fn attempt(
+        &self,
+        step: &StepSettings,
+        key: &str,
+        agent: &str,
+        input: &str,
+    ) -> Result<String, WorkflowError> {
+        let record = self.record();
+        if let Some(limiters) = &self.env.limiters {
+            for limit in &step.limits {
+                let scope = Scope {
+                    group: &record.group,
+                    user: Some(&record.user),
+                };
+                let agent_error = |source: LimitError| WorkflowError::Agent {
+                    step: key.to_owned(),
+                    source: source.into(),
+                };
+                let limit_key = limiters.key_for(limit, scope).map_err(agent_error)?;
+                self.interruptible(limiters.acquire(limit, &limit_key, 1, None))
+                    .await?
+                    .map_err(agent_error)?;
             }
-            let thread = call_id(&record.id, record.restarts, key);
-            self.threads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(thread.clone());
-            let call = Call {
-                workflow: record.workflow.clone(),
-                run: record.id.clone(),
-                step: key.to_owned(),
-                group: record.group.clone(),
-                user: record.user.clone(),
-                agent: agent.to_owned(),
-                thread,
-                input: input.to_owned(),
-                timeout_ms: step
-                    .timeout
-                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            };
-            if let Some(name) = &step.pool {
-                let pool = self
-                    .env
-                    .pools
-                    .get(name)
-                    .ok_or_else(|| WorkflowError::NotFound {
-                        what: "pool",
-                        id: name.clone(),
-                    })?;
-                return self.pooled(pool, step, call).await;
-            }
-            self.interruptible(call.perform(&self.env.talk))
-                .await?
-                .map_err(|failure| failed(key, failure))
         }
-        .boxed()
+        let thread = call_id(&record.id, record.restarts, key);
+        self.threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(thread.clone());
+        let call = Call {
+            workflow: record.workflow.clone(),
+            run: record.id.clone(),
+            step: key.to_owned(),
+            group: record.group.clone(),
+            user: record.user.clone(),
+            agent: agent.to_owned(),
+            thread,
+            input: input.to_owned(),
+            timeout_ms: step
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        if let Some(name) = &step.pool {
+            let pool = self
+                .env
+                .pools
+                .get(name)
+                .ok_or_else(|| WorkflowError::NotFound {
+                    what: "pool",
+                    id: name.clone(),
+                })?;
+            return self.pooled(pool, step, call).await;
+        }
+        self.interruptible(call.perform(&self.env.talk))
+            .await?
+            .map_err(|failure| failed(key, failure))
     }
 
     /// Runs `call` as a work item of `pool` and awaits its end. The item's id is the call's

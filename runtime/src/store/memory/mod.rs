@@ -40,6 +40,7 @@ use self::id::{range_end, range_start, strict_id, strict_ids, Id};
 use self::keyspace::Keyspace;
 use self::sorted::Sorted;
 use self::streams::Stream;
+use self::values::LeaseClaim;
 use super::args::{block_millis, check_claim_count, check_writes};
 use super::micros::Micros;
 use super::{
@@ -220,11 +221,13 @@ impl Store for MemoryStore {
     }
 
     async fn acquire_lease(&self, key: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
-        self.lock().acquire_lease(key, owner, ttl, Instant::now())
+        self.lock()
+            .claim_lease(LeaseClaim::Acquire, key, owner, ttl, Instant::now())
     }
 
     async fn renew_lease(&self, key: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
-        self.lock().renew_lease(key, owner, ttl, Instant::now())
+        self.lock()
+            .claim_lease(LeaseClaim::Renew, key, owner, ttl, Instant::now())
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<bool> {

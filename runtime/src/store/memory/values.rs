@@ -111,31 +111,21 @@ impl Keyspace {
 
     // ---- leases ----------------------------------------------------------------------------
 
-    pub(super) fn acquire_lease(
+    /// Acquires or renews (`claim`) `owner`'s lease on `key` for `ttl`: a lease `owner` holds
+    /// is extended; a free one is taken only when acquiring. Whether `owner` holds it now.
+    pub(super) fn claim_lease(
         &mut self,
+        claim: LeaseClaim,
         key: &str,
         owner: &str,
         ttl: Duration,
         now: Instant,
     ) -> StoreResult<bool> {
-        match self.bytes("acquire_lease", key, now)? {
-            None => {
+        match self.bytes(claim.op(), key, now)? {
+            None if claim == LeaseClaim::Acquire => {
                 self.set(key, owner.as_bytes(), Some(ttl), now);
                 Ok(true)
             }
-            Some(holder) if holder == owner.as_bytes() => Ok(self.expire(key, ttl, now)),
-            Some(_) => Ok(false),
-        }
-    }
-
-    pub(super) fn renew_lease(
-        &mut self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-        now: Instant,
-    ) -> StoreResult<bool> {
-        match self.bytes("renew_lease", key, now)? {
             Some(holder) if holder == owner.as_bytes() => Ok(self.expire(key, ttl, now)),
             _ => Ok(false),
         }
@@ -153,6 +143,29 @@ impl Keyspace {
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+}
+
+/// How [`Keyspace::claim_lease`] treats a free lease: [`Store::acquire_lease`] takes it,
+/// [`Store::renew_lease`] does not.
+///
+/// [`Store::acquire_lease`]: crate::store::Store::acquire_lease
+/// [`Store::renew_lease`]: crate::store::Store::renew_lease
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LeaseClaim {
+    /// Take the lease if it is free.
+    Acquire,
+    /// Only extend a lease the owner holds.
+    Renew,
+}
+
+impl LeaseClaim {
+    /// The store operation, as errors name it.
+    fn op(self) -> &'static str {
+        match self {
+            LeaseClaim::Acquire => "acquire_lease",
+            LeaseClaim::Renew => "renew_lease",
         }
     }
 }

@@ -108,15 +108,8 @@ pub(super) async fn acquire_lease(
     owner: &str,
     ttl: Duration,
 ) -> StoreResult<bool> {
-    let ttl = ttl_millis(ttl).to_string();
-    store
-        .script(
-            Ctx::new("acquire_lease", key),
-            &store.scripts.acquire_lease,
-            key,
-            &[owner.as_bytes(), ttl.as_bytes()],
-        )
-        .await
+    let script = &store.scripts.acquire_lease;
+    lease_script(store, "acquire_lease", script, key, owner, ttl).await
 }
 
 pub(super) async fn renew_lease(
@@ -125,11 +118,25 @@ pub(super) async fn renew_lease(
     owner: &str,
     ttl: Duration,
 ) -> StoreResult<bool> {
+    let script = &store.scripts.renew_lease;
+    lease_script(store, "renew_lease", script, key, owner, ttl).await
+}
+
+/// Runs the lease script `script` (operation `op`) on `key` for `owner` with `ttl` (sent in
+/// milliseconds): the shared body of acquiring and renewing.
+async fn lease_script(
+    store: &RedisStore,
+    op: &'static str,
+    script: &redis::Script,
+    key: &str,
+    owner: &str,
+    ttl: Duration,
+) -> StoreResult<bool> {
     let ttl = ttl_millis(ttl).to_string();
     store
         .script(
-            Ctx::new("renew_lease", key),
-            &store.scripts.renew_lease,
+            Ctx::new(op, key),
+            script,
             key,
             &[owner.as_bytes(), ttl.as_bytes()],
         )
