@@ -1,5 +1,6 @@
 //! Errors of the agents crate: threads, agent runs and the services they call.
 
+use troupe_runtime::error_kind::ErrorKind;
 use troupe_runtime::retry::Transient;
 use troupe_runtime::store::StoreError;
 use troupe_runtime::ActorError;
@@ -103,24 +104,24 @@ impl AgentError {
     }
 
     /// A short stable name of the error kind, for results and events.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            AgentError::Store(_) => "store",
-            AgentError::Actor(_) => "actor",
-            AgentError::Model(ModelError::BudgetExceeded { .. }) => "budget_exceeded",
-            AgentError::Model(ModelError::RateLimited { .. }) => "rate_limited",
-            AgentError::Model(_) => "model",
-            AgentError::Tool(_) => "tool",
-            AgentError::Limit(_) => "rate_limited",
-            AgentError::Corrupt { .. } => "corrupt",
-            AgentError::Invalid { .. } => "invalid",
-            AgentError::NotFound { .. } => "not_found",
-            AgentError::Forbidden { .. } => "forbidden",
-            AgentError::Conflict { .. } => "conflict",
-            AgentError::Archived { .. } => "archived",
-            AgentError::AwaitingApproval { .. } => "awaiting_approval",
-            AgentError::Busy { .. } => "busy",
-            AgentError::LeaseLost { .. } => "lease_lost",
+            AgentError::Store(_) => ErrorKind::Store,
+            AgentError::Actor(_) => ErrorKind::Actor,
+            AgentError::Model(ModelError::BudgetExceeded { .. }) => ErrorKind::BudgetExceeded,
+            AgentError::Model(ModelError::RateLimited { .. }) => ErrorKind::RateLimited,
+            AgentError::Model(_) => ErrorKind::Model,
+            AgentError::Tool(_) => ErrorKind::Tool,
+            AgentError::Limit(_) => ErrorKind::RateLimited,
+            AgentError::Corrupt { .. } => ErrorKind::Corrupt,
+            AgentError::Invalid { .. } => ErrorKind::Invalid,
+            AgentError::NotFound { .. } => ErrorKind::NotFound,
+            AgentError::Forbidden { .. } => ErrorKind::Forbidden,
+            AgentError::Conflict { .. } => ErrorKind::Conflict,
+            AgentError::Archived { .. } => ErrorKind::Archived,
+            AgentError::AwaitingApproval { .. } => ErrorKind::AwaitingApproval,
+            AgentError::Busy { .. } => ErrorKind::Busy,
+            AgentError::LeaseLost { .. } => ErrorKind::LeaseLost,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use troupe_runtime::error_kind::ErrorKind;
 use troupe_runtime::store::{Store, StreamEntry, Trim, Write};
 
 use crate::error::AgentError;
@@ -137,7 +138,7 @@ pub enum AuditEvent<'a> {
         #[serde(flatten)]
         by: Who<'a>,
         /// The error's kind.
-        kind: &'static str,
+        kind: ErrorKind,
         /// Its text.
         error: String,
     },
@@ -276,7 +277,7 @@ mod tests {
             (
                 AuditEvent::Error {
                     by: WHO,
-                    kind: "model",
+                    kind: ErrorKind::Model,
                     error: "boom".into(),
                 },
                 "error",

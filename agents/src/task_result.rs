@@ -4,6 +4,7 @@
 //! workflow task's run, whichever daemon ends it.
 
 use serde::{Deserialize, Serialize};
+pub use troupe_runtime::error_kind::ErrorKind;
 
 use crate::model::Usage;
 
@@ -39,7 +40,7 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Machine-readable kind (`not_found`, `forbidden`, `model`, `step_limit`, …).
-    pub kind: String,
+    pub kind: ErrorKind,
     /// What happened.
     pub message: String,
 }
@@ -122,7 +123,10 @@ impl TaskResult {
             thread: None,
             run: Some(run.to_owned()),
             error: (!completed).then(|| ErrorBody {
-                kind: format!("workflow_{status}"),
+                kind: match status {
+                    "canceled" => ErrorKind::WorkflowCanceled,
+                    _ => ErrorKind::WorkflowFailed,
+                },
                 message: error.unwrap_or_default(),
             }),
             usage: None,
@@ -131,13 +135,10 @@ impl TaskResult {
     }
 
     /// A failed task.
-    pub fn error(task_id: &str, group: &str, kind: &str, message: String) -> TaskResult {
+    pub fn error(task_id: &str, group: &str, kind: ErrorKind, message: String) -> TaskResult {
         TaskResult {
             status: Status::Error,
-            error: Some(ErrorBody {
-                kind: kind.to_owned(),
-                message,
-            }),
+            error: Some(ErrorBody { kind, message }),
             ..TaskResult::ok(task_id, group)
         }
     }

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod cron;
 pub mod detach;
 pub mod error;
+pub mod error_kind;
 pub mod guard;
 pub mod health;
 pub mod key_name;

@@ -131,13 +131,22 @@ fn final_result(
 
 /// The names of the consumers of the ingress group under `prefix`, with their pending counts.
 fn consumers(conn: &mut redis::Connection, prefix: &str) -> BTreeMap<String, u64> {
-    let info: redis::streams::StreamInfoConsumersReply = conn
-        .xinfo_consumers(format!("{prefix}tasks"), "troupe")
-        .expect("XINFO CONSUMERS");
-    info.consumers
+    try_consumers(conn, prefix).expect("XINFO CONSUMERS")
+}
+
+/// Like [`consumers`], or the error while the group does not exist yet (a daemon that has
+/// just started creates it).
+fn try_consumers(
+    conn: &mut redis::Connection,
+    prefix: &str,
+) -> redis::RedisResult<BTreeMap<String, u64>> {
+    let info: redis::streams::StreamInfoConsumersReply =
+        conn.xinfo_consumers(format!("{prefix}tasks"), "troupe")?;
+    Ok(info
+        .consumers
         .into_iter()
         .map(|c| (c.name, c.pending as u64))
-        .collect()
+        .collect())
 }
 
 fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
@@ -273,7 +282,8 @@ fn a_killed_daemons_consumer_is_deleted_once_its_entries_are_claimed() {
     publish(&mut conn, &prefix, agent_task("held", "slow", None));
     let what = dead.with_log("the slow task was never taken");
     eventually_blocking(what, WAIT, || {
-        consumers(&mut conn, &prefix).get("dead") == Some(&1)
+        // The dead daemon creates the group as it starts.
+        try_consumers(&mut conn, &prefix).is_ok_and(|c| c.get("dead") == Some(&1))
     });
     dead.signal("KILL");
     assert!(dead.wait_exit(WAIT).is_some());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
+use troupe_runtime::error_kind::ErrorKind;
 use troupe_runtime::metrics::metrics;
 use troupe_runtime::store::{GroupRead, ReadFrom, StoreError, StreamEntry};
 
@@ -295,8 +296,14 @@ impl Shared {
                 "delivered {deliveries} times, more than max_deliveries = {}",
                 s.max_deliveries
             );
-            self.dead_letter(&entry, Some(&task), "max_deliveries", reason, deliveries)
-                .await;
+            self.dead_letter(
+                &entry,
+                Some(&task),
+                ErrorKind::MaxDeliveries,
+                reason,
+                deliveries,
+            )
+            .await;
             return;
         }
         let (target, name) = labels(&task);

@@ -12,7 +12,7 @@ use troupe_runtime::store::{StreamEntry, Trim, Write};
 use troupe_workflow::journal::{task_run_id, Reply};
 use troupe_workflow::{Submit, TaskRun};
 
-use super::wire::{self, done_key, ErrorBody, Status, TaskResult};
+use super::wire::{self, done_key, ErrorBody, ErrorKind, Status, TaskResult};
 use super::{labels, DeadLetter, Shared, Target, Task};
 
 /// Store key of the lease held while a task runs.
@@ -32,7 +32,7 @@ impl Shared {
         &self,
         entry: &StreamEntry,
         task: Option<&Task>,
-        kind: &str,
+        kind: ErrorKind,
         reason: String,
         deliveries: u64,
     ) {
@@ -107,8 +107,14 @@ impl Shared {
                         wire::quote(&task.id),
                         task.group
                     );
-                    self.dead_letter(&entry, Some(&task), "unauthenticated", reason, deliveries)
-                        .await;
+                    self.dead_letter(
+                        &entry,
+                        Some(&task),
+                        ErrorKind::Unauthenticated,
+                        reason,
+                        deliveries,
+                    )
+                    .await;
                     return;
                 }
                 None => return,
@@ -324,7 +330,7 @@ impl Shared {
                                 Status::Error,
                                 None,
                                 Some(ErrorBody {
-                                    kind: "awaiting_approval".to_owned(),
+                                    kind: ErrorKind::AwaitingApproval,
                                     message: format!("the turn waits for the approval {approval}"),
                                 }),
                             ),
@@ -332,7 +338,7 @@ impl Shared {
                                 Status::Error,
                                 None,
                                 Some(ErrorBody {
-                                    kind: "step_limit".to_owned(),
+                                    kind: ErrorKind::StepLimit,
                                     message: "the agent hit its max_steps".to_owned(),
                                 }),
                             ),
@@ -431,7 +437,7 @@ impl Shared {
             Err(err) => Some(Answer::Result(Box::new(TaskResult::error(
                 &task.id,
                 &task.group,
-                "workflow",
+                ErrorKind::Workflow,
                 err.to_string(),
             )))),
         }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+pub use troupe_runtime::error_kind::ErrorKind;
 use troupe_runtime::store::StreamEntry;
 
 pub use troupe_agents::task_result::{done_key, ErrorBody, Status, TaskResult, RESULT_FIELD};
@@ -173,21 +174,21 @@ pub enum Rejection {
 
 impl Rejection {
     /// A short machine-readable kind.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Rejection::MalformedEntry(_) => "malformed_entry",
-            Rejection::EntryTooLarge { .. } => "entry_too_large",
-            Rejection::NoTaskField => "no_task_field",
-            Rejection::NotJson(_) => "not_json",
-            Rejection::Missing(_) => "missing_field",
-            Rejection::Invalid { .. } => "invalid_field",
-            Rejection::Target => "target",
-            Rejection::UnknownAgent(_) => "unknown_agent",
-            Rejection::UnknownWorkflow(_) => "unknown_workflow",
-            Rejection::InputTooLarge { .. } => "input_too_large",
-            Rejection::ReservedGroup(_) => "reserved_group",
-            Rejection::ReplyTo { .. } => "reply_to",
-            Rejection::Unauthenticated(_) => "unauthenticated",
+            Rejection::MalformedEntry(_) => ErrorKind::MalformedEntry,
+            Rejection::EntryTooLarge { .. } => ErrorKind::EntryTooLarge,
+            Rejection::NoTaskField => ErrorKind::NoTaskField,
+            Rejection::NotJson(_) => ErrorKind::NotJson,
+            Rejection::Missing(_) => ErrorKind::MissingField,
+            Rejection::Invalid { .. } => ErrorKind::InvalidField,
+            Rejection::Target => ErrorKind::Target,
+            Rejection::UnknownAgent(_) => ErrorKind::UnknownAgent,
+            Rejection::UnknownWorkflow(_) => ErrorKind::UnknownWorkflow,
+            Rejection::InputTooLarge { .. } => ErrorKind::InputTooLarge,
+            Rejection::ReservedGroup(_) => ErrorKind::ReservedGroup,
+            Rejection::ReplyTo { .. } => ErrorKind::ReplyTo,
+            Rejection::Unauthenticated(_) => ErrorKind::Unauthenticated,
         }
     }
 }
@@ -452,7 +453,7 @@ pub struct DeadLetter {
     /// Why it was dead-lettered.
     pub reason: String,
     /// Machine-readable reason kind (`not_json`, …, `max_deliveries`).
-    pub kind: String,
+    pub kind: ErrorKind,
     /// How many times it had been delivered.
     pub deliveries: u64,
 }
@@ -463,7 +464,7 @@ impl DeadLetter {
     pub fn new(
         entry: &StreamEntry,
         max_entry_bytes: usize,
-        kind: &str,
+        kind: ErrorKind,
         reason: String,
         deliveries: u64,
     ) -> DeadLetter {
@@ -487,7 +488,7 @@ impl DeadLetter {
             fields,
             truncated: cut,
             reason,
-            kind: kind.to_owned(),
+            kind,
             deliveries,
         }
     }

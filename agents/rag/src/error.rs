@@ -1,5 +1,6 @@
 //! `RagError`: what can go wrong when adding to or searching a knowledge base.
 
+use troupe_runtime::error_kind::ErrorKind;
 use troupe_runtime::retry::Transient;
 use troupe_runtime::store::StoreError;
 
@@ -58,14 +59,14 @@ impl RagError {
     }
 
     /// A short stable name of the error kind.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            RagError::Store(_) => "store",
-            RagError::Model(_) => "model",
-            RagError::Invalid { .. } => "invalid",
-            RagError::Forbidden { .. } => "forbidden",
-            RagError::DimensionMismatch { .. } => "dimension_mismatch",
-            RagError::Corrupt { .. } => "corrupt",
+            RagError::Store(_) => ErrorKind::Store,
+            RagError::Model(_) => ErrorKind::Model,
+            RagError::Invalid { .. } => ErrorKind::Invalid,
+            RagError::Forbidden { .. } => ErrorKind::Forbidden,
+            RagError::DimensionMismatch { .. } => ErrorKind::DimensionMismatch,
+            RagError::Corrupt { .. } => ErrorKind::Corrupt,
         }
     }
 }
