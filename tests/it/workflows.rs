@@ -807,13 +807,17 @@ async fn a_dead_owners_run_is_adopted_by_another_router_once_its_lease_expires()
             wait_status(rig.router.runs(), &id, RunStatus::Waiting).await;
             (id, rig)
         });
+        // Stamped before the system goes: from here on "a" renews nothing. Tearing its
+        // daemon down (worker threads joined) may take a while under load, and must not
+        // count as time "b" waited.
+        let died = now_ms();
         drop(system);
         drop(rig);
-        id
+        (id, died)
     })
     .join()
     .expect("router a's thread");
-    let died = now_ms();
+    let (id, died) = id;
 
     let options = RouterOptions {
         lease,
