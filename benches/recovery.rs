@@ -27,7 +27,6 @@
 //! `TROUPE_BENCH_MODES` (`same`, `new` or `same,new`, the default), `TROUPE_BENCH_KILL_AFTER`
 //! (how long after every run has started a step the daemon is killed, default `0s`).
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,12 +83,7 @@ fn config(url: &str, name: &str, runs: usize, latency: &str) -> tempfile::NamedT
         patched = patched.replace(&from, &to);
     }
     text.push_str(&patched);
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    file.write_all(text.as_bytes()).expect("write config");
-    file
+    daemon::config_file(&text)
 }
 
 use troupe_runtime::clock::now_ms;

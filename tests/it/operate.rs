@@ -2,30 +2,13 @@
 //! store and the ingress consumer) and `/metrics` counting what the daemon did.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::Duration;
 
 use troupe_testkit::{eventually_blocking, WAIT};
 
-use crate::support::daemon::Daemon;
+use crate::support::daemon::{http_get as get, Daemon};
 use crate::support::redis::{free_port, RedisServer};
-
-/// `GET path` on 127.0.0.1:`port`: (status code, body); `None` if nothing answers.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
-}
 
 /// Polls `GET path` until its status is `want`; the body then.
 fn wait_status(port: u16, path: &str, want: u16) -> String {

@@ -16,15 +16,14 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::Write as _;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use redis::streams::{StreamPendingReply, StreamRangeReply};
 use redis::Commands as _;
 
-use super::daemon::Daemon;
+use super::daemon::{http_get, Daemon};
 use super::llm::{self, MockConfig, MockHandle};
 use super::redis::{free_port, RedisServer};
 use super::wait::{eventually_blocking, lazy, Check};
@@ -317,7 +316,7 @@ impl Scenario {
 
     /// `GET /health/ready` of daemon `i`: its status code, `None` if nothing answers.
     pub fn readiness(&self, i: usize) -> Option<u16> {
-        http_status(self.nodes[i].metrics_port, "/health/ready")
+        http_get(self.nodes[i].metrics_port, "/health/ready").map(|(status, _)| status)
     }
 
     /// Polls `check` until it holds (see [`Check`]) and returns what it held; after `budget`,
@@ -771,18 +770,4 @@ model = "mock"
     )
     .expect("write config");
     file
-}
-
-/// `GET path` on 127.0.0.1:`port`: the status code, `None` if nothing answers.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
 }
