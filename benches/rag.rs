@@ -99,7 +99,9 @@ fn report_sizes() {
     }
 }
 
-fn ingestion() {
+/// A runtime and a `Rag` on a fresh memory store with the default `[rag]` settings and the
+/// local embedder, and the caller the bench searches as.
+fn memory_rag() -> (tokio::runtime::Runtime, Rag, Caller) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,7 +109,11 @@ fn ingestion() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let config = troupe_config::load_str("", "bench.toml", &[]).expect("defaults");
     let rag = Rag::new(store, config.rag.clone(), Arc::new(LocalEmbedder::new(DIM)));
-    let caller = Caller::new("bench", "bench", "bench");
+    (runtime, rag, Caller::new("bench", "bench", "bench"))
+}
+
+fn ingestion() {
+    let (runtime, rag, caller) = memory_rag();
     let docs = 200;
     let paragraph = |d: usize, p: usize| {
         format!(
@@ -166,14 +172,7 @@ fn bench(c: &mut Criterion) {
 
     // A whole search through the Rag handle: query embedding, vector and BM25 rankings,
     // fusion, on a namespace of 10,000 chunks.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let config = troupe_config::load_str("", "bench.toml", &[]).expect("defaults");
-    let rag = Rag::new(store, config.rag.clone(), Arc::new(LocalEmbedder::new(DIM)));
-    let caller = Caller::new("bench", "bench", "bench");
+    let (runtime, rag, caller) = memory_rag();
     runtime.block_on(async {
         let mut chunks = 0;
         for d in 0..1250 {

@@ -73,7 +73,7 @@ impl Memory {
     async fn index(&self, thread: &ThreadId, user: &str, total: u64) -> Result<Keys, RagError> {
         let store = self.rag.store().clone();
         let namespace = Self::namespace(user);
-        let keys = Keys::new(thread.group(), &namespace);
+        let keys = Keys::new(thread.group(), &namespace)?;
         let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
         let horizon =
             now.saturating_sub(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
@@ -107,7 +107,7 @@ impl Memory {
         if from == 0 {
             // Written by earlier versions: the namespace is no longer listed.
             store
-                .hdel(&Keys::namespaces(thread.group()), &[namespace.as_str()])
+                .hdel(&keys.group_namespaces(), &[namespace.as_str()])
                 .await?;
         }
         let caller = Caller::new(thread.group(), user, "memory");
@@ -194,7 +194,7 @@ impl Memory {
     /// Deletes what memory holds of `thread` in `user`'s namespace: its entries, their
     /// chunks, its cursor and its place in the thread set (the thread is being deleted).
     pub async fn forget(&self, thread: &ThreadId, user: &str) -> Result<(), RagError> {
-        let keys = Keys::new(thread.group(), &Self::namespace(user));
+        let keys = Keys::new(thread.group(), &Self::namespace(user))?;
         let entries = keys.entries();
         let mut records = Vec::new();
         for (field, value) in self.rag.store().hgetall(&entries).await? {

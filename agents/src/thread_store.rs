@@ -28,20 +28,18 @@ use crate::message::ChatMessage;
 /// Identifies a thread: its owning group and its id (unique across groups).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ThreadId {
-    group: String,
-    thread: String,
+    group: KeyName,
+    thread: KeyName,
 }
 
-use troupe_runtime::key_name::check_key_name as check_name;
+use troupe_runtime::key_name::{check_key_name as check_name, KeyName};
 
 impl ThreadId {
     /// A thread id; both parts must be non-empty and free of `:` and whitespace.
     pub fn new(group: &str, thread: &str) -> Result<Self, AgentError> {
-        check_name("group", group)?;
-        check_name("thread id", thread)?;
         Ok(ThreadId {
-            group: group.to_owned(),
-            thread: thread.to_owned(),
+            group: KeyName::new("group", group)?,
+            thread: KeyName::new("thread id", thread)?,
         })
     }
 

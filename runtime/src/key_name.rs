@@ -1,6 +1,10 @@
 //! Names that become parts of store keys (groups, users, thread ids, namespaces…): one rule,
-//! [`is_key_name`], and one way to say a name breaks it, [`InvalidKeyName`], which each
-//! crate's error takes as its `Invalid` variant.
+//! [`is_key_name`]; one type for a name known to keep it, [`KeyName`], which the types that
+//! build keys (a thread's id, a knowledge base's keys) hold; and one way to say a name breaks
+//! it, [`InvalidKeyName`], which each crate's error takes as its `Invalid` variant.
+
+use std::fmt;
+use std::ops::Deref;
 
 /// How many characters of a bad name an error quotes.
 const QUOTED: usize = 64;
@@ -22,6 +26,43 @@ impl InvalidKeyName {
             "{:?} must be 1-128 characters without white space, and it must not contain ':'",
             self.value
         )
+    }
+}
+
+/// A name that can be part of a store key ([`is_key_name`]): made only by [`KeyName::new`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyName(String);
+
+impl KeyName {
+    /// `value` as a key name, or an error naming `what` (`group`, `namespace`…).
+    pub fn new(what: &'static str, value: &str) -> Result<KeyName, InvalidKeyName> {
+        check_key_name(what, value)?;
+        Ok(KeyName(value.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for KeyName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for KeyName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -62,6 +103,15 @@ mod tests {
         assert!(!is_key_name("a b"));
         assert!(is_key_name(&"k".repeat(128)));
         assert!(!is_key_name(&"k".repeat(129)));
+    }
+
+    #[test]
+    fn a_key_name_is_made_only_from_a_good_name() {
+        let name = KeyName::new("group", "acme").expect("a good name");
+        assert_eq!(name.as_str(), "acme");
+        assert_eq!(format!("rag:{name}:x"), "rag:acme:x");
+        let err = KeyName::new("namespace", "a b").expect_err("white space");
+        assert_eq!(err.what, "namespace");
     }
 
     #[test]

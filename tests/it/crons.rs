@@ -17,9 +17,9 @@ use troupe_runtime::cron::{
     Crons, HistoryEntry, TickOutcome,
 };
 use troupe_runtime::store::{
-    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, MemoryStore, PendingEntry,
-    PendingSummary, RateLimit, RateOutcome, RedisOptions, RedisStore, Store, StoreResult,
-    StreamEntry, Trim, Write,
+    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, IdleClaim, MemoryStore, PendingEntry,
+    PendingRange, PendingSummary, RateLimit, RateOutcome, RedisOptions, RedisStore, Store,
+    StoreResult, StreamEntry, Trim, Write,
 };
 use troupe_runtime::{ChildOptions, Intensity, Life, SupervisorSpec};
 use troupe_testkit::{eventually, WAIT};
@@ -558,32 +558,12 @@ impl Store for Faulty {
         self.0.xpending(stream, group).await
     }
 
-    async fn xpending_range(
-        &self,
-        stream: &str,
-        group: &str,
-        start: &str,
-        end: &str,
-        count: usize,
-        consumer: Option<&str>,
-    ) -> StoreResult<Vec<PendingEntry>> {
-        self.0
-            .xpending_range(stream, group, start, end, count, consumer)
-            .await
+    async fn xpending_range(&self, range: PendingRange<'_>) -> StoreResult<Vec<PendingEntry>> {
+        self.0.xpending_range(range).await
     }
 
-    async fn xautoclaim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: &str,
-        count: usize,
-    ) -> StoreResult<AutoClaim> {
-        self.0
-            .xautoclaim(stream, group, consumer, min_idle, start, count)
-            .await
+    async fn xautoclaim(&self, claim: IdleClaim<'_>) -> StoreResult<AutoClaim> {
+        self.0.xautoclaim(claim).await
     }
 
     async fn xclaim_touch(

@@ -12,7 +12,7 @@ use actix::Actor;
 use troupe_config::IngressSettings;
 use troupe_ingress::wire::Status;
 use troupe_ingress::{DeadLetter, IngressActor, TaskResult};
-use troupe_runtime::store::{GroupRead, ReadFrom, Store, Write};
+use troupe_runtime::store::{GroupRead, IdleClaim, ReadFrom, Store, Write};
 use troupe_testkit::{eventually, eventually_blocking, WAIT};
 
 use crate::support::agents::Rig;
@@ -281,7 +281,14 @@ async fn a_poison_entry_is_dead_lettered_after_max_deliveries() {
     read_as(&store, "ghost").await;
     // A second consumer took it over and died too: 2 deliveries, the maximum.
     let claimed = store
-        .xautoclaim(&s.stream, &s.group, "ghost2", Duration::ZERO, "0-0", 10)
+        .xautoclaim(IdleClaim {
+            stream: &s.stream,
+            group: &s.group,
+            consumer: "ghost2",
+            min_idle: Duration::ZERO,
+            start: "0-0",
+            count: 10,
+        })
         .await
         .expect("xautoclaim");
     assert_eq!(claimed.claimed.len(), 1);

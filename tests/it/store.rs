@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use troupe_runtime::store::{
-    GroupRead, MemoryStore, ReadFrom, RedisOptions, RedisStore, Store, StoreError, StreamEntry,
-    Trim, Write,
+    GroupRead, IdleClaim, MemoryStore, PendingRange, ReadFrom, RedisOptions, RedisStore, Store,
+    StoreError, StreamEntry, Trim, Write,
 };
 use troupe_testkit::{eventually, WAIT};
 
@@ -580,7 +580,16 @@ async fn empty_arguments(s: Arc<dyn Store>) -> Result<()> {
         "{err:?}"
     );
     s.xgroup_create("s", "g", "0").await?;
-    let err = s.xautoclaim("s", "g", "c", Duration::ZERO, "0", 0).await;
+    let err = s
+        .xautoclaim(IdleClaim {
+            stream: "s",
+            group: "g",
+            consumer: "c",
+            min_idle: Duration::ZERO,
+            start: "0",
+            count: 0,
+        })
+        .await;
     ensure!(
         matches!(err, Err(StoreError::InvalidArgument { .. })),
         "{err:?}"
@@ -794,7 +803,16 @@ async fn xpending_summary_and_range(s: Arc<dyn Store>) -> Result<()> {
 
     // Re-reading pending entries counts as another delivery.
     s.xreadgroup(read("s", "amy", 1, pending("0"))).await?;
-    let range = s.xpending_range("s", "g", "-", "+", 10, None).await?;
+    let range = s
+        .xpending_range(PendingRange {
+            stream: "s",
+            group: "g",
+            start: "-",
+            end: "+",
+            count: 10,
+            consumer: None,
+        })
+        .await?;
     let rows: Vec<(&str, &str, u64)> = range
         .iter()
         .map(|p| (p.id.as_str(), p.consumer.as_str(), p.deliveries))
@@ -809,10 +827,26 @@ async fn xpending_summary_and_range(s: Arc<dyn Store>) -> Result<()> {
     );
     ensure!(range.iter().all(|p| p.idle < PROMPT));
     let amy = s
-        .xpending_range("s", "g", "-", "+", 10, Some("amy"))
+        .xpending_range(PendingRange {
+            stream: "s",
+            group: "g",
+            start: "-",
+            end: "+",
+            count: 10,
+            consumer: Some("amy"),
+        })
         .await?;
     assert_eq!(amy.len(), 2);
-    let limited = s.xpending_range("s", "g", &added[1], "+", 1, None).await?;
+    let limited = s
+        .xpending_range(PendingRange {
+            stream: "s",
+            group: "g",
+            start: &added[1],
+            end: "+",
+            count: 1,
+            consumer: None,
+        })
+        .await?;
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].id, added[1]);
     Ok(())
@@ -846,7 +880,14 @@ async fn xautoclaim_moves_idle_entries(s: Arc<dyn Store>) -> Result<()> {
     s.xgroup_create("s", "g", "0").await?;
     s.xreadgroup(read("s", "dead", 2, ReadFrom::New)).await?;
     let none = s
-        .xautoclaim("s", "g", "live", Duration::from_secs(60), "0", 10)
+        .xautoclaim(IdleClaim {
+            stream: "s",
+            group: "g",
+            consumer: "live",
+            min_idle: Duration::from_secs(60),
+            start: "0",
+            count: 10,
+        })
         .await?;
     ensure!(
         none.claimed.is_empty() && none.deleted.is_empty(),
@@ -855,13 +896,29 @@ async fn xautoclaim_moves_idle_entries(s: Arc<dyn Store>) -> Result<()> {
     // Let the entries idle past min_idle.
     tokio::time::sleep(Duration::from_millis(60)).await;
     let got = s
-        .xautoclaim("s", "g", "live", Duration::from_millis(50), "0", 10)
+        .xautoclaim(IdleClaim {
+            stream: "s",
+            group: "g",
+            consumer: "live",
+            min_idle: Duration::from_millis(50),
+            start: "0",
+            count: 10,
+        })
         .await?;
     assert_eq!(ids(&got.claimed), added[..2].to_vec());
     assert_eq!(got.claimed[1].field("n"), Some(&b"1"[..]));
     ensure!(got.deleted.is_empty());
     assert_eq!(got.next, "0-0", "scan complete");
-    let range = s.xpending_range("s", "g", "-", "+", 10, None).await?;
+    let range = s
+        .xpending_range(PendingRange {
+            stream: "s",
+            group: "g",
+            start: "-",
+            end: "+",
+            count: 10,
+            consumer: None,
+        })
+        .await?;
     ensure!(
         range
             .iter()
@@ -881,12 +938,26 @@ async fn xautoclaim_moves_idle_entries(s: Arc<dyn Store>) -> Result<()> {
     // COUNT limits the claim and the cursor continues the scan.
     tokio::time::sleep(Duration::from_millis(60)).await;
     let page = s
-        .xautoclaim("s", "g", "other", Duration::from_millis(50), "0", 1)
+        .xautoclaim(IdleClaim {
+            stream: "s",
+            group: "g",
+            consumer: "other",
+            min_idle: Duration::from_millis(50),
+            start: "0",
+            count: 1,
+        })
         .await?;
     assert_eq!(ids(&page.claimed), added[..1].to_vec());
     assert_eq!(page.next, added[1]);
     let page = s
-        .xautoclaim("s", "g", "other", Duration::from_millis(50), &page.next, 1)
+        .xautoclaim(IdleClaim {
+            stream: "s",
+            group: "g",
+            consumer: "other",
+            min_idle: Duration::from_millis(50),
+            start: &page.next,
+            count: 1,
+        })
         .await?;
     assert_eq!(ids(&page.claimed), added[1..2].to_vec());
     Ok(())
@@ -930,7 +1001,14 @@ async fn byte_field_names_read_back_on_every_read(s: Arc<dyn Store>) -> Result<(
     )?;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let claimed = s
-        .xautoclaim("s", "g", "d", Duration::from_millis(10), "0", 10)
+        .xautoclaim(IdleClaim {
+            stream: "s",
+            group: "g",
+            consumer: "d",
+            min_idle: Duration::from_millis(10),
+            start: "0",
+            count: 10,
+        })
         .await?;
     check(&claimed.claimed, "xautoclaim")?;
     ensure!(
@@ -955,10 +1033,26 @@ async fn xclaim_touch_keeps_entries_from_reclaim(s: Arc<dyn Store>) -> Result<()
         "only pending ids are touched"
     );
     let got = s
-        .xautoclaim("s", "g", "other", Duration::from_millis(50), "0", 10)
+        .xautoclaim(IdleClaim {
+            stream: "s",
+            group: "g",
+            consumer: "other",
+            min_idle: Duration::from_millis(50),
+            start: "0",
+            count: 10,
+        })
         .await?;
     assert_eq!(ids(&got.claimed), added[1..].to_vec());
-    let range = s.xpending_range("s", "g", "-", "+", 10, None).await?;
+    let range = s
+        .xpending_range(PendingRange {
+            stream: "s",
+            group: "g",
+            start: "-",
+            end: "+",
+            count: 10,
+            consumer: None,
+        })
+        .await?;
     assert_eq!(range[0].consumer, "worker");
     assert_eq!(range[0].deliveries, 1, "a touch is not a delivery");
     Ok(())
@@ -1090,7 +1184,14 @@ async fn xautoclaim_reports_trimmed(s: Arc<dyn Store>) -> Result<()> {
         added[2..3].to_vec()
     );
     let got = s
-        .xautoclaim("s", "g", "live", Duration::ZERO, "0", 10)
+        .xautoclaim(IdleClaim {
+            stream: "s",
+            group: "g",
+            consumer: "live",
+            min_idle: Duration::ZERO,
+            start: "0",
+            count: 10,
+        })
         .await?;
     assert_eq!(got.deleted, added[..2].to_vec());
     assert_eq!(ids(&got.claimed), added[2..3].to_vec());
@@ -1121,10 +1222,26 @@ async fn missing_group_is_no_group(s: Arc<dyn Store>) -> Result<()> {
             stream,
         )?;
         check("xpending", s.xpending(stream, "g").await.map(drop), stream)?;
-        let r = s.xpending_range(stream, "g", "-", "+", 10, None).await;
+        let r = s
+            .xpending_range(PendingRange {
+                stream,
+                group: "g",
+                start: "-",
+                end: "+",
+                count: 10,
+                consumer: None,
+            })
+            .await;
         check("xpending_range", r.map(drop), stream)?;
         let r = s
-            .xautoclaim(stream, "g", "c", Duration::ZERO, "0", 10)
+            .xautoclaim(IdleClaim {
+                stream,
+                group: "g",
+                consumer: "c",
+                min_idle: Duration::ZERO,
+                start: "0",
+                count: 10,
+            })
             .await;
         check("xautoclaim", r.map(drop), stream)?;
     }

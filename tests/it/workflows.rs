@@ -421,6 +421,34 @@ async fn a_wait_times_out_and_an_event_resumes_a_wait() {
 }
 
 #[actix::test]
+async fn an_event_sent_through_the_daemon_wakes_its_waiting_run_without_a_poll() {
+    // The run would look for its event in the store only once an hour: what wakes it is the
+    // event sent through this daemon's `Runs`.
+    let text = WAITING.replace("TIMEOUT", "");
+    let options = RouterOptions {
+        event_poll: Duration::from_secs(3600),
+        ..options("d1")
+    };
+    let rig = Rig::start_with(&text, Path::new("troupe.toml"), memory(), options).await;
+    let runs = rig.router.runs().clone();
+    let id = rig
+        .router
+        .submit(submit("approve", "the plan"))
+        .await
+        .expect("submit");
+    wait_status(&runs, &id, RunStatus::Waiting).await;
+    let data = serde_json::json!({"by": "carol"});
+    runs.send_event("acme", &id, "approved", &data)
+        .await
+        .expect("event");
+    let record = runs.wait("acme", &id, WAIT).await.expect("wait");
+    assert_completed(&record);
+    let output = record.output.unwrap_or_default();
+    assert!(output.contains(r#"approved by {"by":"carol"}"#), "{output}");
+    rig.stop().await;
+}
+
+#[actix::test]
 async fn a_changed_definition_is_detected_and_the_run_keeps_its_snapshot() {
     let v1 = WAITING.replace("TIMEOUT", "").replace("DRAFT", "ALPHA");
     let v2 = v1.replace("ALPHA", "BETA");

@@ -11,7 +11,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 use troupe_runtime::error_kind::ErrorKind;
 use troupe_runtime::metrics::metrics;
-use troupe_runtime::store::{GroupRead, ReadFrom, StoreError, StreamEntry};
+use troupe_runtime::store::{
+    GroupRead, IdleClaim, PendingRange, ReadFrom, StoreError, StreamEntry,
+};
 
 use super::maintenance::GroupWatch;
 use super::quota;
@@ -204,14 +206,14 @@ impl Shared {
         let s = &self.settings;
         let pending = self
             .store
-            .xpending_range(
-                &s.stream,
-                &s.group,
-                &first.id,
-                &last.id,
-                entries.len(),
-                Some(&self.consumer),
-            )
+            .xpending_range(PendingRange {
+                stream: &s.stream,
+                group: &s.group,
+                start: &first.id,
+                end: &last.id,
+                count: entries.len(),
+                consumer: Some(&self.consumer),
+            })
             .await?;
         Ok(pending.into_iter().map(|p| (p.id, p.deliveries)).collect())
     }
@@ -226,14 +228,14 @@ impl Shared {
         let s = &self.settings;
         let claimed = self
             .store
-            .xautoclaim(
-                &s.stream,
-                &s.group,
-                &self.consumer,
-                s.claim_idle,
-                cursor,
-                permits.len(),
-            )
+            .xautoclaim(IdleClaim {
+                stream: &s.stream,
+                group: &s.group,
+                consumer: &self.consumer,
+                min_idle: s.claim_idle,
+                start: cursor,
+                count: permits.len(),
+            })
             .await?;
         *cursor = claimed.next.clone();
         if !claimed.deleted.is_empty() {

@@ -14,7 +14,6 @@ use crate::embed::Caller;
 use crate::error::RagError;
 use crate::handle::Rag;
 use crate::reserved::{expiring, is_reserved, public_namespace};
-use troupe_runtime::key_name::check_key_name as check_name;
 
 use crate::store::{content_hash, decode, encode_chunks, EntryRecord, Keys};
 
@@ -93,8 +92,7 @@ impl Rag {
         doc: NewDocument,
         ttl: Option<Duration>,
     ) -> Result<AddOutcome, RagError> {
-        check_name("group", &caller.group)?;
-        check_name("namespace", namespace)?;
+        let keys = Keys::new(&caller.group, namespace)?;
         let inner = &self.inner;
         let settings = &inner.settings;
         if doc.key.is_empty() || doc.key.len() > 512 {
@@ -147,7 +145,6 @@ impl Rag {
             &importance.to_le_bytes(),
             shape.as_bytes(),
         ]);
-        let keys = Keys::new(&caller.group, namespace);
         let store = &inner.store;
         let previous: Option<EntryRecord> = match store.hget(&keys.entries(), &doc.key).await? {
             Some(bytes) if !bytes.is_empty() => Some(decode(&keys.entries(), &bytes)?),
@@ -221,7 +218,7 @@ impl Rag {
         // Reserved namespaces are not listed: their keys can all expire.
         if !is_reserved(namespace) {
             writes.push(Write::HSet {
-                key: Keys::namespaces(&caller.group),
+                key: keys.group_namespaces(),
                 fields: vec![(namespace.to_owned(), dim.to_string().into_bytes())],
             });
         }

@@ -168,7 +168,7 @@ mod tests {
     use super::*;
 
     fn ns(name: &str) -> Keys {
-        Keys::new("acme", name)
+        Keys::new("acme", name).expect("key names")
     }
 
     fn held(cache: &IndexCache) -> Vec<String> {

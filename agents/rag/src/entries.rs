@@ -6,7 +6,7 @@ use troupe_runtime::store::Write;
 use crate::error::RagError;
 use crate::handle::Rag;
 use crate::reserved::{is_reserved, public_namespace};
-use troupe_runtime::key_name::check_key_name as check_name;
+use troupe_runtime::key_name::KeyName;
 
 use crate::store::{decode, EntryRecord, Keys, NamespaceInfo};
 
@@ -41,8 +41,7 @@ impl Rag {
         namespace: &str,
         key: &str,
     ) -> Result<bool, RagError> {
-        check_name("group", group)?;
-        let keys = Keys::new(group, namespace);
+        let keys = Keys::new(group, namespace)?;
         let store = &self.inner.store;
         let record: EntryRecord = match store.hget(&keys.entries(), key).await? {
             Some(bytes) if !bytes.is_empty() => decode(&keys.entries(), &bytes)?,
@@ -109,8 +108,7 @@ impl Rag {
     /// Deletes a namespace of `group` with every entry; returns how many entries it had.
     pub async fn delete_namespace(&self, group: &str, namespace: &str) -> Result<usize, RagError> {
         let namespace = public_namespace(group, Some(namespace))?;
-        check_name("group", group)?;
-        let keys = Keys::new(group, &namespace);
+        let keys = Keys::new(group, &namespace)?;
         let store = &self.inner.store;
         let entries = self.entries_in(group, &namespace).await?;
         let mut writes: Vec<Write> = entries
@@ -130,7 +128,7 @@ impl Rag {
         });
         store.apply(writes).await?;
         store
-            .hdel(&Keys::namespaces(group), &[namespace.as_str()])
+            .hdel(&keys.group_namespaces(), &[namespace.as_str()])
             .await?;
         tracing::info!(group, namespace = %namespace, entries = entries.len(), "namespace deleted");
         Ok(entries.len())
@@ -147,8 +145,7 @@ impl Rag {
     }
 
     async fn entries_in(&self, group: &str, namespace: &str) -> Result<Vec<EntryRecord>, RagError> {
-        check_name("group", group)?;
-        let keys = Keys::new(group, namespace);
+        let keys = Keys::new(group, namespace)?;
         let mut out = Vec::new();
         for (field, value) in self.inner.store.hgetall(&keys.entries()).await? {
             if !value.is_empty() {
@@ -160,14 +157,22 @@ impl Rag {
 
     /// The namespaces of `group` (reserved ones left out), by name.
     pub async fn namespaces(&self, group: &str) -> Result<Vec<NamespaceInfo>, RagError> {
-        check_name("group", group)?;
+        let group_name = KeyName::new("group", group)?;
         let mut out = Vec::new();
-        for (name, _) in self.inner.store.hgetall(&Keys::namespaces(group)).await? {
+        for (name, _) in self
+            .inner
+            .store
+            .hgetall(&Keys::namespaces(&group_name))
+            .await?
+        {
             if is_reserved(&name) {
                 continue;
             }
             let entries = self.entries_in(group, &name).await?;
-            let dim = self.dimension(&Keys::new(group, &name)).await?.unwrap_or(0);
+            let dim = self
+                .dimension(&Keys::new(group, &name)?)
+                .await?
+                .unwrap_or(0);
             out.push(NamespaceInfo {
                 chunks: entries.iter().map(|e| e.chunks).sum(),
                 entries: entries.len(),

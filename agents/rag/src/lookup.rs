@@ -10,7 +10,6 @@ use crate::error::RagError;
 use crate::handle::Rag;
 use crate::reserved::public_namespace;
 use crate::search::{self, Hit, Query, SearchRequest, IMPORTANCE_WEIGHT};
-use troupe_runtime::key_name::check_key_name as check_name;
 
 use crate::store::Keys;
 
@@ -32,13 +31,11 @@ impl Rag {
         namespace: &str,
         request: &SearchRequest,
     ) -> Result<Vec<Hit>, RagError> {
-        check_name("group", &caller.group)?;
-        check_name("namespace", namespace)?;
+        let keys = Keys::new(&caller.group, namespace)?;
         let settings = &self.inner.settings;
         let span = tracing::info_span!("rag.search", group = %caller.group, namespace);
         async {
             let search_type = request.search_type.unwrap_or(settings.search_type);
-            let keys = Keys::new(&caller.group, namespace);
             let loaded = self.loaded(&keys).await?;
             let plan = search::Plan {
                 top_k: request.top_k.unwrap_or(settings.top_k),
@@ -98,8 +95,7 @@ impl Rag {
         namespace: Option<&str>,
     ) -> Result<&'static str, RagError> {
         let namespace = public_namespace(group, namespace)?;
-        check_name("group", group)?;
-        let loaded = self.loaded(&Keys::new(group, &namespace)).await?;
+        let loaded = self.loaded(&Keys::new(group, &namespace)?).await?;
         Ok(loaded.index().kind())
     }
 }

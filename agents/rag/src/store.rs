@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use troupe_runtime::key_name::{InvalidKeyName, KeyName};
 
 use super::error::RagError;
 
@@ -76,17 +77,18 @@ pub struct EntryRecord {
 /// The keys of one namespace of one group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Keys {
-    group: String,
-    namespace: String,
+    group: KeyName,
+    namespace: KeyName,
 }
 
 impl Keys {
-    /// The keys of `namespace` in `group` (both already checked).
-    pub fn new(group: &str, namespace: &str) -> Self {
-        Keys {
-            group: group.to_owned(),
-            namespace: namespace.to_owned(),
-        }
+    /// The keys of `namespace` in `group`, or an error naming the one that cannot be part of
+    /// a key.
+    pub fn new(group: &str, namespace: &str) -> Result<Self, InvalidKeyName> {
+        Ok(Keys {
+            group: KeyName::new("group", group)?,
+            namespace: KeyName::new("namespace", namespace)?,
+        })
     }
 
     /// The group.
@@ -99,9 +101,14 @@ impl Keys {
         &self.namespace
     }
 
-    /// The group's namespace index.
-    pub fn namespaces(group: &str) -> String {
+    /// The namespace index of `group`.
+    pub fn namespaces(group: &KeyName) -> String {
         format!("rag:{group}:namespaces")
+    }
+
+    /// The namespace index of this namespace's group.
+    pub fn group_namespaces(&self) -> String {
+        Keys::namespaces(&self.group)
     }
 
     /// The namespace's dimension.

@@ -1,13 +1,13 @@
 //! What every run of a daemon shares ([`Env`]): the store, the conversations its calls go
 //! through, limits, pools, knowledge bases, the definition snapshots of the current config
-//! ([`Snapshots`]), and who waits for which run to end ([`Endings`]); and a run this daemon
-//! has just submitted ([`Fresh`]).
+//! ([`Snapshots`]), who waits for which run to end ([`Endings`]) and for which run's events
+//! ([`Arrivals`]); and a run this daemon has just submitted ([`Fresh`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use troupe_config::WorkflowSettings;
 use troupe_runtime::limit::Limiters;
 use troupe_runtime::pool::Pool;
@@ -48,6 +48,33 @@ impl Endings {
     }
 }
 
+/// Who waits for events sent to which run, by the run's events key: a `wait_event` step is
+/// woken at once by an event sent through this daemon's [`Runs`](crate::Runs); one sent by
+/// another process is seen at the step's next poll.
+#[derive(Clone, Default)]
+pub(crate) struct Arrivals(Arc<DashMap<String, Arc<Notify>>>);
+
+impl Arrivals {
+    /// What a waiter for the events at `key` waits on (create its `notified()` future before
+    /// reading the events, so that an event sent in between is not missed).
+    pub(crate) fn listen(&self, key: &str) -> Arc<Notify> {
+        self.0.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Forgets `key` once no waiter holds it.
+    pub(crate) fn forget(&self, key: &str) {
+        self.0
+            .remove_if(key, |_, notify| Arc::strong_count(notify) == 1);
+    }
+
+    /// Wakes the waiters for the events at `key`.
+    pub(crate) fn sent(&self, key: &str) {
+        if let Some(notify) = self.0.get(key) {
+            notify.notify_waiters();
+        }
+    }
+}
+
 /// What runs need from the daemon.
 pub(crate) struct Env {
     pub(crate) store: Arc<dyn Store>,
@@ -62,6 +89,8 @@ pub(crate) struct Env {
     pub(crate) rag: troupe_agents::rag::Rag,
     /// Waiters for the end of runs.
     pub(crate) endings: Endings,
+    /// Waiters for the events of runs.
+    pub(crate) arrivals: Arrivals,
 }
 
 /// The definition snapshots of a config's workflows, made once: what runs submitted with it

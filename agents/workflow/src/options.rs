@@ -19,7 +19,8 @@ pub struct RouterOptions {
     pub scan: Duration,
     /// How long a finished run's record and journal are kept.
     pub retention: Duration,
-    /// How often a run waiting for an event looks for it.
+    /// How often a run waiting for an event looks for it in the store, for events sent by
+    /// another process (one sent through this daemon's `Runs` wakes it at once).
     pub event_poll: Duration,
     /// Most runs this daemon runs at once; more wait in the store.
     pub max_runs: usize,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use troupe_config::WorkflowSettings;
 use troupe_runtime::store::{Store, Write};
 
-use super::env::{Endings, Fresh, Snapshots};
+use super::env::{Arrivals, Endings, Fresh, Snapshots};
 use super::error::WorkflowError;
 use super::journal::{
     new_run_id, now_ms, task_run_id, top_step, Created, Entry, EntryKind, Journal, OutputRef,
@@ -31,7 +31,7 @@ pub struct Submit {
     pub input: String,
 }
 
-/// The run of an ingress task, as [`Runs::submit_task`] found it.
+/// The run of an ingress task, as [`Router::submit_task`](crate::Router::submit_task) found it.
 #[derive(Debug, Clone)]
 pub enum TaskRun {
     /// Submitted now or by an earlier delivery, not ended: the task is acknowledged.
@@ -67,16 +67,26 @@ pub struct RunView {
 pub struct Runs {
     store: Arc<dyn Store>,
     snapshots: Arc<Snapshots>,
+    arrivals: Arrivals,
 }
 
 impl Runs {
     /// The API over `store` with the config's `workflows` (what `submit` snapshots).
     pub fn new(store: Arc<dyn Store>, workflows: BTreeMap<String, WorkflowSettings>) -> Self {
-        Runs::with(store, Arc::new(Snapshots::new(Arc::new(workflows))))
+        let snapshots = Arc::new(Snapshots::new(Arc::new(workflows)));
+        Runs::with(store, snapshots, Arrivals::default())
     }
 
-    pub(crate) fn with(store: Arc<dyn Store>, snapshots: Arc<Snapshots>) -> Self {
-        Runs { store, snapshots }
+    pub(crate) fn with(
+        store: Arc<dyn Store>,
+        snapshots: Arc<Snapshots>,
+        arrivals: Arrivals,
+    ) -> Self {
+        Runs {
+            store,
+            snapshots,
+            arrivals,
+        }
     }
 
     /// Writes a new run (record, definition snapshot, index entry) and returns its id. A
@@ -103,18 +113,8 @@ impl Runs {
     /// deliveries of the task: its id is [`task_run_id`] of the group and the task id, and its
     /// record is created with `SET NX`. `extra` (the task's acknowledgement) is written in the
     /// batch that makes the run adoptable, unless the run has ended already. When the run
-    /// ends, its result is written to `reply.stream` by the daemon that ends it.
-    pub async fn submit_task(
-        &self,
-        submit: Submit,
-        reply: Reply,
-        extra: Vec<Write>,
-    ) -> Result<TaskRun, WorkflowError> {
-        self.create_task(submit, reply, extra)
-            .await
-            .map(|(run, _)| run)
-    }
-
+    /// ends, its result is written to `reply.stream` by the daemon that ends it. Also returns
+    /// the run to adopt when this call created it.
     pub(crate) async fn create_task(
         &self,
         submit: Submit,
@@ -241,7 +241,7 @@ impl Runs {
     }
 
     /// Sends event `name` with JSON `data` to the run; a `wait_event` step waiting for it
-    /// (now or later) receives it.
+    /// (now or later) receives it, at once if it runs in the daemon these `Runs` belong to.
     pub async fn send_event(
         &self,
         group: &str,
@@ -259,9 +259,9 @@ impl Runs {
             });
         }
         let bytes = data.to_string();
-        self.store
-            .hset(&journal.events_key(), &[(name, bytes.as_bytes())])
-            .await?;
+        let key = journal.events_key();
+        self.store.hset(&key, &[(name, bytes.as_bytes())]).await?;
+        self.arrivals.sent(&key);
         Ok(())
     }
 

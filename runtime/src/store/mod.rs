@@ -93,6 +93,40 @@ pub struct GroupRead<'a> {
     pub from: ReadFrom,
 }
 
+/// A listing of a group's pending entries (`XPENDING stream group start end count [consumer]`).
+#[derive(Debug, Clone)]
+pub struct PendingRange<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// The consumer group.
+    pub group: &'a str,
+    /// The lowest id listed (`-`: the first).
+    pub start: &'a str,
+    /// The highest id listed (`+`: the last).
+    pub end: &'a str,
+    /// At most this many entries.
+    pub count: usize,
+    /// Only the entries this consumer holds, if given.
+    pub consumer: Option<&'a str>,
+}
+
+/// A claim of a group's idle pending entries for one consumer (`XAUTOCLAIM`).
+#[derive(Debug, Clone)]
+pub struct IdleClaim<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// The consumer group.
+    pub group: &'a str,
+    /// The consumer that takes the entries over.
+    pub consumer: &'a str,
+    /// Only entries idle for at least this long.
+    pub min_idle: Duration,
+    /// Where the scan starts (`0`, or the cursor a previous claim returned).
+    pub start: &'a str,
+    /// At most this many entries (at least 1).
+    pub count: usize,
+}
+
 /// Summary of a group's pending entries (`XPENDING stream group`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PendingSummary {
@@ -354,27 +388,11 @@ pub trait Store: Send + Sync + 'static {
     async fn xack(&self, stream: &str, group: &str, ids: &[EntryId]) -> StoreResult<u64>;
     /// Summary of the group's pending entries.
     async fn xpending(&self, stream: &str, group: &str) -> StoreResult<PendingSummary>;
-    /// Pending entries with ids in `start..=end`, at most `count`, of one consumer if given.
-    async fn xpending_range(
-        &self,
-        stream: &str,
-        group: &str,
-        start: &str,
-        end: &str,
-        count: usize,
-        consumer: Option<&str>,
-    ) -> StoreResult<Vec<PendingEntry>>;
-    /// Transfers pending entries idle for at least `min_idle` to `consumer`, scanning from
-    /// `start`, at most `count` (`XAUTOCLAIM`).
-    async fn xautoclaim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: &str,
-        count: usize,
-    ) -> StoreResult<AutoClaim>;
+    /// Pending entries as `range` lists them.
+    async fn xpending_range(&self, range: PendingRange<'_>) -> StoreResult<Vec<PendingEntry>>;
+    /// Transfers pending entries idle for at least `claim.min_idle` to `claim.consumer`,
+    /// scanning from `claim.start`, at most `claim.count` (`XAUTOCLAIM`).
+    async fn xautoclaim(&self, claim: IdleClaim<'_>) -> StoreResult<AutoClaim>;
     /// Resets the idle time of `ids` pending in `group` and makes `consumer` their owner,
     /// without counting a delivery (`XCLAIM ... 0 ids JUSTID`): a consumer still working on
     /// entries keeps others from reclaiming them. Returns the ids that were still pending.

@@ -258,23 +258,9 @@ impl Exec {
                     None => None,
                 };
                 self.set_status(RunStatus::Waiting).await?;
-                let data = loop {
-                    self.check()?;
-                    if let Some(data) = self.journal.event(event).await? {
-                        break data;
-                    }
-                    let now = now_ms();
-                    if until.is_some_and(|until| now >= until) {
-                        return Err(WorkflowError::EventTimeout {
-                            step: key.to_owned(),
-                            event: event.clone(),
-                        });
-                    }
-                    let left = until.map_or(u64::MAX, |until| until - now);
-                    let poll = self.env.options.event_poll;
-                    let nap = poll.min(Duration::from_millis(left));
-                    self.interruptible(tokio::time::sleep(nap)).await?;
-                };
+                let data = self.event(key, event, until).await;
+                self.env.arrivals.forget(&self.journal.events_key());
+                let data = data?;
                 self.set_status(RunStatus::Running).await?;
                 self.complete(key, &data).await?;
                 Ok((plain(data), None))
@@ -300,5 +286,36 @@ impl Exec {
         }
         }
         .boxed()
+    }
+
+    /// Waits for event `event` until `until` (ms since the epoch), woken at once by an event
+    /// sent through this daemon, and reading the run's events every `event_poll` for one sent
+    /// by another process.
+    async fn event(
+        &self,
+        key: &str,
+        event: &str,
+        until: Option<u64>,
+    ) -> Result<String, WorkflowError> {
+        let arrivals = self.env.arrivals.listen(&self.journal.events_key());
+        loop {
+            self.check()?;
+            let sent = arrivals.notified();
+            tokio::pin!(sent);
+            sent.as_mut().enable();
+            if let Some(data) = self.journal.event(event).await? {
+                return Ok(data);
+            }
+            let now = now_ms();
+            if until.is_some_and(|until| now >= until) {
+                return Err(WorkflowError::EventTimeout {
+                    step: key.to_owned(),
+                    event: event.to_owned(),
+                });
+            }
+            let left = until.map_or(u64::MAX, |until| until - now);
+            let nap = self.env.options.event_poll.min(Duration::from_millis(left));
+            let _ = self.interruptible(tokio::time::timeout(nap, sent)).await?;
+        }
     }
 }

@@ -12,7 +12,7 @@ use troupe_runtime::ActorRef;
 
 use super::actor::RouterActor;
 use super::messages::{AdoptRun, CountRuns, ScanRuns, StopRuns};
-use crate::env::{Endings, Env, Snapshots};
+use crate::env::{Arrivals, Endings, Env, Snapshots};
 use crate::error::WorkflowError;
 use crate::journal::{Reply, RunRecord};
 use crate::options::RouterOptions;
@@ -51,6 +51,7 @@ impl Router {
         }
         let pools = pools.clone();
         let endings = Endings::default();
+        let arrivals = Arrivals::default();
         let snapshots = Arc::new(Snapshots::new(Arc::new(config.workflows.clone())));
         // The daemon gives its conversations the knowledge bases of `[rag]`; without them
         // (an embedding program's own wiring), knowledge steps embed locally.
@@ -73,6 +74,7 @@ impl Router {
             options,
             rag,
             endings: endings.clone(),
+            arrivals: arrivals.clone(),
         });
         let mut spec = troupe_runtime::SupervisorSpec::new("workflows", intensity);
         let actor = spec.child(
@@ -82,7 +84,7 @@ impl Router {
         );
         parent.supervisor(spec);
         Router {
-            runs: Runs::with(store, snapshots),
+            runs: Runs::with(store, snapshots, arrivals),
             actor,
             endings,
         }
@@ -101,7 +103,7 @@ impl Router {
         Ok(run)
     }
 
-    /// [`Runs::submit_task`], and this daemon adopts a run it created at once if it has room.
+    /// [`Runs::create_task`], and this daemon adopts a run it created at once if it has room.
     pub async fn submit_task(
         &self,
         submit: Submit,

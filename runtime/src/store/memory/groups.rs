@@ -11,8 +11,8 @@ use super::id::{strict_ids, Id};
 use super::keyspace::{wrong_type, Keyspace};
 use super::streams::{Fields, Group, Pending, Stream};
 use crate::store::{
-    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary,
-    StoreError, StoreResult, StreamEntry,
+    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, IdleClaim, PendingEntry, PendingRange,
+    PendingSummary, StoreError, StoreResult, StreamEntry,
 };
 
 fn no_group(stream: &str, group: &str) -> StoreError {
@@ -174,14 +174,12 @@ impl Keyspace {
     /// Pending entries of `start..=end` (parsed range ends: `None` is an empty range).
     pub(super) fn xpending_range(
         &mut self,
-        stream: &str,
-        group: &str,
+        range: &PendingRange<'_>,
         (start, end): (Option<Id>, Option<Id>),
-        count: usize,
-        consumer: Option<&str>,
         now: Instant,
     ) -> StoreResult<Vec<PendingEntry>> {
-        let (g, _) = self.group_mut("xpending_range", stream, group, now)?;
+        let (count, consumer) = (range.count, range.consumer);
+        let (g, _) = self.group_mut("xpending_range", range.stream, range.group, now)?;
         let (Some(start), Some(end)) = (start, end) else {
             return Ok(Vec::new());
         };
@@ -204,12 +202,18 @@ impl Keyspace {
     /// `XAUTOCLAIM` from a parsed `start` (`None`: an empty range); `count` is at least 1.
     pub(super) fn xautoclaim(
         &mut self,
-        (stream, group, consumer): (&str, &str, &str),
-        min_idle: Duration,
+        claim: &IdleClaim<'_>,
         start: Option<Id>,
-        count: usize,
         now: Instant,
     ) -> StoreResult<AutoClaim> {
+        let IdleClaim {
+            stream,
+            group,
+            consumer,
+            min_idle,
+            count,
+            ..
+        } = *claim;
         let (g, entries) = self.group_mut("xautoclaim", stream, group, now)?;
         g.consumers.insert(consumer.to_owned(), now);
         let mut result = AutoClaim {

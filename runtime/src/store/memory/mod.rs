@@ -44,8 +44,8 @@ use self::values::LeaseClaim;
 use super::args::{block_millis, check_claim_count, check_writes};
 use super::micros::Micros;
 use super::{
-    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary,
-    RateLimit, RateOutcome, ReadFrom, Store, StoreResult, StreamEntry, Trim, Write,
+    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, IdleClaim, PendingEntry, PendingRange,
+    PendingSummary, RateLimit, RateOutcome, ReadFrom, Store, StoreResult, StreamEntry, Trim, Write,
 };
 
 /// Expired keys an operation frees at most before its own work (Redis's active expiry
@@ -352,39 +352,17 @@ impl Store for MemoryStore {
         self.lock().xpending(stream, group, Instant::now())
     }
 
-    async fn xpending_range(
-        &self,
-        stream: &str,
-        group: &str,
-        start: &str,
-        end: &str,
-        count: usize,
-        consumer: Option<&str>,
-    ) -> StoreResult<Vec<PendingEntry>> {
+    async fn xpending_range(&self, range: PendingRange<'_>) -> StoreResult<Vec<PendingEntry>> {
         let op = "xpending_range";
-        let range: (Option<Id>, Option<Id>) = (range_start(op, start)?, range_end(op, end)?);
-        self.lock()
-            .xpending_range(stream, group, range, count, consumer, Instant::now())
+        let ids: (Option<Id>, Option<Id>) =
+            (range_start(op, range.start)?, range_end(op, range.end)?);
+        self.lock().xpending_range(&range, ids, Instant::now())
     }
 
-    async fn xautoclaim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: &str,
-        count: usize,
-    ) -> StoreResult<AutoClaim> {
-        check_claim_count(count)?;
-        let start = range_start("xautoclaim", start)?;
-        self.lock().xautoclaim(
-            (stream, group, consumer),
-            min_idle,
-            start,
-            count,
-            Instant::now(),
-        )
+    async fn xautoclaim(&self, claim: IdleClaim<'_>) -> StoreResult<AutoClaim> {
+        check_claim_count(claim.count)?;
+        let start = range_start("xautoclaim", claim.start)?;
+        self.lock().xautoclaim(&claim, start, Instant::now())
     }
 
     async fn xclaim_touch(

@@ -8,8 +8,8 @@ use super::reply::Reply;
 use super::{cmd, ms, RedisStore};
 use crate::store::args::{block_millis, check_claim_count};
 use crate::store::{
-    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary, ReadFrom,
-    Store, StoreError, StoreResult, StreamEntry,
+    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, IdleClaim, PendingEntry, PendingRange,
+    PendingSummary, ReadFrom, Store, StoreError, StoreResult, StreamEntry,
 };
 
 pub(super) async fn xgroup_create(
@@ -98,13 +98,16 @@ pub(super) async fn xpending(
 
 pub(super) async fn xpending_range(
     store: &RedisStore,
-    stream: &str,
-    group: &str,
-    start: &str,
-    end: &str,
-    count: usize,
-    consumer: Option<&str>,
+    range: PendingRange<'_>,
 ) -> StoreResult<Vec<PendingEntry>> {
+    let PendingRange {
+        stream,
+        group,
+        start,
+        end,
+        count,
+        consumer,
+    } = range;
     let mut c = cmd("XPENDING");
     c.arg(store.k(stream))
         .arg(group)
@@ -123,15 +126,15 @@ pub(super) async fn xpending_range(
     .pending_entries(v)
 }
 
-pub(super) async fn xautoclaim(
-    store: &RedisStore,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    min_idle: Duration,
-    start: &str,
-    count: usize,
-) -> StoreResult<AutoClaim> {
+pub(super) async fn xautoclaim(store: &RedisStore, claim: IdleClaim<'_>) -> StoreResult<AutoClaim> {
+    let IdleClaim {
+        stream,
+        group,
+        consumer,
+        min_idle,
+        start,
+        count,
+    } = claim;
     let op = "xautoclaim";
     check_claim_count(count)?;
     let c = cmd("XAUTOCLAIM")

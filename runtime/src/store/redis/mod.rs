@@ -35,8 +35,8 @@ use self::link::{Ctx, Link, Request, Retry};
 use self::reply::Reply;
 use self::scripts::Scripts;
 use super::{
-    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, PendingEntry, PendingSummary,
-    RateLimit, RateOutcome, Store, StoreResult, StreamEntry, Trim, Write,
+    AutoClaim, ConsumerInfo, EntryId, GroupInfo, GroupRead, IdleClaim, PendingEntry, PendingRange,
+    PendingSummary, RateLimit, RateOutcome, Store, StoreResult, StreamEntry, Trim, Write,
 };
 
 /// How to reach Redis and how patient to be with it.
@@ -325,28 +325,12 @@ impl Store for RedisStore {
         groups::xpending(self, stream, group).await
     }
 
-    async fn xpending_range(
-        &self,
-        stream: &str,
-        group: &str,
-        start: &str,
-        end: &str,
-        count: usize,
-        consumer: Option<&str>,
-    ) -> StoreResult<Vec<PendingEntry>> {
-        groups::xpending_range(self, stream, group, start, end, count, consumer).await
+    async fn xpending_range(&self, range: PendingRange<'_>) -> StoreResult<Vec<PendingEntry>> {
+        groups::xpending_range(self, range).await
     }
 
-    async fn xautoclaim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: &str,
-        count: usize,
-    ) -> StoreResult<AutoClaim> {
-        groups::xautoclaim(self, stream, group, consumer, min_idle, start, count).await
+    async fn xautoclaim(&self, claim: IdleClaim<'_>) -> StoreResult<AutoClaim> {
+        groups::xautoclaim(self, claim).await
     }
 
     async fn xclaim_touch(
