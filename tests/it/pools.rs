@@ -326,6 +326,52 @@ async fn retryable_errors_are_retried_and_non_retryable_ones_fail_at_once() {
 }
 
 #[actix::test]
+async fn an_items_own_attempts_bound_its_retries_instead_of_the_pools() {
+    let (pool, life) = start_pool(
+        Arc::new(MemoryStore::new()),
+        &settings(4),
+        Restart::Permanent,
+    )
+    .await;
+    pool.register_handler(
+        "hopeless",
+        handler_fn(|_| async { Err(WorkError::retryable("503")) }),
+    );
+    let (recipient, mut rx) = sink();
+    for attempts in [2, 7] {
+        let spec = WorkSpec::new("hopeless", json!(attempts))
+            .max_attempts(attempts)
+            .notify(recipient.clone());
+        pool.enqueue(spec).await.expect("enqueue");
+    }
+    let events = collect(&mut rx, 2).await;
+    let mut got: Vec<(u32, WorkOutcome)> = events
+        .iter()
+        .map(|e| (e.attempts, e.outcome.clone()))
+        .collect();
+    got.sort_by_key(|(attempts, _)| *attempts);
+    assert_eq!(
+        got,
+        [
+            (
+                2,
+                WorkOutcome::Failed {
+                    error: "503 (gave up after 2 attempts)".into()
+                }
+            ),
+            (
+                7,
+                WorkOutcome::Failed {
+                    error: "503 (gave up after 7 attempts)".into()
+                }
+            ),
+        ],
+        "the pool allows 5 attempts; each item its own"
+    );
+    life.shutdown(WAIT).await;
+}
+
+#[actix::test]
 async fn priorities_and_run_at_are_honoured() {
     let (pool, life) = start_pool(
         Arc::new(MemoryStore::new()),

@@ -85,7 +85,7 @@ impl PoolActor {
                 tracing::debug!(pool = %self.name, work = %id, attempt, "attempt succeeded");
                 next.state = WorkState::Succeeded { output };
             }
-            Err(error) => match retry::decide(&self.policy, attempt, &error) {
+            Err(error) => match retry::decide(&self.policy_of(&next), attempt, &error) {
                 RetryDecision::Retry(delay) => {
                     tracing::info!(pool = %self.name, work = %id, attempt, ?delay, error = %error, "attempt failed; will retry");
                     next.state = WorkState::Pending;

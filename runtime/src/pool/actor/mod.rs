@@ -227,6 +227,15 @@ impl PoolActor {
         self.policy.max_attempts
     }
 
+    /// The pool's retry policy with the attempts `record` allows (its spec's `max_attempts`,
+    /// else the pool's, fixed when it was enqueued).
+    pub(super) fn policy_of(&self, record: &WorkRecord) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: record.max_attempts.max(1),
+            ..self.policy
+        }
+    }
+
     pub(crate) fn set_parallelism(&mut self, parallelism: usize, ctx: &mut Context<Self>) {
         tracing::info!(pool = %self.name, from = self.parallelism, to = parallelism, "parallelism changed");
         self.parallelism = parallelism;
