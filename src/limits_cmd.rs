@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use troupe_runtime::retry::Transient as _;
 
 use clap::Subcommand;
 use troupe_runtime::limit::{Admission, Limiters};

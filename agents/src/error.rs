@@ -97,12 +97,6 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// Whether the same request may succeed later: the [`Transient`] decision, callable
-    /// without importing the trait.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-
     /// A short stable name of the error kind, for results and events.
     pub fn kind(&self) -> ErrorKind {
         match self {

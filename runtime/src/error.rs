@@ -48,14 +48,6 @@ pub enum ActorError {
     },
 }
 
-impl ActorError {
-    /// Whether sending again (to the restarted or re-activated actor) may succeed: the
-    /// [`Transient`] decision, callable without importing the trait.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-}
-
 impl Transient for ActorError {
     /// Everything but an actor its supervisor gave up on: the restarted or re-activated actor
     /// may answer.

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use troupe_runtime::retry::Transient as _;
 
 use actix::prelude::*;
 use parking_lot::Mutex;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use troupe_runtime::retry::Transient as _;
 
 use anyhow::{ensure, Context as _, Result};
 use troupe_config::LimitSettings;

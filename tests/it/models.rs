@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use troupe_runtime::retry::Transient as _;
 
 use troupe_agents::model::{
     self, ChatRequest, ChatResponse, FinishReason, ModelError, ModelService, ToolSpec, Usage,

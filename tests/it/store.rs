@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use troupe_runtime::retry::Transient as _;
 
 use anyhow::{ensure, Context as _, Result};
 use troupe_runtime::store::{

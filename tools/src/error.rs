@@ -71,12 +71,6 @@ impl ToolError {
             | ToolError::Config { tool, .. } => tool,
         }
     }
-
-    /// Whether calling again with the same arguments may succeed: the [`Transient`] decision,
-    /// callable without importing the trait.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
 }
 
 impl Transient for ToolError {

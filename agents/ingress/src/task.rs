@@ -4,6 +4,7 @@
 //! and answered on its reply stream in the batch that acks its entry.
 
 use std::time::Duration;
+use troupe_runtime::retry::Transient as _;
 
 use troupe_agents::conversations::Ask;
 use troupe_agents::thread::TurnStatus;

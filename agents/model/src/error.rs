@@ -105,12 +105,6 @@ impl ModelError {
         }
     }
 
-    /// Whether the same call may succeed later (rate limits, timeouts, connection errors, 5xx):
-    /// the [`Transient`] decision, callable without importing the trait.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-
     /// How long the server asked to wait, if it did (as [`Transient::retry_after`]).
     pub fn retry_after(&self) -> Option<Duration> {
         Transient::retry_after(self)

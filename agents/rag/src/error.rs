@@ -52,12 +52,6 @@ pub enum RagError {
 }
 
 impl RagError {
-    /// Whether the same request may succeed later: the [`Transient`] decision, callable
-    /// without importing the trait.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-
     /// A short stable name of the error kind.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use troupe_config::SearchType;
+use troupe_runtime::retry::Transient as _;
 use troupe_tools::{Tool, ToolContext, ToolError, ToolOutput};
 
 use super::embed::Caller;

@@ -6,6 +6,7 @@
 //! the run is durably submitted, not when it completes).
 
 use std::sync::Arc;
+use troupe_runtime::retry::Transient as _;
 
 use troupe_config::CronTarget;
 use troupe_runtime::cron::{cron_handler_fn, CronFireError, CronHandler};

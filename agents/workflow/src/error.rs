@@ -135,12 +135,6 @@ pub enum WorkflowError {
 }
 
 impl WorkflowError {
-    /// Whether trying the same thing again may succeed: the [`Transient`] decision, callable
-    /// without importing the trait.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-
     /// Whether the run should stay unfinished in the store (for this or another daemon to
     /// continue) rather than be marked failed.
     pub fn leaves_run_open(&self) -> bool {

@@ -27,14 +27,6 @@ pub enum CronError {
     Actor(#[from] ActorError),
 }
 
-impl CronError {
-    /// Whether the same call may succeed later: the [`Transient`] decision, callable without
-    /// importing the trait.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-}
-
 impl Transient for CronError {
     /// A store or actor failure that may pass; never an invalid schedule.
     fn is_retryable(&self) -> bool {
@@ -70,14 +62,6 @@ pub enum CronFireError {
     /// The target panicked; the scheduler caught the panic.
     #[error(transparent)]
     Panicked(ActorError),
-}
-
-impl CronFireError {
-    /// Whether firing the same target again may succeed: the [`Transient`] decision, callable
-    /// without the trait in scope.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
 }
 
 impl Transient for CronFireError {

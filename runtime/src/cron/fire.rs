@@ -3,6 +3,7 @@
 //! renewing the lease, and record every outcome in the cron's history. Store failures on the
 //! way are retried within the claim's time.
 
+use crate::retry::Transient as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

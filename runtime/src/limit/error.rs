@@ -79,12 +79,6 @@ pub enum LimitError {
 }
 
 impl LimitError {
-    /// Whether the same call may succeed later: the limit was busy or its store unreachable
-    /// (the [`Transient`] decision, callable without importing the trait).
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-
     /// How long to wait before retrying, when the limit knows (as [`Transient::retry_after`]).
     pub fn retry_after(&self) -> Option<Duration> {
         Transient::retry_after(self)

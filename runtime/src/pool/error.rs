@@ -47,12 +47,6 @@ pub enum PoolError {
 }
 
 impl PoolError {
-    /// Whether the same call may succeed later: the [`Transient`] decision, callable without
-    /// importing the trait.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-
     pub(crate) fn store(pool: &str) -> impl FnOnce(StoreError) -> PoolError + '_ {
         move |source| PoolError::Store {
             pool: pool.to_owned(),

@@ -207,11 +207,6 @@ impl WorkError {
         self
     }
 
-    /// Whether another attempt may succeed.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-
     /// What failed: kind, message and causes, without the retry decision.
     pub fn failure(&self) -> &WorkFailure {
         match self {

@@ -100,17 +100,6 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
-    /// Whether the same operation may succeed if tried again later: the backend was
-    /// unreachable, slow or full. Other errors repeat until the caller changes something.
-    ///
-    /// A retried write that timed out may apply twice; only idempotent operations should be
-    /// retried blindly.
-    pub fn is_retryable(&self) -> bool {
-        Transient::is_retryable(self)
-    }
-}
-
 impl Transient for StoreError {
     /// The backend was unreachable, slow or full (see [`StoreError::is_retryable`]).
     fn is_retryable(&self) -> bool {

@@ -485,6 +485,7 @@ pub(super) fn server_error(ctx: &Ctx<'_>, code: &str, detail: &str) -> StoreErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Transient as _;
 
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {
