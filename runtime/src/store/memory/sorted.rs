@@ -126,7 +126,7 @@ impl Keyspace {
             .iter()
             .rev()
             .skip(start)
-            .take(stop - start + 1)
+            .take((stop - start).saturating_add(1))
             .map(|(_, member)| member.clone())
             .collect())
     }

@@ -11,10 +11,12 @@ pub(super) async fn zrevrange(
     start: u64,
     stop: u64,
 ) -> StoreResult<Vec<Vec<u8>>> {
+    // Redis reads ranks as signed 64-bit integers; past the end is the end.
+    let rank = |r: u64| i64::try_from(r).unwrap_or(i64::MAX);
     let c = cmd("ZREVRANGE")
         .arg(store.k(key))
-        .arg(start)
-        .arg(stop)
+        .arg(rank(start))
+        .arg(rank(stop))
         .clone();
     let r = Reply { op: "zrevrange" };
     r.array(store.read(Ctx::new(r.op, key), &c).await?)?
