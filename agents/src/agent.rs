@@ -25,7 +25,7 @@ use troupe_tools::{ToolContext, ToolError, ToolRegistry};
 use crate::error::AgentError;
 use crate::events::{AuditEvent, EventLog, RefusedCall, ToolEvent, Who};
 use crate::message::{ChatMessage, ToolCall};
-use crate::model::{ChatRequest, DeltaSink, ModelService, ToolSpec, Usage};
+use crate::model::{ChatRequest, DeltaSink, ModelService, Usage};
 use crate::policy::{Call, Policies};
 use crate::thread_store::ThreadId;
 use crate::usage::Prices;
@@ -150,16 +150,7 @@ impl Handler<RunAgent> for AgentActor {
 /// The agent loop.
 async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
     let settings = &spec.settings;
-    let tools: Vec<ToolSpec> = spec
-        .tools
-        .specs(&settings.tools)
-        .into_iter()
-        .map(|s| ToolSpec {
-            name: s.name,
-            description: s.description,
-            parameters: s.parameters,
-        })
-        .collect();
+    let tools = spec.tools.specs(&settings.tools);
     let mut messages = msg.messages;
     if msg.resume.is_empty() {
         recall(spec, &msg.thread, &msg.user, &mut messages).await;

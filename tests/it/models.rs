@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use troupe_runtime::retry::Transient as _;
 
 use troupe_agents::model::{
-    self, ChatRequest, ChatResponse, FinishReason, ModelError, ModelService, ToolSpec, Usage,
+    self, ChatRequest, ChatResponse, FinishReason, ModelError, ModelService, ToolSchema, Usage,
 };
 use troupe_agents::{ChatMessage, Role, ToolCall};
 
@@ -23,7 +23,7 @@ fn request(messages: Vec<ChatMessage>, tools: &[&str]) -> ChatRequest {
         messages,
         tools: tools
             .iter()
-            .map(|name| ToolSpec {
+            .map(|name| ToolSchema {
                 name: (*name).to_owned(),
                 description: format!("the {name} tool"),
                 parameters: serde_json::json!({"type": "object", "properties": {}}),

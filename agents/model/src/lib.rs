@@ -37,6 +37,7 @@ pub use self::openai::OpenAiModel;
 pub use self::scripted::ScriptedModel;
 use crate::message::{ChatMessage, ToolCall};
 use troupe_config::{ModelSettings, Provider};
+pub use troupe_tools::ToolSchema;
 
 /// The model service configured as `[models.NAME]`: an [`OpenAiModel`] or a
 /// [`ScriptedModel`]. Fails when a rules file or cassette cannot be read, or the HTTP client
@@ -48,24 +49,13 @@ pub fn build(name: &str, settings: &ModelSettings) -> Result<Arc<dyn ModelServic
     })
 }
 
-/// A tool the model may call: its name, description and JSON schema of its arguments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolSpec {
-    /// The tool's name.
-    pub name: String,
-    /// What it does, for the model.
-    pub description: String,
-    /// JSON schema of the arguments object.
-    pub parameters: serde_json::Value,
-}
-
 /// One chat completion request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     /// The conversation so far, system message first.
     pub messages: Vec<ChatMessage>,
     /// Tools the model may call (already filtered by the agent's allowlist).
-    pub tools: Vec<ToolSpec>,
+    pub tools: Vec<ToolSchema>,
     /// Sampling temperature.
     pub temperature: Option<f32>,
     /// Upper bound of generated tokens.
