@@ -37,6 +37,9 @@
 //! content; completion tokens are the words of the reply text plus, for each tool call, its
 //! name (one word) and the words of its arguments text.
 
+use std::hash::Hasher as _;
+
+use fnv::FnvHasher;
 use serde::Deserialize;
 
 use crate::error::MockError;
@@ -294,9 +297,9 @@ pub fn embed(text: &str, dimensions: usize) -> Vec<f32> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    let mut hasher = FnvHasher::default();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 fn fill(template: &str, input: &str, tool_results: &str) -> String {

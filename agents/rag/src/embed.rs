@@ -1,7 +1,10 @@
 //! Embedders: the local lexical embedder (no network, deterministic) and the model-service
 //! embedder (any OpenAI-compatible embeddings endpoint, usage recorded like chat usage).
 
+use std::hash::Hasher as _;
+
 use async_trait::async_trait;
+use fnv::FnvHasher;
 
 use super::error::RagError;
 use super::text::{tokens, words};
@@ -110,16 +113,23 @@ pub fn normalize(vector: &mut [f32]) {
     }
 }
 
+/// FNV-1a of `bytes` from an offset basis moved by `seed` (one hash family per feature kind).
 fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
-    let start = 0xcbf2_9ce4_8422_2325_u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    bytes.iter().fold(start, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    let basis = FnvHasher::default().finish() ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut hasher = FnvHasher::with_key(basis);
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feature_hashes_stay_what_they_were() {
+        // Stored vectors depend on them: they must not change between builds.
+        assert_eq!(fnv1a(3, b" ab "), 0x49f1_dffe_0c91_aab7);
+    }
 
     fn cosine(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
