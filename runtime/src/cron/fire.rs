@@ -3,7 +3,6 @@
 //! renewing the lease, and record every outcome in the cron's history. Store failures on the
 //! way are retried within the claim's time.
 
-use crate::retry::Transient as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use super::claim::{judge, Last, Verdict};
 use super::{key, CronFireError, CronHandler, TickOutcome};
 use crate::clock::now_ms;
 use crate::guard::isolate;
+use crate::retry::{retry_with, Backoff, Jitter, Next, RetryPolicy};
 use crate::store::{Store, StoreError, Trim, Write};
 use crate::trace::span;
 
@@ -239,21 +239,35 @@ impl FireJob {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let mut pause = STORE_RETRY;
-        loop {
-            match op().await {
-                Ok(value) => return Ok(value),
-                Err(err) if err.is_retryable() && now_ms() + ms(pause) < until_ms => {
-                    tracing::warn!(error = %err, "could not {what}; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(STORE_RETRY_MAX);
+        let policy = RetryPolicy {
+            max_attempts: u32::MAX,
+            backoff: Backoff {
+                initial: STORE_RETRY,
+                factor: 2.0,
+                max: STORE_RETRY_MAX,
+                jitter: Jitter::None,
+            },
+            max_total: Some(Duration::from_millis(until_ms.saturating_sub(now_ms()))),
+        };
+        retry_with(
+            &policy,
+            |_| op(),
+            |err, _, next| {
+                match next {
+                    Next::Retry(_) => {
+                        tracing::warn!(error = %err, "could not {what}; trying again")
+                    }
+                    Next::Stop(_) => tracing::error!(error = %err, "could not {what}"),
                 }
-                Err(err) => {
-                    tracing::error!(error = %err, "could not {what}");
-                    return Err(err);
+                async move {
+                    if let Next::Retry(wait) = next {
+                        tokio::time::sleep(wait).await;
+                    }
+                    Ok(())
                 }
-            }
-        }
+            },
+        )
+        .await
     }
 
     async fn release(&self, running: &str) {
