@@ -147,6 +147,7 @@ async fn drive(
         let group = format!("g{}", i % 16);
         let record = tree
             .router
+            .runs()
             .wait(&group, &id, Duration::from_secs(600))
             .await?;
         if record.status != RunStatus::Completed {

@@ -186,7 +186,7 @@ async fn start(
         let tree = Daemon::builder(config, store).start()?;
         let id = tree.router.submit(submit).await?;
         println!("run {id}");
-        let record = tree.router.wait(&group, &id, timeout).await;
+        let record = tree.router.runs().wait(&group, &id, timeout).await;
         let view = tree.router.runs().status(&group, &id).await;
         let exit = tree.shutdown(config.daemon.shutdown_grace).await;
         let (record, view) = (record?, view?);

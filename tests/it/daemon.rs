@@ -182,6 +182,7 @@ input = "again: {{steps.first.output}}"
     let run = daemon.router.submit(submit).await.expect("submit");
     let record = daemon
         .router
+        .runs()
         .wait("acme", &run, Duration::from_secs(20))
         .await
         .expect("the run ends");

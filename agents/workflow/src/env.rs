@@ -1,7 +1,8 @@
 //! What every run of a daemon shares ([`Env`]): the store, the conversations its calls go
 //! through, limits, pools, knowledge bases, the definition snapshots of the current config
-//! ([`Snapshots`]), who waits for which run to end ([`Endings`]) and for which run's events
-//! ([`Arrivals`]); and a run this daemon has just submitted ([`Fresh`]).
+//! ([`Snapshots`]), who waits in this daemon for which run to end ([`Endings`]) and for
+//! which run's events ([`Arrivals`]), both in [`Waiters`]; and a run this daemon has just
+//! submitted ([`Fresh`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -75,6 +76,14 @@ impl Arrivals {
     }
 }
 
+/// Who waits in one daemon: for the end of the runs it runs, for the events sent to them.
+/// Shared by its runs (which tell) and its [`Runs`](crate::Runs) (which wait and send).
+#[derive(Clone, Default)]
+pub(crate) struct Waiters {
+    pub(crate) endings: Endings,
+    pub(crate) arrivals: Arrivals,
+}
+
 /// What runs need from the daemon.
 pub(crate) struct Env {
     pub(crate) store: Arc<dyn Store>,
@@ -87,10 +96,8 @@ pub(crate) struct Env {
     pub(crate) options: RouterOptions,
     /// Knowledge bases, for `knowledge` steps.
     pub(crate) rag: troupe_agents::rag::Rag,
-    /// Waiters for the end of runs.
-    pub(crate) endings: Endings,
-    /// Waiters for the events of runs.
-    pub(crate) arrivals: Arrivals,
+    /// Waiters for the end of runs and for their events.
+    pub(crate) waiters: Waiters,
 }
 
 /// The definition snapshots of a config's workflows, made once: what runs submitted with it

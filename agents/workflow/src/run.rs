@@ -141,7 +141,7 @@ async fn drive(
             tracing::warn!(error = %err, "could not release a run lease; it will expire");
         }
     }
-    env.endings.ended(&run);
+    env.waiters.endings.ended(&run);
 }
 
 async fn execute(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use troupe_config::WorkflowSettings;
 use troupe_runtime::store::{Store, Write};
 
-use super::env::{Arrivals, Endings, Fresh, Snapshots};
+use super::env::{Fresh, Snapshots, Waiters};
 use super::error::WorkflowError;
 use super::journal::{
     new_run_id, now_ms, task_run_id, top_step, Created, Entry, EntryKind, Journal, OutputRef,
@@ -67,25 +67,26 @@ pub struct RunView {
 pub struct Runs {
     store: Arc<dyn Store>,
     snapshots: Arc<Snapshots>,
-    arrivals: Arrivals,
+    /// The waiters of the daemon these `Runs` belong to; `None` for a store-only client.
+    daemon: Option<Waiters>,
 }
 
 impl Runs {
     /// The API over `store` with the config's `workflows` (what `submit` snapshots).
     pub fn new(store: Arc<dyn Store>, workflows: BTreeMap<String, WorkflowSettings>) -> Self {
         let snapshots = Arc::new(Snapshots::new(Arc::new(workflows)));
-        Runs::with(store, snapshots, Arrivals::default())
+        Runs::with(store, snapshots, None)
     }
 
     pub(crate) fn with(
         store: Arc<dyn Store>,
         snapshots: Arc<Snapshots>,
-        arrivals: Arrivals,
+        daemon: Option<Waiters>,
     ) -> Self {
         Runs {
             store,
             snapshots,
-            arrivals,
+            daemon,
         }
     }
 
@@ -261,7 +262,9 @@ impl Runs {
         let bytes = data.to_string();
         let key = journal.events_key();
         self.store.hset(&key, &[(name, bytes.as_bytes())]).await?;
-        self.arrivals.sent(&key);
+        if let Some(daemon) = &self.daemon {
+            daemon.arrivals.sent(&key);
+        }
         Ok(())
     }
 
@@ -309,28 +312,20 @@ impl Runs {
         Ok(())
     }
 
-    /// Waits until the run has ended (polling every 50 ms), at most `timeout`. A daemon's
-    /// [`Router::wait`](crate::Router::wait) is told of the end of the runs it runs instead.
+    /// Waits until the run has ended, at most `timeout`. The `Runs` of a daemon are told at
+    /// once of the end of a run that daemon runs, and read the record every second in case
+    /// another daemon runs it; a store-only client's read it every 50 ms.
     pub async fn wait(
         &self,
         group: &str,
         run: &str,
         timeout: Duration,
     ) -> Result<RunRecord, WorkflowError> {
-        self.wait_for_end(group, run, timeout, Duration::from_millis(50), None)
-            .await
-    }
-
-    /// Waits until the run has ended, at most `timeout`, reading its record every `poll` —
-    /// and at once when `endings` (those of the daemon that runs it) tell of its end.
-    pub(crate) async fn wait_for_end(
-        &self,
-        group: &str,
-        run: &str,
-        timeout: Duration,
-        poll: Duration,
-        endings: Option<&Endings>,
-    ) -> Result<RunRecord, WorkflowError> {
+        let endings = self.daemon.as_ref().map(|daemon| &daemon.endings);
+        let poll = match endings {
+            Some(_) => Duration::from_secs(1),
+            None => Duration::from_millis(50),
+        };
         let deadline = Instant::now() + timeout;
         loop {
             let ended = endings.map(|endings| endings.listen(run));

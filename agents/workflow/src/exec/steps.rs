@@ -259,7 +259,7 @@ impl Exec {
                 };
                 self.set_status(RunStatus::Waiting).await?;
                 let data = self.event(key, event, until).await;
-                self.env.arrivals.forget(&self.journal.events_key());
+                self.env.waiters.arrivals.forget(&self.journal.events_key());
                 let data = data?;
                 self.set_status(RunStatus::Running).await?;
                 self.complete(key, &data).await?;
@@ -297,7 +297,7 @@ impl Exec {
         event: &str,
         until: Option<u64>,
     ) -> Result<String, WorkflowError> {
-        let arrivals = self.env.arrivals.listen(&self.journal.events_key());
+        let arrivals = self.env.waiters.arrivals.listen(&self.journal.events_key());
         loop {
             self.check()?;
             let sent = arrivals.notified();

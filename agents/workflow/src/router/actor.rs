@@ -396,7 +396,7 @@ impl Handler<RunEndedEvent> for RouterActor {
             return;
         };
         if !matches!(msg.exit, Exit::Panicked(_)) {
-            self.env.endings.ended(&msg.run);
+            self.env.waiters.endings.ended(&msg.run);
         }
         let Exit::Panicked(why) = &msg.exit else {
             self.panics.remove(&msg.run);
@@ -428,7 +428,7 @@ impl Handler<RunEndedEvent> for RouterActor {
             env.store
                 .release_lease(&lease_key(&msg.run), &env.options.owner)
                 .await?;
-            env.endings.ended(&msg.run);
+            env.waiters.endings.ended(&msg.run);
             Ok::<_, WorkflowError>(())
         };
         ctx.spawn(fut::wrap_future(async move {

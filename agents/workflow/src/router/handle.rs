@@ -12,9 +12,9 @@ use troupe_runtime::ActorRef;
 
 use super::actor::RouterActor;
 use super::messages::{AdoptRun, CountRuns, ScanRuns, StopRuns};
-use crate::env::{Arrivals, Endings, Env, Snapshots};
+use crate::env::{Env, Snapshots, Waiters};
 use crate::error::WorkflowError;
-use crate::journal::{Reply, RunRecord};
+use crate::journal::Reply;
 use crate::options::RouterOptions;
 use crate::runs::{Runs, Submit, TaskRun};
 use troupe_agents::conversations::Conversations;
@@ -25,7 +25,6 @@ use troupe_agents::conversations::Conversations;
 pub struct Router {
     runs: Runs,
     actor: ActorRef<RouterActor>,
-    endings: Endings,
 }
 
 impl Router {
@@ -50,8 +49,7 @@ impl Router {
             );
         }
         let pools = pools.clone();
-        let endings = Endings::default();
-        let arrivals = Arrivals::default();
+        let waiters = Waiters::default();
         let snapshots = Arc::new(Snapshots::new(Arc::new(config.workflows.clone())));
         // The daemon gives its conversations the knowledge bases of `[rag]`; without them
         // (an embedding program's own wiring), knowledge steps embed locally.
@@ -73,8 +71,7 @@ impl Router {
             snapshots: snapshots.clone(),
             options,
             rag,
-            endings: endings.clone(),
-            arrivals: arrivals.clone(),
+            waiters: waiters.clone(),
         });
         let mut spec = troupe_runtime::SupervisorSpec::new("workflows", intensity);
         let actor = spec.child(
@@ -84,9 +81,8 @@ impl Router {
         );
         parent.supervisor(spec);
         Router {
-            runs: Runs::with(store, snapshots, arrivals),
+            runs: Runs::with(store, snapshots, Some(waiters)),
             actor,
-            endings,
         }
     }
 
@@ -121,20 +117,6 @@ impl Router {
             }
         }
         Ok(run)
-    }
-
-    /// Waits until the run has ended, at most `timeout`: told at once when this daemon runs
-    /// it, and reading the record every second in case another daemon does.
-    pub async fn wait(
-        &self,
-        group: &str,
-        run: &str,
-        timeout: Duration,
-    ) -> Result<RunRecord, WorkflowError> {
-        const POLL: Duration = Duration::from_secs(1);
-        self.runs
-            .wait_for_end(group, run, timeout, POLL, Some(&self.endings))
-            .await
     }
 
     /// How many runs this daemon runs now.
