@@ -3,6 +3,8 @@
 //! `troupe serve` runs it, and [`Generations`] replaces its config while it runs (SIGHUP); the
 //! `troupe` binary adds only the CLI, logging, signals and reading files.
 
+#![warn(missing_docs)]
+
 mod daemon;
 mod generations;
 

@@ -15,6 +15,8 @@
 //!   embeddings with usage and budgets, and the knowledge bases as `[rag]` configures them;
 //!   [`memory`]: thread memory, recall of earlier messages through the knowledge bases.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 /// Model services ([`troupe_model`]).
 pub use troupe_model as model;

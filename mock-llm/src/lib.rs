@@ -28,6 +28,8 @@
 //! `echo` (a 400 repeating the request's URL and `Authorization`), and
 //! rules whose tool call is repeated (`repeat`: thousands of calls in one reply).
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod script;
 

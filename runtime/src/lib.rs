@@ -14,6 +14,8 @@
 //! - [`trace`]: span names, fixed field names, and [`trace::Traced`] (a span across a mailbox).
 //! - [`clock`]: stored time (ms since the epoch); [`key_name`]: names that become key parts.
 
+#![warn(missing_docs)]
+
 pub mod actor_ref;
 pub mod clock;
 pub mod cron;

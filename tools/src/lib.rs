@@ -2,6 +2,8 @@
 //! config and enforces policy on every call, the built-in tools ([`builtin`]) and the outbound
 //! network policy of fetching tools ([`net`]).
 
+#![warn(missing_docs)]
+
 pub mod builtin;
 pub mod error;
 pub mod net;

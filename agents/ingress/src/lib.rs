@@ -31,6 +31,8 @@
 //! delivered again finds its run instead of starting another. With
 //! `max_in_flight_per_group`, a task whose group is at its quota is parked (see `quota`).
 
+#![warn(missing_docs)]
+
 pub mod auth;
 mod maintenance;
 mod quota;

@@ -14,6 +14,8 @@
 //! - `fuzzing.rs`: the response decoders without HTTP, for the fuzz targets (feature
 //!   `fuzzing`).
 
+#![warn(missing_docs)]
+
 mod cassette;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]

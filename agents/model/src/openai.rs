@@ -68,11 +68,6 @@ impl OpenAiModel {
         })
     }
 
-    /// The provider's model name (e.g. `gpt-4o-mini`).
-    pub fn provider_model(&self) -> &str {
-        &self.model
-    }
-
     /// The API key as it is in the environment now (`None` when the model names none).
     fn key(&self) -> Result<Option<String>, ModelError> {
         match &self.settings.provider {

@@ -61,15 +61,6 @@ impl ScriptedModel {
         })
     }
 
-    /// A model answering by `script`, after `latency` per reply.
-    pub fn with_script(name: &str, script: Script, latency: Duration) -> ScriptedModel {
-        ScriptedModel {
-            name: name.to_owned(),
-            source: Source::Script(script),
-            latency,
-        }
-    }
-
     fn no_reply(&self, message: &str) -> ModelError {
         ModelError::NoScriptedReply {
             model: self.name.clone(),

@@ -28,6 +28,8 @@
 //!
 //! Every key is listed with its bound in ARCHITECTURE.md, "Key map".
 
+#![warn(missing_docs)]
+
 mod add;
 mod cache;
 mod chunk;

@@ -15,6 +15,8 @@
 //! - [`error`]: the errors, [`WorkflowError`].
 //! - [`cron_targets`]: the daemon's cron handler (an agent turn or a workflow run).
 
+#![warn(missing_docs)]
+
 pub mod cron_targets;
 mod env;
 pub mod error;

@@ -68,12 +68,4 @@ impl ModelSettings {
             _ => None,
         }
     }
-
-    /// `"openai"` or `"scripted"`.
-    pub fn provider_name(&self) -> &'static str {
-        match self.provider {
-            Provider::Openai { .. } => "openai",
-            Provider::Scripted { .. } => "scripted",
-        }
-    }
 }

@@ -192,6 +192,8 @@ pub struct AutoClaim {
 }
 
 /// One write in a [`Store::apply`] batch.
+// The fields are the arguments of the Redis command each variant's doc names.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// `SET key value [PX ttl]`.

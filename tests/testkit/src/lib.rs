@@ -11,6 +11,8 @@
 //! The in-process daemon is not here: tests start it with `troupe::Daemon::builder`, the
 //! wiring production runs.
 
+#![warn(missing_docs)]
+
 pub mod daemon;
 pub mod llm;
 pub mod oracle;
