@@ -1,7 +1,7 @@
 //! The `troupe` binary: the daemon and its CLI. The only composition root: it reads the
 //! config, opens the store, starts the actor tree and maps errors to exit codes.
 
-mod bench_cmd;
+mod bench;
 mod dead_letters_cmd;
 mod demo;
 mod http;
@@ -103,7 +103,7 @@ enum Command {
     /// Load generators that print figures (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
-        command: bench_cmd::BenchCommand,
+        command: bench::BenchCommand,
     },
     /// List dead-lettered tasks with their reasons, or publish them again.
     DeadLetters {
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
         Command::Workflow { command } => report(workflow_cmd::run(command)),
         Command::Rag { command } => report(rag_cmd::run(command)),
         Command::Status { config } => with_config(&config, status_cmd::run),
-        Command::Bench { command } => report(bench_cmd::run(command)),
+        Command::Bench { command } => report(bench::run(command)),
         Command::DeadLetters { command } => report(dead_letters_cmd::run(command)),
     }
 }
