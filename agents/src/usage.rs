@@ -2,9 +2,13 @@
 //! model and agent. Optional per-group daily budgets stop calls before they reach the model.
 //!
 //! Layout: one hash per group and UTC day, `usage:{group}:{YYYY-MM-DD}`, whose integer fields
-//! are incremented atomically (`HINCRBY`) in the same batch as the call's audit event:
-//! `calls`, `input_tokens`, `output_tokens`, `cost_nanos`, and the same four prefixed with
-//! `model:{name}:` and `agent:{name}:`. Costs are kept in nano-dollars to stay integral.
+//! are incremented atomically (`HINCRBY`) in the same batch as the call's audit event: one
+//! counter set per model and agent, `pair:{model}:{agent}:` followed by `calls`,
+//! `input_tokens`, `output_tokens` or `cost_nanos` (four commands a call). The totals, by
+//! model and by agent, are sums of the pairs when read. Costs are kept in nano-dollars to stay
+//! integral. Hashes written before the pairs (until December 2026) hold the twelve counters
+//! `calls`…, `model:{name}:calls`… and `agent:{name}:calls`…; they are read too, and added to
+//! the pairs, so a day written by both kinds of daemon adds up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -125,24 +129,19 @@ impl UsageLedger {
     pub fn writes(&self, record: &UsageRecord) -> Vec<Write> {
         let key = day_key(&record.group, day_of(record.at_ms));
         let cost = (record.cost * NANOS_PER_DOLLAR).round() as i64;
-        let mut writes = Vec::with_capacity(13);
-        for prefix in [
-            String::new(),
-            format!("model:{}:", record.model),
-            format!("agent:{}:", record.agent),
+        let prefix = format!("pair:{}:{}:", record.model, record.agent);
+        let mut writes = Vec::with_capacity(5);
+        for (field, delta) in [
+            ("calls", 1),
+            ("input_tokens", record.input_tokens as i64),
+            ("output_tokens", record.output_tokens as i64),
+            ("cost_nanos", cost),
         ] {
-            for (field, delta) in [
-                ("calls", 1),
-                ("input_tokens", record.input_tokens as i64),
-                ("output_tokens", record.output_tokens as i64),
-                ("cost_nanos", cost),
-            ] {
-                writes.push(Write::HIncrBy {
-                    key: key.clone(),
-                    field: format!("{prefix}{field}"),
-                    delta,
-                });
-            }
+            writes.push(Write::HIncrBy {
+                key: key.clone(),
+                field: format!("{prefix}{field}"),
+                delta,
+            });
         }
         writes.push(Write::Expire {
             key,
@@ -204,29 +203,52 @@ impl UsageLedger {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let (totals, name) = match field.split_once(':') {
-                None => (&mut report.total, field.as_str()),
-                Some((scope, rest)) => {
-                    let Some((who, name)) = rest.rsplit_once(':') else {
-                        continue;
-                    };
-                    let map = if scope == "model" {
-                        &mut report.by_model
-                    } else {
-                        &mut report.by_agent
-                    };
-                    (map.entry(who.to_owned()).or_default(), name)
+            let parts: Vec<&str> = field.split(':').collect();
+            match parts.as_slice() {
+                ["pair", model, agent, name] => {
+                    count(&mut report.total, name, n);
+                    count(
+                        report.by_model.entry((*model).to_owned()).or_default(),
+                        name,
+                        n,
+                    );
+                    count(
+                        report.by_agent.entry((*agent).to_owned()).or_default(),
+                        name,
+                        n,
+                    );
                 }
-            };
-            match name {
-                "calls" => totals.calls += n.max(0) as u64,
-                "input_tokens" => totals.input_tokens += n.max(0) as u64,
-                "output_tokens" => totals.output_tokens += n.max(0) as u64,
-                "cost_nanos" => totals.cost += n as f64 / NANOS_PER_DOLLAR,
+                // Written before the pairs.
+                [name] => count(&mut report.total, name, n),
+                ["model", model, name] => {
+                    count(
+                        report.by_model.entry((*model).to_owned()).or_default(),
+                        name,
+                        n,
+                    );
+                }
+                ["agent", agent, name] => {
+                    count(
+                        report.by_agent.entry((*agent).to_owned()).or_default(),
+                        name,
+                        n,
+                    );
+                }
                 _ => {}
             }
         }
         Ok(report)
+    }
+}
+
+/// Adds counter `name`'s value `n` to `totals`.
+fn count(totals: &mut Totals, name: &str, n: i64) {
+    match name {
+        "calls" => totals.calls += n.max(0) as u64,
+        "input_tokens" => totals.input_tokens += n.max(0) as u64,
+        "output_tokens" => totals.output_tokens += n.max(0) as u64,
+        "cost_nanos" => totals.cost += n as f64 / NANOS_PER_DOLLAR,
+        _ => {}
     }
 }
 
@@ -264,6 +286,61 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(model: &str, agent: &str, input_tokens: u64) -> UsageRecord {
+        UsageRecord {
+            group: "acme".into(),
+            user: "u".into(),
+            agent: agent.into(),
+            thread: "t".into(),
+            model: model.into(),
+            input_tokens,
+            output_tokens: 1,
+            latency_ms: 1,
+            cost: 0.5,
+            at_ms: 1_795_219_200_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn pairs_add_up_by_model_and_agent_and_with_counters_written_before_them() {
+        let store: Arc<dyn Store> = Arc::new(troupe_runtime::store::MemoryStore::new());
+        let ledger = UsageLedger::new(store.clone(), BTreeMap::new());
+        for r in [
+            record("m1", "a", 10),
+            record("m1", "b", 20),
+            record("m2", "a", 30),
+        ] {
+            let writes = ledger.writes(&r);
+            assert_eq!(writes.len(), 5, "four counters and the expiry");
+            store.apply(writes).await.expect("apply");
+        }
+        // A call recorded by an older daemon the same day: its twelve counters.
+        let day = day_key("acme", day_of(1_795_219_200_000));
+        for (field, n) in [
+            ("calls", 1),
+            ("input_tokens", 40),
+            ("model:m2:calls", 1),
+            ("model:m2:input_tokens", 40),
+            ("agent:b:calls", 1),
+            ("agent:b:input_tokens", 40),
+        ] {
+            store.hincr_by(&day, field, n).await.expect("hincrby");
+        }
+        let day = day_of(1_795_219_200_000);
+        let report = ledger.report("acme", day, day).await.expect("report");
+        assert_eq!(report.total.calls, 4);
+        assert_eq!(report.total.input_tokens, 100);
+        assert_eq!(report.total.output_tokens, 3);
+        assert!((report.total.cost - 1.5).abs() < 1e-9);
+        assert_eq!(report.by_model["m1"].calls, 2);
+        assert_eq!(report.by_model["m1"].input_tokens, 30);
+        assert_eq!(report.by_model["m2"].calls, 2);
+        assert_eq!(report.by_model["m2"].input_tokens, 70);
+        assert_eq!(report.by_agent["a"].input_tokens, 40);
+        assert_eq!(report.by_agent["b"].calls, 2);
+        assert_eq!(report.by_agent["b"].input_tokens, 60);
+    }
 
     #[test]
     fn days_map_to_calendar_dates() {
