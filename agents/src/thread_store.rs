@@ -113,8 +113,6 @@ fn user_index(group: &str, user: &str) -> String {
 /// renewed, its index entries moved to now, entries past `retention` dropped. Sent after the
 /// writes that create the keys, in the same batch.
 fn touch(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
-    let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
-    let horizon = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
     let mut writes = Vec::with_capacity(9);
     for key in [id.meta_key(), id.messages_key(), id.owner_key()] {
         writes.push(Write::Expire {
@@ -122,6 +120,17 @@ fn touch(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
             ttl: retention,
         });
     }
+    writes.extend(listing(id, user, retention));
+    writes
+}
+
+/// The writes that list thread `id` (created by `user`) as active now in its group's and its
+/// creator's thread index, entries past `retention` dropped: [`touch`] without renewing the
+/// thread's own keys (a creation writes them with their expiry).
+fn listing(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
+    let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    let horizon = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let mut writes = Vec::with_capacity(6);
     for index in [group_index(id.group()), user_index(id.group(), user)] {
         writes.push(Write::ZAdd {
             key: index.clone(),
@@ -218,10 +227,14 @@ pub struct NewThread {
 }
 
 /// A new thread's metadata and the writes that create it: metadata and indexes.
+/// Thread `id`'s metadata and its writes: the metadata (with its expiry; the owner key has
+/// its own from the claim, the messages key none yet), and its listing if `listed` (else the
+/// batch's first messages are followed by a [`touch`], which lists it).
 fn creation(
     id: &ThreadId,
     new: NewThread,
     retention: Duration,
+    listed: bool,
 ) -> Result<(ThreadInfo, Vec<Write>), AgentError> {
     let info = ThreadInfo {
         id: id.thread().to_owned(),
@@ -237,7 +250,9 @@ fn creation(
         value: encode(&info)?,
         ttl: Some(retention),
     }];
-    writes.extend(touch(id, &new.user, retention));
+    if listed {
+        writes.extend(listing(id, &new.user, retention));
+    }
     Ok((info, writes))
 }
 
@@ -291,15 +306,15 @@ impl ThreadStore {
                 id: id.thread().to_owned(),
             });
         }
-        let (info, mut writes) = creation(&id, new, self.retention)?;
+        let (info, mut writes) = creation(&id, new, self.retention, true)?;
         writes.extend(also(&info));
         self.store.apply(writes).await?;
         Ok(info)
     }
 
     /// Thread `new.id` for a one-shot turn, created or continued: its id, the position of its
-    /// next message, and the writes that create it (metadata, indexes, `also(info)`) to send
-    /// in the batch of its first message — none when the thread exists already (an earlier
+    /// next message, and the writes that create it (metadata, `also(info)`) to send in the
+    /// batch of its first message, whose touch lists it — none when the thread exists already (an earlier
     /// attempt of the same call: the new turn follows its messages).
     pub(crate) async fn prepare_one_shot(
         &self,
@@ -311,7 +326,8 @@ impl ThreadStore {
             let next = self.store.len(&id.messages_key()).await?;
             return Ok((id, next, Vec::new()));
         }
-        let (info, mut writes) = creation(&id, new, self.retention)?;
+        // The batch that writes these writes the first messages and touches the thread after.
+        let (info, mut writes) = creation(&id, new, self.retention, false)?;
         writes.extend(also(&info));
         Ok((id, 0, writes))
     }

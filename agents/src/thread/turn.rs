@@ -3,6 +3,9 @@
 //! holds ([`one_shot`]).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tracing::{Instrument, Span};
 use troupe_runtime::store::Write;
@@ -161,8 +164,10 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
         id: d.agent.clone(),
     })?;
     let mut seq = d.next_seq;
+    let mut touched = None;
     if !d.first.is_empty() {
-        persist(d, &d.first, d.prelude.clone()).await?;
+        persist(d, &d.first, d.prelude.clone(), true).await?;
+        touched = Some(Instant::now());
         driven.written.extend(d.first.iter().cloned());
         seq += d.first.len() as u64;
     }
@@ -216,7 +221,11 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
             message,
         })
         .collect();
-    persist(d, &produced, Vec::new()).await?;
+    // The turn's first write touched the thread: its answer renews nothing unless the turn
+    // took long, relative to the retention (see `RETOUCH`).
+    let retouch = RETOUCH.min(d.threads.retention() / 100);
+    let touch = touched.is_none_or(|at| at.elapsed() >= retouch);
+    persist(d, &produced, Vec::new(), touch).await?;
     let last_seq = produced.last().map_or(seq.saturating_sub(1), |m| m.seq);
     driven.written.extend(produced);
     let status = match run.status {
@@ -253,12 +262,18 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
     })
 }
 
+/// The longest a turn's later writes skip renewing the thread its first write renewed (at
+/// most a hundredth of the retention): a thread expires its retention after its last change,
+/// give or take this.
+const RETOUCH: Duration = Duration::from_secs(60);
+
 /// Appends messages to the thread and records one event per message, in one batch after
-/// `prelude`.
+/// `prelude`, the thread touched (its keys' expiry renewed, listed as active now) if `touch`.
 async fn persist(
     d: &Drive,
     messages: &[ThreadMessage],
     prelude: Vec<Write>,
+    touch: bool,
 ) -> Result<(), AgentError> {
     if messages.is_empty() {
         return Ok(());
@@ -284,6 +299,8 @@ async fn persist(
         key: d.id.messages_key(),
         values,
     });
-    writes.extend(d.threads.touch(&d.id, &d.creator));
+    if touch {
+        writes.extend(d.threads.touch(&d.id, &d.creator));
+    }
     Ok(d.threads.store().apply(writes).await?)
 }
