@@ -138,6 +138,31 @@ async fn add(s: &dyn Store, stream: &str, n: u32) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Every pending entry of group `g` of `stream` (at most 10).
+fn all_pending(stream: &str) -> PendingRange<'_> {
+    PendingRange {
+        stream,
+        group: "g",
+        start: "-",
+        end: "+",
+        count: 10,
+        consumer: None,
+    }
+}
+
+/// A claim for `consumer` of at most `count` entries of group `g` of `s` idle for
+/// `min_idle`, scanning from `start`.
+fn claim<'a>(consumer: &'a str, min_idle: Duration, start: &'a str, count: usize) -> IdleClaim<'a> {
+    IdleClaim {
+        stream: "s",
+        group: "g",
+        consumer,
+        min_idle,
+        start,
+        count,
+    }
+}
+
 fn read<'a>(stream: &'a str, consumer: &'a str, count: usize, from: ReadFrom) -> GroupRead<'a> {
     GroupRead {
         stream,
@@ -587,16 +612,7 @@ async fn empty_arguments(s: Arc<dyn Store>) -> Result<()> {
         "{err:?}"
     );
     s.xgroup_create("s", "g", "0").await?;
-    let err = s
-        .xautoclaim(IdleClaim {
-            stream: "s",
-            group: "g",
-            consumer: "c",
-            min_idle: Duration::ZERO,
-            start: "0",
-            count: 0,
-        })
-        .await;
+    let err = s.xautoclaim(claim("c", Duration::ZERO, "0", 0)).await;
     ensure!(
         matches!(err, Err(StoreError::InvalidArgument { .. })),
         "{err:?}"
@@ -810,16 +826,7 @@ async fn xpending_summary_and_range(s: Arc<dyn Store>) -> Result<()> {
 
     // Re-reading pending entries counts as another delivery.
     s.xreadgroup(read("s", "amy", 1, pending("0"))).await?;
-    let range = s
-        .xpending_range(PendingRange {
-            stream: "s",
-            group: "g",
-            start: "-",
-            end: "+",
-            count: 10,
-            consumer: None,
-        })
-        .await?;
+    let range = s.xpending_range(all_pending("s")).await?;
     let rows: Vec<(&str, &str, u64)> = range
         .iter()
         .map(|p| (p.id.as_str(), p.consumer.as_str(), p.deliveries))
@@ -887,14 +894,7 @@ async fn xautoclaim_moves_idle_entries(s: Arc<dyn Store>) -> Result<()> {
     s.xgroup_create("s", "g", "0").await?;
     s.xreadgroup(read("s", "dead", 2, ReadFrom::New)).await?;
     let none = s
-        .xautoclaim(IdleClaim {
-            stream: "s",
-            group: "g",
-            consumer: "live",
-            min_idle: Duration::from_secs(60),
-            start: "0",
-            count: 10,
-        })
+        .xautoclaim(claim("live", Duration::from_secs(60), "0", 10))
         .await?;
     ensure!(
         none.claimed.is_empty() && none.deleted.is_empty(),
@@ -903,29 +903,13 @@ async fn xautoclaim_moves_idle_entries(s: Arc<dyn Store>) -> Result<()> {
     // Let the entries idle past min_idle.
     tokio::time::sleep(Duration::from_millis(60)).await;
     let got = s
-        .xautoclaim(IdleClaim {
-            stream: "s",
-            group: "g",
-            consumer: "live",
-            min_idle: Duration::from_millis(50),
-            start: "0",
-            count: 10,
-        })
+        .xautoclaim(claim("live", Duration::from_millis(50), "0", 10))
         .await?;
     assert_eq!(ids(&got.claimed), added[..2].to_vec());
     assert_eq!(got.claimed[1].field("n"), Some(&b"1"[..]));
     ensure!(got.deleted.is_empty());
     assert_eq!(got.next, "0-0", "scan complete");
-    let range = s
-        .xpending_range(PendingRange {
-            stream: "s",
-            group: "g",
-            start: "-",
-            end: "+",
-            count: 10,
-            consumer: None,
-        })
-        .await?;
+    let range = s.xpending_range(all_pending("s")).await?;
     ensure!(
         range
             .iter()
@@ -945,26 +929,12 @@ async fn xautoclaim_moves_idle_entries(s: Arc<dyn Store>) -> Result<()> {
     // COUNT limits the claim and the cursor continues the scan.
     tokio::time::sleep(Duration::from_millis(60)).await;
     let page = s
-        .xautoclaim(IdleClaim {
-            stream: "s",
-            group: "g",
-            consumer: "other",
-            min_idle: Duration::from_millis(50),
-            start: "0",
-            count: 1,
-        })
+        .xautoclaim(claim("other", Duration::from_millis(50), "0", 1))
         .await?;
     assert_eq!(ids(&page.claimed), added[..1].to_vec());
     assert_eq!(page.next, added[1]);
     let page = s
-        .xautoclaim(IdleClaim {
-            stream: "s",
-            group: "g",
-            consumer: "other",
-            min_idle: Duration::from_millis(50),
-            start: &page.next,
-            count: 1,
-        })
+        .xautoclaim(claim("other", Duration::from_millis(50), &page.next, 1))
         .await?;
     assert_eq!(ids(&page.claimed), added[1..2].to_vec());
     Ok(())
@@ -1008,14 +978,7 @@ async fn byte_field_names_read_back_on_every_read(s: Arc<dyn Store>) -> Result<(
     )?;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let claimed = s
-        .xautoclaim(IdleClaim {
-            stream: "s",
-            group: "g",
-            consumer: "d",
-            min_idle: Duration::from_millis(10),
-            start: "0",
-            count: 10,
-        })
+        .xautoclaim(claim("d", Duration::from_millis(10), "0", 10))
         .await?;
     check(&claimed.claimed, "xautoclaim")?;
     ensure!(
@@ -1040,26 +1003,10 @@ async fn xclaim_touch_keeps_entries_from_reclaim(s: Arc<dyn Store>) -> Result<()
         "only pending ids are touched"
     );
     let got = s
-        .xautoclaim(IdleClaim {
-            stream: "s",
-            group: "g",
-            consumer: "other",
-            min_idle: Duration::from_millis(50),
-            start: "0",
-            count: 10,
-        })
+        .xautoclaim(claim("other", Duration::from_millis(50), "0", 10))
         .await?;
     assert_eq!(ids(&got.claimed), added[1..].to_vec());
-    let range = s
-        .xpending_range(PendingRange {
-            stream: "s",
-            group: "g",
-            start: "-",
-            end: "+",
-            count: 10,
-            consumer: None,
-        })
-        .await?;
+    let range = s.xpending_range(all_pending("s")).await?;
     assert_eq!(range[0].consumer, "worker");
     assert_eq!(range[0].deliveries, 1, "a touch is not a delivery");
     Ok(())
@@ -1190,16 +1137,7 @@ async fn xautoclaim_reports_trimmed(s: Arc<dyn Store>) -> Result<()> {
         ids(&s.xreadgroup(read("s", "dead", 10, pending("0"))).await?),
         added[2..3].to_vec()
     );
-    let got = s
-        .xautoclaim(IdleClaim {
-            stream: "s",
-            group: "g",
-            consumer: "live",
-            min_idle: Duration::ZERO,
-            start: "0",
-            count: 10,
-        })
-        .await?;
+    let got = s.xautoclaim(claim("live", Duration::ZERO, "0", 10)).await?;
     assert_eq!(got.deleted, added[..2].to_vec());
     assert_eq!(ids(&got.claimed), added[2..3].to_vec());
     let summary = s.xpending("s", "g").await?;
