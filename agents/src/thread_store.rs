@@ -286,6 +286,18 @@ impl ThreadStore {
         touch(id, user, self.retention)
     }
 
+    /// [`touch`](Self::touch) for the batch that creates thread `id` (its metadata written
+    /// with its expiry, its owner key claimed with one) and writes its first messages: the
+    /// messages' expiry and the thread's listing.
+    pub(crate) fn touch_created(&self, id: &ThreadId, user: &str) -> Vec<Write> {
+        let mut writes = vec![Write::Expire {
+            key: id.messages_key(),
+            ttl: self.retention,
+        }];
+        writes.extend(listing(id, user, self.retention));
+        writes
+    }
+
     /// Creates a thread. An explicit id already taken (by any group) is
     /// [`AgentError::Conflict`].
     pub async fn create(&self, new: NewThread) -> Result<ThreadInfo, AgentError> {

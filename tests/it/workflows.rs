@@ -19,7 +19,7 @@ use troupe_runtime::store::{MemoryStore, RedisOptions, RedisStore, Store};
 use troupe_runtime::Exit;
 use troupe_testkit::{eventually, eventually_blocking, WAIT};
 use troupe_workflow::cron_targets::CRON_GROUP;
-use troupe_workflow::journal::{call_id, now_ms, OutputRef};
+use troupe_workflow::journal::{call_id, lease_key, now_ms, OutputRef};
 use troupe_workflow::pool_call::{Call, WORKFLOW_CALL};
 use troupe_workflow::{
     Entry, EntryKind, Router, RouterOptions, RunRecord, RunStatus, Runs, StepHook, Submit,
@@ -818,7 +818,7 @@ async fn a_dead_owners_run_is_adopted_by_another_router_once_its_lease_expires()
     let lease = Duration::from_millis(600);
     // Router "a" runs the run to its wait, then dies with its actix system: no shutdown, no
     // lease release, its futures dropped mid-wait.
-    let (a_store, a_text) = (store.clone(), text.clone());
+    let (a_store, a_text, a_lease) = (store.clone(), text.clone(), store.clone());
     let id = std::thread::spawn(move || {
         let system = actix::System::new();
         let (id, rig) = system.block_on(async move {
@@ -835,17 +835,21 @@ async fn a_dead_owners_run_is_adopted_by_another_router_once_its_lease_expires()
             wait_status(rig.router.runs(), &id, RunStatus::Waiting).await;
             (id, rig)
         });
-        // Stamped before the system goes: from here on "a" renews nothing. Tearing its
-        // daemon down (worker threads joined) may take a while under load, and must not
-        // count as time "b" waited.
-        let died = now_ms();
+        // From here on "a" renews nothing (its system is no longer driven): its lease
+        // expires when its last renewal says, which under load may be sooner than a lease
+        // after now. Read before the system goes; tearing its daemon down (worker threads
+        // joined) may take a while and must not count.
+        let left = futures::executor::block_on(a_lease.ttl(&lease_key(&id)))
+            .expect("the lease's ttl")
+            .expect("a holds the run's lease");
+        let expires = now_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
         drop(system);
         drop(rig);
-        (id, died)
+        (id, expires)
     })
     .join()
     .expect("router a's thread");
-    let (id, died) = id;
+    let (id, expires) = id;
 
     let options = RouterOptions {
         lease,
@@ -864,17 +868,17 @@ async fn a_dead_owners_run_is_adopted_by_another_router_once_its_lease_expires()
     );
     let entries = journal(&runs, &id).await;
     assert_eq!(adopters(&entries), ["a", "b"]);
-    // "b" waited for the lease "a" last renewed at most a third of a lease before dying.
+    // "b" waited for the lease "a" last renewed to expire (times in whole ms: 1 ms of slack).
     let adopted = entries
         .iter()
         .filter(|e| e.kind == EntryKind::Adopted)
         .map(|e| e.at)
         .nth(1)
         .unwrap_or_default();
-    let waited = adopted.saturating_sub(died);
     assert!(
-        waited >= u64::try_from(lease.as_millis() / 2).unwrap_or(u64::MAX),
-        "b adopted the run {waited} ms after a died, before a's lease could expire"
+        adopted + 1 >= expires,
+        "b adopted the run {} ms before a's lease expired",
+        expires - adopted
     );
     // The completed draft was neither journaled as started again nor asked again.
     assert_eq!(count(&entries, "draft", EntryKind::Started), 1);

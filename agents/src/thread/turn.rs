@@ -282,6 +282,7 @@ async fn persist(
         lease.confirm().await?;
     }
     let mut values = Vec::with_capacity(messages.len());
+    let creates = !prelude.is_empty();
     let mut writes = prelude;
     writes.reserve(2 * messages.len() + 1);
     for m in messages {
@@ -299,8 +300,11 @@ async fn persist(
         key: d.id.messages_key(),
         values,
     });
-    if touch {
-        writes.extend(d.threads.touch(&d.id, &d.creator));
+    match touch {
+        // A prelude is the thread's creation, in this batch.
+        true if creates => writes.extend(d.threads.touch_created(&d.id, &d.creator)),
+        true => writes.extend(d.threads.touch(&d.id, &d.creator)),
+        false => {}
     }
     Ok(d.threads.store().apply(writes).await?)
 }
