@@ -246,7 +246,7 @@ impl Conversations {
     /// Asks `agent` once in a thread of its own, `new` (a workflow call): created with the
     /// question in one batch, or continued when it exists already (the same call made
     /// again). No thread actor is started: nothing else talks in such a thread while the
-    /// call runs. The thread is an ordinary thread afterwards (readable, listable, and a turn
+    /// call runs. The thread is an ordinary thread afterwards (readable by its id, and a turn
     /// paused for an approval can be approved through [`approve`](Self::approve)).
     pub async fn ask_once(
         &self,

@@ -288,14 +288,27 @@ impl ThreadStore {
 
     /// [`touch`](Self::touch) for the batch that creates thread `id` (its metadata written
     /// with its expiry, its owner key claimed with one) and writes its first messages: the
-    /// messages' expiry and the thread's listing.
-    pub(crate) fn touch_created(&self, id: &ThreadId, user: &str) -> Vec<Write> {
+    /// messages' expiry, and the thread's listing if `listed`.
+    pub(crate) fn touch_created(&self, id: &ThreadId, user: &str, listed: bool) -> Vec<Write> {
         let mut writes = vec![Write::Expire {
             key: id.messages_key(),
             ttl: self.retention,
         }];
-        writes.extend(listing(id, user, self.retention));
+        if listed {
+            writes.extend(listing(id, user, self.retention));
+        }
         writes
+    }
+
+    /// [`touch`](Self::touch) without the listing: for a thread no thread list holds.
+    pub(crate) fn renew(&self, id: &ThreadId) -> Vec<Write> {
+        [id.meta_key(), id.messages_key(), id.owner_key()]
+            .into_iter()
+            .map(|key| Write::Expire {
+                key,
+                ttl: self.retention,
+            })
+            .collect()
     }
 
     /// Creates a thread. An explicit id already taken (by any group) is

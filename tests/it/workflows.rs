@@ -236,6 +236,20 @@ async fn research_and_support_run_end_to_end_on_the_scripted_model() {
         .await
         .expect("thread");
     assert_eq!(page.total, 2);
+    // Readable by its id, but not in the group's or the user's thread lists: the run's
+    // journal names its calls' threads.
+    let listed = rig
+        .talk
+        .list_threads("acme", None, 0, 100)
+        .await
+        .expect("list");
+    assert!(listed.threads.is_empty(), "{:?}", listed.threads);
+    let listed = rig
+        .talk
+        .list_threads("acme", Some("alice"), 0, 100)
+        .await
+        .expect("list");
+    assert!(listed.threads.is_empty(), "{:?}", listed.threads);
     rig.stop().await;
 
     let support = std::fs::read_to_string(example("support.toml")).expect("read");

@@ -150,6 +150,7 @@ impl Handler<Traced<Turn>> for ThreadActor {
                     started: msg.started,
                     approval_key,
                     lease: Some(lease),
+                    listed: true,
                 };
                 let (driven, result) = drive(spec).await;
                 cached.remember(driven.written, env.window);
@@ -220,6 +221,7 @@ impl Handler<Traced<Approve>> for ThreadActor {
                     started: None,
                     approval_key: approval_key.clone(),
                     lease: Some(lease),
+                    listed: true,
                 };
                 let (driven, mut result) = drive(spec).await;
                 // The approval is cleared only once the resumed run has persisted its results.

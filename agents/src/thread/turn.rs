@@ -89,6 +89,7 @@ pub(crate) async fn one_shot(
         started: turn.started,
         approval_key,
         lease: None,
+        listed: false,
     };
     let span = tracing::info_span!(
         "thread.turn",
@@ -121,6 +122,9 @@ pub(super) struct Drive {
     /// The turn lease held by the change (none for a one-shot thread: its run's lease covers
     /// it), confirmed before messages are written.
     pub(super) lease: Option<Arc<TurnLease>>,
+    /// Whether the thread is in its group's and its creator's thread lists (a one-shot
+    /// thread, a workflow call's, is not: its run's journal names it).
+    pub(super) listed: bool,
 }
 
 /// What a drive changed, applied to the actor afterwards.
@@ -300,11 +304,13 @@ async fn persist(
         key: d.id.messages_key(),
         values,
     });
-    match touch {
-        // A prelude is the thread's creation, in this batch.
-        true if creates => writes.extend(d.threads.touch_created(&d.id, &d.creator)),
-        true => writes.extend(d.threads.touch(&d.id, &d.creator)),
-        false => {}
+    if touch {
+        writes.extend(match (creates, d.listed) {
+            // A prelude is the thread's creation, in this batch.
+            (true, listed) => d.threads.touch_created(&d.id, &d.creator, listed),
+            (false, true) => d.threads.touch(&d.id, &d.creator),
+            (false, false) => d.threads.renew(&d.id),
+        });
     }
     Ok(d.threads.store().apply(writes).await?)
 }
