@@ -1167,16 +1167,7 @@ async fn missing_group_is_no_group(s: Arc<dyn Store>) -> Result<()> {
             stream,
         )?;
         check("xpending", s.xpending(stream, "g").await.map(drop), stream)?;
-        let r = s
-            .xpending_range(PendingRange {
-                stream,
-                group: "g",
-                start: "-",
-                end: "+",
-                count: 10,
-                consumer: None,
-            })
-            .await;
+        let r = s.xpending_range(all_pending(stream)).await;
         check("xpending_range", r.map(drop), stream)?;
         let r = s
             .xautoclaim(IdleClaim {
