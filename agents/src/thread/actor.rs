@@ -134,6 +134,10 @@ impl Handler<Traced<Turn>> for ThreadActor {
                 };
                 context.push(user_message.message.clone());
                 let approval_key = env.id.approval_key();
+                // A thread with no message yet: its creation's time.
+                let created_ms = (cached.total == 0)
+                    .then(|| cached.info.as_ref().map(|i| i.created_ms))
+                    .flatten();
                 let spec = Drive {
                     id: env.id,
                     threads: env.threads,
@@ -151,6 +155,7 @@ impl Handler<Traced<Turn>> for ThreadActor {
                     approval_key,
                     lease: Some(lease),
                     listed: true,
+                    created_ms,
                 };
                 let (driven, result) = drive(spec).await;
                 cached.remember(driven.written, env.window);
@@ -222,6 +227,7 @@ impl Handler<Traced<Approve>> for ThreadActor {
                     approval_key: approval_key.clone(),
                     lease: Some(lease),
                     listed: true,
+                    created_ms: None,
                 };
                 let (driven, mut result) = drive(spec).await;
                 // The approval is cleared only once the resumed run has persisted its results.

@@ -90,6 +90,7 @@ pub(crate) async fn one_shot(
         approval_key,
         lease: None,
         listed: false,
+        created_ms: None,
     };
     let span = tracing::info_span!(
         "thread.turn",
@@ -125,6 +126,9 @@ pub(super) struct Drive {
     /// Whether the thread is in its group's and its creator's thread lists (a one-shot
     /// thread, a workflow call's, is not: its run's journal names it).
     pub(super) listed: bool,
+    /// When the thread was created, if it has no message yet: a creation moments ago wrote
+    /// its keys' expiry and its listing, which its first messages need not renew.
+    pub(super) created_ms: Option<u64>,
 }
 
 /// What a drive changed, applied to the actor afterwards.
@@ -170,7 +174,17 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
     let mut seq = d.next_seq;
     let mut touched = None;
     if !d.first.is_empty() {
-        persist(d, &d.first, d.prelude.clone(), true).await?;
+        // A prelude is the thread's creation, in this batch.
+        let just_created = d.created_ms.is_some_and(|at| {
+            let now = now_ms();
+            at <= now && Duration::from_millis(now - at) < retouch(d)
+        });
+        let renewal = match (d.prelude.is_empty(), just_created) {
+            (false, _) => Renewal::Created { listed: d.listed },
+            (true, true) => Renewal::Created { listed: false },
+            (true, false) => Renewal::Full,
+        };
+        persist(d, &d.first, d.prelude.clone(), renewal).await?;
         touched = Some(Instant::now());
         driven.written.extend(d.first.iter().cloned());
         seq += d.first.len() as u64;
@@ -227,9 +241,11 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
         .collect();
     // The turn's first write touched the thread: its answer renews nothing unless the turn
     // took long, relative to the retention (see `RETOUCH`).
-    let retouch = RETOUCH.min(d.threads.retention() / 100);
-    let touch = touched.is_none_or(|at| at.elapsed() >= retouch);
-    persist(d, &produced, Vec::new(), touch).await?;
+    let renewal = match touched {
+        Some(at) if at.elapsed() < retouch(d) => Renewal::None,
+        _ => Renewal::Full,
+    };
+    persist(d, &produced, Vec::new(), renewal).await?;
     let last_seq = produced.last().map_or(seq.saturating_sub(1), |m| m.seq);
     driven.written.extend(produced);
     let status = match run.status {
@@ -271,13 +287,30 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
 /// give or take this.
 const RETOUCH: Duration = Duration::from_secs(60);
 
+/// [`RETOUCH`] for the thread of `d`: at most a hundredth of its retention.
+fn retouch(d: &Drive) -> Duration {
+    RETOUCH.min(d.threads.retention() / 100)
+}
+
+/// What a batch of messages renews of their thread.
+#[derive(Debug, Clone, Copy)]
+enum Renewal {
+    /// Its keys' expiry, and its listing if the thread is listed.
+    Full,
+    /// The thread was created in this batch or moments ago, its metadata and owner key with
+    /// their expiry: the messages key's expiry, and the listing if `listed`.
+    Created { listed: bool },
+    /// Nothing: the turn's first batch renewed it moments ago.
+    None,
+}
+
 /// Appends messages to the thread and records one event per message, in one batch after
-/// `prelude`, the thread touched (its keys' expiry renewed, listed as active now) if `touch`.
+/// `prelude`, renewing the thread as `renewal` says.
 async fn persist(
     d: &Drive,
     messages: &[ThreadMessage],
     prelude: Vec<Write>,
-    touch: bool,
+    renewal: Renewal,
 ) -> Result<(), AgentError> {
     if messages.is_empty() {
         return Ok(());
@@ -286,7 +319,6 @@ async fn persist(
         lease.confirm().await?;
     }
     let mut values = Vec::with_capacity(messages.len());
-    let creates = !prelude.is_empty();
     let mut writes = prelude;
     writes.reserve(2 * messages.len() + 1);
     for m in messages {
@@ -304,13 +336,11 @@ async fn persist(
         key: d.id.messages_key(),
         values,
     });
-    if touch {
-        writes.extend(match (creates, d.listed) {
-            // A prelude is the thread's creation, in this batch.
-            (true, listed) => d.threads.touch_created(&d.id, &d.creator, listed),
-            (false, true) => d.threads.touch(&d.id, &d.creator),
-            (false, false) => d.threads.renew(&d.id),
-        });
-    }
+    writes.extend(match renewal {
+        Renewal::Full if d.listed => d.threads.touch(&d.id, &d.creator),
+        Renewal::Full => d.threads.renew(&d.id),
+        Renewal::Created { listed } => d.threads.touch_created(&d.id, &d.creator, listed),
+        Renewal::None => Vec::new(),
+    });
     Ok(d.threads.store().apply(writes).await?)
 }
