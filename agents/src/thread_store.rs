@@ -113,15 +113,20 @@ fn user_index(group: &str, user: &str) -> String {
 /// renewed, its index entries moved to now, entries past `retention` dropped. Sent after the
 /// writes that create the keys, in the same batch.
 fn touch(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
-    let mut writes = Vec::with_capacity(9);
-    for key in [id.meta_key(), id.messages_key(), id.owner_key()] {
-        writes.push(Write::Expire {
-            key,
-            ttl: retention,
-        });
-    }
+    let mut writes = renewal(id, retention);
     writes.extend(listing(id, user, retention));
     writes
+}
+
+/// The writes that renew the expiry of thread `id`'s metadata, messages and owner key.
+fn renewal(id: &ThreadId, retention: Duration) -> Vec<Write> {
+    [id.meta_key(), id.messages_key(), id.owner_key()]
+        .into_iter()
+        .map(|key| Write::Expire {
+            key,
+            ttl: retention,
+        })
+        .collect()
 }
 
 /// The writes that list thread `id` (created by `user`) as active now in its group's and its
@@ -153,15 +158,12 @@ fn listing(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
 /// with its run). Its index entries stay until they pass the thread retention; listings skip
 /// threads whose keys are gone.
 pub fn expiring(id: &ThreadId, ttl: Duration) -> Vec<Write> {
-    [
-        id.meta_key(),
-        id.messages_key(),
-        id.owner_key(),
-        id.approval_key(),
-    ]
-    .into_iter()
-    .map(|key| Write::Expire { key, ttl })
-    .collect()
+    let mut writes = renewal(id, ttl);
+    writes.push(Write::Expire {
+        key: id.approval_key(),
+        ttl,
+    });
+    writes
 }
 
 pub(crate) use troupe_runtime::clock::now_ms;
@@ -302,13 +304,7 @@ impl ThreadStore {
 
     /// [`touch`](Self::touch) without the listing: for a thread no thread list holds.
     pub(crate) fn renew(&self, id: &ThreadId) -> Vec<Write> {
-        [id.meta_key(), id.messages_key(), id.owner_key()]
-            .into_iter()
-            .map(|key| Write::Expire {
-                key,
-                ttl: self.retention,
-            })
-            .collect()
+        renewal(id, self.retention)
     }
 
     /// Creates a thread. An explicit id already taken (by any group) is

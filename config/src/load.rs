@@ -236,7 +236,8 @@ mod tests {
     fn the_example_validates() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/troupe.toml");
         let config = match load_str(
-            &std::fs::read_to_string(&example).unwrap_or_default(),
+            &std::fs::read_to_string(&example)
+                .unwrap_or_else(|err| panic!("{}: {err}", example.display())),
             "examples/troupe.toml",
             &[],
         ) {

@@ -97,24 +97,31 @@ pub fn run(args: IngressArgs) -> anyhow::Result<()> {
             config.origin
         );
     };
-    match (&args.agent, &args.workflow) {
-        (Some(agent), _) => ensure!(
-            config.agents.contains_key(agent),
-            "no agent {agent:?} in {}",
-            config.origin
-        ),
-        (None, Some(workflow)) => ensure!(
-            config.workflows.contains_key(workflow),
-            "no workflow {workflow:?} in {}",
-            config.origin
-        ),
+    // What every task asks for: (`agent` or `workflow`, its name).
+    let target = match (&args.agent, &args.workflow) {
+        (Some(agent), _) => {
+            ensure!(
+                config.agents.contains_key(agent),
+                "no agent {agent:?} in {}",
+                config.origin
+            );
+            ("agent", agent.clone())
+        }
+        (None, Some(workflow)) => {
+            ensure!(
+                config.workflows.contains_key(workflow),
+                "no workflow {workflow:?} in {}",
+                config.origin
+            );
+            ("workflow", workflow.clone())
+        }
         (None, None) => bail!("give --agent NAME or --workflow NAME"),
-    }
-    let streams = Streams {
+    };
+    let streams = Arc::new(Streams {
         tasks: format!("{}{}", redis.prefix, config.ingress.stream),
         results: format!("{}{}", redis.prefix, config.ingress.results),
         group: config.ingress.group.clone(),
-    };
+    });
     let url = redis.url.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -133,7 +140,12 @@ pub fn run(args: IngressArgs) -> anyhow::Result<()> {
         };
         let result = async {
             daemon.wait_ready(&mut info, &streams).await?;
-            let load = Load::new(&args, &client, &streams).await?;
+            let task = TaskTemplate {
+                target,
+                input: args.input.clone(),
+                groups: args.groups,
+            };
+            let load = Load::new(&client, streams.clone(), task).await?;
             if args.warmup > 0 {
                 load.drive(
                     "warmup",
@@ -275,9 +287,9 @@ impl TaskTemplate {
 
 impl Load {
     async fn new(
-        args: &IngressArgs,
         client: &redis::Client,
-        streams: &Streams,
+        streams: Arc<Streams>,
+        task: TaskTemplate,
     ) -> anyhow::Result<Load> {
         let mut conn = client.get_multiplexed_async_connection().await?;
         let last: StreamRangeReply = conn.xrevrange_count(&streams.results, "+", "-", 1).await?;
@@ -285,23 +297,10 @@ impl Load {
             .ids
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
-        let target = match (&args.agent, &args.workflow) {
-            (Some(agent), _) => ("agent", agent.clone()),
-            (None, Some(workflow)) => ("workflow", workflow.clone()),
-            (None, None) => bail!("give --agent NAME or --workflow NAME"),
-        };
         Ok(Load {
             client: client.clone(),
-            streams: Arc::new(Streams {
-                tasks: streams.tasks.clone(),
-                results: streams.results.clone(),
-                group: streams.group.clone(),
-            }),
-            task: TaskTemplate {
-                target,
-                input: args.input.clone(),
-                groups: args.groups,
-            },
+            streams,
+            task,
             cursor: Mutex::new(cursor),
             sent: AtomicU64::new(0),
             run: format!("b{}-{:x}", std::process::id(), rand::random::<u32>()),
@@ -526,7 +525,7 @@ fn report(args: &IngressArgs, m: &Measured, before: &Snapshot, after: &Snapshot,
     let n = m.latencies.len().max(1) as f64;
     let target = match (&args.agent, &args.workflow) {
         (Some(agent), _) => format!("agent {agent:?}"),
-        (_, workflow) => format!("workflow {:?}", workflow.as_deref().unwrap_or_default()),
+        (None, workflow) => format!("workflow {:?}", workflow.as_deref().unwrap_or_default()),
     };
     let mode = match args.rate {
         Some(rate) => format!("at {rate:.0} tasks/s"),
