@@ -147,10 +147,21 @@ impl Daemon {
         self.seen.join("\n")
     }
 
-    /// All log lines read so far, and any still buffered.
+    /// All log lines read so far, and any still buffered; once the process has exited,
+    /// every line it wrote (read to the end of its stderr, 5 s at most a line), so that its
+    /// last words are not lost to the reader thread's lag.
     pub fn log(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
+        let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+        loop {
+            let line = if exited {
+                self.lines.recv_timeout(Duration::from_secs(5)).ok()
+            } else {
+                self.lines.try_recv().ok()
+            };
+            match line {
+                Some(line) => self.seen.push(line),
+                None => break,
+            }
         }
         self.seen.join("\n")
     }
