@@ -26,7 +26,7 @@ use crate::error::AgentError;
 use crate::events::{AuditEvent, EventLog, RefusedCall, ToolEvent, Who};
 use crate::message::{ChatMessage, ToolCall};
 use crate::model::{ChatRequest, DeltaSink, ModelService, Usage};
-use crate::policy::{Call, Policies};
+use crate::policy::{Call, Hold, Policies};
 use crate::thread_store::ThreadId;
 use crate::usage::Prices;
 
@@ -78,6 +78,9 @@ pub struct RunAgent {
     pub resume: Vec<Decided>,
     /// Where to stream text deltas, if streaming.
     pub deltas: Option<DeltaSink>,
+    /// Where the last model call's usage record waits for the turn's own batch (a one-shot
+    /// turn's), if it does (see [`Hold`]).
+    pub hold: Option<Arc<Hold>>,
 }
 
 /// How a run ended.
@@ -183,6 +186,7 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
             prices: spec.prices,
             limits: &settings.limits,
             estimated_tokens: estimate_tokens(&request),
+            hold: msg.hold.as_deref(),
         };
         let span = tracing::info_span!("model.call", model = %spec.model.name(), call = step);
         let chat = spec

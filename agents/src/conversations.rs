@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_config::{Config, Provider};
-use troupe_runtime::store::{Store, StreamEntry};
+use troupe_runtime::store::{Store, StreamEntry, Write};
 use troupe_runtime::{
     ChildOptions, Intensity, Life, Registry, RegistryOptions, RegistryStats, SupervisorSpec,
 };
@@ -27,7 +27,9 @@ use crate::thread::{
     Approve, Archive, Delete, MessagePage, ReadMessages, StreamStarted, ThreadActor, Turn,
     TurnOutcome,
 };
-use crate::thread_store::{NewThread, ThreadId, ThreadInfo, ThreadPage, ThreadStore};
+use crate::thread_store::{
+    NewThread, ThreadId, ThreadInfo, ThreadPage, ThreadStore, ONE_SHOT_PREFIX,
+};
 use crate::usage::Prices;
 use crate::usage::{Budget, UsageLedger, UsageReport};
 use troupe_runtime::key_name::check_key_name as check_name;
@@ -243,29 +245,40 @@ impl Conversations {
         self.registry.send(&id, turn).await?
     }
 
-    /// Asks `agent` once in a thread of its own, `new` (a workflow call): created with the
-    /// question in one batch, or continued when it exists already (the same call made
-    /// again). No thread actor is started: nothing else talks in such a thread while the
-    /// call runs. The thread is an ordinary thread afterwards (readable by its id, and a turn
-    /// paused for an approval can be approved through [`approve`](Self::approve)).
+    /// Asks `agent` once in a thread of its own, `new` (a workflow call: its id must start
+    /// with [`ONE_SHOT_PREFIX`]). No thread actor is started and nothing is written before the
+    /// agent answers. The outcome comes with the writes that store the turn — the thread
+    /// whole in one value, readable by its id with [`thread`](Self::thread) and
+    /// [`messages`](Self::messages), and the last model call's usage — for the caller to send
+    /// in its own batch (a workflow run: with its journal entry). A turn paused for an
+    /// approval is written at once as an ordinary thread, which
+    /// [`approve`](Self::approve) continues; its writes are empty.
     pub async fn ask_once(
         &self,
         new: NewThread,
         agent: &str,
         input: String,
-    ) -> Result<TurnOutcome, AgentError> {
-        // Group, user and id are checked when the thread is claimed.
+    ) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
         if !self.agents.contains_key(agent) {
             return Err(AgentError::NotFound {
                 what: "agent",
                 id: agent.to_owned(),
             });
         }
-        let user = new.user.clone();
-        let (id, next_seq, prelude) = self.threads.prepare_one_shot(new, creation_event).await?;
+        check_name("user", &new.user)?;
+        let id = ThreadId::new(&new.group, new.id.as_deref().unwrap_or_default())?;
+        if !id.is_one_shot() {
+            return Err(AgentError::Invalid {
+                what: "thread id",
+                message: format!(
+                    "a one-shot thread's id starts with {ONE_SHOT_PREFIX:?}: {:?}",
+                    id.thread()
+                ),
+            });
+        }
         let turn = Turn {
             agent: agent.to_owned(),
-            user,
+            user: new.user.clone(),
             input,
             stream: false,
             started: None,
@@ -274,9 +287,9 @@ impl Conversations {
             self.threads.clone(),
             self.agents.clone(),
             id,
-            next_seq,
-            prelude,
+            new,
             turn,
+            creation_event,
         )
         .await
     }
@@ -297,6 +310,11 @@ impl Conversations {
         self.registry.send(&id, msg).await?
     }
 
+    /// The store threads are kept in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.threads.store()
+    }
+
     /// A thread's metadata.
     pub async fn thread(&self, group: &str, thread: &str) -> Result<ThreadInfo, AgentError> {
         let id = self.threads.resolve(group, thread).await?;
@@ -312,6 +330,16 @@ impl Conversations {
         limit: usize,
     ) -> Result<MessagePage, AgentError> {
         let id = self.threads.resolve(group, thread).await?;
+        if let Some(once) = self.threads.once(&id).await? {
+            let total = once.messages.len() as u64;
+            let messages = once
+                .messages
+                .into_iter()
+                .skip(usize::try_from(from).unwrap_or(usize::MAX))
+                .take(limit)
+                .collect();
+            return Ok(MessagePage { messages, total });
+        }
         self.registry
             .send(&id, ReadMessages { from, limit })
             .await?

@@ -81,6 +81,7 @@ impl Embedder for ModelEmbedder {
             // Embedding calls are not rate-limited (no `[rag]` limits).
             limits: &[],
             estimated_tokens: 0,
+            hold: None,
         };
         let embed = async {
             let embeddings = self.model.embed(texts).await?;

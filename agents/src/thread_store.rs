@@ -9,6 +9,12 @@
 //! - `thread:{group}:{thread}:approval`: the pending approval of a paused turn, if any.
 //! - `thread-index:{group}` and `thread-index:{group}:user:{user}`: sorted sets of thread ids
 //!   by last activity (ms since the epoch).
+//! - `thread:{group}:{thread}:once`: a one-shot thread (a workflow call's, its id starting
+//!   with [`ONE_SHOT_PREFIX`]) written whole in one value, JSON [`OnceThread`]: its metadata
+//!   and its messages. It has no owner key (its id, made from a run id of its group, is its
+//!   group's alone; ordinary threads cannot take the prefix) and no listing, and it is
+//!   read-only. A one-shot turn paused for an approval is written as an ordinary thread
+//!   instead, which the approval then continues.
 //!
 //! Retention: every key of a thread expires after the store's retention, and every change
 //! of the thread (its creation, each batch of messages) starts the period again; the index
@@ -80,6 +86,16 @@ impl ThreadId {
         owner_key(&self.thread)
     }
 
+    /// The one-shot form of the thread (see the module documentation).
+    pub(crate) fn once_key(&self) -> String {
+        format!("thread:{}:{}:once", self.group, self.thread)
+    }
+
+    /// Whether the id is a one-shot thread's ([`ONE_SHOT_PREFIX`]).
+    pub fn is_one_shot(&self) -> bool {
+        self.thread.starts_with(ONE_SHOT_PREFIX)
+    }
+
     /// The stream that carries the live deltas of the turn started by message `seq`.
     pub fn delta_stream(&self, seq: u64) -> String {
         format!("deltas:{}:{}:{}", self.group, self.thread, seq)
@@ -95,6 +111,19 @@ impl fmt::Display for ThreadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.group, self.thread)
     }
+}
+
+/// The prefix of one-shot thread ids (a workflow call's: `wf-{run}…`), which ordinary threads
+/// cannot take.
+pub const ONE_SHOT_PREFIX: &str = "wf-";
+
+/// A one-shot thread, stored whole (`thread:{group}:{thread}:once`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnceThread {
+    /// Its metadata.
+    pub info: ThreadInfo,
+    /// Its messages, in order.
+    pub messages: Vec<ThreadMessage>,
 }
 
 fn owner_key(thread: &str) -> String {
@@ -154,16 +183,14 @@ fn listing(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
     writes
 }
 
-/// The writes that make thread `id`'s keys expire after `ttl` (a workflow call's thread ends
-/// with its run). Its index entries stay until they pass the thread retention; listings skip
-/// threads whose keys are gone.
-pub fn expiring(id: &ThreadId, ttl: Duration) -> Vec<Write> {
-    let mut writes = renewal(id, ttl);
-    writes.push(Write::Expire {
-        key: id.approval_key(),
+/// The write that makes one-shot thread `id` expire after `ttl` (a workflow call's thread
+/// ends with its run). A one-shot turn that paused for an approval made an ordinary thread,
+/// which keeps the thread retention.
+pub fn expiring(id: &ThreadId, ttl: Duration) -> Write {
+    Write::Expire {
+        key: id.once_key(),
         ttl,
-    });
-    writes
+    }
 }
 
 pub(crate) use troupe_runtime::clock::now_ms;
@@ -288,18 +315,13 @@ impl ThreadStore {
         touch(id, user, self.retention)
     }
 
-    /// [`touch`](Self::touch) for the batch that creates thread `id` (its metadata written
-    /// with its expiry, its owner key claimed with one) and writes its first messages: the
-    /// messages' expiry, and the thread's listing if `listed`.
-    pub(crate) fn touch_created(&self, id: &ThreadId, user: &str, listed: bool) -> Vec<Write> {
-        let mut writes = vec![Write::Expire {
+    /// [`touch`](Self::touch) for a batch right after thread `id`'s creation (its metadata
+    /// and owner key written with their expiry, its listing done): the messages' expiry.
+    pub(crate) fn touch_created(&self, id: &ThreadId) -> Vec<Write> {
+        vec![Write::Expire {
             key: id.messages_key(),
             ttl: self.retention,
-        }];
-        if listed {
-            writes.extend(listing(id, user, self.retention));
-        }
-        writes
+        }]
     }
 
     /// [`touch`](Self::touch) without the listing: for a thread no thread list holds.
@@ -320,6 +342,16 @@ impl ThreadStore {
         new: NewThread,
         also: impl FnOnce(&ThreadInfo) -> Vec<Write>,
     ) -> Result<ThreadInfo, AgentError> {
+        if new
+            .id
+            .as_deref()
+            .is_some_and(|id| id.starts_with(ONE_SHOT_PREFIX))
+        {
+            return Err(AgentError::Invalid {
+                what: "thread id",
+                message: format!("ids starting with {ONE_SHOT_PREFIX:?} are workflow calls'"),
+            });
+        }
         let (id, existing) = self.claim(&new).await?;
         if existing {
             return Err(AgentError::Conflict {
@@ -333,10 +365,11 @@ impl ThreadStore {
         Ok(info)
     }
 
-    /// Thread `new.id` for a one-shot turn, created or continued: its id, the position of its
-    /// next message, and the writes that create it (metadata, `also(info)`) to send in the
-    /// batch of its first message, whose touch lists it — none when the thread exists already (an earlier
-    /// attempt of the same call: the new turn follows its messages).
+    /// Thread `new.id` as an ordinary, unlisted thread for a one-shot turn paused for an
+    /// approval, created or continued: its id, the position of its next message, and the
+    /// writes that create it (metadata, `also(info)`) to send in the batch of its messages —
+    /// none when the thread exists already (an earlier attempt of the same call paused too:
+    /// the new turn follows its messages).
     pub(crate) async fn prepare_one_shot(
         &self,
         new: NewThread,
@@ -389,6 +422,16 @@ impl ThreadStore {
         check_name("group", group)?;
         check_name("thread id", thread)?;
         match self.store.get(&owner_key(thread)).await? {
+            None if thread.starts_with(ONE_SHOT_PREFIX) => {
+                let id = ThreadId::new(group, thread)?;
+                match self.store.exists(&id.once_key()).await? {
+                    true => Ok(id),
+                    false => Err(AgentError::NotFound {
+                        what: "thread",
+                        id: thread.to_owned(),
+                    }),
+                }
+            }
             None => Err(AgentError::NotFound {
                 what: "thread",
                 id: thread.to_owned(),
@@ -407,11 +450,54 @@ impl ThreadStore {
         let key = id.meta_key();
         match self.store.get(&key).await? {
             Some(bytes) => decode(&key, &bytes),
-            None => Err(AgentError::NotFound {
-                what: "thread",
-                id: id.thread().to_owned(),
-            }),
+            None => match self.once(id).await? {
+                Some(once) => Ok(once.info),
+                None => Err(AgentError::NotFound {
+                    what: "thread",
+                    id: id.thread().to_owned(),
+                }),
+            },
         }
+    }
+
+    /// One-shot thread `id`, if it is stored in that form.
+    pub async fn once(&self, id: &ThreadId) -> Result<Option<OnceThread>, AgentError> {
+        if !id.is_one_shot() {
+            return Ok(None);
+        }
+        let key = id.once_key();
+        match self.store.get(&key).await? {
+            Some(bytes) => decode(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The write that stores one-shot thread `id` whole: made by `new`, holding `messages`,
+    /// expiring after the retention. It replaces what an earlier attempt of the same call
+    /// wrote.
+    pub(crate) fn once_write(
+        &self,
+        id: &ThreadId,
+        new: NewThread,
+        messages: Vec<ThreadMessage>,
+    ) -> Result<Write, AgentError> {
+        let once = OnceThread {
+            info: ThreadInfo {
+                id: id.thread().to_owned(),
+                group: new.group,
+                user: new.user,
+                title: new.title,
+                metadata: new.metadata,
+                created_ms: messages.first().map_or_else(now_ms, |m| m.at_ms),
+                archived: false,
+            },
+            messages,
+        };
+        Ok(Write::Set {
+            key: id.once_key(),
+            value: encode(&once)?,
+            ttl: Some(self.retention),
+        })
     }
 
     /// Replaces the thread's metadata (a change: the thread is touched).
@@ -434,6 +520,7 @@ impl ThreadStore {
             id.approval_key(),
             id.owner_key(),
             id.live_key(),
+            id.once_key(),
         ]
         .into_iter()
         .map(|key| Write::Del { key })

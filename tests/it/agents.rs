@@ -365,6 +365,62 @@ async fn a_tool_needing_approval_pauses_the_turn_until_a_client_decides() {
 }
 
 #[actix::test]
+async fn a_one_shot_turn_paused_for_an_approval_is_an_ordinary_thread_the_approval_continues() {
+    let mock = llm::start(mock_config("")).await;
+    let (rig, store) = memory_rig(&mock).await;
+    let new = troupe_agents::NewThread {
+        group: "acme".into(),
+        user: "alice".into(),
+        id: Some("wf-r9.gate".into()),
+        title: "a gated call".into(),
+        metadata: serde_json::Value::Null,
+    };
+    let (out, writes) = rig
+        .talk
+        .ask_once(new, "gated", "what is the guarded_time".into())
+        .await
+        .expect("one-shot turn");
+    let TurnStatus::AwaitingApproval { approval, .. } = out.status.clone() else {
+        panic!("expected a pause, got {:?}", out.status);
+    };
+    // Written already, as an ordinary thread (owner, metadata, messages, approval), not in
+    // the one-value form; unlisted like every workflow call's thread.
+    assert!(writes.is_empty(), "{writes:?}");
+    let mut keys = store.keys_with_prefix("thread").await.expect("keys");
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "thread-owner:wf-r9.gate",
+            "thread:acme:wf-r9.gate:approval",
+            "thread:acme:wf-r9.gate:messages",
+            "thread:acme:wf-r9.gate:meta",
+        ]
+    );
+    let before = contents(&rig.talk, "acme", &out).await;
+    assert_eq!(
+        before,
+        [
+            (Role::User, "what is the guarded_time".to_owned()),
+            (Role::Assistant, "guarded_time".to_owned()),
+        ]
+    );
+    let approved = rig
+        .talk
+        .approve("acme", &out.thread, &approval, true)
+        .await
+        .expect("resume");
+    assert_eq!(approved.status, TurnStatus::Completed);
+    assert!(
+        approved.answer.contains("Here is what the tools returned"),
+        "{}",
+        approved.answer
+    );
+    assert_eq!(contents(&rig.talk, "acme", &approved).await.len(), 4);
+    rig.stop().await;
+}
+
+#[actix::test]
 async fn groups_can_never_touch_each_others_threads() {
     let mock = llm::start(mock_config("")).await;
     let (rig, _store) = memory_rig(&mock).await;

@@ -183,7 +183,7 @@ async fn a_creation_interrupted_after_claiming_the_id_is_finished_not_refused() 
 }
 
 #[actix::test]
-async fn a_one_shot_call_creates_its_thread_in_one_go_and_continues_it_when_repeated() {
+async fn a_one_shot_call_writes_its_thread_whole_in_the_callers_batch() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let rig = start(store.clone()).await;
     let talk = &rig.talk;
@@ -194,59 +194,112 @@ async fn a_one_shot_call_creates_its_thread_in_one_go_and_continues_it_when_repe
         title: "a workflow call".into(),
         metadata: serde_json::json!({"run": "r1"}),
     };
-    let first = talk
+    let (first, writes) = talk
         .ask_once(new.clone(), "echo", "first question".into())
         .await
         .expect("one-shot turn");
     assert_eq!(first.thread, "wf-r1-step");
     assert!(first.answer.contains("first question"), "{}", first.answer);
-    // No thread actor was started for it.
+    // No thread actor was started for it, and nothing is stored until the caller sends the
+    // writes: the thread whole, and the model call's usage record.
     assert_eq!(talk.thread_stats().activations, 0);
-    // An ordinary thread afterwards: its metadata and messages in order; not in the thread
-    // lists (a workflow call's thread: its run's journal names it).
+    assert!(matches!(
+        talk.thread("acme", "wf-r1-step").await,
+        Err(AgentError::NotFound { what: "thread", .. })
+    ));
+    assert!(store
+        .keys_with_prefix("usage:acme:")
+        .await
+        .expect("keys")
+        .is_empty());
+    store.apply(writes).await.expect("apply");
     let info = talk.thread("acme", "wf-r1-step").await.expect("thread");
     assert_eq!(
         (info.title.as_str(), info.user.as_str()),
         ("a workflow call", "alice")
     );
-    let listed = talk.list_threads("acme", None, 0, 10).await.expect("list");
-    assert_eq!(listed.threads.len(), 0);
-    // The same call made again (after a crash) continues the thread, not a second one.
-    let again = talk
-        .ask_once(new.clone(), "echo", "second question".into())
-        .await
-        .expect("repeated call");
-    assert_eq!(again.thread, "wf-r1-step");
     let page = talk
         .messages("acme", "wf-r1-step", 0, 10)
         .await
         .expect("messages");
     let roles: Vec<Role> = page.messages.iter().map(|m| m.message.role).collect();
+    assert_eq!(roles, [Role::User, Role::Assistant]);
+    assert_eq!(page.total, 2);
+    let page = talk
+        .messages("acme", "wf-r1-step", 1, 10)
+        .await
+        .expect("messages");
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].seq, 1);
+    let today = troupe_agents::usage::day_of(troupe_runtime::clock::now_ms());
+    let usage = talk.usage("acme", today, today).await.expect("usage");
+    assert_eq!(usage.total.calls, 1, "{usage:?}");
+    // One value, no owner key, never listed.
     assert_eq!(
-        roles,
-        [Role::User, Role::Assistant, Role::User, Role::Assistant]
+        store.keys_with_prefix("thread").await.expect("keys"),
+        ["thread:acme:wf-r1-step:once"]
     );
-    let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, [0, 1, 2, 3]);
     let listed = talk.list_threads("acme", None, 0, 10).await.expect("list");
     assert_eq!(listed.threads.len(), 0, "never indexed");
-    for index in ["thread-index:acme", "thread-index:acme:user:alice"] {
-        assert_eq!(store.zcard(index).await.expect("zcard"), 0, "{index}");
-    }
-    // Another group cannot take the id, and an unknown agent is refused before anything.
-    let stolen = talk
+    // The same call made again (a pool item retried) replaces it.
+    let (again, writes) = talk
+        .ask_once(new.clone(), "echo", "second question".into())
+        .await
+        .expect("repeated call");
+    assert_eq!(again.thread, "wf-r1-step");
+    store.apply(writes).await.expect("apply");
+    let page = talk
+        .messages("acme", "wf-r1-step", 0, 10)
+        .await
+        .expect("messages");
+    assert_eq!(page.total, 2);
+    assert!(page.messages[0].message.content.contains("second question"));
+    // Another group reads none of it: the id names a thread of the asking group only.
+    assert!(matches!(
+        talk.thread("globex", "wf-r1-step").await,
+        Err(AgentError::NotFound { .. })
+    ));
+    assert!(matches!(
+        talk.messages("globex", "wf-r1-step", 0, 10).await,
+        Err(AgentError::NotFound { .. })
+    ));
+    // Ordinary threads cannot take the prefix; one-shot ids must have it; an unknown agent is
+    // refused before anything.
+    let taken = talk
+        .create_thread(troupe_agents::NewThread {
+            id: Some("wf-mine".into()),
+            ..new.clone()
+        })
+        .await;
+    assert!(
+        matches!(
+            taken,
+            Err(AgentError::Invalid {
+                what: "thread id",
+                ..
+            })
+        ),
+        "{taken:?}"
+    );
+    let plain = talk
         .ask_once(
             troupe_agents::NewThread {
-                group: "globex".into(),
+                id: Some("plain".into()),
                 ..new.clone()
             },
             "echo",
-            "mine?".into(),
+            "hi".into(),
         )
         .await;
     assert!(
-        matches!(stolen, Err(AgentError::Conflict { .. })),
-        "{stolen:?}"
+        matches!(
+            plain,
+            Err(AgentError::Invalid {
+                what: "thread id",
+                ..
+            })
+        ),
+        "{plain:?}"
     );
     let unknown = talk.ask_once(new, "nobody", "hello".into()).await;
     assert!(

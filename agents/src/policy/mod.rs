@@ -8,6 +8,11 @@
 //! the usage counters and the audit event of a call reach the store together, or not at
 //! all. A failure to record is logged and never fails the call: the answer matters more than
 //! its accounting.
+//!
+//! A caller that writes a batch of its own right after the call (a workflow call's one-shot
+//! turn: its thread and its journal entry) may [`Hold`] that record: the last answered call's
+//! writes then wait in the hold for the caller's batch, and are sent before the next call
+//! is admitted (so a budget still sees every earlier call).
 
 pub mod audit;
 pub mod budget;
@@ -16,7 +21,7 @@ pub mod metrics;
 pub mod usage;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -47,6 +52,28 @@ pub struct Call<'a> {
     pub limits: &'a [String],
     /// Tokens it is expected to use, for token limits.
     pub estimated_tokens: u64,
+    /// Where an answered call's record waits for the caller's batch, if it has one.
+    pub hold: Option<&'a Hold>,
+}
+
+/// The record of a turn's last answered call, held for the batch its caller writes next.
+#[derive(Debug, Default)]
+pub struct Hold {
+    writes: Mutex<Vec<Write>>,
+}
+
+impl Hold {
+    /// The writes held, taken (to send in the caller's batch).
+    pub fn take(&self) -> Vec<Write> {
+        std::mem::take(&mut *self.writes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn put(&self, batch: Vec<Write>) {
+        self.writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(batch);
+    }
 }
 
 /// How a call ended, as the layers settle it.
@@ -116,6 +143,10 @@ impl Policies {
     where
         F: Future<Output = Result<(T, Usage), ModelError>>,
     {
+        if let Some(hold) = call.hold {
+            // The previous call's record first: this call's budget must see it.
+            self.record(hold.take()).await;
+        }
         for (admitted, layer) in self.layers.iter().enumerate() {
             if let Err(refusal) = layer.admit(call).await {
                 let mut batch = Vec::new();
@@ -135,7 +166,10 @@ impl Policies {
                 let record = record(call, usage, latency);
                 self.settle(call, &Outcome::Answered(&record), &mut batch)
                     .await;
-                self.record(batch).await;
+                match call.hold {
+                    Some(hold) => hold.put(batch),
+                    None => self.record(batch).await,
+                }
                 Ok(answer)
             }
             Err(error) => {
@@ -241,6 +275,7 @@ mod tests {
             prices: Prices::default(),
             limits: &[],
             estimated_tokens: 10,
+            hold: None,
         }
     }
 

@@ -148,13 +148,11 @@ impl Handler<Traced<Turn>> for ThreadActor {
                     context,
                     resume: Vec::new(),
                     first: vec![user_message],
-                    prelude: Vec::new(),
                     next_seq: cached.total,
                     stream: msg.stream,
                     started: msg.started,
                     approval_key,
-                    lease: Some(lease),
-                    listed: true,
+                    lease,
                     created_ms,
                 };
                 let (driven, result) = drive(spec).await;
@@ -220,13 +218,11 @@ impl Handler<Traced<Approve>> for ThreadActor {
                     context,
                     resume,
                     first: Vec::new(),
-                    prelude: Vec::new(),
                     next_seq: cached.total,
                     stream: pending.stream,
                     started: None,
                     approval_key: approval_key.clone(),
-                    lease: Some(lease),
-                    listed: true,
+                    lease,
                     created_ms: None,
                 };
                 let (driven, mut result) = drive(spec).await;

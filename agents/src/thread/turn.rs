@@ -1,6 +1,6 @@
 //! How a turn runs: the model context of its agent ([`context_of`]), the agent called, and its
-//! messages and their events persisted ([`Drive`]); and the one-shot turn of a thread no actor
-//! holds ([`one_shot`]).
+//! messages and their events persisted ([`Drive`]); and the one-shot turn of a workflow
+//! call's thread, which no actor holds ([`one_shot`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +16,12 @@ use crate::agent::{AgentDirectory, AgentRun, Decided, RunAgent, RunStatus};
 use crate::error::AgentError;
 use crate::events::{AuditEvent, EventLog, Who};
 use crate::message::{ChatMessage, Role};
+use crate::policy::Hold;
 use crate::stream::DeltaWriter;
 use crate::thread_lease::TurnLease;
-use crate::thread_store::{encode, now_ms, ThreadId, ThreadMessage, ThreadStore};
+use crate::thread_store::{
+    encode, now_ms, NewThread, ThreadId, ThreadInfo, ThreadMessage, ThreadStore,
+};
 
 /// The model context for `agent`: its instructions, then the last of `recent`.
 pub(super) fn context_of(
@@ -51,54 +54,158 @@ pub(super) fn context_of(
     Ok(context)
 }
 
-/// A one-shot turn: `input` answered by `agent` in thread `id`, which no actor holds (a
-/// workflow call's own thread). The thread's metadata and the user's message (after the
-/// `next_seq` messages already there) are written in one batch with `prelude`, then the
-/// agent runs and its messages are written like a turn's. The thread is an ordinary thread
-/// afterwards: readable, and a turn paused for an approval can be approved through it.
+/// A one-shot turn: `input` answered by `agent` in thread `id` (a workflow call's own, no
+/// actor holds it), made by `new`. Nothing is written before the agent runs. A turn that
+/// ended (answered, or at its step limit) returns the writes that store it, for the caller's
+/// own batch: the thread whole in one value ([`ThreadStore::once_write`]: no per-message
+/// events, its run's journal names it) and its last model call's usage record. A turn paused
+/// for an approval is written at once as an ordinary thread (`created(info)` in its batch),
+/// which the approval continues; a failed turn's usage and error event are written at once.
 pub(crate) async fn one_shot(
     threads: ThreadStore,
     agents: Arc<AgentDirectory>,
     id: ThreadId,
-    next_seq: u64,
-    prelude: Vec<Write>,
+    new: NewThread,
     turn: Turn,
-) -> Result<TurnOutcome, AgentError> {
-    let user_message = ThreadMessage {
-        seq: next_seq,
-        at_ms: now_ms(),
-        agent: None,
-        message: ChatMessage::new(Role::User, turn.input),
-    };
-    let mut context = context_of(&agents, &turn.agent, &[])?;
-    context.push(user_message.message.clone());
-    let approval_key = id.approval_key();
-    let spec = Drive {
-        id,
-        threads,
-        agents,
-        agent: turn.agent,
-        creator: turn.user.clone(),
-        user: turn.user,
-        context,
-        resume: Vec::new(),
-        first: vec![user_message],
-        prelude,
-        next_seq,
-        stream: turn.stream,
-        started: turn.started,
-        approval_key,
-        lease: None,
-        listed: false,
-        created_ms: None,
-    };
+    created: fn(&ThreadInfo) -> Vec<Write>,
+) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
     let span = tracing::info_span!(
         "thread.turn",
-        group = %spec.id.group(),
-        thread = %spec.id.thread(),
-        agent = %spec.agent,
+        group = %id.group(),
+        thread = %id.thread(),
+        agent = %turn.agent,
     );
-    drive(spec).instrument(span).await.1
+    async move {
+        let handle = agents
+            .get(&turn.agent)
+            .ok_or_else(|| AgentError::NotFound {
+                what: "agent",
+                id: turn.agent.clone(),
+            })?;
+        let user_message = ThreadMessage {
+            seq: 0,
+            at_ms: now_ms(),
+            agent: None,
+            message: ChatMessage::new(Role::User, turn.input),
+        };
+        let mut context = context_of(&agents, &turn.agent, &[])?;
+        context.push(user_message.message.clone());
+        let hold = Arc::new(Hold::default());
+        let request = RunAgent {
+            span: Span::current(),
+            thread: id.clone(),
+            user: turn.user.clone(),
+            messages: context,
+            resume: Vec::new(),
+            deltas: None,
+            hold: Some(hold.clone()),
+        };
+        let run = match handle.actor.send(request).await {
+            Ok(run) => run,
+            Err(err) => Err(err.into()),
+        };
+        let run = match run {
+            Ok(run) => run,
+            Err(err) => {
+                let mut writes = hold.take();
+                writes.push(error_event(&id, &turn.agent, &turn.user, &err));
+                if let Err(e) = threads.store().apply(writes).await {
+                    tracing::warn!(error = %e, "could not record an error event");
+                }
+                return Err(err);
+            }
+        };
+        let at_ms = now_ms();
+        let mut messages = vec![user_message];
+        messages.extend(run.produced.into_iter().map(|message| ThreadMessage {
+            seq: 0,
+            at_ms,
+            agent: Some(turn.agent.clone()),
+            message,
+        }));
+        let status = match run.status {
+            RunStatus::Completed => TurnStatus::Completed,
+            RunStatus::StepLimit => TurnStatus::StepLimit,
+            RunStatus::AwaitingApproval { calls } => {
+                let (id, next_seq, mut writes) =
+                    threads.prepare_one_shot(new.clone(), created).await?;
+                for (i, m) in messages.iter_mut().enumerate() {
+                    m.seq = next_seq + i as u64;
+                }
+                let last_seq = messages.last().map_or(next_seq, |m| m.seq);
+                let pending = PendingApproval {
+                    id: format!("a{last_seq}"),
+                    agent: turn.agent.clone(),
+                    user: turn.user.clone(),
+                    stream: false,
+                    calls: calls.clone(),
+                };
+                // Unlisted, like every workflow call's thread.
+                let renewal = if writes.is_empty() {
+                    threads.renew(&id)
+                } else {
+                    threads.touch_created(&id)
+                };
+                writes.extend(hold.take());
+                writes.push(Write::Push {
+                    key: id.messages_key(),
+                    values: messages.iter().map(encode).collect::<Result<_, _>>()?,
+                });
+                writes.extend(renewal);
+                writes.push(Write::Set {
+                    key: id.approval_key(),
+                    value: encode(&pending)?,
+                    ttl: Some(threads.retention()),
+                });
+                threads.store().apply(writes).await?;
+                let outcome = TurnOutcome {
+                    thread: id.thread().to_owned(),
+                    seq: last_seq,
+                    answer: run.answer,
+                    status: TurnStatus::AwaitingApproval {
+                        approval: pending.id,
+                        calls,
+                    },
+                    usage: run.usage,
+                    model_calls: run.model_calls,
+                    delta_stream: None,
+                };
+                return Ok((outcome, Vec::new()));
+            }
+        };
+        for (i, m) in messages.iter_mut().enumerate() {
+            m.seq = i as u64;
+        }
+        let seq = messages.len() as u64 - 1;
+        let mut writes = hold.take();
+        writes.push(threads.once_write(&id, new, messages)?);
+        let outcome = TurnOutcome {
+            thread: id.thread().to_owned(),
+            seq,
+            answer: run.answer,
+            status,
+            usage: run.usage,
+            model_calls: run.model_calls,
+            delta_stream: None,
+        };
+        Ok((outcome, writes))
+    }
+    .instrument(span)
+    .await
+}
+
+/// The audit event of a failed turn.
+fn error_event(id: &ThreadId, agent: &str, user: &str, err: &AgentError) -> Write {
+    let event = AuditEvent::Error {
+        by: Who {
+            thread: id.thread(),
+            agent,
+            user,
+        },
+        kind: err.kind(),
+        error: err.to_string(),
+    };
+    EventLog::write(id.group(), &event)
 }
 
 /// What a turn or a resumed turn runs, prepared by the actor before it awaits.
@@ -114,18 +221,12 @@ pub(super) struct Drive {
     pub(super) resume: Vec<Decided>,
     /// Messages to persist before the agent runs (the user's message).
     pub(super) first: Vec<ThreadMessage>,
-    /// Other writes of the batch that persists `first` (a one-shot thread's metadata).
-    pub(super) prelude: Vec<Write>,
     pub(super) next_seq: u64,
     pub(super) stream: bool,
     pub(super) started: Option<StreamStarted>,
     pub(super) approval_key: String,
-    /// The turn lease held by the change (none for a one-shot thread: its run's lease covers
-    /// it), confirmed before messages are written.
-    pub(super) lease: Option<Arc<TurnLease>>,
-    /// Whether the thread is in its group's and its creator's thread lists (a one-shot
-    /// thread, a workflow call's, is not: its run's journal names it).
-    pub(super) listed: bool,
+    /// The turn lease held by the change, confirmed before messages are written.
+    pub(super) lease: Arc<TurnLease>,
     /// When the thread was created, if it has no message yet: a creation moments ago wrote
     /// its keys' expiry and its listing, which its first messages need not renew.
     pub(super) created_ms: Option<u64>,
@@ -144,21 +245,8 @@ pub(super) async fn drive(d: Drive) -> (Driven, Result<TurnOutcome, AgentError>)
     };
     let result = drive_inner(&d, &mut driven).await;
     if let Err(err) = &result {
-        let event = AuditEvent::Error {
-            by: Who {
-                thread: d.id.thread(),
-                agent: &d.agent,
-                user: &d.user,
-            },
-            kind: err.kind(),
-            error: err.to_string(),
-        };
-        if let Err(e) = d
-            .threads
-            .store()
-            .apply(vec![EventLog::write(d.id.group(), &event)])
-            .await
-        {
+        let event = error_event(&d.id, &d.agent, &d.user, err);
+        if let Err(e) = d.threads.store().apply(vec![event]).await {
             tracing::warn!(error = %e, "could not record an error event");
         }
     }
@@ -174,17 +262,15 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
     let mut seq = d.next_seq;
     let mut touched = None;
     if !d.first.is_empty() {
-        // A prelude is the thread's creation, in this batch.
         let just_created = d.created_ms.is_some_and(|at| {
             let now = now_ms();
             at <= now && Duration::from_millis(now - at) < retouch(d)
         });
-        let renewal = match (d.prelude.is_empty(), just_created) {
-            (false, _) => Renewal::Created { listed: d.listed },
-            (true, true) => Renewal::Created { listed: false },
-            (true, false) => Renewal::Full,
+        let renewal = match just_created {
+            true => Renewal::Created,
+            false => Renewal::Full,
         };
-        persist(d, &d.first, d.prelude.clone(), renewal).await?;
+        persist(d, &d.first, renewal).await?;
         touched = Some(Instant::now());
         driven.written.extend(d.first.iter().cloned());
         seq += d.first.len() as u64;
@@ -215,6 +301,7 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
         messages: d.context.clone(),
         resume: d.resume.clone(),
         deltas: writer.as_ref().and_then(DeltaWriter::sink),
+        hold: None,
     };
     let delta_stream = writer.as_ref().map(|w| w.stream().to_owned());
     let run: Result<AgentRun, AgentError> = match handle.actor.send(request).await {
@@ -245,7 +332,7 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
         Some(at) if at.elapsed() < retouch(d) => Renewal::None,
         _ => Renewal::Full,
     };
-    persist(d, &produced, Vec::new(), renewal).await?;
+    persist(d, &produced, renewal).await?;
     let last_seq = produced.last().map_or(seq.saturating_sub(1), |m| m.seq);
     driven.written.extend(produced);
     let status = match run.status {
@@ -295,32 +382,28 @@ fn retouch(d: &Drive) -> Duration {
 /// What a batch of messages renews of their thread.
 #[derive(Debug, Clone, Copy)]
 enum Renewal {
-    /// Its keys' expiry, and its listing if the thread is listed.
+    /// Its keys' expiry and its listing.
     Full,
-    /// The thread was created in this batch or moments ago, its metadata and owner key with
-    /// their expiry: the messages key's expiry, and the listing if `listed`.
-    Created { listed: bool },
+    /// The thread was created moments ago (its metadata, owner key and listing written with
+    /// their expiry): the messages key's expiry.
+    Created,
     /// Nothing: the turn's first batch renewed it moments ago.
     None,
 }
 
-/// Appends messages to the thread and records one event per message, in one batch after
-/// `prelude`, renewing the thread as `renewal` says.
+/// Appends messages to the thread and records one event per message, in one batch,
+/// renewing the thread as `renewal` says.
 async fn persist(
     d: &Drive,
     messages: &[ThreadMessage],
-    prelude: Vec<Write>,
     renewal: Renewal,
 ) -> Result<(), AgentError> {
     if messages.is_empty() {
         return Ok(());
     }
-    if let Some(lease) = &d.lease {
-        lease.confirm().await?;
-    }
+    d.lease.confirm().await?;
     let mut values = Vec::with_capacity(messages.len());
-    let mut writes = prelude;
-    writes.reserve(2 * messages.len() + 1);
+    let mut writes = Vec::with_capacity(2 * messages.len() + 1);
     for m in messages {
         values.push(encode(m)?);
         let event = AuditEvent::Message {
@@ -337,9 +420,8 @@ async fn persist(
         values,
     });
     writes.extend(match renewal {
-        Renewal::Full if d.listed => d.threads.touch(&d.id, &d.creator),
-        Renewal::Full => d.threads.renew(&d.id),
-        Renewal::Created { listed } => d.threads.touch_created(&d.id, &d.creator, listed),
+        Renewal::Full => d.threads.touch(&d.id, &d.creator),
+        Renewal::Created => d.threads.touch_created(&d.id),
         Renewal::None => Vec::new(),
     });
     Ok(d.threads.store().apply(writes).await?)

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use troupe_runtime::pool::{handler_fn, Work, WorkError, WorkErrorKind, WorkHandler};
 use troupe_runtime::retry::Transient;
+use troupe_runtime::store::Write;
 
 use troupe_agents::conversations::Conversations;
 use troupe_agents::error::AgentError;
@@ -121,9 +122,10 @@ impl Call {
         self.timeout_ms.map(Duration::from_millis)
     }
 
-    /// Makes the call in its own thread (created, or continued by a call made again), within
-    /// the timeout.
-    pub async fn perform(&self, talk: &Conversations) -> Result<String, CallFailure> {
+    /// Makes the call in its own one-shot thread, within the timeout: the answer, and the
+    /// writes that store the call's thread and usage, for the caller's batch. A call without
+    /// an answer (step limit, a tool approval) has its thread written before it fails.
+    pub async fn perform(&self, talk: &Conversations) -> Result<(String, Vec<Write>), CallFailure> {
         let new = NewThread {
             group: self.group.clone(),
             user: self.user.clone(),
@@ -134,19 +136,22 @@ impl Call {
             }),
         };
         let ask = talk.ask_once(new, &self.agent, self.input.clone());
-        let outcome = match self.timeout() {
+        let (outcome, writes) = match self.timeout() {
             Some(after) => tokio::time::timeout(after, ask)
                 .await
                 .map_err(|_| CallFailure::Timeout(after))?,
             None => ask.await,
         }?;
-        match outcome.status {
-            TurnStatus::Completed => Ok(outcome.answer),
-            TurnStatus::AwaitingApproval { .. } => {
-                Err(CallFailure::NoAnswer("awaiting a tool approval"))
-            }
-            TurnStatus::StepLimit => Err(CallFailure::NoAnswer("step limit")),
-        }
+        let why = match outcome.status {
+            TurnStatus::Completed => return Ok((outcome.answer, writes)),
+            TurnStatus::AwaitingApproval { .. } => "awaiting a tool approval",
+            TurnStatus::StepLimit => "step limit",
+        };
+        talk.store()
+            .apply(writes)
+            .await
+            .map_err(|err| CallFailure::Agent(err.into()))?;
+        Err(CallFailure::NoAnswer(why))
     }
 }
 
@@ -173,11 +178,17 @@ pub fn handler(talk: Conversations) -> Arc<dyn WorkHandler> {
                 agent = %call.agent,
                 attempt = work.attempt,
             );
-            let answer = call
-                .perform(&talk)
-                .instrument(span)
-                .await
-                .map_err(|failure| failure.to_work_error())?;
+            let answer = async {
+                let (answer, writes) = call.perform(&talk).await?;
+                talk.store()
+                    .apply(writes)
+                    .await
+                    .map_err(|err| CallFailure::Agent(err.into()))?;
+                Ok::<_, CallFailure>(answer)
+            }
+            .instrument(span)
+            .await
+            .map_err(|failure| failure.to_work_error())?;
             Ok(serde_json::json!({ "answer": answer }))
         }
     })

@@ -55,7 +55,7 @@ impl Exec {
         input: &'a str,
     ) -> BoxFuture<'a, Result<String, WorkflowError>> {
         async move {
-            self.memo(key, async {
+            self.memo_with(key, async {
                 let policy = RetryPolicy {
                     max_attempts: if step.pool.is_some() {
                         1
@@ -102,14 +102,16 @@ impl Exec {
     }
 
     /// One attempt of [`call`](Self::call): takes the step's limits, then asks the agent in
-    /// the call's thread, directly or through the step's pool.
+    /// the call's thread, directly (the answer comes with the writes that store the call's
+    /// thread and usage, for the journal's batch) or through the step's pool (whose item
+    /// wrote them).
     async fn attempt(
         &self,
         step: &StepSettings,
         key: &str,
         agent: &str,
         input: &str,
-    ) -> Result<String, WorkflowError> {
+    ) -> Result<(String, Vec<Write>), WorkflowError> {
         let record = self.record();
         if let Some(limiters) = &self.env.limiters {
             for limit in &step.limits {
@@ -154,7 +156,7 @@ impl Exec {
                     what: "pool",
                     id: name.clone(),
                 })?;
-            return self.pooled(pool, step, call).await;
+            return Ok((self.pooled(pool, step, call).await?, Vec::new()));
         }
         self.interruptible(call.perform(&self.env.talk))
             .await?

@@ -22,6 +22,7 @@ use troupe_runtime::pool::{
     Pool, PoolError, WorkCompletedEvent, WorkErrorKind, WorkFailure, WorkId, WorkOutcome, WorkSpec,
 };
 use troupe_runtime::retry::{retry_with, Backoff, Jitter, Next, RetryPolicy};
+use troupe_runtime::store::Write;
 
 use crate::env::Env;
 use crate::error::WorkflowError;
@@ -142,7 +143,18 @@ impl Exec {
     }
 
     pub(super) async fn complete(&self, key: &str, output: &str) -> Result<(), WorkflowError> {
-        let reference = self.journal.put_output(output).await?;
+        self.complete_with(key, output, Vec::new()).await
+    }
+
+    /// Journals `key` completed with `output`, in one batch with `with` (what the step's
+    /// call wrote: its thread and usage).
+    pub(super) async fn complete_with(
+        &self,
+        key: &str,
+        output: &str,
+        with: Vec<Write>,
+    ) -> Result<(), WorkflowError> {
+        let (reference, stored) = self.journal.output_ref(output);
         if let OutputRef::Stored { hash, .. } = &reference {
             self.stored
                 .lock()
@@ -151,7 +163,10 @@ impl Exec {
         }
         let mut entry = Entry::new(key, EntryKind::Completed);
         entry.output = Some(reference.clone());
-        self.journal.append(&entry).await?;
+        let mut writes = with;
+        writes.extend(stored);
+        writes.push(self.journal.entry_write(&entry)?);
+        self.journal.store().apply(writes).await?;
         self.replay
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -166,12 +181,23 @@ impl Exec {
         key: &str,
         work: impl Future<Output = Result<String, WorkflowError>>,
     ) -> Result<String, WorkflowError> {
+        self.memo_with(key, async { Ok((work.await?, Vec::new())) })
+            .await
+    }
+
+    /// [`memo`](Self::memo) of a `work` that yields writes of its own too, sent in the batch
+    /// that journals its completion.
+    pub(super) async fn memo_with(
+        &self,
+        key: &str,
+        work: impl Future<Output = Result<(String, Vec<Write>), WorkflowError>>,
+    ) -> Result<String, WorkflowError> {
         if let Some(output) = self.replayed(key).await? {
             return Ok(output);
         }
         self.begin(key, None).await?;
-        let output = work.await?;
-        self.complete(key, &output).await?;
+        let (output, with) = work.await?;
+        self.complete_with(key, &output, with).await?;
         Ok(output)
     }
 

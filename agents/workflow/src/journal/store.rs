@@ -229,18 +229,31 @@ impl Journal {
         raw.iter().map(|bytes| decode(&key, bytes)).collect()
     }
 
-    /// Stores `output` for the journal: inline when short, else once under its hash.
-    pub async fn put_output(&self, output: &str) -> Result<OutputRef, WorkflowError> {
+    /// The reference by which the journal holds `output`: inline when short, else under its
+    /// hash, with the write that stores it there (its content names it: writing it again
+    /// changes nothing).
+    pub fn output_ref(&self, output: &str) -> (OutputRef, Option<Write>) {
         if output.len() <= INLINE_MAX {
-            return Ok(OutputRef::Inline(output.to_owned()));
+            return (OutputRef::Inline(output.to_owned()), None);
         }
         let hash = format!("{:016x}", fnv1a(output.as_bytes()));
-        self.store
-            .set_nx(&self.out_key(&hash), output.as_bytes(), None)
-            .await?;
-        Ok(OutputRef::Stored {
+        let write = Write::Set {
+            key: self.out_key(&hash),
+            value: output.as_bytes().to_vec(),
+            ttl: None,
+        };
+        let reference = OutputRef::Stored {
             hash,
             len: output.len(),
+        };
+        (reference, Some(write))
+    }
+
+    /// The write that appends `entry` to the journal, for a batch of the caller's.
+    pub fn entry_write(&self, entry: &Entry) -> Result<Write, WorkflowError> {
+        Ok(Write::Push {
+            key: self.journal_key(),
+            values: vec![encode(entry)?],
         })
     }
 
@@ -286,7 +299,7 @@ impl Journal {
         let mut writes = self.expiring(stored_outputs, retention);
         for thread in call_threads {
             if let Ok(id) = ThreadId::new(&self.group, thread) {
-                writes.extend(thread_store::expiring(&id, retention));
+                writes.push(thread_store::expiring(&id, retention));
             }
         }
         writes.push(Write::Set {
