@@ -143,7 +143,9 @@ impl Handler<RunAgent> for AgentActor {
         Box::pin(
             async move {
                 let actor = format!("agent:{}", spec.name);
-                isolate(&actor, run(&spec, msg)).await?
+                // Boxed: `isolate` would otherwise hold the loop's large state twice.
+                let run = Box::pin(run(&spec, msg));
+                isolate(&actor, run).await?
             }
             .instrument(span),
         )
@@ -156,7 +158,7 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
     let tools = spec.tools.specs(&settings.tools);
     let mut messages = msg.messages;
     if msg.resume.is_empty() {
-        recall(spec, &msg.thread, &msg.user, &mut messages).await;
+        Box::pin(recall(spec, &msg.thread, &msg.user, &mut messages)).await;
     }
     let mut out = AgentRun {
         produced: Vec::new(),
@@ -166,7 +168,7 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
         status: RunStatus::StepLimit,
     };
     if !msg.resume.is_empty() {
-        let results = execute(spec, &msg.thread, &msg.user, msg.resume).await;
+        let results = Box::pin(execute(spec, &msg.thread, &msg.user, msg.resume)).await;
         messages.extend(results.iter().cloned());
         out.produced.extend(results);
     }
@@ -189,14 +191,15 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
             hold: msg.hold.as_deref(),
         };
         let span = tracing::info_span!("model.call", model = %spec.model.name(), call = step);
-        let chat = spec
-            .model
-            .chat(&request, msg.deltas.clone())
-            .instrument(span);
         let (response, usage) = spec
             .policies
             .call(&call, async {
-                let response = chat.await?;
+                // Made in the boxed call (see `Policies::call`), not held in this loop's state.
+                let response = spec
+                    .model
+                    .chat(&request, msg.deltas.clone())
+                    .instrument(span)
+                    .await?;
                 let usage = response
                     .usage
                     .unwrap_or_else(|| estimate_usage(&request, &response.content));
@@ -236,7 +239,7 @@ async fn run(spec: &AgentSpec, msg: RunAgent) -> Result<AgentRun, AgentError> {
                 approved: true,
             })
             .collect();
-        let results = execute(spec, &msg.thread, &msg.user, decided).await;
+        let results = Box::pin(execute(spec, &msg.thread, &msg.user, decided)).await;
         messages.extend(results.iter().cloned());
         out.produced.extend(results);
     }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod usage;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -139,7 +140,21 @@ impl Policies {
 
     /// Makes the call `op` under the policies: `op` yields the answer and its usage (the
     /// server's, or an estimate when it reported none).
-    pub async fn call<T, F>(&self, call: &Call<'_>, op: F) -> Result<T, AgentError>
+    ///
+    /// `op` is boxed before anything awaits it: a model call's future is large, and a future
+    /// passed by value to an `async fn` is stored twice in its state.
+    pub fn call<'a, T: 'a, F>(
+        &'a self,
+        call: &'a Call<'a>,
+        op: F,
+    ) -> impl Future<Output = Result<T, AgentError>> + 'a
+    where
+        F: Future<Output = Result<(T, Usage), ModelError>> + 'a,
+    {
+        self.call_boxed(call, Box::pin(op))
+    }
+
+    async fn call_boxed<T, F>(&self, call: &Call<'_>, op: Pin<Box<F>>) -> Result<T, AgentError>
     where
         F: Future<Output = Result<(T, Usage), ModelError>>,
     {

@@ -127,49 +127,23 @@ pub(crate) async fn one_shot(
             RunStatus::Completed => TurnStatus::Completed,
             RunStatus::StepLimit => TurnStatus::StepLimit,
             RunStatus::AwaitingApproval { calls } => {
-                let (id, next_seq, mut writes) =
-                    threads.prepare_one_shot(new.clone(), created).await?;
-                for (i, m) in messages.iter_mut().enumerate() {
-                    m.seq = next_seq + i as u64;
-                }
-                let last_seq = messages.last().map_or(next_seq, |m| m.seq);
-                let pending = PendingApproval {
-                    id: format!("a{last_seq}"),
-                    agent: turn.agent.clone(),
-                    user: turn.user.clone(),
-                    stream: false,
-                    calls: calls.clone(),
-                };
-                // Unlisted, like every workflow call's thread.
-                let renewal = if writes.is_empty() {
-                    threads.renew(&id)
-                } else {
-                    threads.touch_created(&id)
-                };
-                writes.extend(hold.take());
-                writes.push(Write::Push {
-                    key: id.messages_key(),
-                    values: messages.iter().map(encode).collect::<Result<_, _>>()?,
-                });
-                writes.extend(renewal);
-                writes.push(Write::Set {
-                    key: id.approval_key(),
-                    value: encode(&pending)?,
-                    ttl: Some(threads.retention()),
-                });
-                threads.store().apply(writes).await?;
-                let outcome = TurnOutcome {
-                    thread: id.thread().to_owned(),
-                    seq: last_seq,
+                // Boxed: rare, and its state would otherwise widen every one-shot turn's.
+                let paused = Paused {
+                    messages,
+                    calls,
                     answer: run.answer,
-                    status: TurnStatus::AwaitingApproval {
-                        approval: pending.id,
-                        calls,
-                    },
                     usage: run.usage,
                     model_calls: run.model_calls,
-                    delta_stream: None,
                 };
+                let outcome = Box::pin(write_paused(
+                    &threads,
+                    new,
+                    &turn.agent,
+                    paused,
+                    &hold,
+                    created,
+                ))
+                .await?;
                 return Ok((outcome, Vec::new()));
             }
         };
@@ -192,6 +166,77 @@ pub(crate) async fn one_shot(
     }
     .instrument(span)
     .await
+}
+
+/// A one-shot turn paused for an approval, to be written as an ordinary thread.
+struct Paused {
+    messages: Vec<ThreadMessage>,
+    calls: Vec<crate::message::ToolCall>,
+    answer: String,
+    usage: crate::model::Usage,
+    model_calls: u32,
+}
+
+/// Writes a paused one-shot turn as an ordinary, unlisted thread (claimed, created or
+/// continued, its messages, its pending approval and the held usage record in one batch).
+async fn write_paused(
+    threads: &ThreadStore,
+    new: NewThread,
+    agent: &str,
+    paused: Paused,
+    hold: &Hold,
+    created: fn(&ThreadInfo) -> Vec<Write>,
+) -> Result<TurnOutcome, AgentError> {
+    let Paused {
+        mut messages,
+        calls,
+        answer,
+        usage,
+        model_calls,
+    } = paused;
+    let user = new.user.clone();
+    let (id, next_seq, mut writes) = threads.prepare_one_shot(new, created).await?;
+    for (i, m) in messages.iter_mut().enumerate() {
+        m.seq = next_seq + i as u64;
+    }
+    let last_seq = messages.last().map_or(next_seq, |m| m.seq);
+    let pending = PendingApproval {
+        id: format!("a{last_seq}"),
+        agent: agent.to_owned(),
+        user,
+        stream: false,
+        calls: calls.clone(),
+    };
+    // Unlisted, like every workflow call's thread.
+    let renewal = if writes.is_empty() {
+        threads.renew(&id)
+    } else {
+        threads.touch_created(&id)
+    };
+    writes.extend(hold.take());
+    writes.push(Write::Push {
+        key: id.messages_key(),
+        values: messages.iter().map(encode).collect::<Result<_, _>>()?,
+    });
+    writes.extend(renewal);
+    writes.push(Write::Set {
+        key: id.approval_key(),
+        value: encode(&pending)?,
+        ttl: Some(threads.retention()),
+    });
+    threads.store().apply(writes).await?;
+    Ok(TurnOutcome {
+        thread: id.thread().to_owned(),
+        seq: last_seq,
+        answer,
+        status: TurnStatus::AwaitingApproval {
+            approval: pending.id,
+            calls,
+        },
+        usage,
+        model_calls,
+        delta_stream: None,
+    })
 }
 
 /// The audit event of a failed turn.

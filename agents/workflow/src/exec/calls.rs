@@ -156,7 +156,7 @@ impl Exec {
                     what: "pool",
                     id: name.clone(),
                 })?;
-            return Ok((self.pooled(pool, step, call).await?, Vec::new()));
+            return Ok((Box::pin(self.pooled(pool, step, call)).await?, Vec::new()));
         }
         self.interruptible(call.perform(&self.env.talk))
             .await?

@@ -89,26 +89,32 @@ impl Exec {
         }
     }
 
-    /// Runs `fut` unless the run is told to stop first.
-    pub(super) async fn interruptible<T>(
-        &self,
-        fut: impl Future<Output = T>,
-    ) -> Result<T, WorkflowError> {
-        self.check()?;
-        let mut signal = self.signal.clone();
-        let stopped = async move {
-            loop {
-                if *signal.borrow_and_update() != Signal::Go {
-                    return;
+    /// Runs `fut` unless the run is told to stop first. `fut` is boxed before anything
+    /// awaits it: a future passed by value to an `async fn` is stored twice in its state
+    /// (the argument and the awaited copy), and these wrappers nest, so every run in flight
+    /// would carry each call's state several times over.
+    pub(super) fn interruptible<'a, T: 'a>(
+        &'a self,
+        fut: impl Future<Output = T> + 'a,
+    ) -> impl Future<Output = Result<T, WorkflowError>> + 'a {
+        let fut = Box::pin(fut);
+        async move {
+            self.check()?;
+            let mut signal = self.signal.clone();
+            let stopped = async move {
+                loop {
+                    if *signal.borrow_and_update() != Signal::Go {
+                        return;
+                    }
+                    if signal.changed().await.is_err() {
+                        futures::future::pending::<()>().await;
+                    }
                 }
-                if signal.changed().await.is_err() {
-                    futures::future::pending::<()>().await;
-                }
+            };
+            tokio::select! {
+                out = fut => Ok(out),
+                () = stopped => Err(self.check().err().unwrap_or(WorkflowError::Interrupted("stopped"))),
             }
-        };
-        tokio::select! {
-            out = fut => Ok(out),
-            () = stopped => Err(self.check().err().unwrap_or(WorkflowError::Interrupted("stopped"))),
         }
     }
 
@@ -176,29 +182,32 @@ impl Exec {
     }
 
     /// The journaled output of `key`, or `work`'s, journaled (started, then completed).
-    pub(super) async fn memo(
-        &self,
-        key: &str,
-        work: impl Future<Output = Result<String, WorkflowError>>,
-    ) -> Result<String, WorkflowError> {
+    pub(super) fn memo<'a>(
+        &'a self,
+        key: &'a str,
+        work: impl Future<Output = Result<String, WorkflowError>> + 'a,
+    ) -> impl Future<Output = Result<String, WorkflowError>> + 'a {
         self.memo_with(key, async { Ok((work.await?, Vec::new())) })
-            .await
     }
 
     /// [`memo`](Self::memo) of a `work` that yields writes of its own too, sent in the batch
-    /// that journals its completion.
-    pub(super) async fn memo_with(
-        &self,
-        key: &str,
-        work: impl Future<Output = Result<(String, Vec<Write>), WorkflowError>>,
-    ) -> Result<String, WorkflowError> {
-        if let Some(output) = self.replayed(key).await? {
-            return Ok(output);
+    /// that journals its completion. `work` is boxed first (see
+    /// [`interruptible`](Self::interruptible)).
+    pub(super) fn memo_with<'a>(
+        &'a self,
+        key: &'a str,
+        work: impl Future<Output = Result<(String, Vec<Write>), WorkflowError>> + 'a,
+    ) -> impl Future<Output = Result<String, WorkflowError>> + 'a {
+        let work = Box::pin(work);
+        async move {
+            if let Some(output) = self.replayed(key).await? {
+                return Ok(output);
+            }
+            self.begin(key, None).await?;
+            let (output, with) = work.await?;
+            self.complete_with(key, &output, with).await?;
+            Ok(output)
         }
-        self.begin(key, None).await?;
-        let (output, with) = work.await?;
-        self.complete_with(key, &output, with).await?;
-        Ok(output)
     }
 
     pub(super) async fn note(&self, key: &str, detail: String) -> Result<(), WorkflowError> {
