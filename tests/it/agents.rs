@@ -101,6 +101,24 @@ async fn contents(talk: &Conversations, group: &str, out: &TurnOutcome) -> Vec<(
         .collect()
 }
 
+/// Resolves `approval` of acme's `thread` (`approve` or deny) and checks that the resumed
+/// turn completed with an answer containing `expected`.
+async fn resume(
+    talk: &Conversations,
+    thread: &str,
+    approval: &str,
+    approve: bool,
+    expected: &str,
+) -> TurnOutcome {
+    let out = talk
+        .approve("acme", thread, approval, approve)
+        .await
+        .expect("resume");
+    assert_eq!(out.status, TurnStatus::Completed);
+    assert!(out.answer.contains(expected), "{}", out.answer);
+    out
+}
+
 fn today() -> i64 {
     day_of(
         std::time::SystemTime::now()
@@ -323,17 +341,7 @@ async fn a_tool_needing_approval_pauses_the_turn_until_a_client_decides() {
         "{wrong:?}"
     );
 
-    let denied = rig
-        .talk
-        .approve("acme", &out.thread, &approval, false)
-        .await
-        .expect("resume");
-    assert_eq!(denied.status, TurnStatus::Completed);
-    assert!(
-        denied.answer.contains("did not approve"),
-        "{}",
-        denied.answer
-    );
+    resume(&rig.talk, &out.thread, &approval, false, "did not approve").await;
 
     let again = rig
         .talk
@@ -348,19 +356,14 @@ async fn a_tool_needing_approval_pauses_the_turn_until_a_client_decides() {
     let TurnStatus::AwaitingApproval { approval, .. } = again.status else {
         panic!("expected a pause");
     };
-    let approved = rig
-        .talk
-        .approve("acme", &out.thread, &approval, true)
-        .await
-        .expect("resume");
-    assert_eq!(approved.status, TurnStatus::Completed);
-    assert!(
-        approved
-            .answer
-            .contains("Here is what the tools returned: 20"),
-        "{}",
-        approved.answer
-    );
+    resume(
+        &rig.talk,
+        &out.thread,
+        &approval,
+        true,
+        "Here is what the tools returned: 20",
+    )
+    .await;
     rig.stop().await;
 }
 
@@ -405,17 +408,14 @@ async fn a_one_shot_turn_paused_for_an_approval_is_an_ordinary_thread_the_approv
             (Role::Assistant, "guarded_time".to_owned()),
         ]
     );
-    let approved = rig
-        .talk
-        .approve("acme", &out.thread, &approval, true)
-        .await
-        .expect("resume");
-    assert_eq!(approved.status, TurnStatus::Completed);
-    assert!(
-        approved.answer.contains("Here is what the tools returned"),
-        "{}",
-        approved.answer
-    );
+    let approved = resume(
+        &rig.talk,
+        &out.thread,
+        &approval,
+        true,
+        "Here is what the tools returned",
+    )
+    .await;
     assert_eq!(contents(&rig.talk, "acme", &approved).await.len(), 4);
     rig.stop().await;
 }
