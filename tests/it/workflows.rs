@@ -462,6 +462,56 @@ async fn an_event_sent_through_the_daemon_wakes_its_waiting_run_without_a_poll()
     rig.stop().await;
 }
 
+/// What another process (the CLI, another daemon) does through the store alone reaches the
+/// daemon by its notice: with the scan and the event poll an hour apart, only the notices can
+/// adopt the runs, wake the wait of one and cancel the other. (The store-only client's waits
+/// end at the `ended` notices, or at their own read of the record every `WAIT_CHECK`.)
+async fn check_notices(store: Arc<dyn Store>) {
+    let text = WAITING.replace("TIMEOUT", "");
+    let options = RouterOptions {
+        scan: Duration::from_secs(3600),
+        event_poll: Duration::from_secs(3600),
+        ..options("d1")
+    };
+    let rig = Rig::start_with(&text, Path::new("troupe.toml"), store.clone(), options).await;
+    let config = troupe_config::load_str(&text, "troupe.toml", &[]).expect("config");
+    // The other process: the store and the definitions, no router.
+    let cli = Runs::new(store.clone(), config.workflows.clone());
+    let approved = cli
+        .submit(submit("approve", "the plan"))
+        .await
+        .expect("submit");
+    let canceled = cli
+        .submit(submit("approve", "the other plan"))
+        .await
+        .expect("submit");
+    wait_status(&cli, &approved, RunStatus::Waiting).await;
+    wait_status(&cli, &canceled, RunStatus::Waiting).await;
+    cli.send_event("acme", &approved, "approved", &serde_json::json!("dave"))
+        .await
+        .expect("event");
+    cli.cancel("acme", &canceled).await.expect("cancel");
+    let record = cli.wait("acme", &approved, WAIT).await.expect("wait");
+    assert_completed(&record);
+    assert!(record
+        .output
+        .unwrap_or_default()
+        .contains(r#"approved by "dave""#));
+    let record = cli.wait("acme", &canceled, WAIT).await.expect("wait");
+    assert_eq!(record.status, RunStatus::Canceled);
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn runs_opened_canceled_and_sent_events_by_another_process_act_at_their_notice_in_memory() {
+    check_notices(memory()).await;
+}
+
+#[actix::test]
+async fn runs_opened_canceled_and_sent_events_by_another_process_act_at_their_notice_on_redis() {
+    check_notices(redis(&unique_prefix("notices")).await).await;
+}
+
 #[actix::test]
 async fn a_changed_definition_is_detected_and_the_run_keeps_its_snapshot() {
     let v1 = WAITING.replace("TIMEOUT", "").replace("DRAFT", "ALPHA");

@@ -11,6 +11,8 @@
 //! - [`router`]: the router actor that adopts and supervises runs, and [`Router`], its handle.
 //! - [`runs`]: [`Runs`], the API that submits, inspects, cancels, restarts runs and sends them
 //!   events, through the store only.
+//! - [`notices`]: the stream that tells every daemon and client at once that a run was
+//!   opened, canceled, sent an event or ended.
 //! - [`options`]: [`RouterOptions`]; `env.rs`: what every run of a daemon shares.
 //! - [`error`]: the errors, [`WorkflowError`].
 //! - [`cron_targets`]: the daemon's cron handler (an agent turn or a workflow run).
@@ -23,6 +25,7 @@ pub mod error;
 mod exec;
 pub mod journal;
 pub mod label;
+pub mod notices;
 pub mod options;
 pub mod pool_call;
 pub mod router;

@@ -15,12 +15,14 @@ pub struct RouterOptions {
     /// Lease of a run: another daemon adopts the run this long after its owner stopped
     /// renewing it (renewed every third of it).
     pub lease: Duration,
-    /// How often the index of unfinished runs is scanned for runs to adopt.
+    /// How often the index of unfinished runs is scanned for runs to adopt: the safety net
+    /// for runs no notice told of (a dead daemon's, whose lease expired; a notice missed).
+    /// Runs opened by any process are adopted at their `opened` notice.
     pub scan: Duration,
     /// How long a finished run's record and journal are kept.
     pub retention: Duration,
-    /// How often a run waiting for an event looks for it in the store, for events sent by
-    /// another process (one sent through this daemon's `Runs` wakes it at once).
+    /// How often a run waiting for an event looks for it in the store, in case its notice
+    /// was missed (an event sent through any process's `Runs` wakes it at once).
     pub event_poll: Duration,
     /// Most runs this daemon runs at once; more wait in the store.
     pub max_runs: usize,
@@ -58,9 +60,9 @@ impl Default for RouterOptions {
         RouterOptions {
             owner: "troupe".to_owned(),
             lease: Duration::from_secs(10),
-            scan: Duration::from_millis(200),
+            scan: Duration::from_secs(1),
             retention: RUN_RETENTION,
-            event_poll: Duration::from_millis(100),
+            event_poll: Duration::from_secs(1),
             max_runs: 1000,
             max_runs_per_group: 1000,
             pool_poll: Duration::from_secs(1),

@@ -15,6 +15,7 @@ use super::journal::{
     new_run_id, now_ms, task_run_id, top_step, Created, Entry, EntryKind, Journal, OutputRef,
     Replay, Reply, RunRecord, RunStatus, Snapshot,
 };
+use super::notices::{Notice, Tail};
 use super::options::RUN_RETENTION;
 use troupe_runtime::key_name::check_key_name as check_name;
 
@@ -90,18 +91,32 @@ impl Runs {
         }
     }
 
-    /// Writes a new run (record, definition snapshot, index entry) and returns its id. A
-    /// daemon adopts it at its next scan.
+    /// Writes a new run (record, definition snapshot, index entry) and returns its id, with
+    /// an `opened` notice in the same batch: a daemon with room adopts it at once.
     pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
-        self.create(submit).await.map(|fresh| fresh.record.id)
+        self.create(submit, true).await.map(|fresh| fresh.record.id)
     }
 
-    pub(crate) async fn create(&self, submit: Submit) -> Result<Fresh, WorkflowError> {
+    /// Writes a new run; with its `opened` notice if `announce` (a daemon that adopts the
+    /// run itself announces it only when it has no room for it).
+    pub(crate) async fn create(
+        &self,
+        submit: Submit,
+        announce: bool,
+    ) -> Result<Fresh, WorkflowError> {
         let (record, snapshot, encoded) = self.new_record(submit, new_run_id(), None)?;
         let journal = Journal::new(self.store.clone(), &record.group, &record.id);
-        self.store
-            .apply(journal.create_writes(&record, encoded)?)
-            .await?;
+        let mut writes = journal.create_writes(&record, encoded)?;
+        if announce {
+            writes.push(
+                Notice::Opened {
+                    run: record.id.clone(),
+                    group: record.group.clone(),
+                }
+                .write(),
+            );
+        }
+        self.store.apply(writes).await?;
         tracing::debug!(workflow = %record.workflow, run = %record.id, group = %record.group, "workflow run submitted");
         Ok(Fresh {
             record,
@@ -236,7 +251,15 @@ impl Runs {
         let journal = self.journal(group, run)?;
         let record = journal.require_record().await?;
         if !record.status.is_terminal() {
-            self.store.set(&journal.cancel_key(), b"1", None).await?;
+            let flag = Write::Set {
+                key: journal.cancel_key(),
+                value: b"1".to_vec(),
+                ttl: None,
+            };
+            let notice = Notice::Canceled {
+                run: run.to_owned(),
+            };
+            self.store.apply(vec![flag, notice.write()]).await?;
         }
         Ok(record)
     }
@@ -259,9 +282,16 @@ impl Runs {
                 message: format!("run {run} has ended ({})", record.status.as_str()),
             });
         }
-        let bytes = data.to_string();
         let key = journal.events_key();
-        self.store.hset(&key, &[(name, bytes.as_bytes())]).await?;
+        let event = Write::HSet {
+            key: key.clone(),
+            fields: vec![(name.to_owned(), data.to_string().into_bytes())],
+        };
+        let notice = Notice::Event {
+            run: run.to_owned(),
+            group: group.to_owned(),
+        };
+        self.store.apply(vec![event, notice.write()]).await?;
         if let Some(daemon) = &self.daemon {
             daemon.arrivals.sent(&key);
         }
@@ -306,15 +336,22 @@ impl Runs {
         record.reply = None;
         record.updated_ms = now_ms();
         let entry = Entry::new(from, EntryKind::Restarted);
-        self.store
-            .apply(journal.restart_writes(&record, &entry, &stored)?)
-            .await?;
+        let mut writes = journal.restart_writes(&record, &entry, &stored)?;
+        writes.push(
+            Notice::Opened {
+                run: run.to_owned(),
+                group: group.to_owned(),
+            }
+            .write(),
+        );
+        self.store.apply(writes).await?;
         Ok(())
     }
 
-    /// Waits until the run has ended, at most `timeout`. The `Runs` of a daemon are told at
-    /// once of the end of a run that daemon runs, and read the record every second in case
-    /// another daemon runs it; a store-only client's read it every 50 ms.
+    /// Waits until the run has ended, at most `timeout`. Woken by the run's `ended` notice
+    /// ([`notices`](crate::notices)): the `Runs` of a daemon through its router's listener
+    /// (or at once, for a run that daemon runs), a store-only client by tailing the notices
+    /// itself. Both read the record again every [`WAIT_CHECK`] in case a notice was missed.
     pub async fn wait(
         &self,
         group: &str,
@@ -322,10 +359,8 @@ impl Runs {
         timeout: Duration,
     ) -> Result<RunRecord, WorkflowError> {
         let endings = self.daemon.as_ref().map(|daemon| &daemon.endings);
-        let poll = match endings {
-            Some(_) => Duration::from_secs(1),
-            None => Duration::from_millis(50),
-        };
+        // Made before the first read of the record: a notice written after it is not missed.
+        let mut tail = endings.is_none().then(Tail::new);
         let deadline = Instant::now() + timeout;
         loop {
             let ended = endings.map(|endings| endings.listen(run));
@@ -336,12 +371,13 @@ impl Runs {
                 Err(_) => true,
             };
             if !done {
-                let nap = deadline.saturating_duration_since(now).min(poll);
-                match ended {
-                    Some(ended) => {
+                let nap = deadline.saturating_duration_since(now).min(WAIT_CHECK);
+                match (ended, &mut tail) {
+                    (Some(ended), _) => {
                         let _ = tokio::time::timeout(nap, ended).await;
                     }
-                    None => tokio::time::sleep(nap).await,
+                    (None, Some(tail)) => self.ended_notice(tail, run, nap).await,
+                    (None, None) => tokio::time::sleep(nap).await,
                 }
             } else {
                 drop(ended);
@@ -354,4 +390,31 @@ impl Runs {
             }
         }
     }
+
+    /// Tails the notices for at most `nap`, until one says `run` ended.
+    async fn ended_notice(&self, tail: &mut Tail, run: &str, nap: Duration) {
+        let until = Instant::now() + nap;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match tail.next(self.store.as_ref(), left).await {
+                Ok(notices) => {
+                    let ended = |n: &Notice| matches!(n, Notice::Ended { run: r } if r == run);
+                    if notices.iter().any(ended) {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "run notices unreadable; reading the record");
+                    tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+                    return;
+                }
+            }
+        }
+    }
 }
+
+/// How often [`Runs::wait`] reads the run's record while no notice says it ended.
+pub const WAIT_CHECK: Duration = Duration::from_secs(5);

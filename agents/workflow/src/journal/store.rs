@@ -15,6 +15,7 @@ use super::keys::{group_key, OPEN_INDEX};
 use super::record::{Reply, RunRecord};
 use super::snapshot::{fnv1a, Snapshot};
 use crate::error::WorkflowError;
+use crate::notices::Notice;
 
 /// Outputs longer than this many bytes are stored once under their hash, not in the journal.
 pub const INLINE_MAX: usize = 2048;
@@ -287,8 +288,8 @@ impl Journal {
 
     /// Ends the run: writes its final record and, for an ingress task's run, the task's
     /// result (to its reply stream and its idempotency record), expires its keys and the
-    /// threads of its calls (`call_threads`) after `retention` — all in one batch —, then
-    /// takes it out of the index of unfinished runs.
+    /// threads of its calls (`call_threads`) after `retention` and publishes its `ended`
+    /// notice — all in one batch —, then takes it out of the index of unfinished runs.
     pub async fn finish(
         &self,
         record: &RunRecord,
@@ -310,6 +311,12 @@ impl Journal {
         if let Some(reply) = &record.reply {
             writes.extend(reply_writes(reply, record)?);
         }
+        writes.push(
+            Notice::Ended {
+                run: self.run.clone(),
+            }
+            .write(),
+        );
         self.store.apply(writes).await?;
         self.store.hdel(OPEN_INDEX, &[self.run.as_str()]).await?;
         Ok(())

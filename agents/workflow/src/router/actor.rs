@@ -1,12 +1,16 @@
 //! [`RouterActor`]: the actor that adopts, runs and supervises workflow runs.
 //!
 //! [`RouterActor`] is the child `router` of the `workflows` supervisor. It takes [`ScanRuns`]
-//! (look for runs to adopt now) and [`RunEndedEvent`] (sent when one of its runs ends). Every
-//! `scan` interval it reads the index of unfinished runs and the lease keys of the runs it
-//! does not have (one `MGET` per [`LEASES_PER_READ`]), takes the leases that are free (a
-//! crashed daemon's leases expire) — at most `max_runs`, at most `max_runs_per_group` of one
-//! group — and starts a [`RunActor`] for each, under a panic guard; it signals its runs when a
-//! cancel is requested. Every third of the lease, on a timer of its own, it renews the leases
+//! (look for runs to adopt now) and [`RunEndedEvent`] (sent when one of its runs ends). It
+//! tails the run notices ([`crate::notices`]): a run opened by any process is adopted at its
+//! `opened` notice (its lease taken if it is free and there is room), a cancel reaches the run
+//! at its `canceled` notice, an event wakes the run's wait, an end wakes this daemon's
+//! waiters. Every `scan` interval — the safety net, for a crashed daemon's runs (their leases
+//! expire) and missed notices — it reads the index of unfinished runs and the lease keys of
+//! the runs it does not have (one `MGET` per [`LEASES_PER_READ`]), takes the leases that are
+//! free — at most `max_runs`, at most `max_runs_per_group` of one group — and starts a
+//! [`RunActor`] for each, under a panic guard; it signals its runs when a cancel is
+//! requested. Every third of the lease, on a timer of its own, it renews the leases
 //! of all its runs in one round trip, and stops the runs whose lease was lost. A run that
 //! panics is started again from its journal, at most [`MAX_RUN_PANICS`] times, then failed.
 
@@ -18,11 +22,12 @@ use actix::prelude::*;
 use troupe_runtime::detach::{detach, Resume};
 use troupe_runtime::{Exit, Life, Spawn};
 
-use super::messages::{AdoptRun, CountRuns, RunEndedEvent, ScanRuns, StopRuns};
+use super::messages::{AdoptRun, CountRuns, Noticed, RunEndedEvent, ScanRuns, StopRuns};
 use crate::env::{Env, Fresh};
 use crate::error::WorkflowError;
 use crate::exec::Signal;
 use crate::journal::{lease_key, now_ms, open_runs, Entry, EntryKind, Journal, RunStatus};
+use crate::notices::{Notice, Tail};
 use crate::run::{RunActor, SignalRun};
 
 /// A run that panics this many times is failed instead of started again.
@@ -50,6 +55,9 @@ pub struct RouterActor {
 
 /// How many lease keys a scan reads per round trip.
 const LEASES_PER_READ: usize = 512;
+
+/// How long one read of the notices waits for one.
+const NOTICE_BLOCK: Duration = Duration::from_secs(5);
 
 impl RouterActor {
     pub(crate) fn new(env: Arc<Env>) -> Self {
@@ -276,6 +284,8 @@ impl Actor for RouterActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(owner = %self.env.options.owner, "workflow router started");
+        // Listening before the first scan: a run opened in between is not missed.
+        ctx.spawn(fut::wrap_future(listen(self.env.clone(), ctx.address())));
         self.scan(ctx);
         ctx.run_interval(self.env.options.scan, |act, ctx| act.scan(ctx));
         let every = (self.env.options.lease / 3).max(Duration::from_millis(10));
@@ -311,20 +321,65 @@ impl Handler<AdoptRun> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, AdoptRun(fresh): AdoptRun, ctx: &mut Self::Context) {
-        let group = fresh.record.group.clone();
+        let (run, group) = (fresh.record.id.clone(), fresh.record.group.clone());
+        if !self.adopt(ctx, run.clone(), group.clone(), Some(fresh)) && !self.stopping {
+            // No room here: another daemon with room takes it at its notice.
+            let env = self.env.clone();
+            ctx.spawn(fut::wrap_future(async move {
+                let notice = Notice::Opened { run, group }.write();
+                if let Err(err) = env.store.apply(vec![notice]).await {
+                    tracing::warn!(error = %err, "announcing a run: store error; a scan finds it");
+                }
+            }));
+        }
+    }
+}
+
+impl Handler<Noticed> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, Noticed(notice): Noticed, ctx: &mut Self::Context) {
+        match notice {
+            Notice::Opened { run, group } => {
+                self.adopt(ctx, run, group, None);
+            }
+            Notice::Canceled { run } => {
+                if let Some(owned) = self.owned.get(&run) {
+                    owned.addr.do_send(SignalRun(Signal::Cancel));
+                }
+            }
+            // The listener wakes the waiters of these itself.
+            Notice::Event { .. } | Notice::Ended { .. } => {}
+        }
+    }
+}
+
+impl RouterActor {
+    /// Adopts `run` of `group` now if there is room: takes its lease if it is free and starts
+    /// it (`fresh` when this daemon just submitted it). `false` if there was no room (a scan
+    /// adopts it later), `true` if it is owned here already or its lease is being taken.
+    fn adopt(
+        &mut self,
+        ctx: &mut Context<Self>,
+        run: String,
+        group: String,
+        fresh: Option<Box<Fresh>>,
+    ) -> bool {
+        if self.owned.contains_key(&run) {
+            return true;
+        }
         let full = self.count() >= self.env.options.max_runs
             || self.load().get(&group).copied().unwrap_or(0) >= self.env.options.max_runs_per_group;
-        if self.stopping || full || self.owned.contains_key(&fresh.record.id) {
-            return; // a scan adopts it when there is room
+        if self.stopping || full {
+            return false;
         }
         *self.adopting.entry(group.clone()).or_default() += 1;
         let env = self.env.clone();
         let take = async move {
-            let lease = lease_key(&fresh.record.id);
             env.store
-                .acquire_lease(&lease, &env.options.owner, env.options.lease)
+                .acquire_lease(&lease_key(&run), &env.options.owner, env.options.lease)
                 .await
-                .map(|taken| (fresh, taken))
+                .map(|taken| (run, fresh, taken))
         };
         // Apart from the actor's context: thousands of adoptions may be in flight.
         detach(ctx, take, move |act: &mut Self, taken, ctx| {
@@ -335,23 +390,57 @@ impl Handler<AdoptRun> for RouterActor {
                 }
             }
             match taken {
-                Ok((fresh, true)) if !act.stopping => {
-                    let (run, group) = (fresh.record.id.clone(), fresh.record.group.clone());
-                    act.start_run(ctx, run, group, Some(fresh));
+                Ok((run, fresh, true)) if !act.stopping => {
+                    act.start_run(ctx, run, group, fresh);
                 }
-                Ok((fresh, true)) => {
+                Ok((run, _, true)) => {
                     let env = act.env.clone();
                     ctx.spawn(fut::wrap_future(async move {
-                        let lease = lease_key(&fresh.record.id);
-                        let _ = env.store.release_lease(&lease, &env.options.owner).await;
+                        let _ = env
+                            .store
+                            .release_lease(&lease_key(&run), &env.options.owner)
+                            .await;
                     }));
                 }
-                Ok((_, false)) => {}
+                Ok((_, _, false)) => {}
                 Err(err) => {
                     tracing::warn!(error = %err, "adopting a run: store error; a scan retries")
                 }
             }
         });
+        true
+    }
+}
+
+/// Tails the run notices for the router (see [`crate::notices`]) until it stops: the
+/// notices of runs to adopt or cancel go to the router, those of events and ends wake this
+/// daemon's waiters directly.
+async fn listen(env: Arc<Env>, router: Addr<RouterActor>) {
+    let mut tail = Tail::new();
+    loop {
+        let notices = match tail.next(env.store.as_ref(), NOTICE_BLOCK).await {
+            Ok(notices) => notices,
+            Err(err) => {
+                tracing::warn!(error = %err, "run notices: store error; the scan is the net");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for notice in notices {
+            match &notice {
+                Notice::Event { run, group } => {
+                    let key = Journal::new(env.store.clone(), group, run).events_key();
+                    env.waiters.arrivals.sent(&key);
+                }
+                Notice::Ended { run } => env.waiters.endings.ended(run),
+                Notice::Opened { .. } | Notice::Canceled { .. } => {
+                    if !router.connected() {
+                        return;
+                    }
+                    router.do_send(Noticed(notice));
+                }
+            }
+        }
     }
 }
 
@@ -392,9 +481,14 @@ impl Handler<RunEndedEvent> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, msg: RunEndedEvent, ctx: &mut Self::Context) {
+        let was_full = self.count() >= self.env.options.max_runs;
         let Some(owned) = self.owned.remove(&msg.run) else {
             return;
         };
+        if was_full {
+            // Room again: runs left waiting in the store for it are adopted now.
+            self.scan(ctx);
+        }
         if !matches!(msg.exit, Exit::Panicked(_)) {
             self.env.waiters.endings.ended(&msg.run);
         }

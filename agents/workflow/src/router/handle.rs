@@ -93,7 +93,7 @@ impl Router {
 
     /// Submits a run and has this daemon adopt it at once if it has room.
     pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
-        let fresh = self.runs.create(submit).await?;
+        let fresh = self.runs.create(submit, false).await?;
         let run = fresh.record.id.clone();
         let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
         Ok(run)

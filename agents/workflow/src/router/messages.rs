@@ -15,6 +15,12 @@ pub struct ScanRuns;
 #[rtype(result = "()")]
 pub(crate) struct AdoptRun(pub(super) Box<Fresh>);
 
+/// A notice read from the notices stream that the router acts on (see
+/// [`notices`](crate::notices)).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Noticed(pub(crate) crate::notices::Notice);
+
 /// One of the router's runs ended.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
