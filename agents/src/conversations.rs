@@ -214,14 +214,45 @@ impl Conversations {
     pub async fn ask(&self, ask: Ask) -> Result<TurnOutcome, AgentError> {
         check_name("group", &ask.group)?;
         check_name("user", &ask.user)?;
-        if !self.agents.contains_key(&ask.agent) {
+        let Some(agent) = self.agents.get(&ask.agent) else {
             return Err(AgentError::NotFound {
                 what: "agent",
                 id: ask.agent,
             });
-        }
+        };
+        // An agent with memory indexes its thread's stored messages when it recalls: its
+        // first turn needs the user's message stored before it runs.
+        let alone = !ask.stream && agent.settings.memory.is_none();
         let id = match &ask.thread {
             Some(thread) => self.threads.resolve(&ask.group, thread).await?,
+            None if alone => {
+                // A thread of its own, new: the turn runs without an actor, and the thread
+                // is written with its messages in one batch (see `thread::fresh`).
+                let id = ThreadId::generate(&ask.group)?;
+                let new = NewThread {
+                    group: ask.group.clone(),
+                    user: ask.user.clone(),
+                    id: Some(id.thread().to_owned()),
+                    title: title_of(&ask.input),
+                    metadata: serde_json::Value::Null,
+                };
+                let turn = Turn {
+                    agent: ask.agent,
+                    user: ask.user,
+                    input: ask.input,
+                    stream: false,
+                    started: None,
+                };
+                return crate::thread::fresh(
+                    self.threads.clone(),
+                    self.agents.clone(),
+                    id,
+                    new,
+                    turn,
+                    creation_event,
+                )
+                .await;
+            }
             None => {
                 let info = self
                     .create_thread(NewThread {

@@ -324,6 +324,24 @@ impl ThreadStore {
         }]
     }
 
+    /// The writes that create thread `id` (a new id no one else knows: no claim) with `new`:
+    /// its owner key and metadata with their expiry, and its listing. The batch that sends
+    /// them writes its first messages after, then [`touch_created`](Self::touch_created).
+    pub(crate) fn fresh_creation(
+        &self,
+        id: &ThreadId,
+        new: NewThread,
+    ) -> Result<(ThreadInfo, Vec<Write>), AgentError> {
+        let mut writes = vec![Write::Set {
+            key: id.owner_key(),
+            value: id.group().as_bytes().to_vec(),
+            ttl: Some(self.retention),
+        }];
+        let (info, creation) = creation(id, new, self.retention, true)?;
+        writes.extend(creation);
+        Ok((info, writes))
+    }
+
     /// [`touch`](Self::touch) without the listing: for a thread no thread list holds.
     pub(crate) fn renew(&self, id: &ThreadId) -> Vec<Write> {
         renewal(id, self.retention)

@@ -182,6 +182,78 @@ async fn a_creation_interrupted_after_claiming_the_id_is_finished_not_refused() 
     );
 }
 
+/// A task without a thread: its new thread's first turn runs without an actor and is
+/// written whole afterwards (on both stores); the thread is then an ordinary one, listed,
+/// audited and continued through its actor.
+async fn check_first_turn_alone(store: Arc<dyn Store>) {
+    let rig = start(store.clone()).await;
+    let talk = &rig.talk;
+    let first = talk.ask(ask(None, "first question")).await.expect("turn");
+    assert!(first.answer.contains("first question"), "{}", first.answer);
+    assert_eq!(first.seq, 1);
+    assert_eq!(
+        talk.thread_stats().activations,
+        0,
+        "no actor for a new thread"
+    );
+    let info = talk.thread("acme", &first.thread).await.expect("thread");
+    assert_eq!(
+        (info.user.as_str(), info.title.as_str()),
+        ("alice", "first question")
+    );
+    let listed = talk
+        .list_threads("acme", Some("alice"), 0, 10)
+        .await
+        .expect("list");
+    assert_eq!(listed.threads.len(), 1);
+    let kinds: Vec<String> = talk
+        .events("acme", "0", 100)
+        .await
+        .expect("events")
+        .iter()
+        .filter_map(|e| {
+            e.field("kind")
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+        })
+        .collect();
+    assert_eq!(kinds, ["thread_created", "message", "message", "usage"]);
+    for key in [
+        format!("thread-owner:{}", first.thread),
+        format!("thread:acme:{}:meta", first.thread),
+        format!("thread:acme:{}:messages", first.thread),
+    ] {
+        assert!(
+            store.ttl(&key).await.expect("ttl").is_some(),
+            "{key} expires"
+        );
+    }
+    let next = talk
+        .ask(ask(Some(&first.thread), "second question"))
+        .await
+        .expect("turn");
+    assert_eq!(next.thread, first.thread);
+    assert_eq!(talk.thread_stats().activations, 1);
+    let page = talk
+        .messages("acme", &first.thread, 0, 10)
+        .await
+        .expect("messages");
+    let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 3]);
+    assert_eq!(page.messages[0].message.role, Role::User);
+    assert_eq!(page.messages[1].message.role, Role::Assistant);
+    rig.stop().await;
+}
+
+#[actix::test]
+async fn a_new_threads_first_turn_runs_without_an_actor_and_is_written_whole_in_memory() {
+    check_first_turn_alone(Arc::new(MemoryStore::new())).await;
+}
+
+#[actix::test]
+async fn a_new_threads_first_turn_runs_without_an_actor_and_is_written_whole_on_redis() {
+    check_first_turn_alone(redis::store(&unique_prefix("first-turn")).await).await;
+}
+
 #[actix::test]
 async fn a_one_shot_call_writes_its_thread_whole_in_the_callers_batch() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());

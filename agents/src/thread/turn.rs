@@ -69,103 +69,218 @@ pub(crate) async fn one_shot(
     turn: Turn,
     created: fn(&ThreadInfo) -> Vec<Write>,
 ) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
-    let span = tracing::info_span!(
-        "thread.turn",
-        group = %id.group(),
-        thread = %id.thread(),
-        agent = %turn.agent,
-    );
+    let span = turn_span(&id, &turn.agent);
     async move {
-        let handle = agents
-            .get(&turn.agent)
-            .ok_or_else(|| AgentError::NotFound {
-                what: "agent",
-                id: turn.agent.clone(),
-            })?;
-        let user_message = ThreadMessage {
-            seq: 0,
-            at_ms: now_ms(),
-            agent: None,
-            message: ChatMessage::new(Role::User, turn.input),
-        };
-        let mut context = context_of(&agents, &turn.agent, &[])?;
-        context.push(user_message.message.clone());
-        let hold = Arc::new(Hold::default());
-        let request = RunAgent {
-            span: Span::current(),
-            thread: id.clone(),
-            user: turn.user.clone(),
-            messages: context,
-            resume: Vec::new(),
-            deltas: None,
-            hold: Some(hold.clone()),
-        };
-        let run = match handle.actor.send(request).await {
-            Ok(run) => run,
-            Err(err) => Err(err.into()),
-        };
-        let run = match run {
-            Ok(run) => run,
-            Err(err) => {
-                let mut writes = hold.take();
-                writes.push(error_event(&id, &turn.agent, &turn.user, &err));
-                if let Err(e) = threads.store().apply(writes).await {
-                    tracing::warn!(error = %e, "could not record an error event");
-                }
-                return Err(err);
-            }
-        };
-        let at_ms = now_ms();
-        let mut messages = vec![user_message];
-        messages.extend(run.produced.into_iter().map(|message| ThreadMessage {
-            seq: 0,
-            at_ms,
-            agent: Some(turn.agent.clone()),
-            message,
-        }));
-        let status = match run.status {
-            RunStatus::Completed => TurnStatus::Completed,
-            RunStatus::StepLimit => TurnStatus::StepLimit,
-            RunStatus::AwaitingApproval { calls } => {
-                // Boxed: rare, and its state would otherwise widen every one-shot turn's.
-                let paused = Paused {
-                    messages,
-                    calls,
-                    answer: run.answer,
-                    usage: run.usage,
-                    model_calls: run.model_calls,
-                };
-                let outcome = Box::pin(write_paused(
-                    &threads,
-                    new,
-                    &turn.agent,
-                    paused,
-                    &hold,
-                    created,
-                ))
-                .await?;
-                return Ok((outcome, Vec::new()));
-            }
-        };
-        for (i, m) in messages.iter_mut().enumerate() {
-            m.seq = i as u64;
+        let agent = turn.agent.clone();
+        let alone = run_alone(&threads, &agents, &id, turn).await?;
+        if let RunStatus::AwaitingApproval { calls } = alone.status {
+            // Boxed: rare, and its state would otherwise widen every one-shot turn's.
+            let paused = Paused {
+                messages: alone.messages,
+                calls,
+                answer: alone.answer,
+                usage: alone.usage,
+                model_calls: alone.model_calls,
+            };
+            let outcome = Box::pin(write_paused(
+                &threads,
+                new,
+                &agent,
+                paused,
+                &alone.hold,
+                created,
+            ))
+            .await?;
+            return Ok((outcome, Vec::new()));
         }
-        let seq = messages.len() as u64 - 1;
-        let mut writes = hold.take();
-        writes.push(threads.once_write(&id, new, messages)?);
-        let outcome = TurnOutcome {
-            thread: id.thread().to_owned(),
-            seq,
-            answer: run.answer,
-            status,
-            usage: run.usage,
-            model_calls: run.model_calls,
-            delta_stream: None,
-        };
+        let mut writes = alone.hold.take();
+        let outcome = alone.outcome(&id, None);
+        writes.push(threads.once_write(&id, new, alone.messages)?);
         Ok((outcome, writes))
     }
     .instrument(span)
     .await
+}
+
+/// A turn in a thread of its own that it creates (an agent task without a thread, not
+/// streamed): `new` made with the id `id`, which no one else knows yet, so the turn needs no
+/// actor and no lease, and nothing is written before the agent answers. Then one batch
+/// writes the thread as any other (owner, metadata, listing, `created(info)`), its
+/// messages and their events, the pending approval of a paused turn and the last model
+/// call's usage record. Later turns continue it through its actor.
+pub(crate) async fn fresh(
+    threads: ThreadStore,
+    agents: Arc<AgentDirectory>,
+    id: ThreadId,
+    new: NewThread,
+    turn: Turn,
+    created: fn(&ThreadInfo) -> Vec<Write>,
+) -> Result<TurnOutcome, AgentError> {
+    let span = turn_span(&id, &turn.agent);
+    async move {
+        let (agent, user) = (turn.agent.clone(), turn.user.clone());
+        let alone = run_alone(&threads, &agents, &id, turn).await?;
+        let (info, mut writes) = threads.fresh_creation(&id, new)?;
+        writes.extend(created(&info));
+        let mut values = Vec::with_capacity(alone.messages.len());
+        for m in &alone.messages {
+            values.push(encode(m)?);
+            writes.push(message_event(&id, m, &user));
+        }
+        writes.push(Write::Push {
+            key: id.messages_key(),
+            values,
+        });
+        writes.extend(threads.touch_created(&id));
+        writes.extend(alone.hold.take());
+        let mut pending = None;
+        if let RunStatus::AwaitingApproval { calls } = &alone.status {
+            let approval = PendingApproval {
+                id: format!("a{}", alone.messages.len() - 1),
+                agent,
+                user,
+                stream: false,
+                calls: calls.clone(),
+            };
+            writes.push(Write::Set {
+                key: id.approval_key(),
+                value: encode(&approval)?,
+                ttl: Some(threads.retention()),
+            });
+            pending = Some(approval.id);
+        }
+        threads.store().apply(writes).await?;
+        Ok(alone.outcome(&id, pending))
+    }
+    .instrument(span)
+    .await
+}
+
+fn turn_span(id: &ThreadId, agent: &str) -> Span {
+    tracing::info_span!(
+        "thread.turn",
+        group = %id.group(),
+        thread = %id.thread(),
+        agent = %agent,
+    )
+}
+
+/// A turn run without a thread actor: its messages (the user's first, numbered from 0), how
+/// the agent's run ended, and the hold with its last model call's usage record.
+struct Alone {
+    messages: Vec<ThreadMessage>,
+    status: RunStatus,
+    answer: String,
+    usage: crate::model::Usage,
+    model_calls: u32,
+    hold: Arc<Hold>,
+}
+
+impl Alone {
+    /// The turn's outcome; `approval`: the id of its pending approval, if it paused.
+    fn outcome(&self, id: &ThreadId, approval: Option<String>) -> TurnOutcome {
+        let status = match (&self.status, approval) {
+            (RunStatus::AwaitingApproval { calls }, Some(approval)) => {
+                TurnStatus::AwaitingApproval {
+                    approval,
+                    calls: calls.clone(),
+                }
+            }
+            (RunStatus::StepLimit, _) => TurnStatus::StepLimit,
+            _ => TurnStatus::Completed,
+        };
+        TurnOutcome {
+            thread: id.thread().to_owned(),
+            seq: self.messages.len() as u64 - 1,
+            answer: self.answer.clone(),
+            status,
+            usage: self.usage,
+            model_calls: self.model_calls,
+            delta_stream: None,
+        }
+    }
+}
+
+/// Runs `turn`'s agent on `turn.input` alone, as the first message of thread `id`. A failed
+/// run's held usage record and its error event are written at once.
+async fn run_alone(
+    threads: &ThreadStore,
+    agents: &AgentDirectory,
+    id: &ThreadId,
+    turn: Turn,
+) -> Result<Alone, AgentError> {
+    let handle = agents
+        .get(&turn.agent)
+        .ok_or_else(|| AgentError::NotFound {
+            what: "agent",
+            id: turn.agent.clone(),
+        })?;
+    let user_message = ThreadMessage {
+        seq: 0,
+        at_ms: now_ms(),
+        agent: None,
+        message: ChatMessage::new(Role::User, turn.input),
+    };
+    let mut context = context_of(agents, &turn.agent, &[])?;
+    context.push(user_message.message.clone());
+    let hold = Arc::new(Hold::default());
+    let request = RunAgent {
+        span: Span::current(),
+        thread: id.clone(),
+        user: turn.user.clone(),
+        messages: context,
+        resume: Vec::new(),
+        deltas: None,
+        hold: Some(hold.clone()),
+    };
+    let run = match handle.actor.send(request).await {
+        Ok(run) => run,
+        Err(err) => Err(err.into()),
+    };
+    let run = match run {
+        Ok(run) => run,
+        Err(err) => {
+            let mut writes = hold.take();
+            writes.push(error_event(id, &turn.agent, &turn.user, &err));
+            if let Err(e) = threads.store().apply(writes).await {
+                tracing::warn!(error = %e, "could not record an error event");
+            }
+            return Err(err);
+        }
+    };
+    let at_ms = now_ms();
+    let mut messages = vec![user_message];
+    messages.extend(
+        run.produced
+            .into_iter()
+            .enumerate()
+            .map(|(i, message)| ThreadMessage {
+                seq: i as u64 + 1,
+                at_ms,
+                agent: Some(turn.agent.clone()),
+                message,
+            }),
+    );
+    Ok(Alone {
+        messages,
+        status: run.status,
+        answer: run.answer,
+        usage: run.usage,
+        model_calls: run.model_calls,
+        hold,
+    })
+}
+
+/// The audit event of message `m` of thread `id`.
+fn message_event(id: &ThreadId, m: &ThreadMessage, user: &str) -> Write {
+    let event = AuditEvent::Message {
+        thread: id.thread(),
+        seq: m.seq,
+        role: m.message.role,
+        agent: m.agent.as_deref(),
+        user,
+    };
+    EventLog::write(id.group(), &event)
 }
 
 /// A one-shot turn paused for an approval, to be written as an ordinary thread.
@@ -451,14 +566,7 @@ async fn persist(
     let mut writes = Vec::with_capacity(2 * messages.len() + 1);
     for m in messages {
         values.push(encode(m)?);
-        let event = AuditEvent::Message {
-            thread: d.id.thread(),
-            seq: m.seq,
-            role: m.message.role,
-            agent: m.agent.as_deref(),
-            user: &d.user,
-        };
-        writes.push(EventLog::write(d.id.group(), &event));
+        writes.push(message_event(&d.id, m, &d.user));
     }
     writes.push(Write::Push {
         key: d.id.messages_key(),
