@@ -17,7 +17,7 @@ use crate::store::StoreError;
 
 #[derive(Debug, Default)]
 pub(super) struct Keyspace {
-    pub(super) map: HashMap<String, Entry>,
+    pub(super) map: HashMap<String, Entry, foldhash::fast::RandomState>,
     /// Keys by the expiry time they were given, soonest first. An entry whose key was
     /// deleted or given another TTL since is skipped when it comes up; the queue is rebuilt
     /// from `map` when such entries outnumber the keys.
