@@ -45,6 +45,8 @@ pub struct RouterActor {
     owned: HashMap<String, Owned>,
     panics: HashMap<String, u32>,
     scanning: bool,
+    /// A scan was asked for while one ran: another starts when it ends.
+    rescan: bool,
     renewing: bool,
     stopping: bool,
     /// Runs whose lease is being taken to adopt them, not yet in `owned`, by group.
@@ -66,6 +68,7 @@ impl RouterActor {
             owned: HashMap::new(),
             panics: HashMap::new(),
             scanning: false,
+            rescan: false,
             renewing: false,
             stopping: false,
             adopting: HashMap::new(),
@@ -129,7 +132,12 @@ impl RouterActor {
     /// trip), and only free ones are taken, so runs other daemons hold cost no round trip
     /// each. A group that has `max_runs_per_group` runs here adopts no more.
     fn scan(&mut self, ctx: &mut Context<Self>) {
-        if self.scanning || self.stopping {
+        if self.stopping {
+            return;
+        }
+        if self.scanning {
+            // What is asked now may have been read already: look again after this one.
+            self.rescan = true;
             return;
         }
         self.scanning = true;
@@ -222,6 +230,9 @@ impl RouterActor {
         };
         detach(ctx, job, |act: &mut Self, (cancel, adopted), ctx| {
             act.scanning = false;
+            if std::mem::take(&mut act.rescan) {
+                act.scan(ctx);
+            }
             for run in cancel {
                 if let Some(owned) = act.owned.get(&run) {
                     owned.addr.do_send(SignalRun(Signal::Cancel));

@@ -95,7 +95,8 @@ impl Router {
     pub async fn submit(&self, submit: Submit) -> Result<String, WorkflowError> {
         let fresh = self.runs.create(submit, false).await?;
         let run = fresh.record.id.clone();
-        let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
+        // Awaited (mailbox backpressure): a dropped adoption would wait for the next scan.
+        let _ = self.actor.send(AdoptRun(Box::new(fresh))).await;
         Ok(run)
     }
 
@@ -109,11 +110,11 @@ impl Router {
         let (run, fresh) = self.runs.create_task(submit, reply, extra).await?;
         match fresh {
             Some(fresh) => {
-                let _ = self.actor.try_send(AdoptRun(Box::new(fresh)));
+                let _ = self.actor.send(AdoptRun(Box::new(fresh))).await;
             }
             // Opened again by this delivery: a scan adopts it.
             None => {
-                let _ = self.actor.try_send(ScanRuns);
+                let _ = self.actor.send(ScanRuns).await;
             }
         }
         Ok(run)
