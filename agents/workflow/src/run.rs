@@ -14,6 +14,7 @@ use actix::prelude::*;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 use troupe_runtime::pool::WorkCompletedEvent;
+use troupe_runtime::store::Write;
 
 use super::env::{Env, Fresh};
 use super::error::WorkflowError;
@@ -120,8 +121,14 @@ async fn drive(
     completions: Completions,
 ) {
     let journal = Journal::new(env.store.clone(), &group, &run);
+    let mut released = false;
     match execute(&env, &journal, fresh, signal.clone(), completions).await {
-        Ok(status) => tracing::info!(status = status.as_str(), "workflow run ended"),
+        Ok(Ended::Finished(status)) => {
+            // Its lease was dropped in the batch that ended it.
+            released = true;
+            tracing::info!(status = status.as_str(), "workflow run ended");
+        }
+        Ok(Ended::Closed(status)) => tracing::info!(status = status.as_str(), "workflow run ended"),
         Err(err) if err.leaves_run_open() => {
             tracing::info!(reason = %err, "workflow run left for later")
         }
@@ -132,7 +139,7 @@ async fn drive(
             }
         }
     }
-    if *signal.borrow() != Signal::LeaseLost {
+    if !released && *signal.borrow() != Signal::LeaseLost {
         if let Err(err) = env
             .store
             .release_lease(&lease_key(&run), &env.options.owner)
@@ -144,14 +151,23 @@ async fn drive(
     env.waiters.endings.ended(&run);
 }
 
+/// How [`execute`] ended a run.
+enum Ended {
+    /// Run to its end here: the batch that ended it dropped its lease.
+    Finished(RunStatus),
+    /// Found ended already (its index entry was left): taken out of the index.
+    Closed(RunStatus),
+}
+
 async fn execute(
     env: &Arc<Env>,
     journal: &Journal,
     fresh: Option<Box<Fresh>>,
     signal: watch::Receiver<Signal>,
     completions: Completions,
-) -> Result<RunStatus, WorkflowError> {
+) -> Result<Ended, WorkflowError> {
     // A run this daemon just submitted is as it wrote it: nothing to read back or replay.
+    let is_fresh = fresh.is_some();
     let (mut record, snapshot, entries) = match fresh {
         Some(fresh) => {
             let Fresh {
@@ -168,7 +184,7 @@ async fn execute(
     if record.status.is_terminal() {
         // Ended, then interrupted before leaving the index: its end (and result) is written.
         journal.close(env.options.retention).await?;
-        return Ok(record.status);
+        return Ok(Ended::Closed(record.status));
     }
     let current = env.snapshots.hash(&record.workflow);
     if current != Some(snapshot.hash.as_str()) {
@@ -187,9 +203,8 @@ async fn execute(
             .append(&Entry::new("", EntryKind::Note).detail(note))
             .await?;
     }
-    journal
-        .append(&Entry::new("", EntryKind::Adopted).detail(env.options.owner.clone()))
-        .await?;
+    // Journaled with the run's next write.
+    let adopted = Entry::new("", EntryKind::Adopted).detail(env.options.owner.clone());
     let mut stored = Vec::new();
     for entry in &entries {
         if let Some(OutputRef::Stored { hash, .. }) = &entry.output {
@@ -205,7 +220,9 @@ async fn execute(
             "resuming: completed steps are not run again"
         );
     }
-    let cancel_requested = env.store.exists(&journal.cancel_key()).await?;
+    // A run just submitted here has no cancel yet; one requested from now on reaches it by
+    // its notice (or the next scan).
+    let cancel_requested = !is_fresh && env.store.exists(&journal.cancel_key()).await?;
     let exec = Exec {
         env: env.clone(),
         journal: journal.clone(),
@@ -216,6 +233,8 @@ async fn execute(
         threads: Mutex::new(call_threads(&record, &entries)),
         signal,
         completions,
+        carried: Mutex::new(vec![adopted]),
+        begun: Mutex::new(BTreeSet::new()),
     };
     let result = if cancel_requested {
         Err(WorkflowError::Canceled)
@@ -237,9 +256,8 @@ async fn execute(
         }
     }
     record.updated_ms = now_ms();
-    journal
-        .append(&Entry::new("", EntryKind::Finished).detail(record.status.as_str()))
-        .await?;
+    let mut last = exec.take_carried();
+    last.push(Entry::new("", EntryKind::Finished).detail(record.status.as_str()));
     let stored = exec
         .stored
         .lock()
@@ -252,10 +270,20 @@ async fn execute(
         .iter()
         .cloned()
         .collect();
+    // The lease goes with the end: no one adopts a run out of the index.
+    let lease = Write::Del {
+        key: lease_key(&record.id),
+    };
     journal
-        .finish(&record, &stored, &threads, env.options.retention)
+        .finish_with(
+            &record,
+            &stored,
+            &threads,
+            env.options.retention,
+            (&last, vec![lease]),
+        )
         .await?;
-    Ok(record.status)
+    Ok(Ended::Finished(record.status))
 }
 
 /// Fails a run that cannot be loaded or finished (a missing or corrupt record, snapshot or

@@ -69,6 +69,12 @@ pub(super) struct Exec {
     pub(super) threads: Mutex<BTreeSet<String>>,
     pub(super) signal: watch::Receiver<Signal>,
     pub(super) completions: Completions,
+    /// Entries journaled with the next write of the journal, in order: the `adopted` entry,
+    /// and the `completed` entries of steps whose calls are journaled (a crash that loses
+    /// one runs the step again from its calls' results, without a call).
+    pub(super) carried: Mutex<Vec<Entry>>,
+    /// Calls whose `started` entry their step journaled for them (a parallel step's).
+    pub(super) begun: Mutex<BTreeSet<String>>,
 }
 
 impl Exec {
@@ -141,10 +147,90 @@ impl Exec {
         self.check()?;
         let mut entry = Entry::new(key, EntryKind::Started);
         entry.detail = detail;
-        self.journal.append(&entry).await?;
+        let write = self.with_carried(vec![entry])?;
+        self.journal.store().apply(vec![write]).await?;
         if let Some(hook) = &self.env.options.on_step_start {
             (hook.0)(key);
         }
+        Ok(())
+    }
+
+    /// [`begin`](Self::begin) of `key` that journals the `started` entries of its calls
+    /// `calls` in the same write; each call then starts without a write of its own.
+    pub(super) async fn begin_with(
+        &self,
+        key: &str,
+        calls: Vec<String>,
+    ) -> Result<(), WorkflowError> {
+        self.check()?;
+        let mut entries = vec![Entry::new(key, EntryKind::Started)];
+        entries.extend(
+            calls
+                .iter()
+                .map(|call| Entry::new(call, EntryKind::Started)),
+        );
+        let write = self.with_carried(entries)?;
+        self.journal.store().apply(vec![write]).await?;
+        self.begun
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(calls);
+        if let Some(hook) = &self.env.options.on_step_start {
+            (hook.0)(key);
+        }
+        Ok(())
+    }
+
+    /// Starts `key`: journals it started, unless its step did already.
+    async fn start(&self, key: &str) -> Result<(), WorkflowError> {
+        let begun = self
+            .begun
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        if !begun {
+            return self.begin(key, None).await;
+        }
+        self.check()?;
+        if let Some(hook) = &self.env.options.on_step_start {
+            (hook.0)(key);
+        }
+        Ok(())
+    }
+
+    /// The write that journals `entries` after the carried ones (taken).
+    pub(super) fn with_carried(&self, entries: Vec<Entry>) -> Result<Write, WorkflowError> {
+        let mut all =
+            std::mem::take(&mut *self.carried.lock().unwrap_or_else(PoisonError::into_inner));
+        all.extend(entries);
+        self.journal.entries_write(&all)
+    }
+
+    /// The carried entries, taken (for the batch that ends the run).
+    pub(super) fn take_carried(&self) -> Vec<Entry> {
+        std::mem::take(&mut *self.carried.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Journals `key` completed with `output` at the journal's next write (see `carried`):
+    /// for a step whose own work is journaled already (its calls), so that a crash before
+    /// that write only runs the step again from its calls' journaled results. An output
+    /// stored apart from the journal (a long one) is journaled now, with it.
+    pub(super) async fn complete_step(&self, key: &str, output: &str) -> Result<(), WorkflowError> {
+        let (reference, stored) = self.journal.output_ref(output);
+        if stored.is_some() {
+            return self.complete(key, output).await;
+        }
+        let mut entry = Entry::new(key, EntryKind::Completed);
+        entry.output = Some(reference.clone());
+        self.carried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(entry);
+        self.replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .completed
+            .insert(key.to_owned(), reference);
         Ok(())
     }
 
@@ -171,7 +257,7 @@ impl Exec {
         entry.output = Some(reference.clone());
         let mut writes = with;
         writes.extend(stored);
-        writes.push(self.journal.entry_write(&entry)?);
+        writes.push(self.with_carried(vec![entry])?);
         self.journal.store().apply(writes).await?;
         self.replay
             .lock()
@@ -203,7 +289,7 @@ impl Exec {
             if let Some(output) = self.replayed(key).await? {
                 return Ok(output);
             }
-            self.begin(key, None).await?;
+            self.start(key).await?;
             let (output, with) = work.await?;
             self.complete_with(key, &output, with).await?;
             Ok(output)

@@ -116,7 +116,11 @@ mod tests {
         );
         // In flight at the crash: made again (the parallel step itself, and its news call).
         assert_eq!(
-            replay.started.iter().map(String::as_str).collect::<Vec<_>>(),
+            replay
+                .started
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             ["research", "research/news"]
         );
         assert!(replay.deadlines.is_empty());

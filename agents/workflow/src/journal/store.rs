@@ -252,9 +252,14 @@ impl Journal {
 
     /// The write that appends `entry` to the journal, for a batch of the caller's.
     pub fn entry_write(&self, entry: &Entry) -> Result<Write, WorkflowError> {
+        self.entries_write(std::slice::from_ref(entry))
+    }
+
+    /// The write that appends `entries` to the journal, in order (one `RPUSH`).
+    pub fn entries_write(&self, entries: &[Entry]) -> Result<Write, WorkflowError> {
         Ok(Write::Push {
             key: self.journal_key(),
-            values: vec![encode(entry)?],
+            values: entries.iter().map(encode).collect::<Result<_, _>>()?,
         })
     }
 
@@ -297,7 +302,32 @@ impl Journal {
         call_threads: &[String],
         retention: Duration,
     ) -> Result<(), WorkflowError> {
-        let mut writes = self.expiring(stored_outputs, retention);
+        self.finish_with(
+            record,
+            stored_outputs,
+            call_threads,
+            retention,
+            (&[], Vec::new()),
+        )
+        .await
+    }
+
+    /// [`finish`](Self::finish) with `last` journaled in the same batch (the run's
+    /// `finished` entry, after the entries that waited for a write to ride with) and `also`
+    /// written in it (the run's lease dropped).
+    pub async fn finish_with(
+        &self,
+        record: &RunRecord,
+        stored_outputs: &[String],
+        call_threads: &[String],
+        retention: Duration,
+        (last, also): (&[Entry], Vec<Write>),
+    ) -> Result<(), WorkflowError> {
+        let mut writes = Vec::new();
+        if !last.is_empty() {
+            writes.push(self.entries_write(last)?);
+        }
+        writes.extend(self.expiring(stored_outputs, retention));
         for thread in call_threads {
             if let Ok(id) = ThreadId::new(&self.group, thread) {
                 writes.push(thread_store::expiring(&id, retention));
@@ -317,6 +347,7 @@ impl Journal {
             }
             .write(),
         );
+        writes.extend(also);
         self.store.apply(writes).await?;
         self.store.hdel(OPEN_INDEX, &[self.run.as_str()]).await?;
         Ok(())

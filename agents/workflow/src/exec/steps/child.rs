@@ -20,7 +20,7 @@ impl Exec {
         self.begin(key, None).await?;
         let prefix = format!("{key}/");
         let output = self.workflow(workflow, &prefix, text).await?;
-        self.complete(key, &output).await?;
+        self.complete_step(key, &output).await?;
         Ok((plain(output), None))
     }
 }

@@ -15,10 +15,21 @@ impl Exec {
         max_concurrency: Option<usize>,
     ) -> Result<(StepOutput, Option<String>), WorkflowError> {
         let done = self.replayed(key).await?.is_some();
-        if !done {
-            self.begin(key, None).await?;
-        }
         let width = max_concurrency.unwrap_or(agents.len()).max(1);
+        if !done {
+            // All at once: the step's and its calls' `started` entries in one write.
+            let starting = if width >= agents.len() {
+                let replay = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
+                agents
+                    .iter()
+                    .map(|agent| format!("{key}/{agent}"))
+                    .filter(|branch| !replay.completed.contains_key(branch))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            self.begin_with(key, starting).await?;
+        }
         let calls: Vec<_> = agents
             .iter()
             .map(|agent| async move {
@@ -37,7 +48,7 @@ impl Exec {
             .collect::<Vec<_>>()
             .join("\n\n");
         if !done {
-            self.complete(key, &output).await?;
+            self.complete_step(key, &output).await?;
         }
         Ok((
             StepOutput {

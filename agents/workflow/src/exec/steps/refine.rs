@@ -65,7 +65,7 @@ impl Exec {
             current = self.call(step, &sub, agent, &refine).await?;
         }
         if !done {
-            self.complete(key, &current).await?;
+            self.complete_step(key, &current).await?;
         }
         Ok((
             StepOutput {
