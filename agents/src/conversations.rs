@@ -243,15 +243,7 @@ impl Conversations {
                     stream: false,
                     started: None,
                 };
-                return crate::thread::fresh(
-                    self.threads.clone(),
-                    self.agents.clone(),
-                    id,
-                    new,
-                    turn,
-                    creation_event,
-                )
-                .await;
+                return crate::thread::fresh(self.own_turn(id, new, turn)).await;
             }
             None => {
                 let info = self
@@ -314,15 +306,19 @@ impl Conversations {
             stream: false,
             started: None,
         };
-        crate::thread::one_shot(
-            self.threads.clone(),
-            self.agents.clone(),
+        crate::thread::one_shot(self.own_turn(id, new, turn)).await
+    }
+
+    /// `turn` in thread `id`, made by `new`, to run without an actor.
+    fn own_turn(&self, id: ThreadId, new: NewThread, turn: Turn) -> crate::thread::OwnTurn {
+        crate::thread::OwnTurn {
+            threads: self.threads.clone(),
+            agents: self.agents.clone(),
             id,
             new,
             turn,
-            creation_event,
-        )
-        .await
+            created: creation_event,
+        }
     }
 
     /// Resolves a paused turn's approval and resumes it.

@@ -903,10 +903,13 @@ async fn a_dead_owners_run_is_adopted_by_another_router_once_its_lease_expires()
         // expires when its last renewal says, which under load may be sooner than a lease
         // after now. Read before the system goes; tearing its daemon down (worker threads
         // joined) may take a while and must not count.
+        // The time before the read: the lease expires no sooner than this plus what was left
+        // (a pause between the read and a later clock read would overstate the expiry).
+        let before = now_ms();
         let left = futures::executor::block_on(a_lease.ttl(&lease_key(&id)))
             .expect("the lease's ttl")
             .expect("a holds the run's lease");
-        let expires = now_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        let expires = before + u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
         drop(system);
         drop(rig);
         (id, expires)

@@ -33,4 +33,4 @@ pub use messages::{
     Approve, Archive, Delete, MessagePage, ReadMessages, StreamStart, StreamStarted, Turn,
     TurnOutcome, TurnStatus,
 };
-pub(crate) use turn::{fresh, one_shot};
+pub(crate) use turn::{fresh, one_shot, OwnTurn};

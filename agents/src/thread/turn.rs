@@ -61,18 +61,10 @@ pub(super) fn context_of(
 /// events, its run's journal names it) and its last model call's usage record. A turn paused
 /// for an approval is written at once as an ordinary thread (`created(info)` in its batch),
 /// which the approval continues; a failed turn's usage and error event are written at once.
-pub(crate) async fn one_shot(
-    threads: ThreadStore,
-    agents: Arc<AgentDirectory>,
-    id: ThreadId,
-    new: NewThread,
-    turn: Turn,
-    created: fn(&ThreadInfo) -> Vec<Write>,
-) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
-    let span = turn_span(&id, &turn.agent);
+pub(crate) async fn one_shot(own: OwnTurn) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
+    let span = turn_span(&own.id, &own.turn.agent);
     async move {
-        let agent = turn.agent.clone();
-        let alone = run_alone(&threads, &agents, &id, turn).await?;
+        let (alone, rest) = run_alone(own).await?;
         if let RunStatus::AwaitingApproval { calls } = alone.status {
             // Boxed: rare, and its state would otherwise widen every one-shot turn's.
             let paused = Paused {
@@ -83,19 +75,22 @@ pub(crate) async fn one_shot(
                 model_calls: alone.model_calls,
             };
             let outcome = Box::pin(write_paused(
-                &threads,
-                new,
-                &agent,
+                &rest.threads,
+                rest.new,
+                &rest.agent,
                 paused,
                 &alone.hold,
-                created,
+                rest.created,
             ))
             .await?;
             return Ok((outcome, Vec::new()));
         }
         let mut writes = alone.hold.take();
-        let outcome = alone.outcome(&id, None);
-        writes.push(threads.once_write(&id, new, alone.messages)?);
+        let outcome = alone.outcome(&rest.id, None);
+        writes.push(
+            rest.threads
+                .once_write(&rest.id, rest.new, alone.messages)?,
+        );
         Ok((outcome, writes))
     }
     .instrument(span)
@@ -108,18 +103,18 @@ pub(crate) async fn one_shot(
 /// writes the thread as any other (owner, metadata, listing, `created(info)`), its
 /// messages and their events, the pending approval of a paused turn and the last model
 /// call's usage record. Later turns continue it through its actor.
-pub(crate) async fn fresh(
-    threads: ThreadStore,
-    agents: Arc<AgentDirectory>,
-    id: ThreadId,
-    new: NewThread,
-    turn: Turn,
-    created: fn(&ThreadInfo) -> Vec<Write>,
-) -> Result<TurnOutcome, AgentError> {
-    let span = turn_span(&id, &turn.agent);
+pub(crate) async fn fresh(own: OwnTurn) -> Result<TurnOutcome, AgentError> {
+    let span = turn_span(&own.id, &own.turn.agent);
     async move {
-        let (agent, user) = (turn.agent.clone(), turn.user.clone());
-        let alone = run_alone(&threads, &agents, &id, turn).await?;
+        let (alone, rest) = run_alone(own).await?;
+        let Rest {
+            threads,
+            id,
+            new,
+            agent,
+            user,
+            created,
+        } = rest;
         let (info, mut writes) = threads.fresh_creation(&id, new)?;
         writes.extend(created(&info));
         let mut values = Vec::with_capacity(alone.messages.len());
@@ -154,6 +149,17 @@ pub(crate) async fn fresh(
     }
     .instrument(span)
     .await
+}
+
+/// A turn in a thread of its own, run without an actor ([`one_shot`], [`fresh`]): the
+/// thread made by `new` with the id `id`, and what writes its creation event.
+pub(crate) struct OwnTurn {
+    pub(crate) threads: ThreadStore,
+    pub(crate) agents: Arc<AgentDirectory>,
+    pub(crate) id: ThreadId,
+    pub(crate) new: NewThread,
+    pub(crate) turn: Turn,
+    pub(crate) created: fn(&ThreadInfo) -> Vec<Write>,
 }
 
 fn turn_span(id: &ThreadId, agent: &str) -> Span {
@@ -201,14 +207,28 @@ impl Alone {
     }
 }
 
-/// Runs `turn`'s agent on `turn.input` alone, as the first message of thread `id`. A failed
+/// What a turn run alone leaves for writing it: everything of its [`OwnTurn`] but the turn,
+/// and the turn's agent and user.
+struct Rest {
+    threads: ThreadStore,
+    id: ThreadId,
+    new: NewThread,
+    agent: String,
+    user: String,
+    created: fn(&ThreadInfo) -> Vec<Write>,
+}
+
+/// Runs `own`'s agent on its input alone, as the first message of its thread. A failed
 /// run's held usage record and its error event are written at once.
-async fn run_alone(
-    threads: &ThreadStore,
-    agents: &AgentDirectory,
-    id: &ThreadId,
-    turn: Turn,
-) -> Result<Alone, AgentError> {
+async fn run_alone(own: OwnTurn) -> Result<(Alone, Rest), AgentError> {
+    let OwnTurn {
+        threads,
+        agents,
+        id,
+        new,
+        turn,
+        created,
+    } = own;
     let handle = agents
         .get(&turn.agent)
         .ok_or_else(|| AgentError::NotFound {
@@ -221,7 +241,7 @@ async fn run_alone(
         agent: None,
         message: ChatMessage::new(Role::User, turn.input),
     };
-    let mut context = context_of(agents, &turn.agent, &[])?;
+    let mut context = context_of(&agents, &turn.agent, &[])?;
     context.push(user_message.message.clone());
     let hold = Arc::new(Hold::default());
     let request = RunAgent {
@@ -241,7 +261,7 @@ async fn run_alone(
         Ok(run) => run,
         Err(err) => {
             let mut writes = hold.take();
-            writes.push(error_event(id, &turn.agent, &turn.user, &err));
+            writes.push(error_event(&id, &turn.agent, &turn.user, &err));
             if let Err(e) = threads.store().apply(writes).await {
                 tracing::warn!(error = %e, "could not record an error event");
             }
@@ -261,14 +281,23 @@ async fn run_alone(
                 message,
             }),
     );
-    Ok(Alone {
+    let alone = Alone {
         messages,
         status: run.status,
         answer: run.answer,
         usage: run.usage,
         model_calls: run.model_calls,
         hold,
-    })
+    };
+    let rest = Rest {
+        threads,
+        id,
+        new,
+        agent: turn.agent,
+        user: turn.user,
+        created,
+    };
+    Ok((alone, rest))
 }
 
 /// The audit event of message `m` of thread `id`.

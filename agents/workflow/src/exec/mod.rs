@@ -226,12 +226,17 @@ impl Exec {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(entry);
+        self.completed(key, reference);
+        Ok(())
+    }
+
+    /// Remembers `key` completed with `output` (for the run's later steps).
+    fn completed(&self, key: &str, output: OutputRef) {
         self.replay
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .completed
-            .insert(key.to_owned(), reference);
-        Ok(())
+            .insert(key.to_owned(), output);
     }
 
     pub(super) async fn complete(&self, key: &str, output: &str) -> Result<(), WorkflowError> {
@@ -259,11 +264,7 @@ impl Exec {
         writes.extend(stored);
         writes.push(self.with_carried(vec![entry])?);
         self.journal.store().apply(writes).await?;
-        self.replay
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .completed
-            .insert(key.to_owned(), reference);
+        self.completed(key, reference);
         Ok(())
     }
 
