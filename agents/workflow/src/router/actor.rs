@@ -51,6 +51,8 @@ pub struct RouterActor {
     stopping: bool,
     /// Runs whose lease is being taken to adopt them, not yet in `owned`, by group.
     adopting: HashMap<String, usize>,
+    /// How many of `owned` each group has.
+    running: HashMap<String, usize>,
     /// Runs started so far (picks their arbiter).
     started: usize,
 }
@@ -72,6 +74,7 @@ impl RouterActor {
             renewing: false,
             stopping: false,
             adopting: HashMap::new(),
+            running: HashMap::new(),
             started: 0,
         }
     }
@@ -79,10 +82,28 @@ impl RouterActor {
     /// Runs this daemon has or is adopting, by group.
     fn load(&self) -> HashMap<String, usize> {
         let mut load = self.adopting.clone();
-        for owned in self.owned.values() {
-            *load.entry(owned.group.clone()).or_default() += 1;
+        for (group, n) in &self.running {
+            *load.entry(group.clone()).or_default() += n;
         }
         load
+    }
+
+    /// Runs of `group` this daemon has or is adopting.
+    fn group_load(&self, group: &str) -> usize {
+        self.running.get(group).copied().unwrap_or(0)
+            + self.adopting.get(group).copied().unwrap_or(0)
+    }
+
+    /// Takes `run` out of the runs this daemon has.
+    fn disown(&mut self, run: &str) -> Option<Owned> {
+        let owned = self.owned.remove(run)?;
+        if let Some(n) = self.running.get_mut(&owned.group) {
+            *n -= 1;
+            if *n == 0 {
+                self.running.remove(&owned.group);
+            }
+        }
+        Some(owned)
     }
 
     /// Runs this daemon has or is adopting.
@@ -286,6 +307,7 @@ impl RouterActor {
                 })
             })
             .start(move |_| RunActor::new(env, g, id, fresh));
+        *self.running.entry(group.clone()).or_default() += 1;
         self.owned.insert(run, Owned { group, addr, life });
     }
 }
@@ -380,7 +402,7 @@ impl RouterActor {
             return true;
         }
         let full = self.count() >= self.env.options.max_runs
-            || self.load().get(&group).copied().unwrap_or(0) >= self.env.options.max_runs_per_group;
+            || self.group_load(&group) >= self.env.options.max_runs_per_group;
         if self.stopping || full {
             return false;
         }
@@ -493,7 +515,7 @@ impl Handler<RunEndedEvent> for RouterActor {
 
     fn handle(&mut self, msg: RunEndedEvent, ctx: &mut Self::Context) {
         let was_full = self.count() >= self.env.options.max_runs;
-        let Some(owned) = self.owned.remove(&msg.run) else {
+        let Some(owned) = self.disown(&msg.run) else {
             return;
         };
         if was_full {
