@@ -1332,8 +1332,24 @@ async fn apply_writes_everything(s: Arc<dyn Store>) -> Result<()> {
             field: "n".into(),
             delta: -3,
         },
+        Write::HSet {
+            key: "gone".into(),
+            fields: vec![("x".into(), b"1".to_vec()), ("y".into(), b"2".to_vec())],
+        },
+        Write::HDel {
+            key: "gone".into(),
+            fields: vec!["x".into(), "missing".into()],
+        },
+        Write::HDel {
+            key: "h".into(),
+            fields: vec![],
+        },
     ])
     .await?;
+    assert_eq!(
+        s.hgetall("gone").await?,
+        vec![("y".to_owned(), b"2".to_vec())]
+    );
     assert_eq!(s.hget("h", "a").await?.as_deref(), Some(&b"42"[..]));
     assert_eq!(s.hget("counters", "n").await?.as_deref(), Some(&b"-3"[..]));
     assert_eq!(s.get("k").await?.as_deref(), Some(&b"v"[..]));

@@ -209,6 +209,8 @@ pub enum Write {
         key: String,
         fields: Vec<(String, Vec<u8>)>,
     },
+    /// `HDEL key field...`.
+    HDel { key: String, fields: Vec<String> },
     /// `RPUSH key value...`.
     Push { key: String, values: Vec<Vec<u8>> },
     /// `XADD stream [MAXLEN|MINID] * field value...`. Field names are bytes, as in Redis.

@@ -293,8 +293,8 @@ impl Journal {
 
     /// Ends the run: writes its final record and, for an ingress task's run, the task's
     /// result (to its reply stream and its idempotency record), expires its keys and the
-    /// threads of its calls (`call_threads`) after `retention` and publishes its `ended`
-    /// notice — all in one batch —, then takes it out of the index of unfinished runs.
+    /// threads of its calls (`call_threads`) after `retention`, publishes its `ended` notice
+    /// and takes it out of the index of unfinished runs, all in one batch.
     pub async fn finish(
         &self,
         record: &RunRecord,
@@ -348,9 +348,13 @@ impl Journal {
             .write(),
         );
         writes.extend(also);
-        self.store.apply(writes).await?;
-        self.store.hdel(OPEN_INDEX, &[self.run.as_str()]).await?;
-        Ok(())
+        // In the batch: a restart written after it (the run is answered already) puts the
+        // run back in the index, and must not be taken out by this end.
+        writes.push(Write::HDel {
+            key: OPEN_INDEX.to_owned(),
+            fields: vec![self.run.clone()],
+        });
+        Ok(self.store.apply(writes).await?)
     }
 
     /// Takes a run found finished (its end was written, its index entry was not removed) out

@@ -39,6 +39,10 @@ impl Keyspace {
                     .collect();
                 self.hset(key, &fields, now)?;
             }
+            Write::HDel { key, fields } => {
+                let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+                self.hdel(key, &fields, now)?;
+            }
             Write::Push { key, values } => {
                 let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
                 self.push(key, &values, now)?;

@@ -100,6 +100,12 @@ fn add_write(store: &RedisStore, pipe: &mut redis::Pipeline, w: &Write) -> bool 
             }
             pipe.cmd("XDEL").arg(store.k(stream)).arg(ids);
         }
+        Write::HDel { key, fields } => {
+            if fields.is_empty() {
+                return false;
+            }
+            pipe.cmd("HDEL").arg(store.k(key)).arg(fields);
+        }
         Write::Expire { key, ttl } => {
             pipe.cmd("PEXPIRE").arg(store.k(key)).arg(ttl_millis(*ttl));
         }
@@ -133,6 +139,7 @@ fn write_ctx(w: &Write) -> Ctx<'_> {
         Write::Set { key, .. } => Ctx::new("apply(set)", key),
         Write::Del { key } => Ctx::new("apply(del)", key),
         Write::HSet { key, .. } => Ctx::new("apply(hset)", key),
+        Write::HDel { key, .. } => Ctx::new("apply(hdel)", key),
         Write::Push { key, .. } => Ctx::new("apply(push)", key),
         Write::XAdd { stream, .. } => Ctx::new("apply(xadd)", stream),
         Write::XAck { stream, group, .. } => Ctx::new("apply(xack)", stream).group(group),
