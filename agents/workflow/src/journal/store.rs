@@ -360,9 +360,12 @@ impl Journal {
     /// Takes a run found finished (its end was written, its index entry was not removed) out
     /// of the index; its result, if any, was written with its end.
     pub async fn close(&self, retention: Duration) -> Result<(), WorkflowError> {
-        self.store.apply(self.expiring(&[], retention)).await?;
-        self.store.hdel(OPEN_INDEX, &[self.run.as_str()]).await?;
-        Ok(())
+        let mut writes = self.expiring(&[], retention);
+        writes.push(Write::HDel {
+            key: OPEN_INDEX.to_owned(),
+            fields: vec![self.run.clone()],
+        });
+        Ok(self.store.apply(writes).await?)
     }
 
     /// The writes of a restart from a step: `entry` journaled, `record` saved, the cancel
