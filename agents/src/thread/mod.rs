@@ -8,13 +8,13 @@
 //! Turns, approvals, archive and delete are handled one at a time (`AtomicResponse`): concurrent
 //! messages to one thread are serialized, and user, assistant, tool-call and tool-result
 //! messages are persisted in order. Across daemons, each of them runs under the thread's turn
-//! lease ([`crate::thread_lease`]) and first brings what the actor remembers (metadata,
+//! lease (`crate::thread_lease`) and first brings what the actor remembers (metadata,
 //! pending approval, the recent messages) up to date with the store, so a thread continued on
 //! any daemon numbers its messages contiguously and gives its model every earlier message.
 //!
-//! The registry delivers each message as [`Traced`] with its sender's span: a turn runs in a
+//! The registry delivers each message as `Traced` with its sender's span: a turn runs in a
 //! `thread.turn` span (`group`, `thread`, `agent`) under it, and hands that span on to the
-//! agent with [`RunAgent`] (see [`troupe_runtime::trace`]).
+//! agent with [`RunAgent`](crate::agent::RunAgent) (see [`troupe_runtime::trace`]).
 //!
 //! - `messages.rs`: what a thread takes and answers ([`Turn`], [`Approve`], [`TurnOutcome`]…);
 //! - `actor.rs`: [`ThreadActor`] and its handlers, each change under the turn lease;

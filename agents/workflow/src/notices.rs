@@ -4,7 +4,7 @@
 //!
 //! Every change of that kind writes a [`Notice`] to one stream, [`NOTICES`] (`wf-notices`,
 //! at most [`MAX_NOTICES`] entries), in the batch of the change. Each router tails it with a
-//! blocking `XREAD` ([`listen`]) and acts on what it reads:
+//! blocking `XREAD` (`router::actor::listen`) and acts on what it reads:
 //! - `opened`: it tries to take the run's lease, as a scan would (one round trip, not a
 //!   scan of the index);
 //! - `canceled`: it tells the run, if it runs it;
@@ -124,7 +124,7 @@ impl Default for Tail {
 }
 
 impl Tail {
-    /// A reader of the notices written from [`LOOK_BACK`] ago on.
+    /// A reader of the notices written from `LOOK_BACK` (1 s) ago on.
     pub fn new() -> Tail {
         let from = now_ms().saturating_sub(u64::try_from(LOOK_BACK.as_millis()).unwrap_or(0));
         Tail {

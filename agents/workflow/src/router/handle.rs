@@ -100,7 +100,7 @@ impl Router {
         Ok(run)
     }
 
-    /// [`Runs::create_task`], and this daemon adopts a run it created at once if it has room.
+    /// `Runs::create_task`, and this daemon adopts a run it created at once if it has room.
     pub async fn submit_task(
         &self,
         submit: Submit,
