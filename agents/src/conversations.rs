@@ -212,6 +212,18 @@ impl Conversations {
 
     /// Asks `ask.agent` in a thread (a new one if none is given) and waits for the turn.
     pub async fn ask(&self, ask: Ask) -> Result<TurnOutcome, AgentError> {
+        let (outcome, writes) = self.ask_deferred(ask).await?;
+        if !writes.is_empty() {
+            self.threads.store().apply(writes).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`ask`](Self::ask) that leaves the writes of a new thread's first turn (which runs
+    /// alone, see `thread::fresh`) to the caller, to send in its own batch (the ingress: with
+    /// the task's result, so the result never names a thread not yet written). Empty when
+    /// the turn wrote its thread itself.
+    pub async fn ask_deferred(&self, ask: Ask) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
         check_name("group", &ask.group)?;
         check_name("user", &ask.user)?;
         let Some(agent) = self.agents.get(&ask.agent) else {
@@ -265,7 +277,8 @@ impl Conversations {
             stream: ask.stream,
             started: ask.started,
         };
-        self.registry.send(&id, turn).await?
+        let outcome = self.registry.send(&id, turn).await??;
+        Ok((outcome, Vec::new()))
     }
 
     /// Asks `agent` once in a thread of its own, `new` (a workflow call: its id must start

@@ -132,7 +132,7 @@ impl Shared {
         };
         if let Some(result) = stored {
             tracing::debug!("task already completed; answering from its stored result");
-            self.finish(&entry, &task, result, None).await;
+            self.finish(&entry, &task, result, None, Vec::new()).await;
             return;
         }
         let lease = running_key(&task.group, &task.id);
@@ -159,8 +159,8 @@ impl Shared {
             () = self.keep_claimed(&entry, &lease, &owner) => None,
         };
         let (target, name) = labels(&task);
-        let result = match outcome {
-            Some(Answer::Result(result)) => *result,
+        let (result, with) = match outcome {
+            Some(Answer::Result(result, with)) => (*result, with),
             Some(Answer::Acked) => {
                 metrics().task(target, name, "accepted");
                 return;
@@ -177,7 +177,7 @@ impl Shared {
         metrics().task(target, name, outcome);
         let finished = match serde_json::to_vec(&result) {
             Ok(json) => {
-                self.finish(&entry, &task, json, Some((done, lease.clone())))
+                self.finish(&entry, &task, json, Some((done, lease.clone())), with)
                     .await
             }
             Err(err) => {
@@ -257,16 +257,19 @@ impl Shared {
     /// Writes `result` to the task's reply stream and acks; for a new result also records it
     /// under its `done` key and drops its running lease, all in one batch (the lease is
     /// needless once the result is recorded: a later delivery finds the record first).
-    /// Returns whether the batch was written.
+    /// `with` (what the turn left to this batch) goes first. Returns whether the batch was
+    /// written.
     async fn finish(
         &self,
         entry: &str,
         task: &Task,
         result: Vec<u8>,
         record: Option<(String, String)>,
+        with: Vec<Write>,
     ) -> bool {
         let s = &self.settings;
-        let mut writes = self.reply(task, result.clone());
+        let mut writes = with;
+        writes.extend(self.reply(task, result.clone()));
         if let Some((done, lease)) = record {
             writes.push(Write::Set {
                 key: done,
@@ -321,9 +324,11 @@ impl Shared {
                         self.accepted(task, notice).await;
                     }
                 };
-                let (asked, ()) = tokio::join!(self.conversations.ask(ask), announce);
+                let (asked, ()) = tokio::join!(self.conversations.ask_deferred(ask), announce);
+                let mut with = Vec::new();
                 match asked {
-                    Ok(outcome) => {
+                    Ok((outcome, writes)) => {
+                        with = writes;
                         tracing::Span::current().record("thread", outcome.thread.as_str());
                         let (status, output, error) = match outcome.status {
                             TurnStatus::Completed => (Status::Ok, Some(outcome.answer), None),
@@ -365,7 +370,7 @@ impl Shared {
                         err.to_string(),
                     )),
                 }
-                .map(|result| Answer::Result(Box::new(result)))
+                .map(|result| Answer::Result(Box::new(result), with))
             }
             Target::Workflow(workflow) => self.run_workflow(entry, task, workflow, lease).await,
         }
@@ -423,32 +428,39 @@ impl Shared {
                 tracing::debug!(reply_to = %task.reply_to, "workflow task accepted");
                 Some(Answer::Acked)
             }
-            Ok(TaskRun::Ended(record)) => Some(Answer::Result(Box::new(TaskResult::of_run(
-                &task.id,
-                &task.group,
-                &record.id,
-                record.status.as_str(),
-                record.output,
-                record.error,
-            )))),
+            Ok(TaskRun::Ended(record)) => Some(Answer::Result(
+                Box::new(TaskResult::of_run(
+                    &task.id,
+                    &task.group,
+                    &record.id,
+                    record.status.as_str(),
+                    record.output,
+                    record.error,
+                )),
+                Vec::new(),
+            )),
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err, "workflow submit failed; left pending");
                 None
             }
-            Err(err) => Some(Answer::Result(Box::new(TaskResult::error(
-                &task.id,
-                &task.group,
-                ErrorKind::Workflow,
-                err.to_string(),
-            )))),
+            Err(err) => Some(Answer::Result(
+                Box::new(TaskResult::error(
+                    &task.id,
+                    &task.group,
+                    ErrorKind::Workflow,
+                    err.to_string(),
+                )),
+                Vec::new(),
+            )),
         }
     }
 }
 
 /// How a task was answered.
 enum Answer {
-    /// With this result, to write and ack.
-    Result(Box<TaskResult>),
+    /// With this result, to write and ack, after the writes of the turn that answered (a new
+    /// thread's first turn leaves them to this batch).
+    Result(Box<TaskResult>, Vec<Write>),
     /// Acknowledged already (a workflow task: its run answers when it ends).
     Acked,
 }

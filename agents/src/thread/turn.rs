@@ -99,11 +99,12 @@ pub(crate) async fn one_shot(own: OwnTurn) -> Result<(TurnOutcome, Vec<Write>), 
 
 /// A turn in a thread of its own that it creates (an agent task without a thread, not
 /// streamed): `new` made with the id `id`, which no one else knows yet, so the turn needs no
-/// actor and no lease, and nothing is written before the agent answers. Then one batch
-/// writes the thread as any other (owner, metadata, listing, `created(info)`), its
-/// messages and their events, the pending approval of a paused turn and the last model
-/// call's usage record. Later turns continue it through its actor.
-pub(crate) async fn fresh(own: OwnTurn) -> Result<TurnOutcome, AgentError> {
+/// actor and no lease, and nothing is written before the agent answers. It returns the one
+/// batch that writes the thread as any other (owner, metadata, listing, `created(info)`),
+/// its messages and their events, the pending approval of a paused turn and the last model
+/// call's usage record, for the caller to send (with its own writes: the task's result).
+/// Later turns continue it through its actor.
+pub(crate) async fn fresh(own: OwnTurn) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
     let span = turn_span(&own.id, &own.turn.agent);
     async move {
         let (alone, rest) = run_alone(own).await?;
@@ -144,8 +145,7 @@ pub(crate) async fn fresh(own: OwnTurn) -> Result<TurnOutcome, AgentError> {
             });
             pending = Some(approval.id);
         }
-        threads.store().apply(writes).await?;
-        Ok(alone.outcome(&id, pending))
+        Ok((alone.outcome(&id, pending), writes))
     }
     .instrument(span)
     .await
