@@ -342,6 +342,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_held_record_waits_for_the_callers_batch_and_is_sent_before_the_next_call() {
+        let (policies, log, store) = policies(None);
+        let hold = Hold::default();
+        let held = Call {
+            hold: Some(&hold),
+            ..call()
+        };
+        let usage = |input_tokens| Usage {
+            input_tokens,
+            output_tokens: 1,
+        };
+        policies
+            .call(&held, async move { Ok(((), usage(7))) })
+            .await
+            .expect("answered");
+        // Settled, but not written: it waits in the hold.
+        assert!(store.get("probe:a").await.expect("get").is_none());
+        // The next call of the turn writes it before it is made (before its admission: its
+        // budget sees it)...
+        let seen = store.clone();
+        policies
+            .call(&held, async move {
+                let before = seen.get("probe:a").await.expect("get");
+                assert_eq!(before.as_deref(), Some(b"answered 7".as_slice()));
+                Ok(((), usage(9)))
+            })
+            .await
+            .expect("answered");
+        assert_eq!(log.lock().unwrap_or_else(|e| e.into_inner()).len(), 12);
+        // ... and holds its own for the caller, who sends it with its batch.
+        let writes = hold.take();
+        assert_eq!(writes.len(), 3, "{writes:?}");
+        assert_eq!(
+            store.get("probe:a").await.expect("get").as_deref(),
+            Some(b"answered 7".as_slice())
+        );
+        store.apply(writes).await.expect("apply");
+        assert_eq!(
+            store.get("probe:a").await.expect("get").as_deref(),
+            Some(b"answered 9".as_slice())
+        );
+        assert!(hold.take().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_refusal_settles_only_the_layers_before_it_and_never_calls() {
         let (policies, log, _) = policies(Some("b"));
         let called = std::sync::atomic::AtomicBool::new(false);
