@@ -512,6 +512,84 @@ async fn runs_opened_canceled_and_sent_events_by_another_process_act_at_their_no
     check_notices(redis(&unique_prefix("notices")).await).await;
 }
 
+/// Anyone can write to the notices stream: a forged `canceled` notice does not cancel a run
+/// (its flag decides), a forged `opened` notice naming another group does not make the
+/// router take the run as that group's (the index names its group), and entries that are no
+/// notice are skipped.
+#[actix::test]
+async fn forged_notices_neither_cancel_a_run_nor_adopt_it_under_another_group() {
+    let store = memory();
+    let text = WAITING.replace("TIMEOUT", "");
+    let config = troupe_config::load_str(&text, "troupe.toml", &[]).expect("config");
+    let cli = Runs::new(store.clone(), config.workflows.clone());
+    // Opened before any router runs, its lease held elsewhere: the first scan leaves it.
+    let held = cli
+        .submit(submit("approve", "the held plan"))
+        .await
+        .expect("submit");
+    assert!(store
+        .acquire_lease(&lease_key(&held), "elsewhere", Duration::from_secs(3600))
+        .await
+        .expect("lease"));
+    let options = RouterOptions {
+        scan: Duration::from_secs(3600),
+        event_poll: Duration::from_secs(3600),
+        ..options("d1")
+    };
+    let rig = Rig::start_with(&text, Path::new("troupe.toml"), store.clone(), options).await;
+    let waiting = cli
+        .submit(submit("approve", "the plan"))
+        .await
+        .expect("submit");
+    wait_status(&cli, &waiting, RunStatus::Waiting).await;
+
+    let notices = troupe_workflow::notices::NOTICES;
+    let forged: [&[(&str, &[u8])]; 4] = [
+        &[("kind", b"canceled"), ("run", waiting.as_bytes())],
+        &[
+            ("kind", b"opened"),
+            ("run", b"rnosuchrun000000000"),
+            ("group", b"acme"),
+        ],
+        &[("kind", &[0xff, 0xfe]), ("run", &[0x00, 0xc3])],
+        &[("junk", b"x")],
+    ];
+    for fields in forged {
+        store.xadd(notices, fields, None).await.expect("xadd");
+    }
+    // Free now, and announced as another group's.
+    assert!(store
+        .release_lease(&lease_key(&held), "elsewhere")
+        .await
+        .expect("release"));
+    store
+        .xadd(
+            notices,
+            &[
+                ("kind", b"opened"),
+                ("run", held.as_bytes()),
+                ("group", b"globex"),
+            ],
+            None,
+        )
+        .await
+        .expect("xadd");
+    // Adopted as acme's, the group the index names: it runs to its wait.
+    wait_status(&cli, &held, RunStatus::Waiting).await;
+    assert_eq!(
+        cli.record("acme", &waiting).await.expect("record").status,
+        RunStatus::Waiting,
+        "a forged cancel ended the run"
+    );
+    for id in [&waiting, &held] {
+        cli.send_event("acme", id, "approved", &serde_json::json!("zoe"))
+            .await
+            .expect("event");
+        assert_completed(&cli.wait("acme", id, WAIT).await.expect("wait"));
+    }
+    rig.stop().await;
+}
+
 #[actix::test]
 async fn a_changed_definition_is_detected_and_the_run_keeps_its_snapshot() {
     let v1 = WAITING.replace("TIMEOUT", "").replace("DRAFT", "ALPHA");

@@ -26,7 +26,9 @@ use super::messages::{AdoptRun, CountRuns, Noticed, RunEndedEvent, ScanRuns, Sto
 use crate::env::{Env, Fresh};
 use crate::error::WorkflowError;
 use crate::exec::Signal;
-use crate::journal::{lease_key, now_ms, open_runs, Entry, EntryKind, Journal, RunStatus};
+use crate::journal::{
+    lease_key, now_ms, open_runs, Entry, EntryKind, Journal, RunStatus, OPEN_INDEX,
+};
 use crate::notices::{Notice, Tail};
 use crate::run::{RunActor, SignalRun};
 
@@ -371,18 +373,28 @@ impl Handler<AdoptRun> for RouterActor {
 impl Handler<Noticed> for RouterActor {
     type Result = ();
 
-    fn handle(&mut self, Noticed(notice): Noticed, ctx: &mut Self::Context) {
-        match notice {
-            Notice::Opened { run, group } => {
+    fn handle(&mut self, noticed: Noticed, ctx: &mut Self::Context) {
+        match noticed {
+            Noticed::Opened { run, group } => {
                 self.adopt(ctx, run, group, None);
             }
-            Notice::Canceled { run } => {
-                if let Some(owned) = self.owned.get(&run) {
-                    owned.addr.do_send(SignalRun(Signal::Cancel));
-                }
+            Noticed::Canceled { run } => {
+                let Some(owned) = self.owned.get(&run) else {
+                    return;
+                };
+                // The flag decides, not the notice.
+                let (addr, env) = (owned.addr.clone(), self.env.clone());
+                let flag = Journal::new(env.store.clone(), &owned.group, &run).cancel_key();
+                ctx.spawn(fut::wrap_future(async move {
+                    match env.store.exists(&flag).await {
+                        Ok(true) => addr.do_send(SignalRun(Signal::Cancel)),
+                        Ok(false) => {}
+                        Err(err) => {
+                            tracing::warn!(error = %err, "reading a cancel flag: store error; a scan retries")
+                        }
+                    }
+                }));
             }
-            // The listener wakes the waiters of these itself.
-            Notice::Event { .. } | Notice::Ended { .. } => {}
         }
     }
 }
@@ -459,19 +471,30 @@ async fn listen(env: Arc<Env>, router: Addr<RouterActor>) {
                 continue;
             }
         };
+        if !router.connected() {
+            return;
+        }
         for notice in notices {
-            match &notice {
+            // Waking a waiter is harmless (it reads the store); adopting or canceling is
+            // checked against the store.
+            match notice {
                 Notice::Event { run, group } => {
-                    let key = Journal::new(env.store.clone(), group, run).events_key();
+                    let key = Journal::new(env.store.clone(), &group, &run).events_key();
                     env.waiters.arrivals.sent(&key);
                 }
-                Notice::Ended { run } => env.waiters.endings.ended(run),
-                Notice::Opened { .. } | Notice::Canceled { .. } => {
-                    if !router.connected() {
-                        return;
+                Notice::Ended { run } => env.waiters.endings.ended(&run),
+                Notice::Opened { run, .. } => match env.store.hget(OPEN_INDEX, &run).await {
+                    // The index names the run's group; the notice's is not trusted.
+                    Ok(Some(group)) => router.do_send(Noticed::Opened {
+                        run,
+                        group: String::from_utf8_lossy(&group).into_owned(),
+                    }),
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "run notices: store error; the scan is the net")
                     }
-                    router.do_send(Noticed(notice));
-                }
+                },
+                Notice::Canceled { run } => router.do_send(Noticed::Canceled { run }),
             }
         }
     }

@@ -15,11 +15,16 @@ pub struct ScanRuns;
 #[rtype(result = "()")]
 pub(crate) struct AdoptRun(pub(super) Box<Fresh>);
 
-/// A notice read from the notices stream that the router acts on (see
-/// [`notices`](crate::notices)).
+/// What the router acts on among the run notices (see [`notices`](crate::notices)), checked
+/// against the store first: anyone can write to the notices stream.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub(crate) struct Noticed(pub(crate) crate::notices::Notice);
+pub(crate) enum Noticed {
+    /// A run in the index of unfinished runs, of the group the index names.
+    Opened { run: String, group: String },
+    /// A cancel was asked for `run`: signaled if the run is here and its cancel flag is set.
+    Canceled { run: String },
+}
 
 /// One of the router's runs ended.
 #[derive(Debug, Clone, Message)]
