@@ -65,24 +65,10 @@ pub(crate) async fn one_shot(own: OwnTurn) -> Result<(TurnOutcome, Vec<Write>), 
     let span = turn_span(&own.id, &own.turn.agent);
     async move {
         let (alone, rest) = run_alone(own).await?;
-        if let RunStatus::AwaitingApproval { calls } = alone.status {
+        if let RunStatus::AwaitingApproval { calls } = &alone.status {
+            let calls = calls.clone();
             // Boxed: rare, and its state would otherwise widen every one-shot turn's.
-            let paused = Paused {
-                messages: alone.messages,
-                calls,
-                answer: alone.answer,
-                usage: alone.usage,
-                model_calls: alone.model_calls,
-            };
-            let outcome = Box::pin(write_paused(
-                &rest.threads,
-                rest.new,
-                &rest.agent,
-                paused,
-                &alone.hold,
-                rest.created,
-            ))
-            .await?;
+            let outcome = Box::pin(write_paused(rest, alone, calls)).await?;
             return Ok((outcome, Vec::new()));
         }
         let mut writes = alone.hold.take();
@@ -118,32 +104,14 @@ pub(crate) async fn fresh(own: OwnTurn) -> Result<(TurnOutcome, Vec<Write>), Age
         } = rest;
         let (info, mut writes) = threads.fresh_creation(&id, new)?;
         writes.extend(created(&info));
-        let mut values = Vec::with_capacity(alone.messages.len());
-        for m in &alone.messages {
-            values.push(encode(m)?);
-            writes.push(message_event(&id, m, &user));
-        }
-        writes.push(Write::Push {
-            key: id.messages_key(),
-            values,
-        });
+        writes.extend(message_writes(&id, &alone.messages, &user)?);
         writes.extend(threads.touch_created(&id));
         writes.extend(alone.hold.take());
         let mut pending = None;
         if let RunStatus::AwaitingApproval { calls } = &alone.status {
-            let approval = PendingApproval {
-                id: format!("a{}", alone.messages.len() - 1),
-                agent,
-                user,
-                stream: false,
-                calls: calls.clone(),
-            };
-            writes.push(Write::Set {
-                key: id.approval_key(),
-                value: encode(&approval)?,
-                ttl: Some(threads.retention()),
-            });
-            pending = Some(approval.id);
+            let (approval, write) = approval_write(&threads, &id, &alone, agent, user, calls)?;
+            writes.push(write);
+            pending = Some(approval);
         }
         Ok((alone.outcome(&id, pending), writes))
     }
@@ -197,7 +165,7 @@ impl Alone {
         };
         TurnOutcome {
             thread: id.thread().to_owned(),
-            seq: self.messages.len() as u64 - 1,
+            seq: self.messages.last().map_or(0, |m| m.seq),
             answer: self.answer.clone(),
             status,
             usage: self.usage,
@@ -300,6 +268,25 @@ async fn run_alone(own: OwnTurn) -> Result<(Alone, Rest), AgentError> {
     Ok((alone, rest))
 }
 
+/// The writes that append `messages` to thread `id` (by `user`) with one audit event each.
+fn message_writes(
+    id: &ThreadId,
+    messages: &[ThreadMessage],
+    user: &str,
+) -> Result<Vec<Write>, AgentError> {
+    let mut values = Vec::with_capacity(messages.len());
+    let mut writes = Vec::with_capacity(messages.len() + 1);
+    for m in messages {
+        values.push(encode(m)?);
+        writes.push(message_event(id, m, user));
+    }
+    writes.push(Write::Push {
+        key: id.messages_key(),
+        values,
+    });
+    Ok(writes)
+}
+
 /// The audit event of message `m` of thread `id`.
 fn message_event(id: &ThreadId, m: &ThreadMessage, user: &str) -> Write {
     let event = AuditEvent::Message {
@@ -312,75 +299,72 @@ fn message_event(id: &ThreadId, m: &ThreadMessage, user: &str) -> Write {
     EventLog::write(id.group(), &event)
 }
 
-/// A one-shot turn paused for an approval, to be written as an ordinary thread.
-struct Paused {
-    messages: Vec<ThreadMessage>,
-    calls: Vec<crate::message::ToolCall>,
-    answer: String,
-    usage: crate::model::Usage,
-    model_calls: u32,
-}
-
 /// Writes a paused one-shot turn as an ordinary, unlisted thread (claimed, created or
 /// continued, its messages, its pending approval and the held usage record in one batch).
 async fn write_paused(
-    threads: &ThreadStore,
-    new: NewThread,
-    agent: &str,
-    paused: Paused,
-    hold: &Hold,
-    created: fn(&ThreadInfo) -> Vec<Write>,
+    rest: Rest,
+    mut alone: Alone,
+    calls: Vec<crate::message::ToolCall>,
 ) -> Result<TurnOutcome, AgentError> {
-    let Paused {
-        mut messages,
-        calls,
-        answer,
-        usage,
-        model_calls,
-    } = paused;
-    let user = new.user.clone();
+    let Rest {
+        threads,
+        new,
+        agent,
+        user,
+        created,
+        ..
+    } = rest;
     let (id, next_seq, mut writes) = threads.prepare_one_shot(new, created).await?;
-    for (i, m) in messages.iter_mut().enumerate() {
+    for (i, m) in alone.messages.iter_mut().enumerate() {
         m.seq = next_seq + i as u64;
     }
-    let last_seq = messages.last().map_or(next_seq, |m| m.seq);
-    let pending = PendingApproval {
-        id: format!("a{last_seq}"),
-        agent: agent.to_owned(),
-        user,
-        stream: false,
-        calls: calls.clone(),
-    };
     // Unlisted, like every workflow call's thread.
     let renewal = if writes.is_empty() {
         threads.renew(&id)
     } else {
         threads.touch_created(&id)
     };
-    writes.extend(hold.take());
+    writes.extend(alone.hold.take());
+    let values = alone
+        .messages
+        .iter()
+        .map(encode)
+        .collect::<Result<_, _>>()?;
     writes.push(Write::Push {
         key: id.messages_key(),
-        values: messages.iter().map(encode).collect::<Result<_, _>>()?,
+        values,
     });
     writes.extend(renewal);
-    writes.push(Write::Set {
+    let (approval, write) = approval_write(&threads, &id, &alone, agent, user, &calls)?;
+    writes.push(write);
+    threads.store().apply(writes).await?;
+    Ok(alone.outcome(&id, Some(approval)))
+}
+
+/// The pending approval of a turn run alone that paused on `calls` (its id, after the turn's
+/// last message), and the write that stores it.
+fn approval_write(
+    threads: &ThreadStore,
+    id: &ThreadId,
+    alone: &Alone,
+    agent: String,
+    user: String,
+    calls: &[crate::message::ToolCall],
+) -> Result<(String, Write), AgentError> {
+    let last_seq = alone.messages.last().map_or(0, |m| m.seq);
+    let pending = PendingApproval {
+        id: format!("a{last_seq}"),
+        agent,
+        user,
+        stream: false,
+        calls: calls.to_vec(),
+    };
+    let write = Write::Set {
         key: id.approval_key(),
         value: encode(&pending)?,
         ttl: Some(threads.retention()),
-    });
-    threads.store().apply(writes).await?;
-    Ok(TurnOutcome {
-        thread: id.thread().to_owned(),
-        seq: last_seq,
-        answer,
-        status: TurnStatus::AwaitingApproval {
-            approval: pending.id,
-            calls,
-        },
-        usage,
-        model_calls,
-        delta_stream: None,
-    })
+    };
+    Ok((pending.id, write))
 }
 
 /// The audit event of a failed turn.
@@ -591,16 +575,7 @@ async fn persist(
         return Ok(());
     }
     d.lease.confirm().await?;
-    let mut values = Vec::with_capacity(messages.len());
-    let mut writes = Vec::with_capacity(2 * messages.len() + 1);
-    for m in messages {
-        values.push(encode(m)?);
-        writes.push(message_event(&d.id, m, &d.user));
-    }
-    writes.push(Write::Push {
-        key: d.id.messages_key(),
-        values,
-    });
+    let mut writes = message_writes(&d.id, messages, &d.user)?;
     writes.extend(match renewal {
         Renewal::Full => d.threads.touch(&d.id, &d.creator),
         Renewal::Created => d.threads.touch_created(&d.id),

@@ -28,6 +28,7 @@ use crate::env::Env;
 use crate::error::WorkflowError;
 use crate::journal::{
     call_id, now_ms, Entry, EntryKind, Journal, OutputRef, Replay, RunRecord, RunStatus, Snapshot,
+    INLINE_MAX,
 };
 use crate::label::{parse_label, parse_score};
 use crate::pool_call::{answer_of, Call, CallFailure, WORKFLOW_CALL};
@@ -144,15 +145,9 @@ impl Exec {
         key: &str,
         detail: Option<String>,
     ) -> Result<(), WorkflowError> {
-        self.check()?;
         let mut entry = Entry::new(key, EntryKind::Started);
         entry.detail = detail;
-        let write = self.with_carried(vec![entry])?;
-        self.journal.store().apply(vec![write]).await?;
-        if let Some(hook) = &self.env.options.on_step_start {
-            (hook.0)(key);
-        }
-        Ok(())
+        self.journal_start(key, vec![entry]).await
     }
 
     /// [`begin`](Self::begin) of `key` that journals the `started` entries of its calls
@@ -162,22 +157,26 @@ impl Exec {
         key: &str,
         calls: Vec<String>,
     ) -> Result<(), WorkflowError> {
-        self.check()?;
         let mut entries = vec![Entry::new(key, EntryKind::Started)];
         entries.extend(
             calls
                 .iter()
                 .map(|call| Entry::new(call, EntryKind::Started)),
         );
-        let write = self.with_carried(entries)?;
-        self.journal.store().apply(vec![write]).await?;
+        self.journal_start(key, entries).await?;
         self.begun
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(calls);
-        if let Some(hook) = &self.env.options.on_step_start {
-            (hook.0)(key);
-        }
+        Ok(())
+    }
+
+    /// Journals `entries` (the `started` of `key`, and of its calls), then runs the step hook.
+    async fn journal_start(&self, key: &str, entries: Vec<Entry>) -> Result<(), WorkflowError> {
+        self.check()?;
+        let write = self.with_carried(entries)?;
+        self.journal.store().apply(vec![write]).await?;
+        self.started(key);
         Ok(())
     }
 
@@ -192,16 +191,20 @@ impl Exec {
             return self.begin(key, None).await;
         }
         self.check()?;
+        self.started(key);
+        Ok(())
+    }
+
+    /// Tells the step hook that `key` started.
+    fn started(&self, key: &str) {
         if let Some(hook) = &self.env.options.on_step_start {
             (hook.0)(key);
         }
-        Ok(())
     }
 
     /// The write that journals `entries` after the carried ones (taken).
     pub(super) fn with_carried(&self, entries: Vec<Entry>) -> Result<Write, WorkflowError> {
-        let mut all =
-            std::mem::take(&mut *self.carried.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut all = self.take_carried();
         all.extend(entries);
         self.journal.entries_write(&all)
     }
@@ -216,10 +219,10 @@ impl Exec {
     /// that write only runs the step again from its calls' journaled results. An output
     /// stored apart from the journal (a long one) is journaled now, with it.
     pub(super) async fn complete_step(&self, key: &str, output: &str) -> Result<(), WorkflowError> {
-        let (reference, stored) = self.journal.output_ref(output);
-        if stored.is_some() {
+        if output.len() > INLINE_MAX {
             return self.complete(key, output).await;
         }
+        let reference = OutputRef::Inline(output.to_owned());
         let mut entry = Entry::new(key, EntryKind::Completed);
         entry.output = Some(reference.clone());
         self.carried
