@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe_agents::rag::RagError;
+use troupe_agents::usage::UsageTally;
 use troupe_agents::{build_agents, AgentError, Budget, Conversations, Policies, UsageLedger};
 use troupe_config::Config;
 use troupe_ingress::{InFlight, IngressActor, OwnConsumer};
@@ -42,6 +43,8 @@ use troupe_workflow::{Router, RouterOptions};
 
 /// How often the store health actor pings the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the usage log is folded into the counters.
+const TALLY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a daemon could not start from its config.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +188,12 @@ impl Daemon {
             .map(|(group, budget)| (group.clone(), Budget::from(budget)))
             .collect();
         let usage = UsageLedger::new(store.clone(), budgets);
+        if usage.is_logged() {
+            let (tally_store, owner) = (store.clone(), instance.clone());
+            infra.child("usage-tally", ChildOptions::default(), move |_| {
+                UsageTally::new(tally_store.clone(), owner.clone(), TALLY_INTERVAL)
+            });
+        }
         let policies = Policies::new(store.clone(), usage.clone(), limiters.clone());
         let rag =
             troupe_agents::embedder::rag_from_config(config, store.clone(), policies.clone())?;

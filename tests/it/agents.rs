@@ -3,8 +3,9 @@
 //! group isolation, and a conversation that survives a restart on Redis.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use troupe_agents::usage::day_of;
+use troupe_agents::usage::{self, day_of, tally};
 use troupe_agents::{AgentError, Ask, Conversations, Role, TurnOutcome, TurnStatus};
 use troupe_runtime::limit::LimitError;
 use troupe_runtime::store::{MemoryStore, Store};
@@ -239,6 +240,118 @@ async fn usage_totals_equal_the_tokens_the_mock_server_reported() {
         .filter(|e| e.field("kind") == Some(&b"usage"[..]))
         .count();
     assert_eq!(usage_events, 3);
+    rig.stop().await;
+}
+
+/// On Redis, a call of a group without a budget is one usage log entry in the call's batch;
+/// the tally folds the log into the counters. A report is exact before and after the fold,
+/// only the lease holder folds, and forged entries are dropped without touching other keys.
+#[actix::test]
+async fn usage_is_logged_folded_once_and_reported_exactly_on_redis() {
+    let mock = llm::start(mock_config("")).await;
+    let prefix = unique_prefix("usage-log");
+    let store = redis::store(&prefix).await;
+    // The test holds the tally's lease, so the daemon's tally waits until it lets go.
+    assert!(store
+        .acquire_lease(tally::LEASE, "test", Duration::from_secs(30))
+        .await
+        .expect("lease"));
+    let config = format!(
+        "{}\n[budgets.acme]\ntokens_per_day = 1000000\n",
+        config_text(&mock)
+    );
+    let rig = Rig::start(&config, store.clone()).await;
+    for group in ["acme", "acme", "globex", "globex"] {
+        rig.talk
+            .ask(ask("helper", group, None, "hello there"))
+            .await
+            .expect("turn");
+    }
+    let stats = mock.stats();
+    let report = |group: &'static str| {
+        let talk = rig.talk.clone();
+        async move { talk.usage(group, today(), today()).await.expect("usage") }
+    };
+    let (acme, globex) = (report("acme").await, report("globex").await);
+    assert_eq!(
+        acme.total.calls + globex.total.calls,
+        stats.chat_completions
+    );
+    assert_eq!(
+        acme.total.input_tokens + globex.total.input_tokens,
+        stats.prompt_tokens
+    );
+    assert_eq!(globex.by_agent["helper"].calls, 2);
+    // acme has a budget: its counters were written by its calls. globex's calls are in the log.
+    let log = store
+        .xrange("usage-log", "-", "+", None)
+        .await
+        .expect("log");
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log.iter().all(|e| e
+        .field("k")
+        .is_some_and(|k| k.starts_with(b"usage:globex:"))));
+    let acme_day = store.keys_with_prefix("usage:acme:").await.expect("keys");
+    assert_eq!(acme_day.len(), 1, "{acme_day:?}");
+    assert!(store
+        .keys_with_prefix("usage:globex:")
+        .await
+        .expect("keys")
+        .is_empty());
+
+    // Forged entries: one naming a key outside the usage hashes, one of garbage.
+    for fields in [
+        vec![
+            ("k", &b"ingress:done:globex:forged"[..]),
+            ("p", b"pair:mock:helper:"),
+            ("i", b"5"),
+            ("o", b"5"),
+            ("c", b"5"),
+        ],
+        vec![("k", &[0xff, 0x00][..])],
+    ] {
+        store.xadd("usage-log", &fields, None).await.expect("xadd");
+    }
+    // Only the lease holder folds.
+    assert_eq!(
+        usage::fold(store.as_ref(), "other").await.expect("fold"),
+        usage::Folded::default()
+    );
+    assert_eq!(store.xlen("usage-log").await.expect("xlen"), 4);
+    let folded = usage::fold(store.as_ref(), "test").await.expect("fold");
+    assert_eq!(
+        folded,
+        usage::Folded {
+            calls: 2,
+            malformed: 2
+        }
+    );
+    assert_eq!(store.xlen("usage-log").await.expect("xlen"), 0);
+    assert!(!store
+        .exists("ingress:done:globex:forged")
+        .await
+        .expect("exists"));
+    assert_eq!(report("globex").await, globex, "the same after the fold");
+    assert_eq!(report("acme").await, acme);
+
+    // Let go of the lease: the daemon's own tally folds the next call.
+    store
+        .release_lease(tally::LEASE, "test")
+        .await
+        .expect("release");
+    rig.talk
+        .ask(ask("helper", "globex", None, "once more"))
+        .await
+        .expect("turn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.xlen("usage-log").await.expect("xlen") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon's tally folds the log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(report("globex").await.total.calls, 3);
     rig.stop().await;
 }
 

@@ -2,13 +2,19 @@
 //! model and agent. Optional per-group daily budgets stop calls before they reach the model.
 //!
 //! Layout: one hash per group and UTC day, `usage:{group}:{YYYY-MM-DD}`, whose integer fields
-//! are incremented atomically (`HINCRBY`) in the same batch as the call's audit event: one
-//! counter set per model and agent, `pair:{model}:{agent}:` followed by `calls`,
-//! `input_tokens`, `output_tokens` or `cost_nanos` (four commands a call). The totals, by
-//! model and by agent, are sums of the pairs when read. Costs are kept in nano-dollars to stay
-//! integral. Hashes written before the pairs (until December 2026) hold the twelve counters
-//! `calls`…, `model:{name}:calls`… and `agent:{name}:calls`…; they are read too, and added to
-//! the pairs, so a day written by both kinds of daemon adds up.
+//! are counters: one set per model and agent, `pair:{model}:{agent}:` followed by `calls`,
+//! `input_tokens`, `output_tokens` or `cost_nanos`. The totals, by model and by agent, are
+//! sums of the pairs when read. Costs are kept in nano-dollars to stay integral. Hashes
+//! written before the pairs (until December 2026) hold the twelve counters `calls`…,
+//! `model:{name}:calls`… and `agent:{name}:calls`…; they are read too, and added to the
+//! pairs, so a day written by both kinds of daemon adds up.
+//!
+//! A call's usage goes in the call's own batch (with its audit event). For a group with a
+//! budget, and on the memory store, that batch increments the four counters (`HINCRBY`),
+//! so the budget check reads them exact. For the other groups on Redis it appends one entry
+//! to the usage log ([`log`]), which the [`tally`] folds into the counters in batches, so
+//! thousands of calls of a pair cost four increments a fold instead of four each. A report
+//! reads the counters and the log not yet folded, so it is exact either way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,8 +26,14 @@ use troupe_runtime::store::{Store, Write};
 use crate::error::AgentError;
 use crate::model::{ModelError, Usage};
 
+pub mod log;
+pub mod tally;
+
+use self::log::{Counted, FOLDS, FOLDS_FIELD, LOG};
+pub use self::tally::{fold, Folded, UsageTally};
+
 /// How long daily usage hashes are kept.
-const RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
+pub(crate) const RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 const NANOS_PER_DOLLAR: f64 = 1e9;
 
 /// Prices of a model, in dollars per million tokens.
@@ -114,40 +126,46 @@ impl From<&troupe_config::BudgetSettings> for Budget {
 pub struct UsageLedger {
     store: Arc<dyn Store>,
     budgets: Arc<BTreeMap<String, Budget>>,
+    /// Whether calls of groups without a budget go to the usage log (on Redis).
+    logged: bool,
 }
+
+/// How many times a report reads the log and the counters again when a fold came between.
+const REPORT_TRIES: usize = 5;
 
 impl UsageLedger {
     /// A ledger over `store` enforcing `budgets` (by group).
     pub fn new(store: Arc<dyn Store>, budgets: BTreeMap<String, Budget>) -> Self {
+        let logged = store.backend() == "redis";
         UsageLedger {
             store,
             budgets: Arc::new(budgets),
+            logged,
         }
     }
 
-    /// The writes that record `record` (to batch with other writes of the same call).
+    /// Whether this ledger appends calls to the usage log (Redis), which a [`UsageTally`]
+    /// must then fold.
+    pub fn is_logged(&self) -> bool {
+        self.logged
+    }
+
+    /// The writes that record `record` (to batch with other writes of the same call): its
+    /// counters, or its usage log entry (see the module's doc).
     pub fn writes(&self, record: &UsageRecord) -> Vec<Write> {
-        let key = day_key(&record.group, day_of(record.at_ms));
-        let cost = (record.cost * NANOS_PER_DOLLAR).round() as i64;
-        let prefix = format!("pair:{}:{}:", record.model, record.agent);
-        let mut writes = Vec::with_capacity(5);
-        for (field, delta) in [
-            ("calls", 1),
-            ("input_tokens", record.input_tokens as i64),
-            ("output_tokens", record.output_tokens as i64),
-            ("cost_nanos", cost),
-        ] {
-            writes.push(Write::HIncrBy {
-                key: key.clone(),
-                field: format!("{prefix}{field}"),
-                delta,
-            });
+        let counted = Counted {
+            key: day_key(&record.group, day_of(record.at_ms)),
+            pair: format!("pair:{}:{}:", record.model, record.agent),
+            calls: 1,
+            input: i64::try_from(record.input_tokens).unwrap_or(i64::MAX),
+            output: i64::try_from(record.output_tokens).unwrap_or(i64::MAX),
+            cost_nanos: (record.cost * NANOS_PER_DOLLAR).round() as i64,
+        };
+        if self.logged && !self.budgets.contains_key(&record.group) {
+            vec![counted.log_write()]
+        } else {
+            counted.counter_writes()
         }
-        writes.push(Write::Expire {
-            key,
-            ttl: RETENTION,
-        });
-        writes
     }
 
     /// Fails with [`ModelError::BudgetExceeded`] if `group` has spent today's budget.
@@ -180,8 +198,67 @@ impl UsageLedger {
         Ok(())
     }
 
-    /// `group`'s usage over the UTC days `from..=to` (days since the epoch; see [`day_of`]).
+    /// `group`'s usage over the UTC days `from..=to` (days since the epoch; see [`day_of`]):
+    /// the counters and, on Redis, the calls in the usage log not yet folded into them.
     pub async fn report(&self, group: &str, from: i64, to: i64) -> Result<UsageReport, AgentError> {
+        if !self.logged {
+            return self.counted(group, from, to).await;
+        }
+        let keys: std::collections::HashSet<String> =
+            (from..=to).map(|day| day_key(group, day)).collect();
+        let mut tries = 0;
+        loop {
+            // A fold moves calls from the log to the counters in one batch and counts itself:
+            // if the count is the same after both reads, no call was read twice or missed.
+            let before = self.store.hget(FOLDS, FOLDS_FIELD).await?;
+            let pending = self.pending(&keys).await?;
+            let mut report = self.counted(group, from, to).await?;
+            tries += 1;
+            if self.store.hget(FOLDS, FOLDS_FIELD).await? == before || tries == REPORT_TRIES {
+                for counted in pending {
+                    let pair = &counted.pair;
+                    for (name, n) in [
+                        ("calls", counted.calls),
+                        ("input_tokens", counted.input),
+                        ("output_tokens", counted.output),
+                        ("cost_nanos", counted.cost_nanos),
+                    ] {
+                        add_field(&mut report, &format!("{pair}{name}"), n);
+                    }
+                }
+                return Ok(report);
+            }
+        }
+    }
+
+    /// The calls in the usage log for the day hashes `keys`.
+    async fn pending(
+        &self,
+        keys: &std::collections::HashSet<String>,
+    ) -> Result<Vec<Counted>, AgentError> {
+        let mut pending = Vec::new();
+        let mut after = "0".to_owned();
+        loop {
+            let entries = self.store.xread(LOG, &after, tally::BATCH, None).await?;
+            let Some(last) = entries.last() else {
+                return Ok(pending);
+            };
+            after = last.id.clone();
+            let full = entries.len() == tally::BATCH;
+            pending.extend(
+                entries
+                    .iter()
+                    .filter_map(|entry| Counted::parse(entry).ok())
+                    .filter(|counted| keys.contains(&counted.key)),
+            );
+            if !full {
+                return Ok(pending);
+            }
+        }
+    }
+
+    /// The counters of `group` over the days `from..=to`.
+    async fn counted(&self, group: &str, from: i64, to: i64) -> Result<UsageReport, AgentError> {
         let mut report = UsageReport::default();
         for day in from..=to {
             let one = self.day_totals(group, day).await?;
@@ -203,41 +280,46 @@ impl UsageLedger {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let parts: Vec<&str> = field.split(':').collect();
-            match parts.as_slice() {
-                ["pair", model, agent, name] => {
-                    count(&mut report.total, name, n);
-                    count(
-                        report.by_model.entry((*model).to_owned()).or_default(),
-                        name,
-                        n,
-                    );
-                    count(
-                        report.by_agent.entry((*agent).to_owned()).or_default(),
-                        name,
-                        n,
-                    );
-                }
-                // Written before the pairs.
-                [name] => count(&mut report.total, name, n),
-                ["model", model, name] => {
-                    count(
-                        report.by_model.entry((*model).to_owned()).or_default(),
-                        name,
-                        n,
-                    );
-                }
-                ["agent", agent, name] => {
-                    count(
-                        report.by_agent.entry((*agent).to_owned()).or_default(),
-                        name,
-                        n,
-                    );
-                }
-                _ => {}
-            }
+            add_field(&mut report, &field, n);
         }
         Ok(report)
+    }
+}
+
+/// Adds the value `n` of a day hash's `field` to `report`.
+fn add_field(report: &mut UsageReport, field: &str, n: i64) {
+    let parts: Vec<&str> = field.split(':').collect();
+    match parts.as_slice() {
+        ["pair", model, agent, name] => {
+            count(&mut report.total, name, n);
+            count(
+                report.by_model.entry((*model).to_owned()).or_default(),
+                name,
+                n,
+            );
+            count(
+                report.by_agent.entry((*agent).to_owned()).or_default(),
+                name,
+                n,
+            );
+        }
+        // Written before the pairs.
+        [name] => count(&mut report.total, name, n),
+        ["model", model, name] => {
+            count(
+                report.by_model.entry((*model).to_owned()).or_default(),
+                name,
+                n,
+            );
+        }
+        ["agent", agent, name] => {
+            count(
+                report.by_agent.entry((*agent).to_owned()).or_default(),
+                name,
+                n,
+            );
+        }
+        _ => {}
     }
 }
 
