@@ -286,14 +286,16 @@ impl Conversations {
     /// agent answers. The outcome comes with the writes that store the turn — the thread
     /// whole in one value, readable by its id with [`thread`](Self::thread) and
     /// [`messages`](Self::messages), and the last model call's usage — for the caller to send
-    /// in its own batch (a workflow run: with its journal entry). A turn paused for an
-    /// approval is written at once as an ordinary thread, which
-    /// [`approve`](Self::approve) continues; its writes are empty.
+    /// in its own batch (a workflow run: with its journal entry). The thread expires after
+    /// `retention` (its run's; `None`: the thread retention). A turn paused for an approval
+    /// is written at once as an ordinary thread, which [`approve`](Self::approve) continues;
+    /// its writes are empty.
     pub async fn ask_once(
         &self,
         new: NewThread,
         agent: &str,
         input: String,
+        retention: Option<Duration>,
     ) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
         if !self.agents.contains_key(agent) {
             return Err(AgentError::NotFound {
@@ -319,7 +321,7 @@ impl Conversations {
             stream: false,
             started: None,
         };
-        crate::thread::one_shot(self.own_turn(id, new, turn)).await
+        crate::thread::one_shot(self.own_turn(id, new, turn), retention).await
     }
 
     /// `turn` in thread `id`, made by `new`, to run without an actor.

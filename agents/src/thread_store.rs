@@ -113,6 +113,13 @@ impl fmt::Display for ThreadId {
     }
 }
 
+/// The longest a later write skips renewing keys an earlier write renewed for `retention`: a
+/// minute, or a hundredth of the retention if that is less. A thread (or a workflow call's
+/// thread, by its run's end) expires its retention after its last change, give or take this.
+pub fn retouch_within(retention: Duration) -> Duration {
+    Duration::from_secs(60).min(retention / 100)
+}
+
 /// The prefix of one-shot thread ids (a workflow call's: `wf-{run}…`), which ordinary threads
 /// cannot take.
 pub const ONE_SHOT_PREFIX: &str = "wf-";
@@ -175,7 +182,8 @@ fn listing(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
             key: index.clone(),
             below: horizon,
         });
-        writes.push(Write::Expire {
+        // Every listing renews the index: one a second is enough.
+        writes.push(Write::Renew {
             key: index,
             ttl: retention,
         });
@@ -491,13 +499,14 @@ impl ThreadStore {
     }
 
     /// The write that stores one-shot thread `id` whole: made by `new`, holding `messages`,
-    /// expiring after the retention. It replaces what an earlier attempt of the same call
-    /// wrote.
+    /// expiring after `retention` (`None`: the threads' retention). It replaces what an
+    /// earlier attempt of the same call wrote.
     pub(crate) fn once_write(
         &self,
         id: &ThreadId,
         new: NewThread,
         messages: Vec<ThreadMessage>,
+        retention: Option<Duration>,
     ) -> Result<Write, AgentError> {
         let once = OnceThread {
             info: ThreadInfo {
@@ -514,7 +523,7 @@ impl ThreadStore {
         Ok(Write::Set {
             key: id.once_key(),
             value: encode(&once)?,
-            ttl: Some(self.retention),
+            ttl: Some(retention.unwrap_or(self.retention)),
         })
     }
 

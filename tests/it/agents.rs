@@ -493,7 +493,7 @@ async fn a_one_shot_turn_paused_for_an_approval_is_an_ordinary_thread_the_approv
     };
     let (out, writes) = rig
         .talk
-        .ask_once(new, "gated", "what is the guarded_time".into())
+        .ask_once(new, "gated", "what is the guarded_time".into(), None)
         .await
         .expect("one-shot turn");
     let TurnStatus::AwaitingApproval { approval, .. } = out.status.clone() else {

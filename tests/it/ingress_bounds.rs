@@ -177,6 +177,8 @@ fn reply_streams_expire_after_reply_retention_renewed_by_each_result() {
     let ttl = pttl(&mut conn, &agents);
     assert!(ttl > 0 && ttl <= hour, "PTTL of {agents}: {ttl}");
     let _: bool = conn.pexpire(&agents, lowered).expect("PEXPIRE");
+    // A daemon renews a stream's expiry at most once a second (`Write::Renew`).
+    std::thread::sleep(troupe_runtime::store::RENEW_EVERY + Duration::from_millis(100));
     publish(
         &mut conn,
         &prefix,

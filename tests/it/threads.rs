@@ -267,7 +267,7 @@ async fn a_one_shot_call_writes_its_thread_whole_in_the_callers_batch() {
         metadata: serde_json::json!({"run": "r1"}),
     };
     let (first, writes) = talk
-        .ask_once(new.clone(), "echo", "first question".into())
+        .ask_once(new.clone(), "echo", "first question".into(), None)
         .await
         .expect("one-shot turn");
     assert_eq!(first.thread, "wf-r1-step");
@@ -313,13 +313,25 @@ async fn a_one_shot_call_writes_its_thread_whole_in_the_callers_batch() {
     );
     let listed = talk.list_threads("acme", None, 0, 10).await.expect("list");
     assert_eq!(listed.threads.len(), 0, "never indexed");
-    // The same call made again (a pool item retried) replaces it.
+    let hour = std::time::Duration::from_secs(3600);
+    let ttl = store.ttl("thread:acme:wf-r1-step:once").await.expect("ttl");
+    assert!(
+        ttl.is_some_and(|t| t > hour),
+        "the thread retention: {ttl:?}"
+    );
+    // The same call made again (a pool item retried) replaces it; this time with its run's
+    // retention.
     let (again, writes) = talk
-        .ask_once(new.clone(), "echo", "second question".into())
+        .ask_once(new.clone(), "echo", "second question".into(), Some(hour))
         .await
         .expect("repeated call");
     assert_eq!(again.thread, "wf-r1-step");
     store.apply(writes).await.expect("apply");
+    let ttl = store.ttl("thread:acme:wf-r1-step:once").await.expect("ttl");
+    assert!(
+        ttl.is_some_and(|t| t <= hour),
+        "the run's retention: {ttl:?}"
+    );
     let page = talk
         .messages("acme", "wf-r1-step", 0, 10)
         .await
@@ -361,6 +373,7 @@ async fn a_one_shot_call_writes_its_thread_whole_in_the_callers_batch() {
             },
             "echo",
             "hi".into(),
+            None,
         )
         .await;
     assert!(
@@ -373,7 +386,7 @@ async fn a_one_shot_call_writes_its_thread_whole_in_the_callers_batch() {
         ),
         "{plain:?}"
     );
-    let unknown = talk.ask_once(new, "nobody", "hello".into()).await;
+    let unknown = talk.ask_once(new, "nobody", "hello".into(), None).await;
     assert!(
         matches!(unknown, Err(AgentError::NotFound { what: "agent", .. })),
         "{unknown:?}"

@@ -1413,6 +1413,7 @@ async fn a_call_made_again_takes_the_answer_of_its_earlier_pool_item() {
         thread: item.clone(),
         input: "EARLIER topic".to_owned(),
         timeout_ms: None,
+        retention_ms: None,
     };
     let pool = idle.pools["research"].clone();
     let payload = serde_json::to_value(&call).expect("payload");
@@ -1445,7 +1446,9 @@ async fn a_call_made_again_takes_the_answer_of_its_earlier_pool_item() {
 async fn the_threads_of_a_runs_calls_expire_with_the_run_whichever_daemon_ends_it() {
     let prefix = unique_prefix("call-threads-ttl");
     let store = redis(&prefix).await;
-    let retention = Duration::from_secs(3600);
+    // Short enough that the run outlives a hundredth of it, so its end renews its calls'
+    // threads (a younger run's end leaves them as their writes set them).
+    let retention = Duration::from_secs(20);
     let with_retention = |owner: &str| RouterOptions {
         retention,
         ..options(owner)
@@ -1466,6 +1469,7 @@ async fn the_threads_of_a_runs_calls_expire_with_the_run_whichever_daemon_ends_i
         .await
         .expect("submit");
     wait_status(&runs, &id, RunStatus::Waiting).await;
+    let written = std::time::Instant::now();
     rig.stop().await;
     let rig = Rig::start_with(
         BIG,
@@ -1474,22 +1478,25 @@ async fn the_threads_of_a_runs_calls_expire_with_the_run_whichever_daemon_ends_i
         with_retention("d2"),
     )
     .await;
+    // Long enough after d1's calls that an unrenewed thread would show it.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(written.elapsed())).await;
     runs.send_event("acme", &id, "go", &serde_json::json!(true))
         .await
         .expect("event");
     assert_completed(&runs.wait("acme", &id, WAIT).await.expect("wait"));
+    let since = written.elapsed();
     for step in ["big", "again", "use"] {
         let thread = call_id(&id, 0, step);
-        {
-            // The call's thread is one value (see `thread_store`).
-            let key = format!("thread:acme:{thread}:once");
-            let ttl = store.ttl(&key).await.expect("ttl");
-            assert!(
-                ttl.is_some_and(|ttl| ttl <= retention),
-                "{key} expires with the run (within {retention:?}), not after the thread \
-                 retention: {ttl:?}"
-            );
-        }
+        // The call's thread is one value (see `thread_store`).
+        let key = format!("thread:acme:{thread}:once");
+        let ttl = store.ttl(&key).await.expect("ttl");
+        assert!(
+            ttl.is_some_and(
+                |ttl| ttl <= retention && ttl + since > retention + Duration::from_millis(500)
+            ),
+            "{key} expires with the run (renewed by its end, {since:?} after d1's calls, to \
+             {retention:?}), not after the thread retention: {ttl:?}"
+        );
     }
     rig.stop().await;
 }

@@ -223,8 +223,8 @@ impl Shared {
     }
 
     /// The writes that add `json` to the task's reply stream: the entry (the stream capped at
-    /// `max_len`), then the stream's expiry renewed to `reply_retention`, so a reply stream
-    /// nobody writes to any more goes away.
+    /// `max_len`), then the stream's expiry renewed to `reply_retention` (at most once a
+    /// second: [`Write::Renew`]), so a reply stream nobody writes to any more goes away.
     fn reply(&self, task: &Task, json: Vec<u8>) -> Vec<Write> {
         let s = &self.settings;
         vec![
@@ -233,7 +233,7 @@ impl Shared {
                 fields: vec![(wire::RESULT_FIELD.as_bytes().to_vec(), json)],
                 trim: Some(Trim::MaxLen(s.max_len)),
             },
-            Write::Expire {
+            Write::Renew {
                 key: task.reply_to.clone(),
                 ttl: s.reply_retention,
             },

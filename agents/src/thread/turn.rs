@@ -20,7 +20,7 @@ use crate::policy::Hold;
 use crate::stream::DeltaWriter;
 use crate::thread_lease::TurnLease;
 use crate::thread_store::{
-    encode, now_ms, NewThread, ThreadId, ThreadInfo, ThreadMessage, ThreadStore,
+    encode, now_ms, retouch_within, NewThread, ThreadId, ThreadInfo, ThreadMessage, ThreadStore,
 };
 
 /// The model context for `agent`: its instructions, then the last of `recent`.
@@ -61,7 +61,10 @@ pub(super) fn context_of(
 /// events, its run's journal names it) and its last model call's usage record. A turn paused
 /// for an approval is written at once as an ordinary thread (`created(info)` in its batch),
 /// which the approval continues; a failed turn's usage and error event are written at once.
-pub(crate) async fn one_shot(own: OwnTurn) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
+pub(crate) async fn one_shot(
+    own: OwnTurn,
+    retention: Option<Duration>,
+) -> Result<(TurnOutcome, Vec<Write>), AgentError> {
     let span = turn_span(&own.id, &own.turn.agent);
     async move {
         let (alone, rest) = run_alone(own).await?;
@@ -75,7 +78,7 @@ pub(crate) async fn one_shot(own: OwnTurn) -> Result<(TurnOutcome, Vec<Write>), 
         let outcome = alone.outcome(&rest.id, None);
         writes.push(
             rest.threads
-                .once_write(&rest.id, rest.new, alone.messages)?,
+                .once_write(&rest.id, rest.new, alone.messages, retention)?,
         );
         Ok((outcome, writes))
     }
@@ -500,7 +503,7 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
         })
         .collect();
     // The turn's first write touched the thread: its answer renews nothing unless the turn
-    // took long, relative to the retention (see `RETOUCH`).
+    // took long, relative to the retention (see `retouch_within`).
     let renewal = match touched {
         Some(at) if at.elapsed() < retouch(d) => Renewal::None,
         _ => Renewal::Full,
@@ -542,14 +545,9 @@ async fn drive_inner(d: &Drive, driven: &mut Driven) -> Result<TurnOutcome, Agen
     })
 }
 
-/// The longest a turn's later writes skip renewing the thread its first write renewed (at
-/// most a hundredth of the retention): a thread expires its retention after its last change,
-/// give or take this.
-const RETOUCH: Duration = Duration::from_secs(60);
-
-/// [`RETOUCH`] for the thread of `d`: at most a hundredth of its retention.
+/// [`retouch_within`] for the thread of `d`.
 fn retouch(d: &Drive) -> Duration {
-    RETOUCH.min(d.threads.retention() / 100)
+    retouch_within(d.threads.retention())
 }
 
 /// What a batch of messages renews of their thread.

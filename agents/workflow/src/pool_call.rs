@@ -48,6 +48,10 @@ pub struct Call {
     pub input: String,
     /// The step's `timeout`, per attempt, in ms.
     pub timeout_ms: Option<u64>,
+    /// The run's retention (`[daemon] run_retention`), in ms: the call's thread expires after
+    /// it, like the run's keys (absent in items of older daemons: the thread retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
 }
 
 /// Why a call got no answer.
@@ -135,7 +139,8 @@ impl Call {
                 "workflow": self.workflow, "run": self.run, "step": self.step,
             }),
         };
-        let ask = talk.ask_once(new, &self.agent, self.input.clone());
+        let retention = self.retention_ms.map(Duration::from_millis);
+        let ask = talk.ask_once(new, &self.agent, self.input.clone(), retention);
         let (outcome, writes) = match self.timeout() {
             Some(after) => tokio::time::timeout(after, ask)
                 .await

@@ -229,6 +229,11 @@ pub enum Write {
     XDel { stream: String, ids: Vec<EntryId> },
     /// `PEXPIRE key ttl`.
     Expire { key: String, ttl: Duration },
+    /// `PEXPIRE key ttl` for a key written many times a second (a shared stream, an index)
+    /// whose expiry may be renewed up to [`RENEW_EVERY`] late: the store may leave it out of
+    /// the batch if it renewed `key` less than that ago, and `ttl` is longer than twice that
+    /// (so the key cannot have expired since). Only for keys whose every write renews them.
+    Renew { key: String, ttl: Duration },
     /// `PERSIST key`: the key no longer expires.
     Persist { key: String },
     /// `HINCRBY key field delta`.
@@ -248,6 +253,9 @@ pub enum Write {
     /// `ZREMRANGEBYSCORE key -inf (below`: drops every member scored below `below`.
     ZRemBelow { key: String, below: i64 },
 }
+
+/// How late a [`Write::Renew`] may be.
+pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 /// The persistence boundary. Every method is one round trip on Redis (scripts for the atomic
 /// ones); [`Store::apply`] sends several writes in one.

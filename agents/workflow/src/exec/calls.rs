@@ -146,6 +146,9 @@ impl Exec {
             timeout_ms: step
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            retention_ms: Some(
+                u64::try_from(self.env.options.retention.as_millis()).unwrap_or(u64::MAX),
+            ),
         };
         if let Some(name) = &step.pool {
             let pool = self

@@ -293,7 +293,9 @@ impl Journal {
 
     /// Ends the run: writes its final record and, for an ingress task's run, the task's
     /// result (to its reply stream and its idempotency record), expires its keys and the
-    /// threads of its calls (`call_threads`) after `retention`, publishes its `ended` notice
+    /// threads of its calls (`call_threads`; not for a run that began less than
+    /// [`retouch_within`](thread_store::retouch_within) ago, whose calls' threads were written
+    /// expiring after the same retention) after `retention`, publishes its `ended` notice
     /// and takes it out of the index of unfinished runs, all in one batch.
     pub async fn finish(
         &self,
@@ -328,7 +330,12 @@ impl Journal {
             writes.push(self.entries_write(last)?);
         }
         writes.extend(self.expiring(stored_outputs, retention));
-        for thread in call_threads {
+        // A call's thread was written expiring after the run's retention: a run that ends
+        // soon after it began leaves them be, and they expire up to that long before its keys.
+        let young = crate::journal::now_ms().saturating_sub(record.created_ms)
+            < u64::try_from(thread_store::retouch_within(retention).as_millis())
+                .unwrap_or(u64::MAX);
+        for thread in call_threads.iter().filter(|_| !young) {
             if let Ok(id) = ThreadId::new(&self.group, thread) {
                 writes.push(thread_store::expiring(&id, retention));
             }
@@ -460,7 +467,7 @@ fn reply_writes(reply: &Reply, record: &RunRecord) -> Result<Vec<Write>, Workflo
             fields: vec![(RESULT_FIELD.as_bytes().to_vec(), json.clone())],
             trim: Some(troupe_runtime::store::Trim::MaxLen(reply.max_len)),
         },
-        Write::Expire {
+        Write::Renew {
             key: reply.stream.clone(),
             ttl: retention,
         },

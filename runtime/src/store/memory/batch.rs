@@ -65,7 +65,8 @@ impl Keyspace {
             Write::XDel { stream, ids } => {
                 self.xdel(stream, ids, now)?;
             }
-            Write::Expire { key, ttl } => {
+            // Renewing costs no round trip here: always done.
+            Write::Expire { key, ttl } | Write::Renew { key, ttl } => {
                 self.expire(key, *ttl, now);
             }
             Write::ZAdd { key, member, score } => self.zadd(key, member, *score, now)?,

@@ -1,6 +1,8 @@
 //! [`Store::apply`](crate::store::Store::apply) on Redis: the batch's writes as one
 //! `MULTI`/`EXEC` transaction (a single write is sent alone), errors reported per write.
 
+use std::time::Instant;
+
 use redis::Value;
 
 use super::link::{self, Ctx, Request, Retry};
@@ -13,13 +15,34 @@ pub(super) async fn apply(store: &RedisStore, writes: Vec<Write>) -> StoreResult
     check_writes(&writes)?;
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
+    let now = Instant::now();
+    let mut renewed = Vec::new();
     let sent: Vec<&Write> = writes
         .iter()
-        .filter(|w| add_write(store, &mut pipe, w))
+        .filter(|w| match w {
+            Write::Renew { key, ttl } => {
+                if !store.renewals.due(key, *ttl, now) {
+                    return false;
+                }
+                renewed.push(key.as_str());
+                pipe.cmd("PEXPIRE").arg(store.k(key)).arg(ttl_millis(*ttl));
+                true
+            }
+            w => add_write(store, &mut pipe, w),
+        })
         .collect();
     if sent.is_empty() {
         return Ok(());
     }
+    let result = send(store, pipe, sent).await;
+    if result.is_err() {
+        // Perhaps not renewed: the next write renews them.
+        store.renewals.forget(&renewed);
+    }
+    result
+}
+
+async fn send(store: &RedisStore, mut pipe: redis::Pipeline, sent: Vec<&Write>) -> StoreResult<()> {
     // One command is atomic on its own: MULTI/EXEC would only add two commands.
     if sent.len() > 1 {
         pipe.atomic();
@@ -106,7 +129,7 @@ fn add_write(store: &RedisStore, pipe: &mut redis::Pipeline, w: &Write) -> bool 
             }
             pipe.cmd("HDEL").arg(store.k(key)).arg(fields);
         }
-        Write::Expire { key, ttl } => {
+        Write::Expire { key, ttl } | Write::Renew { key, ttl } => {
             pipe.cmd("PEXPIRE").arg(store.k(key)).arg(ttl_millis(*ttl));
         }
         Write::Persist { key } => {
@@ -144,7 +167,7 @@ fn write_ctx(w: &Write) -> Ctx<'_> {
         Write::XAdd { stream, .. } => Ctx::new("apply(xadd)", stream),
         Write::XAck { stream, group, .. } => Ctx::new("apply(xack)", stream).group(group),
         Write::XDel { stream, .. } => Ctx::new("apply(xdel)", stream),
-        Write::Expire { key, .. } => Ctx::new("apply(expire)", key),
+        Write::Expire { key, .. } | Write::Renew { key, .. } => Ctx::new("apply(expire)", key),
         Write::Persist { key } => Ctx::new("apply(persist)", key),
         Write::HIncrBy { key, .. } => Ctx::new("apply(hincrby)", key),
         Write::ZAdd { key, .. } => Ctx::new("apply(zadd)", key),

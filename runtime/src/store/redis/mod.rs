@@ -18,6 +18,7 @@ mod keyspace;
 mod link;
 mod lists;
 mod rate;
+mod renewals;
 mod reply;
 mod scripts;
 mod sorted;
@@ -32,6 +33,7 @@ use async_trait::async_trait;
 use redis::{Cmd, Value};
 
 use self::link::{Ctx, Link, Request, Retry};
+use self::renewals::Renewals;
 use self::reply::Reply;
 use self::scripts::Scripts;
 use super::{
@@ -74,6 +76,7 @@ pub struct RedisStore {
     link: Arc<Link>,
     prefix: String,
     scripts: Scripts,
+    renewals: Renewals,
 }
 
 impl fmt::Debug for RedisStore {
@@ -104,6 +107,7 @@ impl RedisStore {
             link,
             prefix,
             scripts: Scripts::new(),
+            renewals: Renewals::default(),
         })
     }
 
