@@ -212,6 +212,12 @@ async fn execute(
         }
     }
     let order = snapshot.top_steps(&record.workflow);
+    let last_call = snapshot
+        .definitions
+        .get(&record.workflow)
+        .and_then(|d| d.steps.last())
+        .filter(|step| matches!(step.kind, troupe_config::StepKind::Agent { .. }))
+        .map(|step| step.name.clone());
     let replay = Replay::fold(&entries, &order);
     let resumed = replay.completed.len();
     if resumed > 0 {
@@ -235,6 +241,8 @@ async fn execute(
         completions,
         carried: Mutex::new(vec![adopted]),
         begun: Mutex::new(BTreeSet::new()),
+        last_call,
+        held: Mutex::new(Vec::new()),
     };
     let result = if cancel_requested {
         Err(WorkflowError::Canceled)
@@ -280,7 +288,7 @@ async fn execute(
             &stored,
             &threads,
             env.options.retention,
-            (&last, vec![lease]),
+            (exec.take_held(), &last, vec![lease]),
         )
         .await?;
     Ok(Ended::Finished(record.status))

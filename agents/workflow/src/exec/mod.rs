@@ -76,6 +76,12 @@ pub(super) struct Exec {
     pub(super) carried: Mutex<Vec<Entry>>,
     /// Calls whose `started` entry their step journaled for them (a parallel step's).
     pub(super) begun: Mutex<BTreeSet<String>>,
+    /// The run's last step, if it is one call (an `agent` step): the run ends as soon as it
+    /// completes, so its completion batch goes in the batch that ends the run.
+    pub(super) last_call: Option<String>,
+    /// That batch's writes (the call's thread and usage, a long output), held for the end;
+    /// its `completed` entry is carried.
+    pub(super) held: Mutex<Vec<Write>>,
 }
 
 impl Exec {
@@ -214,6 +220,11 @@ impl Exec {
         std::mem::take(&mut *self.carried.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The writes held for the batch that ends the run (see `last_call`), taken.
+    pub(super) fn take_held(&self) -> Vec<Write> {
+        std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Journals `key` completed with `output` at the journal's next write (see `carried`):
     /// for a step whose own work is journaled already (its calls), so that a crash before
     /// that write only runs the step again from its calls' journaled results. An output
@@ -247,7 +258,7 @@ impl Exec {
     }
 
     /// Journals `key` completed with `output`, in one batch with `with` (what the step's
-    /// call wrote: its thread and usage).
+    /// call wrote: its thread and usage); the run's last call, in the batch that ends it.
     pub(super) async fn complete_with(
         &self,
         key: &str,
@@ -265,8 +276,20 @@ impl Exec {
         entry.output = Some(reference.clone());
         let mut writes = with;
         writes.extend(stored);
-        writes.push(self.with_carried(vec![entry])?);
-        self.journal.store().apply(writes).await?;
+        if self.last_call.as_deref() == Some(key) {
+            // The run ends next, with nothing awaited in between: its end writes this too.
+            self.carried
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(entry);
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(writes);
+        } else {
+            writes.push(self.with_carried(vec![entry])?);
+            self.journal.store().apply(writes).await?;
+        }
         self.completed(key, reference);
         Ok(())
     }

@@ -309,23 +309,24 @@ impl Journal {
             stored_outputs,
             call_threads,
             retention,
-            (&[], Vec::new()),
+            (Vec::new(), &[], Vec::new()),
         )
         .await
     }
 
-    /// [`finish`](Self::finish) with `last` journaled in the same batch (the run's
-    /// `finished` entry, after the entries that waited for a write to ride with) and `also`
-    /// written in it (the run's lease dropped).
+    /// [`finish`](Self::finish) with `first` written at the start of the same batch (what
+    /// the run's last call wrote: its thread, usage, a long output), `last` journaled in it
+    /// (the run's `finished` entry, after the entries that waited for a write to ride with)
+    /// and `also` written in it (the run's lease dropped).
     pub async fn finish_with(
         &self,
         record: &RunRecord,
         stored_outputs: &[String],
         call_threads: &[String],
         retention: Duration,
-        (last, also): (&[Entry], Vec<Write>),
+        (first, last, also): (Vec<Write>, &[Entry], Vec<Write>),
     ) -> Result<(), WorkflowError> {
-        let mut writes = Vec::new();
+        let mut writes = first;
         if !last.is_empty() {
             writes.push(self.entries_write(last)?);
         }
