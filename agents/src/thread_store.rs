@@ -178,7 +178,7 @@ fn listing(id: &ThreadId, user: &str, retention: Duration) -> Vec<Write> {
             member: id.thread().as_bytes().to_vec(),
             score: now,
         });
-        writes.push(Write::ZRemBelow {
+        writes.push(Write::Prune {
             key: index.clone(),
             below: horizon,
         });

@@ -252,6 +252,10 @@ pub enum Write {
     ZRem { key: String, member: Vec<u8> },
     /// `ZREMRANGEBYSCORE key -inf (below`: drops every member scored below `below`.
     ZRemBelow { key: String, below: i64 },
+    /// [`ZRemBelow`](Write::ZRemBelow) for a sorted set written many times a second whose
+    /// members past a horizon may stay up to [`RENEW_EVERY`] longer: the store may leave it out
+    /// of the batch if it pruned `key` less than that ago.
+    Prune { key: String, below: i64 },
 }
 
 /// How late a [`Write::Renew`] may be.

@@ -71,7 +71,9 @@ impl Keyspace {
             }
             Write::ZAdd { key, member, score } => self.zadd(key, member, *score, now)?,
             Write::ZRem { key, member } => self.zrem(key, member, now)?,
-            Write::ZRemBelow { key, below } => self.zrem_below(key, *below, now)?,
+            Write::ZRemBelow { key, below } | Write::Prune { key, below } => {
+                self.zrem_below(key, *below, now)?
+            }
             Write::Persist { key } => self.persist(key, now),
             Write::HIncrBy { key, field, delta } => {
                 self.hincr_by(key, field, *delta, now)?;

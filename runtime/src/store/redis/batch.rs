@@ -1,11 +1,12 @@
 //! [`Store::apply`](crate::store::Store::apply) on Redis: the batch's writes as one
 //! `MULTI`/`EXEC` transaction (a single write is sent alone), errors reported per write.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
 use super::link::{self, Ctx, Request, Retry};
+use super::renewals::Slot;
 use super::reply::Reply;
 use super::RedisStore;
 use crate::store::args::{check_writes, ttl_millis};
@@ -21,12 +22,19 @@ pub(super) async fn apply(store: &RedisStore, writes: Vec<Write>) -> StoreResult
         .iter()
         .filter(|w| match w {
             Write::Renew { key, ttl } => {
-                if !store.renewals.due(key, *ttl, now) {
+                if !store.renewals.due(Slot::Expiry, key, *ttl, now) {
                     return false;
                 }
-                renewed.push(key.as_str());
+                renewed.push((Slot::Expiry, key.as_str()));
                 pipe.cmd("PEXPIRE").arg(store.k(key)).arg(ttl_millis(*ttl));
                 true
+            }
+            Write::Prune { key, .. } => {
+                if !store.renewals.due(Slot::Prune, key, Duration::MAX, now) {
+                    return false;
+                }
+                renewed.push((Slot::Prune, key.as_str()));
+                add_write(store, &mut pipe, w)
             }
             w => add_write(store, &mut pipe, w),
         })
@@ -147,7 +155,7 @@ fn add_write(store: &RedisStore, pipe: &mut redis::Pipeline, w: &Write) -> bool 
         Write::ZRem { key, member } => {
             pipe.cmd("ZREM").arg(store.k(key)).arg(member.as_slice());
         }
-        Write::ZRemBelow { key, below } => {
+        Write::ZRemBelow { key, below } | Write::Prune { key, below } => {
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(store.k(key))
                 .arg("-inf")
@@ -172,6 +180,8 @@ fn write_ctx(w: &Write) -> Ctx<'_> {
         Write::HIncrBy { key, .. } => Ctx::new("apply(hincrby)", key),
         Write::ZAdd { key, .. } => Ctx::new("apply(zadd)", key),
         Write::ZRem { key, .. } => Ctx::new("apply(zrem)", key),
-        Write::ZRemBelow { key, .. } => Ctx::new("apply(zremrangebyscore)", key),
+        Write::ZRemBelow { key, .. } | Write::Prune { key, .. } => {
+            Ctx::new("apply(zremrangebyscore)", key)
+        }
     }
 }
