@@ -21,8 +21,8 @@
 //! `max_deliveries` times, and a malformed one at once, is dead-lettered (written to the dead
 //! stream and acked in one batch). A task id that completed (per group) is answered from its
 //! stored result for `reply_retention` instead of running again; a reply stream expires
-//! `reply_retention` after the last result or notice written to it; a task id running
-//! anywhere holds a lease and is not started twice while the lease lasts.
+//! `reply_retention` after the last result or notice written to it; an agent task id
+//! running anywhere holds a lease and is not started twice while the lease lasts.
 //!
 //! A workflow task is acknowledged as soon as its run is submitted: the `accepted` notice
 //! (naming the run) and the `XACK` are written in the batch that makes the run adoptable, and

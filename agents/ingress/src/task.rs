@@ -123,6 +123,18 @@ impl Shared {
         }
         let entry = entry.id;
         let done = done_key(&task.group, &task.id);
+        let lease = running_key(&task.group, &task.id);
+        let agent = match &task.target {
+            Target::Agent(agent) => agent.clone(),
+            Target::Workflow(workflow) => {
+                // A workflow task needs neither the `done` read nor the running lease: its
+                // run is created once per task id, and a delivery of a task whose run has
+                // ended finds it ended and is answered from its record.
+                let answer = self.run_workflow(&entry, &task, workflow).await;
+                self.answer(&entry, &task, answer, done, lease).await;
+                return;
+            }
+        };
         let stored = match self.store.get(&done).await {
             Ok(stored) => stored,
             Err(err) => {
@@ -135,7 +147,6 @@ impl Shared {
             self.finish(&entry, &task, result, None, Vec::new()).await;
             return;
         }
-        let lease = running_key(&task.group, &task.id);
         // One owner per attempt: a second delivery of a running task (a duplicate, a reclaim,
         // a restarted consumer) never shares the first attempt's lease.
         let owner = format!("{}:{:016x}", self.consumer, rand::random::<u64>());
@@ -155,38 +166,51 @@ impl Shared {
             }
         }
         let outcome = tokio::select! {
-            result = self.execute(&entry, &task, &lease) => result,
+            result = self.ask_agent(&task, &agent) => result,
             () = self.keep_claimed(&entry, &lease, &owner) => None,
         };
-        let (target, name) = labels(&task);
-        let (result, with) = match outcome {
+        if !self
+            .answer(&entry, &task, outcome, done, lease.clone())
+            .await
+        {
+            let _ = self.store.release_lease(&lease, &owner).await;
+        }
+    }
+
+    /// Writes `answer` (see [`finish`](Self::finish); `done` and `lease` are the task's keys)
+    /// and counts it. Returns whether the task is answered or acknowledged; `false`: left
+    /// pending.
+    async fn answer(
+        &self,
+        entry: &str,
+        task: &Task,
+        answer: Option<Answer>,
+        done: String,
+        lease: String,
+    ) -> bool {
+        let (target, name) = labels(task);
+        let (result, with) = match answer {
             Some(Answer::Result(result, with)) => (*result, with),
             Some(Answer::Acked) => {
                 metrics().task(target, name, "accepted");
-                return;
+                return true;
             }
-            None => {
-                let _ = self.store.release_lease(&lease, &owner).await;
-                return;
-            }
+            None => return false,
         };
         let outcome = match result.status {
             Status::Ok => "ok",
             Status::Error | Status::Accepted => "error",
         };
         metrics().task(target, name, outcome);
-        let finished = match serde_json::to_vec(&result) {
+        match serde_json::to_vec(&result) {
             Ok(json) => {
-                self.finish(&entry, &task, json, Some((done, lease.clone())), with)
+                self.finish(entry, task, json, Some((done, lease)), with)
                     .await
             }
             Err(err) => {
                 tracing::error!(error = %err, "ingress cannot encode a result");
                 false
             }
-        };
-        if !finished {
-            let _ = self.store.release_lease(&lease, &owner).await;
         }
     }
 
@@ -295,85 +319,76 @@ impl Shared {
         }
     }
 
-    /// Runs the task. `None`: a transient failure; the entry is left pending.
-    async fn execute(&self, entry: &str, task: &Task, lease: &str) -> Option<Answer> {
-        match &task.target {
-            Target::Agent(agent) => {
-                let (started, mut start) = tokio::sync::mpsc::unbounded_channel();
-                let ask = Ask {
-                    group: task.group.clone(),
-                    user: task.user.clone(),
-                    agent: agent.clone(),
-                    thread: task.thread.clone(),
-                    input: task.input.clone(),
-                    stream: task.stream,
-                    started: task.stream.then_some(started),
-                };
-                // The acceptance is written before the result: the turn waits for nothing, but
-                // the result is written only once both are done.
-                let announce = async {
-                    if let Some(s) = start.recv().await {
-                        let stream = self.redis_key(&s.stream);
-                        let notice = TaskResult::accepted(
-                            &task.id,
-                            &task.group,
-                            Some(s.thread),
-                            None,
-                            Some(stream),
-                        );
-                        self.accepted(task, notice).await;
-                    }
-                };
-                let (asked, ()) = tokio::join!(self.conversations.ask_deferred(ask), announce);
-                let mut with = Vec::new();
-                match asked {
-                    Ok((outcome, writes)) => {
-                        with = writes;
-                        tracing::Span::current().record("thread", outcome.thread.as_str());
-                        let (status, output, error) = match outcome.status {
-                            TurnStatus::Completed => (Status::Ok, Some(outcome.answer), None),
-                            TurnStatus::AwaitingApproval { approval, .. } => (
-                                Status::Error,
-                                None,
-                                Some(ErrorBody {
-                                    kind: ErrorKind::AwaitingApproval,
-                                    message: format!("the turn waits for the approval {approval}"),
-                                }),
-                            ),
-                            TurnStatus::StepLimit => (
-                                Status::Error,
-                                None,
-                                Some(ErrorBody {
-                                    kind: ErrorKind::StepLimit,
-                                    message: "the agent hit its max_steps".to_owned(),
-                                }),
-                            ),
-                        };
-                        Some(TaskResult {
-                            status,
-                            output,
-                            thread: Some(outcome.thread),
-                            error,
-                            usage: Some(outcome.usage),
-                            delta_stream: outcome.delta_stream.map(|s| self.redis_key(&s)),
-                            ..TaskResult::ok(&task.id, &task.group)
-                        })
-                    }
-                    Err(err) if err.is_retryable() => {
-                        tracing::warn!(error = %err, "task failed transiently; left pending");
-                        None
-                    }
-                    Err(err) => Some(TaskResult::error(
-                        &task.id,
-                        &task.group,
-                        err.kind(),
-                        err.to_string(),
-                    )),
-                }
-                .map(|result| Answer::Result(Box::new(result), with))
+    /// Asks `agent` the task's question. `None`: a transient failure; the entry is left
+    /// pending.
+    async fn ask_agent(&self, task: &Task, agent: &str) -> Option<Answer> {
+        let (started, mut start) = tokio::sync::mpsc::unbounded_channel();
+        let ask = Ask {
+            group: task.group.clone(),
+            user: task.user.clone(),
+            agent: agent.to_owned(),
+            thread: task.thread.clone(),
+            input: task.input.clone(),
+            stream: task.stream,
+            started: task.stream.then_some(started),
+        };
+        // The acceptance is written before the result: the turn waits for nothing, but
+        // the result is written only once both are done.
+        let announce = async {
+            if let Some(s) = start.recv().await {
+                let stream = self.redis_key(&s.stream);
+                let notice =
+                    TaskResult::accepted(&task.id, &task.group, Some(s.thread), None, Some(stream));
+                self.accepted(task, notice).await;
             }
-            Target::Workflow(workflow) => self.run_workflow(entry, task, workflow, lease).await,
+        };
+        let (asked, ()) = tokio::join!(self.conversations.ask_deferred(ask), announce);
+        let mut with = Vec::new();
+        match asked {
+            Ok((outcome, writes)) => {
+                with = writes;
+                tracing::Span::current().record("thread", outcome.thread.as_str());
+                let (status, output, error) = match outcome.status {
+                    TurnStatus::Completed => (Status::Ok, Some(outcome.answer), None),
+                    TurnStatus::AwaitingApproval { approval, .. } => (
+                        Status::Error,
+                        None,
+                        Some(ErrorBody {
+                            kind: ErrorKind::AwaitingApproval,
+                            message: format!("the turn waits for the approval {approval}"),
+                        }),
+                    ),
+                    TurnStatus::StepLimit => (
+                        Status::Error,
+                        None,
+                        Some(ErrorBody {
+                            kind: ErrorKind::StepLimit,
+                            message: "the agent hit its max_steps".to_owned(),
+                        }),
+                    ),
+                };
+                Some(TaskResult {
+                    status,
+                    output,
+                    thread: Some(outcome.thread),
+                    error,
+                    usage: Some(outcome.usage),
+                    delta_stream: outcome.delta_stream.map(|s| self.redis_key(&s)),
+                    ..TaskResult::ok(&task.id, &task.group)
+                })
+            }
+            Err(err) if err.is_retryable() => {
+                tracing::warn!(error = %err, "task failed transiently; left pending");
+                None
+            }
+            Err(err) => Some(TaskResult::error(
+                &task.id,
+                &task.group,
+                err.kind(),
+                err.to_string(),
+            )),
         }
+        .map(|result| Answer::Result(Box::new(result), with))
     }
 
     /// Submits the task's run — once per task id, whatever happened to earlier deliveries —
@@ -381,13 +396,7 @@ impl Shared {
     /// makes the run adoptable: the task holds no slot while its run goes on. The run's end
     /// writes the final result (and the task's `done` record), on whichever daemon ends it. A
     /// run that had ended already is answered from its record.
-    async fn run_workflow(
-        &self,
-        entry: &str,
-        task: &Task,
-        workflow: &str,
-        lease: &str,
-    ) -> Option<Answer> {
+    async fn run_workflow(&self, entry: &str, task: &Task, workflow: &str) -> Option<Answer> {
         let router = self.router.as_ref()?;
         let s = &self.settings;
         let run = task_run_id(&task.group, &task.id);
@@ -401,16 +410,11 @@ impl Shared {
             }
         };
         let mut ack = self.reply(task, json);
-        ack.extend([
-            Write::XAck {
-                stream: s.stream.clone(),
-                group: s.group.clone(),
-                ids: vec![entry.to_owned()],
-            },
-            Write::Del {
-                key: lease.to_owned(),
-            },
-        ]);
+        ack.push(Write::XAck {
+            stream: s.stream.clone(),
+            group: s.group.clone(),
+            ids: vec![entry.to_owned()],
+        });
         let submit = Submit {
             workflow: workflow.to_owned(),
             group: task.group.clone(),
