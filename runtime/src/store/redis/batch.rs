@@ -12,37 +12,44 @@ use super::RedisStore;
 use crate::store::args::{check_writes, ttl_millis};
 use crate::store::{StoreResult, Trim, Write};
 
-pub(super) async fn apply(store: &RedisStore, writes: Vec<Write>) -> StoreResult<()> {
+pub(super) async fn apply(store: &RedisStore, mut writes: Vec<Write>) -> StoreResult<()> {
     check_writes(&writes)?;
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let now = Instant::now();
     let mut renewed = Vec::new();
-    let sent: Vec<&Write> = writes
-        .iter()
-        .filter(|w| match w {
+    let mut sent = Vec::with_capacity(writes.len());
+    for (i, w) in writes.iter().enumerate() {
+        let added = match w {
             Write::Renew { key, ttl } => {
-                if !store.renewals.due(Slot::Expiry, key, *ttl, now) {
-                    return false;
+                let due = store.renewals.due(Slot::Expiry, key, *ttl, now);
+                if due {
+                    renewed.push((Slot::Expiry, key.clone()));
+                    pipe.cmd("PEXPIRE").arg(store.k(key)).arg(ttl_millis(*ttl));
                 }
-                renewed.push((Slot::Expiry, key.as_str()));
-                pipe.cmd("PEXPIRE").arg(store.k(key)).arg(ttl_millis(*ttl));
-                true
+                due
             }
             Write::Prune { key, .. } => {
-                if !store.renewals.due(Slot::Prune, key, Duration::MAX, now) {
-                    return false;
+                let due = store.renewals.due(Slot::Prune, key, Duration::MAX, now);
+                if due {
+                    renewed.push((Slot::Prune, key.clone()));
+                    add_write(store, &mut pipe, w);
                 }
-                renewed.push((Slot::Prune, key.as_str()));
-                add_write(store, &mut pipe, w)
+                due
             }
             w => add_write(store, &mut pipe, w),
-        })
-        .collect();
+        };
+        if added {
+            sent.push(i);
+        }
+    }
     if sent.is_empty() {
         return Ok(());
     }
-    let result = send(store, pipe, sent).await;
+    // The pipeline holds the values now; while the batch waits for its turn on the
+    // connection (thousands may, under load), the writes keep only what names them in errors.
+    writes.iter_mut().for_each(thin);
+    let result = send(store, pipe, &writes, &sent).await;
     if result.is_err() {
         // Perhaps not renewed: the next write renews them.
         store.renewals.forget(&renewed);
@@ -50,7 +57,12 @@ pub(super) async fn apply(store: &RedisStore, writes: Vec<Write>) -> StoreResult
     result
 }
 
-async fn send(store: &RedisStore, mut pipe: redis::Pipeline, sent: Vec<&Write>) -> StoreResult<()> {
+async fn send(
+    store: &RedisStore,
+    mut pipe: redis::Pipeline,
+    writes: &[Write],
+    sent: &[usize],
+) -> StoreResult<()> {
     // One command is atomic on its own: MULTI/EXEC would only add two commands.
     if sent.len() > 1 {
         pipe.atomic();
@@ -61,16 +73,29 @@ async fn send(store: &RedisStore, mut pipe: redis::Pipeline, sent: Vec<&Write>) 
         .await?;
     let results = Reply { op: "apply" }.array(v)?;
     // Like the memory store: every write ran; the first failure is reported.
-    for (w, result) in sent.into_iter().zip(results) {
+    for (&i, result) in sent.iter().zip(results) {
         if let Value::ServerError(e) = result {
             return Err(link::server_error(
-                &write_ctx(w),
+                &write_ctx(&writes[i]),
                 e.code(),
                 e.details().unwrap_or_default(),
             ));
         }
     }
     Ok(())
+}
+
+/// Drops what `w` writes (its values), keeping what names it.
+fn thin(w: &mut Write) {
+    match w {
+        Write::Set { value, .. } => *value = Vec::new(),
+        Write::HSet { fields, .. } => *fields = Vec::new(),
+        Write::Push { values, .. } => *values = Vec::new(),
+        Write::XAdd { fields, .. } => *fields = Vec::new(),
+        Write::XAck { ids, .. } | Write::XDel { ids, .. } => *ids = Vec::new(),
+        Write::HDel { fields, .. } => *fields = Vec::new(),
+        _ => {}
+    }
 }
 
 /// Appends one write to a transaction; `false` if it is a no-op and was left out.

@@ -48,13 +48,13 @@ impl Renewals {
     }
 
     /// Forgets what `done` says was done (their batch failed).
-    pub(super) fn forget(&self, done: &[(Slot, &str)]) {
+    pub(super) fn forget(&self, done: &[(Slot, String)]) {
         if done.is_empty() {
             return;
         }
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        for (slot, key) in done {
-            last.remove(&(*slot, (*key).to_owned()));
+        for id in done {
+            last.remove(id);
         }
     }
 }
@@ -74,7 +74,7 @@ mod tests {
         assert!(r.due(Slot::Prune, "results", Duration::MAX, t0 + ms(500)));
         assert!(!r.due(Slot::Prune, "results", Duration::MAX, t0 + ms(600)));
         assert!(r.due(Slot::Expiry, "other", day, t0 + ms(500)));
-        r.forget(&[(Slot::Expiry, "other")]);
+        r.forget(&[(Slot::Expiry, "other".to_owned())]);
         assert!(r.due(Slot::Expiry, "other", day, t0 + ms(600)));
         assert!(r.due(Slot::Expiry, "results", day, t0 + RENEW_EVERY));
         let short = Duration::from_secs(2);
