@@ -177,6 +177,15 @@ async fn an_agent_answers_calls_a_tool_and_streams_over_http() {
     rig.stop().await;
 }
 
+/// The reports' totals are what the mock server counted.
+fn assert_adds_up(reports: &[&troupe_agents::UsageReport], stats: &troupe_mock_llm::Stats) {
+    let sum =
+        |f: fn(&troupe_agents::Totals) -> u64| reports.iter().map(|r| f(&r.total)).sum::<u64>();
+    assert_eq!(sum(|t| t.calls), stats.chat_completions);
+    assert_eq!(sum(|t| t.input_tokens), stats.prompt_tokens);
+    assert_eq!(sum(|t| t.output_tokens), stats.completion_tokens);
+}
+
 #[actix::test]
 async fn usage_totals_equal_the_tokens_the_mock_server_reported() {
     let mock = llm::start(mock_config("")).await;
@@ -211,18 +220,7 @@ async fn usage_totals_equal_the_tokens_the_mock_server_reported() {
         .usage("globex", today(), today())
         .await
         .expect("usage");
-    assert_eq!(
-        acme.total.calls + globex.total.calls,
-        stats.chat_completions
-    );
-    assert_eq!(
-        acme.total.input_tokens + globex.total.input_tokens,
-        stats.prompt_tokens
-    );
-    assert_eq!(
-        acme.total.output_tokens + globex.total.output_tokens,
-        stats.completion_tokens
-    );
+    assert_adds_up(&[&acme, &globex], &stats);
     assert_eq!(acme.by_model["mock"].calls, 3);
     assert_eq!(
         acme.by_agent["helper"].input_tokens,
@@ -273,14 +271,7 @@ async fn usage_is_logged_folded_once_and_reported_exactly_on_redis() {
         async move { talk.usage(group, today(), today()).await.expect("usage") }
     };
     let (acme, globex) = (report("acme").await, report("globex").await);
-    assert_eq!(
-        acme.total.calls + globex.total.calls,
-        stats.chat_completions
-    );
-    assert_eq!(
-        acme.total.input_tokens + globex.total.input_tokens,
-        stats.prompt_tokens
-    );
+    assert_adds_up(&[&acme, &globex], &stats);
     assert_eq!(globex.by_agent["helper"].calls, 2);
     // acme has a budget: its counters were written by its calls. globex's calls are in the log.
     let log = store
