@@ -1501,6 +1501,43 @@ async fn the_threads_of_a_runs_calls_expire_with_the_run_whichever_daemon_ends_i
     rig.stop().await;
 }
 
+/// A cancel flag and an event are written with an expiry of their own: one written just as
+/// the run ended (its status read before the end's batch) is not kept for good.
+#[actix::test]
+async fn a_runs_cancel_flag_and_events_expire_whenever_they_are_written() {
+    let prefix = unique_prefix("signal-ttl");
+    let store = redis(&prefix).await;
+    let rig = Rig::start(BIG, Path::new("troupe.toml"), store.clone(), "d1").await;
+    let runs = rig.router.runs().clone();
+    let id = rig
+        .router
+        .submit(submit("big", "hello"))
+        .await
+        .expect("submit");
+    wait_status(&runs, &id, RunStatus::Waiting).await;
+    runs.send_event("acme", &id, "unrelated", &serde_json::json!(1))
+        .await
+        .expect("event");
+    let ttl = store
+        .ttl(&format!("wf:acme:{id}:events"))
+        .await
+        .expect("ttl");
+    assert!(
+        ttl.is_some_and(|t| t <= troupe_workflow::runs::SIGNAL_TTL),
+        "events: {ttl:?}"
+    );
+    runs.cancel("acme", &id).await.expect("cancel");
+    // Read before the run ends (canceled, its end sets the run's retention on it).
+    let ttl = store
+        .ttl(&format!("wf:acme:{id}:cancel"))
+        .await
+        .expect("ttl");
+    assert!(ttl.is_some(), "cancel flag: {ttl:?}");
+    let record = runs.wait("acme", &id, WAIT).await.expect("wait");
+    assert_eq!(record.status, RunStatus::Canceled);
+    rig.stop().await;
+}
+
 #[actix::test]
 async fn a_restarted_run_makes_the_keys_it_needs_permanent_again() {
     let prefix = unique_prefix("restart-ttl");

@@ -282,6 +282,14 @@ async fn execute(
     let lease = Write::Del {
         key: lease_key(&record.id),
     };
+    // Flags written by older daemons have no expiry of their own: a canceled run's, and the
+    // events of a run that can wait for some, go with it.
+    let signaled = record.status == RunStatus::Canceled
+        || exec.snapshot.definitions.values().any(|d| {
+            d.steps
+                .iter()
+                .any(|s| matches!(s.kind, troupe_config::StepKind::WaitEvent { .. }))
+        });
     journal
         .finish_with(
             &record,
@@ -289,6 +297,7 @@ async fn execute(
             &threads,
             env.options.retention,
             (exec.take_held(), &last, vec![lease]),
+            signaled,
         )
         .await?;
     Ok(Ended::Finished(record.status))

@@ -62,6 +62,11 @@ pub struct RunView {
     pub journal_len: usize,
 }
 
+/// How long a run's cancel flag and events last after their last write. They are written
+/// with it, so one written just as the run ended (its status read before the end) is not kept
+/// for good; and a run that waits longer than this for a daemon loses them.
+pub const SIGNAL_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Submits, inspects, cancels, restarts runs and sends them events, through the store only.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -254,7 +259,7 @@ impl Runs {
             let flag = Write::Set {
                 key: journal.cancel_key(),
                 value: b"1".to_vec(),
-                ttl: None,
+                ttl: Some(SIGNAL_TTL),
             };
             let notice = Notice::Canceled {
                 run: run.to_owned(),
@@ -287,11 +292,15 @@ impl Runs {
             key: key.clone(),
             fields: vec![(name.to_owned(), data.to_string().into_bytes())],
         };
+        let bound = Write::Expire {
+            key: key.clone(),
+            ttl: SIGNAL_TTL,
+        };
         let notice = Notice::Event {
             run: run.to_owned(),
             group: group.to_owned(),
         };
-        self.store.apply(vec![event, notice.write()]).await?;
+        self.store.apply(vec![event, bound, notice.write()]).await?;
         if let Some(daemon) = &self.daemon {
             daemon.arrivals.sent(&key);
         }

@@ -310,6 +310,7 @@ impl Journal {
             call_threads,
             retention,
             (Vec::new(), &[], Vec::new()),
+            true,
         )
         .await
     }
@@ -317,7 +318,8 @@ impl Journal {
     /// [`finish`](Self::finish) with `first` written at the start of the same batch (what
     /// the run's last call wrote: its thread, usage, a long output), `last` journaled in it
     /// (the run's `finished` entry, after the entries that waited for a write to ride with)
-    /// and `also` written in it (the run's lease dropped).
+    /// and `also` written in it (the run's lease dropped). `signaled`: the run was canceled
+    /// or waits for events, so its cancel flag and events are expired with it.
     pub async fn finish_with(
         &self,
         record: &RunRecord,
@@ -325,12 +327,13 @@ impl Journal {
         call_threads: &[String],
         retention: Duration,
         (first, last, also): (Vec<Write>, &[Entry], Vec<Write>),
+        signaled: bool,
     ) -> Result<(), WorkflowError> {
         let mut writes = first;
         if !last.is_empty() {
             writes.push(self.entries_write(last)?);
         }
-        writes.extend(self.expiring(stored_outputs, retention));
+        writes.extend(self.expiring(stored_outputs, retention, signaled));
         // A call's thread was written expiring after the run's retention: a run that ends
         // soon after it began leaves them be, and they expire up to that long before its keys.
         let young = crate::journal::now_ms().saturating_sub(record.created_ms)
@@ -368,7 +371,7 @@ impl Journal {
     /// Takes a run found finished (its end was written, its index entry was not removed) out
     /// of the index; its result, if any, was written with its end.
     pub async fn close(&self, retention: Duration) -> Result<(), WorkflowError> {
-        let mut writes = self.expiring(&[], retention);
+        let mut writes = self.expiring(&[], retention, true);
         writes.push(Write::HDel {
             key: OPEN_INDEX.to_owned(),
             fields: vec![self.run.clone()],
@@ -418,15 +421,19 @@ impl Journal {
         Ok(writes)
     }
 
-    /// The writes that expire the run's keys (but its record) after `retention`.
-    fn expiring(&self, stored_outputs: &[String], retention: Duration) -> Vec<Write> {
-        let mut expiring = vec![
-            self.def_key(),
-            self.journal_key(),
-            self.events_key(),
-            self.cancel_key(),
-            group_key(&self.run),
-        ];
+    /// The writes that expire the run's keys (but its record) after `retention`; its events
+    /// and cancel flag too if `signaled` (they may have been written without an expiry, by a
+    /// daemon from before [`SIGNAL_TTL`](crate::runs::SIGNAL_TTL)).
+    fn expiring(
+        &self,
+        stored_outputs: &[String],
+        retention: Duration,
+        signaled: bool,
+    ) -> Vec<Write> {
+        let mut expiring = vec![self.def_key(), self.journal_key(), group_key(&self.run)];
+        if signaled {
+            expiring.extend([self.events_key(), self.cancel_key()]);
+        }
         expiring.extend(stored_outputs.iter().map(|hash| self.out_key(hash)));
         expiring
             .into_iter()
