@@ -199,7 +199,10 @@ impl UsageLedger {
     }
 
     /// `group`'s usage over the UTC days `from..=to` (days since the epoch; see [`day_of`]):
-    /// the counters and, on Redis, the calls in the usage log not yet folded into them.
+    /// the counters and, on Redis, the calls in the usage log not yet folded into them. A fold
+    /// between the two reads makes it read again; after five reads in a row with a
+    /// fold between (folds come once a second), the last is returned, which may count one
+    /// fold's calls twice or not at all.
     pub async fn report(&self, group: &str, from: i64, to: i64) -> Result<UsageReport, AgentError> {
         if !self.logged {
             return self.counted(group, from, to).await;
