@@ -38,7 +38,7 @@ pub struct ThreadId {
     thread: KeyName,
 }
 
-use troupe_runtime::key_name::{check_key_name as check_name, KeyName};
+use troupe_runtime::key_name::{check_key_name as check_name, join, KeyName};
 
 impl ThreadId {
     /// A thread id; both parts must be non-empty and free of `:` and whitespace.
@@ -66,15 +66,15 @@ impl ThreadId {
     }
 
     pub(crate) fn messages_key(&self) -> String {
-        format!("thread:{}:{}:messages", self.group, self.thread)
+        join(&["thread:", &self.group, ":", &self.thread, ":messages"])
     }
 
     pub(crate) fn meta_key(&self) -> String {
-        format!("thread:{}:{}:meta", self.group, self.thread)
+        join(&["thread:", &self.group, ":", &self.thread, ":meta"])
     }
 
     pub(crate) fn approval_key(&self) -> String {
-        format!("thread:{}:{}:approval", self.group, self.thread)
+        join(&["thread:", &self.group, ":", &self.thread, ":approval"])
     }
 
     /// The turn lease: held by the one change of the thread in progress on any daemon.
@@ -88,7 +88,7 @@ impl ThreadId {
 
     /// The one-shot form of the thread (see the module documentation).
     pub(crate) fn once_key(&self) -> String {
-        format!("thread:{}:{}:once", self.group, self.thread)
+        join(&["thread:", &self.group, ":", &self.thread, ":once"])
     }
 
     /// Whether the id is a one-shot thread's ([`ONE_SHOT_PREFIX`]).
@@ -103,7 +103,7 @@ impl ThreadId {
 
     /// The key naming the delta stream of the turn in progress, if any.
     pub fn live_key(&self) -> String {
-        format!("thread:{}:{}:live", self.group, self.thread)
+        join(&["thread:", &self.group, ":", &self.thread, ":live"])
     }
 }
 

@@ -126,3 +126,14 @@ mod tests {
         assert_eq!(err.value, format!("{}…", "x".repeat(64)));
     }
 }
+
+/// `parts` joined into one key, allocated once at its length. For keys built on every write,
+/// where `format!` (which guesses the length from the literal parts and grows) costs several
+/// times as much.
+pub fn join(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        key.push_str(part);
+    }
+    key
+}

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use troupe_runtime::key_name::join;
 use troupe_runtime::store::{EntryId, StreamEntry, Trim, Write};
 
 use super::RETENTION;
@@ -50,7 +51,7 @@ impl Counted {
         ] {
             writes.push(Write::HIncrBy {
                 key: self.key.clone(),
-                field: format!("{}{field}", self.pair),
+                field: join(&[&self.pair, field]),
                 delta,
             });
         }

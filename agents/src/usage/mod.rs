@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use troupe_runtime::key_name::join;
 use troupe_runtime::store::{Store, Write};
 
 use crate::error::AgentError;
@@ -155,7 +156,7 @@ impl UsageLedger {
     pub fn writes(&self, record: &UsageRecord) -> Vec<Write> {
         let counted = Counted {
             key: day_key(&record.group, day_of(record.at_ms)),
-            pair: format!("pair:{}:{}:", record.model, record.agent),
+            pair: join(&["pair:", &record.model, ":", &record.agent, ":"]),
             calls: 1,
             input: i64::try_from(record.input_tokens).unwrap_or(i64::MAX),
             output: i64::try_from(record.output_tokens).unwrap_or(i64::MAX),
@@ -351,7 +352,19 @@ pub fn day_of(ms: u64) -> i64 {
 
 fn day_key(group: &str, day: i64) -> String {
     let (y, m, d) = civil_from_days(day);
-    format!("usage:{group}:{y:04}-{m:02}-{d:02}")
+    if !(0..=9999).contains(&y) {
+        return format!("usage:{group}:{y:04}-{m:02}-{d:02}");
+    }
+    // Built on every call: by hand, not with `format!`'s padding.
+    let mut key = String::with_capacity(17 + group.len());
+    key.push_str("usage:");
+    key.push_str(group);
+    key.push(':');
+    let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
+    let y = y as u32;
+    key.extend([digit(y / 1000), digit(y / 100), digit(y / 10), digit(y)]);
+    key.extend(['-', digit(m / 10), digit(m), '-', digit(d / 10), digit(d)]);
+    key
 }
 
 /// Howard Hinnant's days-to-civil algorithm: (year, month, day) of a day since the epoch.

@@ -134,7 +134,13 @@ impl Call {
             group: self.group.clone(),
             user: self.user.clone(),
             id: Some(self.thread.clone()),
-            title: format!("{} {} {}", self.workflow, self.run, self.step),
+            title: troupe_runtime::key_name::join(&[
+                &self.workflow,
+                " ",
+                &self.run,
+                " ",
+                &self.step,
+            ]),
             metadata: serde_json::json!({
                 "workflow": self.workflow, "run": self.run, "step": self.step,
             }),

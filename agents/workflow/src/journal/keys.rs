@@ -48,7 +48,13 @@ pub fn call_id(run: &str, restarts: u32, key: &str) -> String {
     } else {
         String::new()
     };
-    format!("wf-{run}{restart}.{}", key.replace('/', "."))
+    let mut id = String::with_capacity(4 + run.len() + restart.len() + key.len());
+    id.push_str("wf-");
+    id.push_str(run);
+    id.push_str(&restart);
+    id.push('.');
+    id.extend(key.chars().map(|c| if c == '/' { '.' } else { c }));
+    id
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe_agents::task_result::{done_key, TaskResult, RESULT_FIELD};
 use troupe_agents::thread_store::{self, ThreadId};
+use troupe_runtime::key_name::join;
 use troupe_runtime::store::{Store, Write};
 
 use super::entry::{Entry, OutputRef};
@@ -44,7 +45,7 @@ impl Journal {
     }
 
     fn key(&self, what: &str) -> String {
-        format!("wf:{}:{}:{what}", self.group, self.run)
+        join(&["wf:", &self.group, ":", &self.run, ":", what])
     }
 
     /// The run record's key.
@@ -72,7 +73,7 @@ impl Journal {
     }
 
     fn out_key(&self, hash: &str) -> String {
-        self.key(&format!("out:{hash}"))
+        join(&["wf:", &self.group, ":", &self.run, ":out:", hash])
     }
 
     /// The writes that create a run: record, snapshot (`snapshot`, encoded), owner, index
