@@ -40,15 +40,20 @@ pub(crate) struct Counted {
 }
 
 impl Counted {
-    /// The writes that add these deltas to the day hash, with its expiry.
-    pub fn counter_writes(&self) -> Vec<Write> {
-        let mut writes = Vec::with_capacity(5);
-        for (field, delta) in [
+    /// The deltas by counter name (what follows the pair prefix in a day hash's field).
+    pub fn deltas(&self) -> [(&'static str, i64); 4] {
+        [
             ("calls", self.calls),
             ("input_tokens", self.input),
             ("output_tokens", self.output),
             ("cost_nanos", self.cost_nanos),
-        ] {
+        ]
+    }
+
+    /// The writes that add these deltas to the day hash, with its expiry.
+    pub fn counter_writes(&self) -> Vec<Write> {
+        let mut writes = Vec::with_capacity(5);
+        for (field, delta) in self.deltas() {
             writes.push(Write::HIncrBy {
                 key: self.key.clone(),
                 field: join(&[&self.pair, field]),

@@ -220,14 +220,8 @@ impl UsageLedger {
             tries += 1;
             if self.store.hget(FOLDS, FOLDS_FIELD).await? == before || tries == REPORT_TRIES {
                 for counted in pending {
-                    let pair = &counted.pair;
-                    for (name, n) in [
-                        ("calls", counted.calls),
-                        ("input_tokens", counted.input),
-                        ("output_tokens", counted.output),
-                        ("cost_nanos", counted.cost_nanos),
-                    ] {
-                        add_field(&mut report, &format!("{pair}{name}"), n);
+                    for (name, n) in counted.deltas() {
+                        add_field(&mut report, &join(&[&counted.pair, name]), n);
                     }
                 }
                 return Ok(report);

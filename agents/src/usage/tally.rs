@@ -36,10 +36,10 @@ pub struct Folded {
 /// without the lease it does nothing.
 pub async fn fold(store: &dyn Store, owner: &str) -> Result<Folded, AgentError> {
     let mut done = Folded::default();
+    if !store.acquire_lease(LEASE, owner, LEASE_TTL).await? {
+        return Ok(done);
+    }
     loop {
-        if !store.acquire_lease(LEASE, owner, LEASE_TTL).await? {
-            return Ok(done);
-        }
         let entries = store.xread(LOG, "0", BATCH, None).await?;
         if entries.is_empty() {
             return Ok(done);

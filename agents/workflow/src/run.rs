@@ -212,12 +212,7 @@ async fn execute(
         }
     }
     let order = snapshot.top_steps(&record.workflow);
-    let last_call = snapshot
-        .definitions
-        .get(&record.workflow)
-        .and_then(|d| d.steps.last())
-        .filter(|step| matches!(step.kind, troupe_config::StepKind::Agent { .. }))
-        .map(|step| step.name.clone());
+    let last_call = snapshot.last_call(&record.workflow).map(str::to_owned);
     let replay = Replay::fold(&entries, &order);
     let resumed = replay.completed.len();
     if resumed > 0 {
@@ -284,12 +279,7 @@ async fn execute(
     };
     // Flags written by older daemons have no expiry of their own: a canceled run's, and the
     // events of a run that can wait for some, go with it.
-    let signaled = record.status == RunStatus::Canceled
-        || exec.snapshot.definitions.values().any(|d| {
-            d.steps
-                .iter()
-                .any(|s| matches!(s.kind, troupe_config::StepKind::WaitEvent { .. }))
-        });
+    let signaled = record.status == RunStatus::Canceled || exec.snapshot.waits_for_events();
     journal
         .finish_with(
             &record,

@@ -7,7 +7,7 @@ use std::hash::Hasher as _;
 use fnv::FnvHasher;
 
 use serde::{Deserialize, Serialize};
-use troupe_config::WorkflowSettings;
+use troupe_config::{StepKind, WorkflowSettings};
 
 use crate::error::WorkflowError;
 
@@ -60,6 +60,24 @@ impl Snapshot {
             .get(workflow)
             .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// `workflow`'s last step, if it is one call (an `agent` step).
+    pub fn last_call(&self, workflow: &str) -> Option<&str> {
+        self.definitions
+            .get(workflow)
+            .and_then(|d| d.steps.last())
+            .filter(|step| matches!(step.kind, StepKind::Agent { .. }))
+            .map(|step| step.name.as_str())
+    }
+
+    /// Whether any of the definitions has a `wait_event` step.
+    pub fn waits_for_events(&self) -> bool {
+        self.definitions.values().any(|d| {
+            d.steps
+                .iter()
+                .any(|s| matches!(s.kind, StepKind::WaitEvent { .. }))
+        })
     }
 }
 

@@ -20,24 +20,21 @@ pub(super) async fn apply(store: &RedisStore, mut writes: Vec<Write>) -> StoreRe
     let mut renewed = Vec::new();
     let mut sent = Vec::with_capacity(writes.len());
     for (i, w) in writes.iter().enumerate() {
-        let added = match w {
-            Write::Renew { key, ttl } => {
-                let due = store.renewals.due(Slot::Expiry, key, *ttl, now);
+        let lazy = match w {
+            Write::Renew { key, ttl } => Some((Slot::Expiry, key, *ttl)),
+            Write::Prune { key, .. } => Some((Slot::Prune, key, Duration::MAX)),
+            _ => None,
+        };
+        let added = match lazy {
+            Some((slot, key, ttl)) => {
+                let due = store.renewals.due(slot, key, ttl, now);
                 if due {
-                    renewed.push((Slot::Expiry, key.clone()));
-                    pipe.cmd("PEXPIRE").arg(store.k(key)).arg(ttl_millis(*ttl));
-                }
-                due
-            }
-            Write::Prune { key, .. } => {
-                let due = store.renewals.due(Slot::Prune, key, Duration::MAX, now);
-                if due {
-                    renewed.push((Slot::Prune, key.clone()));
+                    renewed.push((slot, key.clone()));
                     add_write(store, &mut pipe, w);
                 }
                 due
             }
-            w => add_write(store, &mut pipe, w),
+            None => add_write(store, &mut pipe, w),
         };
         if added {
             sent.push(i);

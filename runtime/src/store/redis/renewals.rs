@@ -1,8 +1,8 @@
 //! What this store renewed or pruned lately: the memory behind
 //! [`Write::Renew`](crate::store::Write::Renew) and [`Write::Prune`](crate::store::Write::Prune).
 //! A key renewed (pruned) less than [`RENEW_EVERY`] ago is not renewed (pruned) again; only
-//! those sent in a batch that succeeded count. It holds at most [`MAX_KEYS`] keys (forgetting them all when
-//! full, which only means renewing them once more).
+//! those sent in a batch that succeeded count. It holds at most [`MAX_KEYS`] keys (forgetting
+//! them all when full, which only means renewing them once more).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
